@@ -1,0 +1,104 @@
+//! Command-line definitions (clap) and nothing else: each command's work lives in `commands/`.
+
+use camino::Utf8PathBuf;
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::{CpuChoice, GpuVendor, Overrides};
+use crate::image_ref::ImageRef;
+use crate::pci_id::PciId;
+use crate::root::Root;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "passthru-image",
+    version,
+    about = "PCIe/GPU passthrough for immutable Fedora hosts"
+)]
+pub struct Cli {
+    /// Configuration file [default: ./passthru.toml if present, else the embedded default]
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<Utf8PathBuf>,
+
+    /// Root of the host filesystem whose /sys and /proc are read
+    #[arg(long, global = true, value_name = "DIR", default_value = "/")]
+    pub root: Utf8PathBuf,
+
+    /// More output (repeat for more)
+    #[arg(short, long, global = true, action = clap::ArgAction::Count, conflicts_with = "quiet")]
+    pub verbose: u8,
+
+    /// Only errors
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+impl Cli {
+    pub fn root(&self) -> Root {
+        Root::new(self.root.clone())
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Show the resolved plan: kernel arguments, initramfs drivers, files, kernel, modules
+    Plan {
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        overrides: OverrideArgs,
+    },
+    /// Write the image build context (Containerfile + layer files) to a directory
+    Generate {
+        /// Directory to write; refused when it is not empty and not made by passthru-image
+        #[arg(short, long, value_name = "DIR")]
+        output: Utf8PathBuf,
+        /// Write into a non-empty directory that passthru-image did not make
+        #[arg(long)]
+        force: bool,
+        #[command(flatten)]
+        overrides: OverrideArgs,
+    },
+}
+
+/// Config values a single run may override.
+#[derive(Debug, Clone, Default, Args)]
+pub struct OverrideArgs {
+    /// CPU vendor, instead of cpu.vendor
+    #[arg(long, value_enum)]
+    pub cpu: Option<CpuChoice>,
+    /// Vendors of the passed-through GPUs, comma-separated, instead of gpu.vendors
+    #[arg(long, value_enum, value_delimiter = ',', num_args = 0..)]
+    pub gpu: Option<Vec<GpuVendor>>,
+    /// Device IDs to bind to vfio-pci (vvvv:dddd, comma-separated), instead of vfio.ids
+    #[arg(long, value_delimiter = ',', value_parser = parse_pci_id, num_args = 0..)]
+    pub vfio_ids: Option<Vec<PciId>>,
+    /// Base image, instead of image.base (drops a configured digest)
+    #[arg(long, value_parser = parse_image_ref, value_name = "IMAGE")]
+    pub base: Option<ImageRef>,
+    /// Tag of the built image, instead of image.tag
+    #[arg(long, value_parser = parse_image_ref, value_name = "IMAGE")]
+    pub tag: Option<ImageRef>,
+}
+
+impl From<&OverrideArgs> for Overrides {
+    fn from(a: &OverrideArgs) -> Overrides {
+        Overrides {
+            cpu: a.cpu,
+            gpu: a.gpu.clone(),
+            vfio_ids: a.vfio_ids.clone(),
+            base: a.base.clone(),
+            tag: a.tag.clone(),
+        }
+    }
+}
+
+fn parse_pci_id(s: &str) -> Result<PciId, String> {
+    s.parse()
+}
+
+fn parse_image_ref(s: &str) -> Result<ImageRef, String> {
+    s.parse()
+}

@@ -1,0 +1,23 @@
+use anyhow::Result;
+use camino::Utf8Path;
+
+use super::load_config;
+use crate::cli::{Cli, OverrideArgs};
+use crate::image::{context, render};
+use crate::plan::Plan;
+
+pub fn run(cli: &Cli, overrides: &OverrideArgs, output: &Utf8Path, force: bool) -> Result<()> {
+    let (config, source) = load_config(cli, overrides)?;
+    let plan = Plan::resolve(&config, &cli.root())?;
+    let ctx = render::render(&plan)?;
+    context::write(&ctx, output, force)?;
+    if !cli.quiet {
+        eprintln!(
+            "Wrote the build context for {} ({} files) from {source} to {output}",
+            plan.image.tag,
+            ctx.files.len()
+        );
+        eprintln!("Build it with: podman build -t {} {output}", plan.image.tag);
+    }
+    Ok(())
+}

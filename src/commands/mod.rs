@@ -1,0 +1,32 @@
+//! One module per command: thin glue from parsed arguments to the library.
+
+mod generate;
+mod plan;
+
+use anyhow::Result;
+
+use crate::cli::{Cli, Command, OverrideArgs};
+use crate::config::{Config, ConfigSource};
+
+pub fn run(cli: &Cli) -> Result<()> {
+    match &cli.command {
+        Command::Plan { json, overrides } => plan::run(cli, overrides, *json),
+        Command::Generate {
+            output,
+            force,
+            overrides,
+        } => generate::run(cli, overrides, output, *force),
+    }
+}
+
+/// The config for this run: `--config`/./passthru.toml/embedded, with the command's overrides applied.
+pub fn load_config(cli: &Cli, overrides: &OverrideArgs) -> Result<(Config, ConfigSource)> {
+    let (config, source) = Config::load(cli.config.as_deref())?;
+    Ok((config.with_overrides(&overrides.into()), source))
+}
+
+/// Prints `value` as pretty JSON on stdout: the machine-readable contract of `--json`.
+pub fn print_json(value: &impl serde::Serialize) -> Result<()> {
+    println!("{}", serde_json::to_string_pretty(value)?);
+    Ok(())
+}

@@ -1,0 +1,47 @@
+use anyhow::Result;
+
+use super::{load_config, print_json};
+use crate::cli::{Cli, OverrideArgs};
+use crate::plan::Plan;
+
+pub fn run(cli: &Cli, overrides: &OverrideArgs, json: bool) -> Result<()> {
+    let (config, source) = load_config(cli, overrides)?;
+    let plan = Plan::resolve(&config, &cli.root())?;
+    if json {
+        return print_json(&plan);
+    }
+    println!(
+        "Plan from {source}, CPU vendor {}",
+        plan.cpu_vendor.as_str()
+    );
+    println!("Image: {} -> {}", plan.image.base, plan.image.tag);
+    println!("Kernel arguments:");
+    for karg in &plan.kargs {
+        println!("  {karg}");
+    }
+    println!("Initramfs drivers: {}", plan.initramfs_drivers.join(" "));
+    println!("Files:");
+    for file in &plan.files {
+        println!(
+            "  {} ({:04o}, {} layer)",
+            file.path,
+            file.mode,
+            serde_json::to_value(file.layer)?.as_str().unwrap_or("?")
+        );
+    }
+    match &plan.kernel {
+        Some(kernel) => println!(
+            "Kernel: replaced ({}) from {}",
+            kernel.purpose,
+            serde_json::to_string(&kernel.source)?
+        ),
+        None => println!("Kernel: the base image's"),
+    }
+    for module in &plan.modules {
+        println!(
+            "Module: {} {} (dkms, built against the image kernel)",
+            module.name, module.version
+        );
+    }
+    Ok(())
+}

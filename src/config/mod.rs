@@ -1,0 +1,408 @@
+//! `passthru.toml`: the schema, its defaults, loading and validation.
+//!
+//! The serde structs are the schema. `deny_unknown_fields` everywhere: a typo is an error, not a silently
+//! ignored key. Values that later land in a Containerfile, a TOML file or a command line are parsed into
+//! checked types here ([`PciId`], [`ImageRef`], [`Karg`]), so the rest of the tool never sees raw strings.
+
+pub mod sources;
+
+use anyhow::Result;
+use camino::{Utf8Path, Utf8PathBuf};
+use serde::{Deserialize, Deserializer, Serialize};
+
+use crate::error::InputError;
+use crate::image_ref::{Digest, ImageRef};
+use crate::kargs::Karg;
+use crate::pci_id::PciId;
+
+pub use sources::{AcsMode, KernelSource, ModuleSource};
+
+/// The embedded default, shown to users as the reference and used when no config file exists.
+pub const DEFAULT_TOML: &str = include_str!("default.toml");
+
+/// Most `id:` entries the ACS-override patch accepts in `pcie_acs_override`.
+pub const MAX_ACS_IDS: usize = 15;
+
+/// `Default` is what every omitted key means; a test holds it equal to the embedded default.toml.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct Config {
+    pub image: ImageConfig,
+    pub cpu: CpuConfig,
+    pub vfio: VfioConfig,
+    pub gpu: GpuConfig,
+    pub kargs: KargsConfig,
+    pub vendor_reset: VendorResetConfig,
+    pub acs_override: AcsOverrideConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct ImageConfig {
+    #[serde(default = "default_base")]
+    pub base: ImageRef,
+    #[serde(default)]
+    pub digest: Option<Digest>,
+    #[serde(default = "default_tag")]
+    pub tag: ImageRef,
+}
+
+fn default_base() -> ImageRef {
+    "quay.io/fedora/fedora-bootc:44"
+        .parse()
+        .expect("valid reference")
+}
+
+fn default_tag() -> ImageRef {
+    "localhost/passthru-image:latest"
+        .parse()
+        .expect("valid reference")
+}
+
+impl Default for ImageConfig {
+    fn default() -> Self {
+        ImageConfig {
+            base: default_base(),
+            digest: None,
+            tag: default_tag(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum CpuChoice {
+    Intel,
+    Amd,
+    /// Read the vendor from /proc/cpuinfo under --root.
+    Auto,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct CpuConfig {
+    pub vendor: CpuChoice,
+    pub npt: bool,
+    pub avic: bool,
+    pub nested: bool,
+    pub sev: bool,
+    pub ignore_msrs: bool,
+}
+
+impl Default for CpuConfig {
+    fn default() -> Self {
+        CpuConfig {
+            vendor: CpuChoice::Auto,
+            npt: true,
+            avic: true,
+            nested: true,
+            sev: true,
+            ignore_msrs: false,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct VfioConfig {
+    pub ids: Vec<PciId>,
+    pub early_binding: bool,
+}
+
+impl Default for VfioConfig {
+    fn default() -> Self {
+        VfioConfig {
+            ids: Vec::new(),
+            early_binding: true,
+        }
+    }
+}
+
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, clap::ValueEnum,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum GpuVendor {
+    Nvidia,
+    Amd,
+    Intel,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct GpuConfig {
+    pub vendors: Vec<GpuVendor>,
+    pub disable_boot_framebuffers: bool,
+}
+
+impl Default for GpuConfig {
+    fn default() -> Self {
+        GpuConfig {
+            vendors: Vec::new(),
+            disable_boot_framebuffers: true,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct KargsConfig {
+    pub extra: Vec<ExtraKarg>,
+}
+
+/// A user-supplied karg, validated while the config is read so the error names its place in the file.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(transparent)]
+pub struct ExtraKarg(#[serde(serialize_with = "serialize_karg")] pub Karg);
+
+fn serialize_karg<S: serde::Serializer>(karg: &Karg, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(karg.as_str())
+}
+
+impl<'de> Deserialize<'de> for ExtraKarg {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        Karg::parse(&text)
+            .map(ExtraKarg)
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+/// `true`, `false` or `"auto"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Switch {
+    On,
+    Off,
+    Auto,
+}
+
+impl Serialize for Switch {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Switch::On => s.serialize_bool(true),
+            Switch::Off => s.serialize_bool(false),
+            Switch::Auto => s.serialize_str("auto"),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Switch {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Bool(bool),
+            Text(String),
+        }
+        match Raw::deserialize(d)
+            .map_err(|_| serde::de::Error::custom("expected true, false or \"auto\""))?
+        {
+            Raw::Bool(true) => Ok(Switch::On),
+            Raw::Bool(false) => Ok(Switch::Off),
+            Raw::Text(t) if t == "auto" => Ok(Switch::Auto),
+            Raw::Text(t) => Err(serde::de::Error::custom(format!(
+                "{t:?}: expected true, false or \"auto\""
+            ))),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct VendorResetConfig {
+    #[serde(default = "auto")]
+    pub enabled: Switch,
+    #[serde(default)]
+    pub git: Option<String>,
+    #[serde(default)]
+    pub commit: Option<String>,
+    #[serde(default)]
+    pub path: Option<Utf8PathBuf>,
+}
+
+fn auto() -> Switch {
+    Switch::Auto
+}
+
+impl Default for VendorResetConfig {
+    fn default() -> Self {
+        VendorResetConfig {
+            enabled: Switch::Auto,
+            git: None,
+            commit: None,
+            path: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct AcsOverrideConfig {
+    #[serde(default)]
+    pub enabled: bool,
+    #[serde(default = "default_acs_mode")]
+    pub mode: Vec<AcsMode>,
+    #[serde(default)]
+    pub ids: Vec<PciId>,
+    #[serde(default)]
+    pub repo: Option<String>,
+    #[serde(default)]
+    pub packages: Option<Utf8PathBuf>,
+    #[serde(default)]
+    pub sha256: std::collections::BTreeMap<String, String>,
+}
+
+fn default_acs_mode() -> Vec<AcsMode> {
+    vec![AcsMode::Downstream, AcsMode::Multifunction]
+}
+
+impl Default for AcsOverrideConfig {
+    fn default() -> Self {
+        AcsOverrideConfig {
+            enabled: false,
+            mode: default_acs_mode(),
+            ids: Vec::new(),
+            repo: None,
+            packages: None,
+            sha256: Default::default(),
+        }
+    }
+}
+
+/// Where the config came from, for messages.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConfigSource {
+    File(Utf8PathBuf),
+    Embedded,
+}
+
+impl std::fmt::Display for ConfigSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ConfigSource::File(path) => write!(f, "{path}"),
+            ConfigSource::Embedded => f.write_str("the embedded default config"),
+        }
+    }
+}
+
+impl Config {
+    /// Loads `--config FILE`, else `./passthru.toml` when present, else the embedded default.
+    pub fn load(explicit: Option<&Utf8Path>) -> Result<(Config, ConfigSource)> {
+        let path = match explicit {
+            Some(path) => {
+                if !path.is_file() {
+                    return Err(InputError::new(
+                        "--config",
+                        format!("{path} does not exist or is not a file"),
+                    )
+                    .into());
+                }
+                path.to_owned()
+            }
+            None if Utf8Path::new("passthru.toml").is_file() => Utf8PathBuf::from("passthru.toml"),
+            None => return Ok((Config::default(), ConfigSource::Embedded)),
+        };
+        let text = std::fs::read_to_string(&path)
+            .map_err(|e| InputError::new("--config", format!("cannot read {path}: {e}")))?;
+        let config = Config::from_toml(&text, path.as_str())?;
+        Ok((config, ConfigSource::File(path)))
+    }
+
+    /// Parses and validates a config. `origin` names the file in messages.
+    pub fn from_toml(text: &str, origin: &str) -> Result<Config> {
+        let deserializer = toml::Deserializer::parse(text)
+            .map_err(|e| InputError::new(origin, format!("not valid TOML: {e}")))?;
+        let config: Config = serde_path_to_error::deserialize(deserializer).map_err(|e| {
+            let field = e.path().to_string();
+            let inner = e.into_inner();
+            // toml's message carries the line and a caret; its first line is the TOML location header.
+            let message = inner.message().to_owned();
+            let location = inner
+                .span()
+                .map(|span| line_of(text, span.start))
+                .map(|line| format!(" (line {line})"));
+            InputError::new(
+                format!("{origin}: {field}"),
+                format!("{message}{}", location.unwrap_or_default()),
+            )
+        })?;
+        config
+            .validate()
+            .map_err(|e| InputError::new(format!("{origin}: {}", e.field), e.message))?;
+        Ok(config)
+    }
+
+    /// Rules that involve more than one value.
+    fn validate(&self) -> Result<(), InputError> {
+        if self.acs_override.ids.len() > MAX_ACS_IDS {
+            return Err(InputError::new(
+                "acs-override.ids",
+                format!(
+                    "{} IDs given; the ACS-override patch accepts at most {MAX_ACS_IDS}",
+                    self.acs_override.ids.len()
+                ),
+            ));
+        }
+        if self.acs_override.mode.is_empty() {
+            return Err(InputError::new(
+                "acs-override.mode",
+                "give at least one of \"downstream\", \"multifunction\"",
+            ));
+        }
+        self.vendor_reset_source()?;
+        if self.acs_override.enabled {
+            self.kernel_source()?;
+        }
+        Ok(())
+    }
+
+    /// The vendor-reset source: a local directory, or git URL + full commit hash (the default, upstream).
+    pub fn vendor_reset_source(&self) -> Result<ModuleSource, InputError> {
+        sources::vendor_reset_source(&self.vendor_reset)
+    }
+
+    /// The ACS-override kernel source. Only meaningful when `acs-override.enabled`.
+    pub fn kernel_source(&self) -> Result<KernelSource, InputError> {
+        sources::kernel_source(&self.acs_override)
+    }
+}
+
+fn line_of(text: &str, offset: usize) -> usize {
+    text[..offset.min(text.len())].matches('\n').count() + 1
+}
+
+/// One run's command-line overrides of the config (`--cpu`, `--gpu`, `--vfio-ids`, `--base`).
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    pub cpu: Option<CpuChoice>,
+    pub gpu: Option<Vec<GpuVendor>>,
+    pub vfio_ids: Option<Vec<PciId>>,
+    pub base: Option<ImageRef>,
+    pub tag: Option<ImageRef>,
+}
+
+impl Config {
+    pub fn with_overrides(mut self, o: &Overrides) -> Config {
+        if let Some(cpu) = o.cpu {
+            self.cpu.vendor = cpu;
+        }
+        if let Some(gpu) = &o.gpu {
+            self.gpu.vendors = gpu.clone();
+        }
+        if let Some(ids) = &o.vfio_ids {
+            self.vfio.ids = ids.clone();
+        }
+        if let Some(base) = &o.base {
+            self.image.base = base.clone();
+            // A digest pins the configured base, not another image.
+            self.image.digest = None;
+        }
+        if let Some(tag) = &o.tag {
+            self.image.tag = tag.clone();
+        }
+        self
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,209 @@
+use super::*;
+
+#[test]
+fn embedded_default_file_matches_the_defaults_of_omitted_keys() {
+    let from_file = Config::from_toml(DEFAULT_TOML, "default.toml").unwrap();
+    assert_eq!(from_file, Config::default());
+    assert_eq!(
+        Config::from_toml("", "empty.toml").unwrap(),
+        Config::default()
+    );
+}
+
+#[test]
+fn reads_a_full_config() {
+    let config = Config::from_toml(
+        r#"
+        [image]
+        base = "ghcr.io/ublue-os/bazzite:stable"
+        digest = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+        tag = "ghcr.io/me/bazzite-vfio:latest"
+        [cpu]
+        vendor = "amd"
+        sev = false
+        ignore-msrs = true
+        [vfio]
+        ids = ["10DE:2684", "10de:22ba"]
+        [gpu]
+        vendors = ["nvidia"]
+        [kargs]
+        extra = ["quiet", "split_lock_detect=off"]
+        "#,
+        "test.toml",
+    )
+    .unwrap();
+    assert_eq!(config.cpu.vendor, CpuChoice::Amd);
+    assert!(!config.cpu.sev && config.cpu.npt && config.cpu.ignore_msrs);
+    assert_eq!(
+        config.vfio.ids,
+        [PciId::new(0x10de, 0x2684), PciId::new(0x10de, 0x22ba)]
+    );
+    assert_eq!(config.gpu.vendors, [GpuVendor::Nvidia]);
+    assert_eq!(config.kargs.extra.len(), 2);
+}
+
+/// Each bad config names the field and says what is allowed.
+#[test]
+fn bad_configs_are_refused_with_the_field_named() {
+    let cases: &[(&str, &str, &str)] = &[
+        (
+            "[vfio]\nids = [\"10de:22ba\", \"10de\"]\n",
+            "vfio.ids[1]",
+            "vvvv:dddd",
+        ),
+        ("[vfio]\nidz = []\n", "vfio.idz", "unknown field"),
+        ("[gpus]\n", "gpus", "unknown field"),
+        ("[cpu]\nvendor = \"arm\"\n", "cpu.vendor", "intel"),
+        ("[cpu]\nnested = \"yes\"\n", "cpu.nested", "bool"),
+        (
+            "[gpu]\nvendors = [\"matrox\"]\n",
+            "gpu.vendors[0]",
+            "nvidia",
+        ),
+        (
+            "[kargs]\nextra = [\"quiet splash\"]\n",
+            "kargs.extra[0]",
+            "whitespace",
+        ),
+        (
+            "[kargs]\nextra = [\"a=\\\"b\\\"\"]\n",
+            "kargs.extra[0]",
+            "not allowed",
+        ),
+        (
+            "[image]\nbase = \"Quay.io/x y\"\n",
+            "image.base",
+            "image reference",
+        ),
+        (
+            "[image]\ndigest = \"sha256:abc\"\n",
+            "image.digest",
+            "64 lowercase hex",
+        ),
+        ("[image]\ntag = \"x:\"\n", "image.tag", "tag"),
+        (
+            "[vendor-reset]\nenabled = \"maybe\"\n",
+            "vendor-reset.enabled",
+            "auto",
+        ),
+        (
+            "[vendor-reset]\ngit = \"https://example.org/vr.git\"\n",
+            "vendor-reset.commit",
+            "40-hex",
+        ),
+        (
+            "[vendor-reset]\ncommit = \"main\"\n",
+            "vendor-reset.commit",
+            "40 lowercase hex",
+        ),
+        (
+            "[vendor-reset]\ngit = \"file:///x;rm\"\ncommit = \"084881c6e9e11bdadaf05798e669568848e698a3\"\n",
+            "vendor-reset.git",
+            "URL",
+        ),
+        (
+            "[vendor-reset]\npath = \"/src\"\ngit = \"https://a/b\"\n",
+            "vendor-reset.path",
+            "not both",
+        ),
+        (
+            "[acs-override]\nenabled = true\n",
+            "acs-override",
+            "kernel source",
+        ),
+        (
+            "[acs-override]\nmode = [\"upstream\"]\n",
+            "acs-override.mode[0]",
+            "downstream",
+        ),
+        (
+            "[acs-override]\nmode = []\n",
+            "acs-override.mode",
+            "at least one",
+        ),
+        (
+            "[acs-override]\nenabled = true\nrepo = \"https://x/y.txt\"\n",
+            "acs-override.repo",
+            ".repo",
+        ),
+        (
+            "[acs-override]\nenabled = true\npackages = \"/nonexistent/dir\"\n",
+            "acs-override.packages",
+            "cannot read",
+        ),
+        ("not toml at all [", "bad.toml", "TOML"),
+    ];
+    for (text, field, allowed) in cases {
+        let err = Config::from_toml(text, "bad.toml").unwrap_err();
+        let input = err
+            .downcast_ref::<InputError>()
+            .unwrap_or_else(|| panic!("{text:?}: not an input error: {err:#}"));
+        assert!(
+            input.field.contains(field),
+            "{text:?}: field {:?} does not name {field:?}",
+            input.field
+        );
+        assert!(
+            input.to_string().contains(allowed),
+            "{text:?}: {input} does not say {allowed:?}"
+        );
+    }
+}
+
+#[test]
+fn too_many_acs_ids_are_refused() {
+    let ids: Vec<String> = (0..16).map(|i| format!("\"1022:{i:04x}\"")).collect();
+    let text = format!("[acs-override]\nids = [{}]\n", ids.join(","));
+    let err = Config::from_toml(&text, "bad.toml")
+        .unwrap_err()
+        .downcast::<InputError>()
+        .unwrap();
+    assert!(
+        err.field.ends_with("acs-override.ids") && err.message.contains("at most 15"),
+        "{err}"
+    );
+}
+
+#[test]
+fn overrides_replace_config_values_and_drop_the_digest_with_the_base() {
+    let config = Config::from_toml(
+        "[image]\ndigest = \"sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef\"\n",
+        "t.toml",
+    )
+    .unwrap();
+    let o = Overrides {
+        cpu: Some(CpuChoice::Intel),
+        gpu: Some(vec![GpuVendor::Amd]),
+        vfio_ids: Some(vec![PciId::new(0x1002, 0x67df)]),
+        base: Some("localhost/base:1".parse().unwrap()),
+        tag: None,
+    };
+    let config = config.with_overrides(&o);
+    assert_eq!(config.cpu.vendor, CpuChoice::Intel);
+    assert_eq!(config.gpu.vendors, [GpuVendor::Amd]);
+    assert_eq!(config.image.base.as_str(), "localhost/base:1");
+    assert_eq!(config.image.digest, None);
+}
+
+#[test]
+fn local_kernel_packages_are_listed_and_their_sums_checked_for_form() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = camino::Utf8Path::from_path(dir.path()).unwrap();
+    std::fs::write(path.join("linux-image-6.1.0-99-amd64.deb"), b"x").unwrap();
+    std::fs::write(path.join("notes.txt"), b"ignored").unwrap();
+    let text = format!("[acs-override]\nenabled = true\npackages = \"{path}\"\n");
+    let config = Config::from_toml(&text, "t.toml").unwrap();
+    match config.kernel_source().unwrap() {
+        KernelSource::Packages { files, .. } => {
+            assert_eq!(files[0].name, "linux-image-6.1.0-99-amd64.deb")
+        }
+        other => panic!("{other:?}"),
+    }
+    let bad = format!("{text}sha256 = {{ \"linux-image-6.1.0-99-amd64.deb\" = \"xyz\" }}\n");
+    assert!(Config::from_toml(&bad, "t.toml").is_err());
+    let unknown = format!(
+        "{text}sha256 = {{ \"other.deb\" = \"{}\" }}\n",
+        "0".repeat(64)
+    );
+    assert!(Config::from_toml(&unknown, "t.toml").is_err());
+}

@@ -1,0 +1,82 @@
+//! Errors that decide the exit code.
+//!
+//! Everything the user can get wrong (config, flags, device IDs, paths, host files) is an [`InputError`]:
+//! it names the field and what is allowed, and `main` maps it to exit code 2. Every other error (an external
+//! program failed, a check failed) exits 1.
+
+use std::fmt;
+
+/// Bad input from the user: exit code 2, nothing written or changed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InputError {
+    /// The config key, flag or file the bad value came from, e.g. `vfio.ids[1]` or `--vfio-ids`.
+    pub field: String,
+    /// What is wrong and what is allowed.
+    pub message: String,
+}
+
+impl InputError {
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for InputError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.field, self.message)
+    }
+}
+
+impl std::error::Error for InputError {}
+
+/// A check ran and failed (doctor, verify after apply, test-boot): exit code 1, the report says why.
+#[derive(Debug)]
+pub struct ChecksFailed(pub String);
+
+impl fmt::Display for ChecksFailed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ChecksFailed {}
+
+/// Exit codes of the command-line contract.
+pub const EXIT_FAILED: i32 = 1;
+pub const EXIT_BAD_INPUT: i32 = 2;
+
+/// The exit code for an error: 2 when anything in its chain is bad input, else 1.
+pub fn exit_code(err: &anyhow::Error) -> i32 {
+    if err
+        .chain()
+        .any(|cause| cause.downcast_ref::<InputError>().is_some())
+    {
+        EXIT_BAD_INPUT
+    } else {
+        EXIT_FAILED
+    }
+}
+
+/// Shorthand for returning bad input: `bail_input!("vfio.ids", "expected ...")`.
+#[macro_export]
+macro_rules! bail_input {
+    ($field:expr, $($fmt:tt)+) => {
+        return Err(anyhow::Error::new($crate::error::InputError::new($field, format!($($fmt)+))))
+    };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn input_error_anywhere_in_the_chain_exits_2() {
+        let err = anyhow::Error::new(InputError::new("cpu.vendor", "expected intel, amd or auto"))
+            .context("loading passthru.toml");
+        assert_eq!(exit_code(&err), EXIT_BAD_INPUT);
+        assert_eq!(exit_code(&anyhow::anyhow!("podman failed")), EXIT_FAILED);
+    }
+}

@@ -1,0 +1,3 @@
+//! Facts read from the host (or a fixture tree) through a [`crate::root::Root`].
+
+pub mod cpu;

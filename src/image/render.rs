@@ -1,0 +1,222 @@
+//! Plan -> build context (Containerfile + layer files + scripts), in memory and deterministic.
+//!
+//! Rendering never touches the output directory; [`super::context`] writes the result. The Containerfile
+//! template lives in containerfiles/, the scripts in layers/scripts/; both are compiled into the binary.
+
+use std::collections::BTreeMap;
+
+use anyhow::{Context, Result};
+use camino::{Utf8Path, Utf8PathBuf};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use crate::config::{KernelSource, ModuleSource};
+use crate::error::InputError;
+use crate::plan::{Layer, Plan};
+
+const CONTAINERFILE_TEMPLATE: &str = include_str!("../../containerfiles/Containerfile.j2");
+
+/// Build-time helpers, installed under /usr/libexec/passthru-image/ in the image.
+const SCRIPTS: &[(&str, &str)] = &[
+    (
+        "image-kernel",
+        include_str!("../../layers/scripts/image-kernel"),
+    ),
+    (
+        "regenerate-initramfs",
+        include_str!("../../layers/scripts/regenerate-initramfs"),
+    ),
+    (
+        "build-kmods",
+        include_str!("../../layers/scripts/build-kmods"),
+    ),
+    (
+        "swap-kernel",
+        include_str!("../../layers/scripts/swap-kernel"),
+    ),
+];
+
+/// One file of the build context, relative to its root.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContextFile {
+    pub path: Utf8PathBuf,
+    pub mode: u32,
+    pub content: Vec<u8>,
+}
+
+impl ContextFile {
+    fn text(path: impl Into<Utf8PathBuf>, mode: u32, content: &str) -> Self {
+        ContextFile {
+            path: path.into(),
+            mode,
+            content: content.as_bytes().to_vec(),
+        }
+    }
+}
+
+/// The whole build context, sorted by path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BuildContext {
+    pub files: Vec<ContextFile>,
+}
+
+impl BuildContext {
+    pub fn get(&self, path: &str) -> Option<&ContextFile> {
+        self.files.iter().find(|f| f.path == path)
+    }
+
+    pub fn containerfile(&self) -> &str {
+        std::str::from_utf8(&self.get("Containerfile").expect("always rendered").content)
+            .expect("UTF-8")
+    }
+}
+
+pub fn render(plan: &Plan) -> Result<BuildContext> {
+    let mut files = vec![ContextFile::text(
+        "Containerfile",
+        0o644,
+        &containerfile(plan)?,
+    )];
+    for (name, content) in SCRIPTS {
+        files.push(ContextFile::text(format!("scripts/{name}"), 0o755, content));
+    }
+    for file in &plan.files {
+        let dir = match file.layer {
+            Layer::Initramfs => "layers/initramfs",
+            Layer::Host => "layers/host",
+        };
+        let relative = file.path.strip_prefix("/").unwrap_or(&file.path);
+        files.push(ContextFile::text(
+            Utf8Path::new(dir).join(relative),
+            file.mode,
+            &file.content,
+        ));
+    }
+    for module in &plan.modules {
+        if let ModuleSource::Path { path } = &module.source {
+            copy_tree(
+                path,
+                &Utf8Path::new("sources").join(&module.name),
+                &mut files,
+            )
+            .map_err(|e| InputError::new("vendor-reset.path", format!("{e:#}")))?;
+        }
+    }
+    if let Some(kernel) = &plan.kernel {
+        if let KernelSource::Packages {
+            dir,
+            files: packages,
+        } = &kernel.source
+        {
+            files.extend(kernel_packages(dir, packages)?);
+        }
+    }
+    files.sort_by(|a, b| a.path.cmp(&b.path));
+    Ok(BuildContext { files })
+}
+
+fn containerfile(plan: &Plan) -> Result<String> {
+    #[derive(Serialize)]
+    struct Module<'a> {
+        name: &'a str,
+        version: &'a str,
+        source: &'a ModuleSource,
+    }
+    let mut env = minijinja::Environment::new();
+    env.set_undefined_behavior(minijinja::UndefinedBehavior::Strict);
+    env.set_keep_trailing_newline(true);
+    env.add_template("Containerfile", CONTAINERFILE_TEMPLATE)?;
+    let modules: Vec<Module> = plan
+        .modules
+        .iter()
+        .map(|m| Module {
+            name: &m.name,
+            version: &m.version,
+            source: &m.source,
+        })
+        .collect();
+    let kernel = plan.kernel.as_ref().map(|k| &k.source);
+    let text = env
+        .get_template("Containerfile")?
+        .render(minijinja::context! {
+            version => env!("CARGO_PKG_VERSION"),
+            base => plan.image.base.as_str(),
+            tag => plan.image.tag.as_str(),
+            kernel => kernel,
+            modules => modules,
+        })?;
+    Ok(text)
+}
+
+/// Copies a local module source into the context, file by file, so the context stays self-contained.
+fn copy_tree(src: &Utf8Path, dest: &Utf8Path, out: &mut Vec<ContextFile>) -> Result<()> {
+    let mut entries: Vec<_> = src
+        .read_dir_utf8()
+        .with_context(|| format!("reading {src}"))?
+        .collect::<std::io::Result<Vec<_>>>()
+        .with_context(|| format!("reading {src}"))?;
+    entries.sort_by(|a, b| a.file_name().cmp(b.file_name()));
+    for entry in entries {
+        let name = entry.file_name();
+        if name == ".git" {
+            continue;
+        }
+        let kind = entry.file_type()?;
+        if kind.is_dir() {
+            copy_tree(entry.path(), &dest.join(name), out)?;
+        } else if kind.is_file() {
+            use std::os::unix::fs::PermissionsExt;
+            let meta = entry.metadata()?;
+            let mode = if meta.permissions().mode() & 0o111 != 0 {
+                0o755
+            } else {
+                0o644
+            };
+            let content =
+                std::fs::read(entry.path()).with_context(|| format!("reading {}", entry.path()))?;
+            out.push(ContextFile {
+                path: dest.join(name),
+                mode,
+                content,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// The kernel packages with a SHA256SUMS the build checks again; configured sums are checked now.
+fn kernel_packages(
+    dir: &Utf8Path,
+    packages: &[crate::config::sources::KernelPackage],
+) -> Result<Vec<ContextFile>> {
+    let mut out = Vec::new();
+    let mut sums = BTreeMap::new();
+    for package in packages {
+        let path = dir.join(&package.name);
+        let content = std::fs::read(&path).map_err(|e| {
+            InputError::new("acs-override.packages", format!("cannot read {path}: {e}"))
+        })?;
+        let actual = format!("{:x}", Sha256::digest(&content));
+        if let Some(expected) = &package.sha256 {
+            if *expected != actual {
+                return Err(InputError::new(
+                    format!("acs-override.sha256.{}", package.name),
+                    format!("{path} has sha256 {actual}, the config expects {expected}"),
+                )
+                .into());
+            }
+        }
+        sums.insert(package.name.clone(), actual);
+        out.push(ContextFile {
+            path: Utf8Path::new("kernel").join(&package.name),
+            mode: 0o644,
+            content,
+        });
+    }
+    let listing: String = sums
+        .iter()
+        .map(|(name, sum)| format!("{sum}  {name}\n"))
+        .collect();
+    out.push(ContextFile::text("kernel/SHA256SUMS", 0o644, &listing));
+    Ok(out)
+}

@@ -1,0 +1,18 @@
+//! passthru-image: PCIe/GPU passthrough for immutable Fedora hosts.
+//!
+//! One [`plan::Plan`] is resolved from `passthru.toml` and the host; executors (image build, live apply,
+//! doctor) only carry it out. See DESIGN.md in the project's shared notes and README.md.
+
+pub mod cli;
+pub mod commands;
+pub mod config;
+pub mod error;
+pub mod host;
+pub mod image;
+pub mod image_ref;
+pub mod kargs;
+pub mod kargs_d;
+pub mod pci_id;
+pub mod plan;
+pub mod root;
+pub mod vendor_reset;

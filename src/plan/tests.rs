@@ -1,0 +1,202 @@
+use super::*;
+use crate::config::{Config, Overrides};
+
+fn plan(cpu: CpuChoice, gpus: &[GpuVendor], ids: &[&str]) -> Plan {
+    plan_with(Config::default(), cpu, gpus, ids).unwrap()
+}
+
+fn plan_with(config: Config, cpu: CpuChoice, gpus: &[GpuVendor], ids: &[&str]) -> Result<Plan> {
+    let overrides = Overrides {
+        cpu: Some(cpu),
+        gpu: Some(gpus.to_vec()),
+        vfio_ids: Some(ids.iter().map(|id| id.parse().unwrap()).collect()),
+        ..Default::default()
+    };
+    Plan::resolve(
+        &config.with_overrides(&overrides),
+        &Root::new("/nonexistent"),
+    )
+}
+
+#[test]
+fn amd_cpu_with_nvidia_gpu_gets_exactly_the_guide_arguments() {
+    let plan = plan(
+        CpuChoice::Amd,
+        &[GpuVendor::Nvidia],
+        &["10de:2684", "10de:22ba"],
+    );
+    assert_eq!(
+        plan.kargs.as_strings(),
+        [
+            "amd_iommu=on",
+            "iommu=pt",
+            "kvm_amd.npt=1",
+            "kvm_amd.avic=1",
+            "kvm_amd.nested=1",
+            "kvm_amd.sev=1",
+            "video=vesafb:off,efifb:off,simplefb:off",
+            "nouveau.modeset=0",
+            "rd.driver.pre=vfio-pci",
+            "vfio_pci.ids=10de:2684,10de:22ba",
+        ]
+    );
+}
+
+#[test]
+fn intel_cpu_with_amd_gpu_gets_exactly_the_guide_arguments() {
+    let plan = plan(
+        CpuChoice::Intel,
+        &[GpuVendor::Amd],
+        &["1002:73bf", "1002:ab28"],
+    );
+    assert_eq!(
+        plan.kargs.as_strings(),
+        [
+            "intel_iommu=on",
+            "iommu=pt",
+            "video=vesafb:off,efifb:off,simplefb:off",
+            "amdgpu.aspm=0",
+            "rd.driver.pre=vfio-pci",
+            "vfio_pci.ids=1002:73bf,1002:ab28",
+        ]
+    );
+    // Navi 21 needs no vendor-reset: "auto" leaves it out.
+    assert!(plan.modules.is_empty());
+}
+
+#[test]
+fn amd_switches_opt_ins_and_opt_outs() {
+    let mut config = Config::default();
+    config.cpu.avic = false;
+    config.cpu.sev = false;
+    config.cpu.ignore_msrs = true;
+    config.gpu.disable_boot_framebuffers = false;
+    config.vfio.early_binding = false;
+    let plan = plan_with(config, CpuChoice::Amd, &[GpuVendor::Intel], &[]).unwrap();
+    assert_eq!(
+        plan.kargs.as_strings(),
+        [
+            "amd_iommu=on",
+            "iommu=pt",
+            "kvm_amd.npt=1",
+            "kvm_amd.nested=1",
+            "kvm.ignore_msrs=1",
+            "kvm.report_ignored_msrs=0"
+        ]
+    );
+}
+
+#[test]
+fn repeated_ids_and_extras_appear_once() {
+    let mut config = Config::default();
+    config.kargs.extra = vec![
+        crate::config::ExtraKarg(Karg::parse("iommu=pt").unwrap()),
+        crate::config::ExtraKarg(Karg::parse("vfio-pci.ids=10de:2684").unwrap()),
+        crate::config::ExtraKarg(Karg::parse("quiet").unwrap()),
+    ];
+    let plan = plan_with(config, CpuChoice::Intel, &[], &["10de:2684", "10de:2684"]).unwrap();
+    assert_eq!(
+        plan.kargs.as_strings(),
+        [
+            "intel_iommu=on",
+            "iommu=pt",
+            "rd.driver.pre=vfio-pci",
+            "vfio_pci.ids=10de:2684",
+            "quiet"
+        ]
+    );
+}
+
+#[test]
+fn an_extra_that_contradicts_a_planned_argument_is_bad_input() {
+    let mut config = Config::default();
+    config.kargs.extra = vec![crate::config::ExtraKarg(Karg::parse("iommu=off").unwrap())];
+    let err = plan_with(config, CpuChoice::Intel, &[], &[]).unwrap_err();
+    let input = err.downcast_ref::<InputError>().expect("input error");
+    assert_eq!(input.field, "kargs.extra[0]");
+    assert!(input.message.contains("iommu=pt"), "{input}");
+}
+
+#[test]
+fn auto_cpu_reads_the_host_and_fails_clearly_without_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = Root::new(camino::Utf8Path::from_path(dir.path()).unwrap());
+    std::fs::create_dir(root.join("/proc")).unwrap();
+    std::fs::write(
+        root.join("/proc/cpuinfo"),
+        "vendor_id\t: AuthenticAMD\nflags\t: svm\n",
+    )
+    .unwrap();
+    let plan = Plan::resolve(&Config::default(), &root).unwrap();
+    assert_eq!(plan.cpu_vendor, CpuVendor::Amd);
+    std::fs::write(root.join("/proc/cpuinfo"), "vendor_id\t: SomethingElse\n").unwrap();
+    let err = Plan::resolve(&Config::default(), &root).unwrap_err();
+    assert!(
+        err.downcast_ref::<InputError>()
+            .is_some_and(|e| e.field == "cpu.vendor"),
+        "{err:#}"
+    );
+}
+
+#[test]
+fn device_ids_live_only_in_the_host_layer() {
+    let plan = plan(
+        CpuChoice::Amd,
+        &[GpuVendor::Amd],
+        &["1002:67df", "1002:aaf0"],
+    );
+    for file in plan.files_in(Layer::Initramfs) {
+        assert!(
+            !file.content.contains("67df"),
+            "{} holds a device ID",
+            file.path
+        );
+    }
+    let host: Vec<&str> = plan
+        .files_in(Layer::Host)
+        .map(|f| f.path.as_str())
+        .collect();
+    assert_eq!(
+        host,
+        [
+            "/usr/lib/udev/rules.d/99-passthru-vendor-reset.rules",
+            "/usr/lib/bootc/kargs.d/50-passthru.toml"
+        ]
+    );
+}
+
+#[test]
+fn vendor_reset_auto_follows_the_table_and_can_be_forced() {
+    let polaris = plan(CpuChoice::Amd, &[GpuVendor::Amd], &["1002:67df"]);
+    assert_eq!(polaris.modules.len(), 1);
+    assert_eq!(polaris.modules[0].kernel_modules, ["vendor-reset"]);
+    let mut config = Config::default();
+    config.vendor_reset.enabled = crate::config::Switch::Off;
+    assert!(
+        plan_with(config, CpuChoice::Amd, &[], &["1002:67df"])
+            .unwrap()
+            .modules
+            .is_empty()
+    );
+}
+
+#[test]
+fn acs_override_karg_only_with_the_kernel() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = camino::Utf8Path::from_path(dir.path()).unwrap();
+    std::fs::write(
+        path.join("kernel-core-6.11.4-301.acs.fc41.x86_64.rpm"),
+        b"rpm",
+    )
+    .unwrap();
+    let text =
+        format!("[acs-override]\nenabled = true\nids = [\"1022:43c6\"]\npackages = \"{path}\"\n");
+    let config = Config::from_toml(&text, "t.toml").unwrap();
+    let plan = plan_with(config, CpuChoice::Amd, &[], &[]).unwrap();
+    assert!(plan.kargs.contains(
+        &Karg::parse("pcie_acs_override=downstream,multifunction,id:1022:43c6").unwrap()
+    ));
+    assert!(plan.kernel.is_some());
+    let without = plan_with(Config::default(), CpuChoice::Amd, &[], &[]).unwrap();
+    assert!(!without.kargs.iter().any(|k| k.key() == "pcie_acs_override"));
+}
