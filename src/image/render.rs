@@ -102,14 +102,13 @@ pub fn render(plan: &Plan) -> Result<BuildContext> {
             .map_err(|e| InputError::new("vendor-reset.path", format!("{e:#}")))?;
         }
     }
-    if let Some(kernel) = &plan.kernel {
-        if let KernelSource::Packages {
+    if let Some(kernel) = &plan.kernel
+        && let KernelSource::Packages {
             dir,
             files: packages,
         } = &kernel.source
-        {
-            files.extend(kernel_packages(dir, packages)?);
-        }
+    {
+        files.extend(kernel_packages(dir, packages)?);
     }
     files.sort_by(|a, b| a.path.cmp(&b.path));
     Ok(BuildContext { files })
@@ -197,14 +196,14 @@ fn kernel_packages(
             InputError::new("acs-override.packages", format!("cannot read {path}: {e}"))
         })?;
         let actual = format!("{:x}", Sha256::digest(&content));
-        if let Some(expected) = &package.sha256 {
-            if *expected != actual {
-                return Err(InputError::new(
-                    format!("acs-override.sha256.{}", package.name),
-                    format!("{path} has sha256 {actual}, the config expects {expected}"),
-                )
-                .into());
-            }
+        if let Some(expected) = &package.sha256
+            && *expected != actual
+        {
+            return Err(InputError::new(
+                format!("acs-override.sha256.{}", package.name),
+                format!("{path} has sha256 {actual}, the config expects {expected}"),
+            )
+            .into());
         }
         sums.insert(package.name.clone(), actual);
         out.push(ContextFile {
