@@ -51,6 +51,9 @@ pub fn run(
 
 fn print_proposal(p: &Proposal, rpm: &RpmOstree) {
     println!("Pending deployment: {} (sysroot {})", p.pending, p.sysroot);
+    if let Some(booted) = &p.booted {
+        println!("Booted deployment: {booted}");
+    }
     println!("Planned kernel arguments:");
     for karg in &p.changes.kargs {
         println!("  {karg}");

@@ -67,6 +67,8 @@ impl Step {
 pub struct Proposal {
     pub sysroot: Utf8PathBuf,
     pub pending: String,
+    /// The running deployment, when the sysroot is booted.
+    pub booted: Option<String>,
     #[serde(flatten)]
     pub changes: Changes,
     pub steps: Vec<Step>,
@@ -111,6 +113,7 @@ pub fn propose(plan: &Plan, root: &Root, rpm: &RpmOstree, options: &Options) -> 
     Ok(Proposal {
         sysroot: options.sysroot.clone(),
         pending: host.pending.id.clone(),
+        booted: host.booted.as_ref().map(|b| b.id.clone()),
         changes,
         steps,
     })
@@ -135,7 +138,7 @@ pub fn apply(plan: &Plan, root: &Root, options: &Options, is_root: bool) -> Resu
                 .iter()
                 .map(|s| s.describe(&rpm))
                 .collect();
-            return Err(err.context(half_way_report(&done, &not_done)));
+            return Err(err.context(half_way_report(root, &done, &not_done)));
         }
         done.push(step.describe(&rpm));
     }
@@ -147,7 +150,7 @@ pub fn apply(plan: &Plan, root: &Root, options: &Options, is_root: bool) -> Resu
     })
 }
 
-fn half_way_report(done: &[String], not_done: &[String]) -> String {
+fn half_way_report(root: &Root, done: &[String], not_done: &[String]) -> String {
     let list = |items: &[String]| {
         if items.is_empty() {
             "  (nothing)\n".to_owned()
@@ -158,7 +161,7 @@ fn half_way_report(done: &[String], not_done: &[String]) -> String {
     format!(
         "apply stopped half-way.\nApplied (recorded in {}):\n{}Not applied:\n{}\
          Run apply again to finish, or revert to undo what was applied",
-        state::FILE,
+        root.join(state::FILE),
         list(done),
         list(not_done)
     )

@@ -281,6 +281,75 @@ fn kernel_change(source: &KernelSource, pending: &DeploymentState) -> Result<Opt
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::{Config, CpuChoice};
+
+    fn plan() -> Plan {
+        let mut config = Config::default();
+        config.cpu.vendor = CpuChoice::Amd;
+        Plan::resolve(&config, &Root::default()).unwrap()
+    }
+
+    fn pending(kargs: &str) -> DeploymentState {
+        DeploymentState {
+            osname: "fedora".into(),
+            id: "abc.0".into(),
+            kargs: super::super::deployment::host_kargs(kargs),
+            regenerate_initramfs: false,
+            initramfs_args: Vec::new(),
+            container_image: None,
+            replaced_local: Vec::new(),
+            removed: Vec::new(),
+            requested_local: Vec::new(),
+        }
+    }
+
+    fn empty_root() -> (tempfile::TempDir, Root) {
+        let dir = tempfile::tempdir().unwrap();
+        let root = Root::new(Utf8PathBuf::from_path_buf(dir.path().to_owned()).unwrap());
+        (dir, root)
+    }
+
+    #[test]
+    fn appends_only_what_is_missing_whatever_the_spelling() {
+        let (_dir, root) = empty_root();
+        let host = pending("rw amd-iommu=on iommu=pt");
+        let changes = compute(&plan(), &host, &root, false, &[]).unwrap();
+        let append: Vec<&str> = changes.append.iter().map(Karg::as_str).collect();
+        assert!(!append.contains(&"amd_iommu=on") && !append.contains(&"iommu=pt"));
+        assert!(append.contains(&"kvm_amd.npt=1"));
+        assert!(changes.delete.is_empty());
+        assert!(changes.enable_initramfs);
+    }
+
+    #[test]
+    fn same_key_conflicts_need_the_flag_unless_the_karg_is_ours() {
+        let (_dir, root) = empty_root();
+        let host = pending("rw iommu=off");
+        let err = compute(&plan(), &host, &root, false, &[]).unwrap_err();
+        assert_eq!(crate::error::exit_code(&err), 2);
+        assert!(
+            err.to_string().contains("iommu=off (planned iommu=pt)"),
+            "{err}"
+        );
+        let changes = compute(&plan(), &host, &root, true, &[]).unwrap();
+        assert_eq!(changes.delete, [Karg::from_host("iommu=off")]);
+        // A value an earlier apply wrote is replaced without asking.
+        let changes = compute(&plan(), &host, &root, false, &["iommu=off".into()]).unwrap();
+        assert_eq!(changes.delete, [Karg::from_host("iommu=off")]);
+    }
+
+    #[test]
+    fn warns_image_based_hosts_about_bootc() {
+        let (_dir, root) = empty_root();
+        let mut host = pending("rw");
+        host.container_image =
+            Some("ostree-image-signed:docker://quay.io/fedora/fedora-bootc:44".into());
+        let changes = compute(&plan(), &host, &root, false, &[]).unwrap();
+        assert!(changes.warnings.iter().any(|w| w.contains("bootc upgrade")));
+        host.regenerate_initramfs = true;
+        let changes = compute(&plan(), &host, &root, false, &[]).unwrap();
+        assert!(!changes.warnings.iter().any(|w| w.contains("bootc upgrade")));
+    }
 
     #[test]
     fn image_files_map_to_etc_and_kargs_d_is_skipped() {
