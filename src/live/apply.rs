@@ -236,6 +236,11 @@ fn verify(plan: &Plan, host: &HostState) -> Result<()> {
     if !pending.regenerate_initramfs {
         problems.push("initramfs regeneration is off".into());
     }
+    if let Some(kernel) = &plan.kernel
+        && changes::kernel_change(&kernel.source, pending)?.is_some()
+    {
+        problems.push("the ACS kernel packages are not in the origin's overrides".into());
+    }
     if problems.is_empty() {
         Ok(())
     } else {

@@ -213,7 +213,11 @@ fn live_path(image_path: &Utf8Path) -> Result<Option<Utf8PathBuf>> {
     .into())
 }
 
-fn kernel_change(source: &KernelSource, pending: &DeploymentState) -> Result<Option<KernelChange>> {
+/// The kernel packages still to install; `None` when the pending deployment already has them.
+pub fn kernel_change(
+    source: &KernelSource,
+    pending: &DeploymentState,
+) -> Result<Option<KernelChange>> {
     let (dir, files) = match source {
         KernelSource::Repo { url } => {
             return Err(InputError::new(
