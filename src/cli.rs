@@ -61,6 +61,35 @@ pub enum Command {
         #[command(flatten)]
         overrides: OverrideArgs,
     },
+    /// Live mode: apply the plan to this rpm-ostree host's next deployment (kargs, initramfs, drop-ins)
+    Apply {
+        #[command(flatten)]
+        live: LiveArgs,
+        /// Print the exact commands and file changes; change nothing
+        #[arg(long)]
+        dry_run: bool,
+        /// Remove host kargs that set a planned parameter to another value (e.g. iommu=off for iommu=pt)
+        #[arg(long)]
+        replace_conflicts: bool,
+        /// With --dry-run: print the proposal as JSON
+        #[arg(long, requires = "dry_run")]
+        json: bool,
+        #[command(flatten)]
+        overrides: OverrideArgs,
+    },
+    /// Live mode: undo what apply did (recorded in /etc/passthru-image/live-state.json)
+    Revert {
+        #[command(flatten)]
+        live: LiveArgs,
+    },
+}
+
+/// Where live mode finds the ostree deployments.
+#[derive(Debug, Clone, Args)]
+pub struct LiveArgs {
+    /// The ostree sysroot holding the deployments
+    #[arg(long, value_name = "DIR", default_value = "/")]
+    pub sysroot: Utf8PathBuf,
 }
 
 /// Config values a single run may override.

@@ -12,6 +12,7 @@ pub mod image;
 pub mod image_ref;
 pub mod kargs;
 pub mod kargs_d;
+pub mod live;
 pub mod pci_id;
 pub mod plan;
 pub mod root;

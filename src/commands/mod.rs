@@ -1,7 +1,9 @@
 //! One module per command: thin glue from parsed arguments to the library.
 
+mod apply;
 mod generate;
 mod plan;
+mod revert;
 
 use anyhow::Result;
 
@@ -16,6 +18,14 @@ pub fn run(cli: &Cli) -> Result<()> {
             force,
             overrides,
         } => generate::run(cli, overrides, output, *force),
+        Command::Apply {
+            live,
+            dry_run,
+            replace_conflicts,
+            json,
+            overrides,
+        } => apply::run(cli, overrides, live, *dry_run, *replace_conflicts, *json),
+        Command::Revert { live } => revert::run(cli, live),
     }
 }
 

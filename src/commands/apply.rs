@@ -1,0 +1,84 @@
+use anyhow::Result;
+
+use super::{load_config, print_json};
+use crate::cli::{Cli, LiveArgs, OverrideArgs};
+use crate::live::apply::{self, Options, Proposal};
+use crate::live::preflight;
+use crate::live::rpm_ostree::RpmOstree;
+use crate::plan::Plan;
+
+pub fn run(
+    cli: &Cli,
+    overrides: &OverrideArgs,
+    live: &LiveArgs,
+    dry_run: bool,
+    replace_conflicts: bool,
+    json: bool,
+) -> Result<()> {
+    let (config, _source) = load_config(cli, overrides)?;
+    let root = cli.root();
+    let plan = Plan::resolve(&config, &root)?;
+    let options = Options {
+        sysroot: live.sysroot.clone(),
+        replace_conflicts,
+    };
+    if dry_run {
+        let rpm = RpmOstree::new(&options.sysroot);
+        let proposal = apply::propose(&plan, &root, &rpm, &options)?;
+        return match json {
+            true => print_json(&proposal),
+            false => {
+                print_proposal(&proposal, &rpm);
+                Ok(())
+            }
+        };
+    }
+    let applied = apply::apply(&plan, &root, &options, preflight::running_as_root()?)?;
+    for warning in &applied.warnings {
+        eprintln!("warning: {warning}");
+    }
+    if applied.steps_run.is_empty() {
+        println!("Nothing to change: the pending deployment already carries the plan.");
+    } else {
+        println!("Applied:");
+        for step in &applied.steps_run {
+            println!("  {step}");
+        }
+        println!("Verified on the pending deployment. Reboot to use it.");
+    }
+    Ok(())
+}
+
+fn print_proposal(p: &Proposal, rpm: &RpmOstree) {
+    println!("Pending deployment: {} (sysroot {})", p.pending, p.sysroot);
+    if let Some(booted) = &p.booted {
+        println!("Booted deployment: {booted}");
+    }
+    println!("Planned kernel arguments:");
+    for karg in &p.changes.kargs {
+        println!("  {karg}");
+    }
+    for conflict in &p.changes.conflicts {
+        println!(
+            "Conflict: {} is replaced by {}",
+            conflict.host, conflict.planned
+        );
+    }
+    for warning in &p.changes.warnings {
+        println!("Warning: {warning}");
+    }
+    if p.steps.is_empty() {
+        println!("Nothing to change: the pending deployment already carries the plan.");
+        return;
+    }
+    println!("Would run, in order:");
+    for step in &p.steps {
+        println!("  {}", step.describe(rpm));
+    }
+    for step in &p.steps {
+        if let apply::Step::WriteFile(file) = step {
+            println!("--- {}", file.path);
+            print!("{}", file.content);
+        }
+    }
+}

@@ -1,0 +1,255 @@
+//! `apply`: bring the pending deployment to the plan with the fewest rpm-ostree transactions, record what was
+//! done, and verify the result by reading the sysroot again.
+
+use anyhow::Result;
+use camino::Utf8PathBuf;
+use serde::Serialize;
+
+use super::changes::{self, Changes, FileChange, KernelChange};
+use super::deployment::{self, HostState};
+use super::files;
+use super::preflight;
+use super::rpm_ostree::{Invocation, RpmOstree};
+use super::state::{self, FileRecord, LiveState};
+use crate::error::ChecksFailed;
+use crate::kargs::Karg;
+use crate::plan::Plan;
+use crate::root::Root;
+
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub sysroot: Utf8PathBuf,
+    pub replace_conflicts: bool,
+}
+
+/// One thing apply does, in the order it does them: files first (initramfs regeneration reads /etc), then
+/// kargs, then initramfs, then the kernel. Each rpm-ostree call stacks on the pending deployment.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "kebab-case", tag = "step")]
+pub enum Step {
+    WriteFile(FileChange),
+    Kargs {
+        append: Vec<Karg>,
+        delete: Vec<Karg>,
+        command: Invocation,
+    },
+    EnableInitramfs {
+        command: Invocation,
+    },
+    Kernel {
+        change: KernelChange,
+        command: Invocation,
+    },
+}
+
+impl Step {
+    pub fn describe(&self, rpm: &RpmOstree) -> String {
+        match self {
+            Step::WriteFile(f) => format!(
+                "write {} ({:04o}{})",
+                f.path,
+                f.mode,
+                if f.replaces_existing {
+                    ", replaces the existing file, backed up"
+                } else {
+                    ", new"
+                }
+            ),
+            Step::Kargs { command, .. }
+            | Step::EnableInitramfs { command }
+            | Step::Kernel { command, .. } => rpm.display(command),
+        }
+    }
+}
+
+/// What apply would do: `--dry-run` prints it, apply carries it out.
+#[derive(Debug, Clone, Serialize)]
+pub struct Proposal {
+    pub sysroot: Utf8PathBuf,
+    pub pending: String,
+    /// The running deployment, when the sysroot is booted.
+    pub booted: Option<String>,
+    #[serde(flatten)]
+    pub changes: Changes,
+    pub steps: Vec<Step>,
+}
+
+/// Reads the host and works out the steps. Changes nothing.
+pub fn propose(plan: &Plan, root: &Root, rpm: &RpmOstree, options: &Options) -> Result<Proposal> {
+    let host = deployment::read(&options.sysroot)?;
+    let record = state::load(root)?;
+    let changes = changes::compute(
+        plan,
+        &host.pending,
+        root,
+        options.replace_conflicts,
+        &record.kargs_appended,
+    )?;
+    let mut steps: Vec<Step> = changes.files.iter().cloned().map(Step::WriteFile).collect();
+    if changes.needs_kargs_transaction() {
+        steps.push(Step::Kargs {
+            append: changes.append.clone(),
+            delete: changes.delete.clone(),
+            command: rpm.kargs(&changes.append, &changes.delete),
+        });
+    }
+    if changes.enable_initramfs {
+        steps.push(Step::EnableInitramfs {
+            command: rpm.initramfs(true),
+        });
+    }
+    if let Some(kernel) = &changes.kernel {
+        let command = match kernel {
+            KernelChange::Replace { packages } => rpm.override_replace(packages),
+            KernelChange::RemoveInstall { remove, install } => {
+                rpm.override_remove_install(remove, install)
+            }
+        };
+        steps.push(Step::Kernel {
+            change: kernel.clone(),
+            command,
+        });
+    }
+    Ok(Proposal {
+        sysroot: options.sysroot.clone(),
+        pending: host.pending.id.clone(),
+        booted: host.booted.as_ref().map(|b| b.id.clone()),
+        changes,
+        steps,
+    })
+}
+
+/// The outcome of a completed apply.
+#[derive(Debug)]
+pub struct Applied {
+    pub steps_run: Vec<String>,
+    pub warnings: Vec<String>,
+}
+
+pub fn apply(plan: &Plan, root: &Root, options: &Options, is_root: bool) -> Result<Applied> {
+    let rpm = RpmOstree::new(&options.sysroot);
+    let _lock = preflight::check(root, &rpm, is_root)?;
+    let proposal = propose(plan, root, &rpm, options)?;
+    let mut record = state::load(root)?;
+    let mut done: Vec<String> = Vec::new();
+    for (i, step) in proposal.steps.iter().enumerate() {
+        if let Err(err) = run_step(step, root, &rpm, &mut record) {
+            let not_done: Vec<String> = proposal.steps[i..]
+                .iter()
+                .map(|s| s.describe(&rpm))
+                .collect();
+            return Err(err.context(half_way_report(root, &done, &not_done)));
+        }
+        done.push(step.describe(&rpm));
+    }
+    let host = deployment::read(&options.sysroot)?;
+    verify(plan, &host)?;
+    Ok(Applied {
+        steps_run: done,
+        warnings: proposal.changes.warnings,
+    })
+}
+
+fn half_way_report(root: &Root, done: &[String], not_done: &[String]) -> String {
+    let list = |items: &[String]| {
+        if items.is_empty() {
+            "  (nothing)\n".to_owned()
+        } else {
+            items.iter().map(|s| format!("  {s}\n")).collect()
+        }
+    };
+    format!(
+        "apply stopped half-way.\nApplied (recorded in {}):\n{}Not applied:\n{}\
+         Run apply again to finish, or revert to undo what was applied",
+        root.join(state::FILE),
+        list(done),
+        list(not_done)
+    )
+}
+
+/// Runs one step and records it, so the state file is right whichever step fails next.
+fn run_step(step: &Step, root: &Root, rpm: &RpmOstree, record: &mut LiveState) -> Result<()> {
+    match step {
+        Step::WriteFile(file) => {
+            if record.file(&file.path).is_none() {
+                // The first time we touch this path: keep what the user had, to put it back on revert.
+                let backup = match root.exists(&file.path) {
+                    true => Some(files::back_up(root, &file.path)?),
+                    false => None,
+                };
+                record.files.push(FileRecord {
+                    path: file.path.clone(),
+                    backup,
+                });
+                state::save(root, record)?;
+            }
+            files::write_atomic(&root.join(&file.path), file.content.as_bytes(), file.mode)
+        }
+        Step::Kargs {
+            append,
+            delete,
+            command,
+        } => {
+            rpm.run(command)?;
+            for karg in delete {
+                let text = karg.to_string();
+                // Deleting a karg an earlier apply added undoes that apply; anything else was the user's.
+                if let Some(pos) = record.kargs_appended.iter().position(|k| *k == text) {
+                    record.kargs_appended.remove(pos);
+                } else if !record.kargs_deleted.contains(&text) {
+                    record.kargs_deleted.push(text);
+                }
+            }
+            for karg in append {
+                let text = karg.to_string();
+                if !record.kargs_appended.contains(&text) {
+                    record.kargs_appended.push(text);
+                }
+            }
+            state::save(root, record)
+        }
+        Step::EnableInitramfs { command } => {
+            rpm.run(command)?;
+            record.initramfs_enabled = true;
+            state::save(root, record)
+        }
+        Step::Kernel { change, command } => {
+            rpm.run(command)?;
+            record.kernel = Some(change.clone());
+            state::save(root, record)
+        }
+    }
+}
+
+/// Reads back what the next boot gets: every planned karg, no same-key rival, initramfs regeneration on.
+fn verify(plan: &Plan, host: &HostState) -> Result<()> {
+    let pending = &host.pending;
+    let mut problems = Vec::new();
+    for karg in &plan.kargs {
+        if !pending.has_karg(karg) {
+            problems.push(format!("kernel argument {karg} is missing"));
+        }
+        for rival in pending.kargs.iter().filter(|k| k.conflicts_with(karg)) {
+            problems.push(format!("{rival} is still there beside {karg}"));
+        }
+    }
+    if !pending.regenerate_initramfs {
+        problems.push("initramfs regeneration is off".into());
+    }
+    if let Some(kernel) = &plan.kernel
+        && changes::kernel_change(&kernel.source, pending)?.is_some()
+    {
+        problems.push("the ACS kernel packages are not in the origin's overrides".into());
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(ChecksFailed(format!(
+            "after apply, the pending deployment {} of {} does not match the plan: {}",
+            pending.id,
+            host.sysroot,
+            problems.join("; ")
+        ))
+        .into())
+    }
+}

@@ -1,0 +1,109 @@
+//! Checks before live mode changes anything, and the lock that keeps two runs apart.
+
+use std::fs::{File, TryLockError};
+use std::os::unix::fs::MetadataExt;
+
+use anyhow::{Context, Result};
+
+use super::rpm_ostree::RpmOstree;
+use crate::error::ChecksFailed;
+use crate::root::Root;
+
+/// Present on every booted ostree system; its absence means this is not an rpm-ostree host.
+pub const OSTREE_BOOTED: &str = "/run/ostree-booted";
+pub const LOCK_FILE: &str = "/run/passthru-image-live.lock";
+
+/// Held for the whole run; released when dropped (the lock dies with the process too).
+#[derive(Debug)]
+pub struct Lock(#[allow(dead_code)] File);
+
+/// Whether this process runs as root: /proc/self belongs to the effective user.
+pub fn running_as_root() -> Result<bool> {
+    Ok(std::fs::metadata("/proc/self")
+        .context("reading /proc/self")?
+        .uid()
+        == 0)
+}
+
+/// Host and privilege checks that need no rpm-ostree.
+pub fn check_host(root: &Root, is_root: bool) -> Result<()> {
+    if !root.exists(OSTREE_BOOTED) {
+        return Err(ChecksFailed(format!(
+            "{} does not exist: this is not a booted ostree host; live mode is for rpm-ostree hosts \
+             (Silverblue, Kinoite, ...), image mode (`passthru-image build`) for the rest",
+            root.join(OSTREE_BOOTED)
+        ))
+        .into());
+    }
+    if !is_root {
+        return Err(ChecksFailed("live mode changes the host: run it as root".into()).into());
+    }
+    Ok(())
+}
+
+pub fn lock(root: &Root) -> Result<Lock> {
+    let path = root.join(LOCK_FILE);
+    let file = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("opening the lock file {path}"))?;
+    match file.try_lock() {
+        Ok(()) => Ok(Lock(file)),
+        Err(TryLockError::WouldBlock) => Err(ChecksFailed(format!(
+            "another passthru-image apply or revert holds {path}; wait for it to finish"
+        ))
+        .into()),
+        Err(TryLockError::Error(e)) => Err(e).with_context(|| format!("locking {path}")),
+    }
+}
+
+/// Everything before a change: an ostree host, root, our lock, and rpm-ostree idle.
+pub fn check(root: &Root, rpm: &RpmOstree, is_root: bool) -> Result<Lock> {
+    check_host(root, is_root)?;
+    let lock = lock(root)?;
+    if let Some(transaction) = rpm.transaction_in_progress()? {
+        return Err(ChecksFailed(format!(
+            "an rpm-ostree transaction is in progress ({transaction}); wait for it or cancel it with \
+             `rpm-ostree cancel`, then run again"
+        ))
+        .into());
+    }
+    Ok(lock)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use camino::Utf8PathBuf;
+
+    fn temp_root() -> (tempfile::TempDir, Root) {
+        let dir = tempfile::tempdir().unwrap();
+        let root = Root::new(Utf8PathBuf::from_path_buf(dir.path().to_owned()).unwrap());
+        (dir, root)
+    }
+
+    #[test]
+    fn refuses_hosts_without_ostree_booted_and_non_root() {
+        let (_dir, root) = temp_root();
+        let err = check_host(&root, true).unwrap_err();
+        assert!(err.to_string().contains("ostree-booted"), "{err}");
+        std::fs::create_dir_all(root.join("/run")).unwrap();
+        std::fs::write(root.join(OSTREE_BOOTED), "").unwrap();
+        let err = check_host(&root, false).unwrap_err();
+        assert!(err.to_string().contains("as root"), "{err}");
+        check_host(&root, true).unwrap();
+    }
+
+    #[test]
+    fn a_second_lock_is_refused_while_the_first_is_held() {
+        let (_dir, root) = temp_root();
+        std::fs::create_dir_all(root.join("/run")).unwrap();
+        let held = lock(&root).unwrap();
+        let err = lock(&root).unwrap_err();
+        assert!(err.to_string().contains("another passthru-image"), "{err}");
+        drop(held);
+        lock(&root).unwrap();
+    }
+}

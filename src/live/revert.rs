@@ -1,0 +1,162 @@
+//! `revert`: undo exactly what `apply` recorded, nothing the user did on their own.
+
+use anyhow::Result;
+use camino::Utf8PathBuf;
+
+use super::changes::KernelChange;
+use super::deployment;
+use super::files;
+use super::preflight;
+use super::rpm_ostree::RpmOstree;
+use super::state::{self, LiveState};
+use crate::error::ChecksFailed;
+use crate::kargs::Karg;
+use crate::root::Root;
+
+#[derive(Debug)]
+pub struct Reverted {
+    pub steps_run: Vec<String>,
+}
+
+pub fn revert(root: &Root, sysroot: &Utf8PathBuf, is_root: bool) -> Result<Reverted> {
+    let rpm = RpmOstree::new(sysroot);
+    let _lock = preflight::check(root, &rpm, is_root)?;
+    let mut record = state::load(root)?;
+    let mut done = Vec::new();
+    if record.is_empty() {
+        return Ok(Reverted { steps_run: done });
+    }
+    let original = record.clone();
+    let pending = deployment::read(sysroot)?.pending;
+    let result = (|| -> Result<()> {
+        // Files first: when initramfs regeneration stays on, the next deployment must read the old /etc.
+        while let Some(file) = record.files.first().cloned() {
+            match &file.backup {
+                Some(backup) => {
+                    files::restore(root, &file.path, backup)?;
+                    done.push(format!("restore {} from {backup}", file.path));
+                }
+                None => {
+                    files::remove(root, &file.path)?;
+                    done.push(format!("remove {}", file.path));
+                }
+            }
+            record.files.remove(0);
+            state::save(root, &record)?;
+        }
+        if !record.kargs_appended.is_empty() || !record.kargs_deleted.is_empty() {
+            let delete: Vec<Karg> = record
+                .kargs_appended
+                .iter()
+                .map(|k| Karg::from_host(k))
+                .collect();
+            let append: Vec<Karg> = record
+                .kargs_deleted
+                .iter()
+                .map(|k| Karg::from_host(k))
+                .collect();
+            let command = rpm.kargs(&append, &delete);
+            rpm.run(&command)?;
+            done.push(rpm.display(&command));
+            record.kargs_appended.clear();
+            record.kargs_deleted.clear();
+            state::save(root, &record)?;
+        }
+        if record.initramfs_enabled {
+            if pending.regenerate_initramfs {
+                let command = rpm.initramfs(false);
+                rpm.run(&command)?;
+                done.push(rpm.display(&command));
+            }
+            record.initramfs_enabled = false;
+            state::save(root, &record)?;
+        }
+        if let Some(kernel) = record.kernel.clone() {
+            for command in kernel_undo(&rpm, &kernel) {
+                rpm.run(&command)?;
+                done.push(rpm.display(&command));
+            }
+            record.kernel = None;
+            state::save(root, &record)?;
+        }
+        Ok(())
+    })();
+    if let Err(err) = result {
+        return Err(err.context(format!(
+            "revert stopped half-way; done: [{}]; what is left to undo stays recorded in {}: run revert again",
+            done.join("; "),
+            state::FILE
+        )));
+    }
+    verify(sysroot, &original)?;
+    Ok(Reverted { steps_run: done })
+}
+
+fn kernel_undo(rpm: &RpmOstree, kernel: &KernelChange) -> Vec<super::rpm_ostree::Invocation> {
+    match kernel {
+        KernelChange::Replace { packages } => {
+            vec![rpm.override_reset(&packages.iter().map(|p| package_name(p)).collect::<Vec<_>>())]
+        }
+        KernelChange::RemoveInstall { remove, install } => vec![
+            rpm.uninstall(&install.iter().map(|p| package_name(p)).collect::<Vec<_>>()),
+            rpm.override_reset(remove),
+        ],
+    }
+}
+
+/// The package name of an RPM file named `name-version-release.arch.rpm`.
+fn package_name(file: &camino::Utf8Path) -> String {
+    let stem = file
+        .file_name()
+        .unwrap_or_default()
+        .trim_end_matches(".rpm");
+    let mut parts = stem.rsplitn(3, '-');
+    let (_release_arch, _version) = (parts.next(), parts.next());
+    parts.next().unwrap_or(stem).to_owned()
+}
+
+/// Reads the sysroot again: nothing apply added is left, everything it removed is back.
+fn verify(sysroot: &Utf8PathBuf, undone: &LiveState) -> Result<()> {
+    let pending = deployment::read(sysroot)?.pending;
+    let mut problems = Vec::new();
+    for text in &undone.kargs_appended {
+        if pending.has_karg(&Karg::from_host(text)) {
+            problems.push(format!("{text} is still there"));
+        }
+    }
+    for text in &undone.kargs_deleted {
+        if !pending.has_karg(&Karg::from_host(text)) {
+            problems.push(format!("{text} was not put back"));
+        }
+    }
+    if undone.initramfs_enabled && pending.regenerate_initramfs {
+        problems.push("initramfs regeneration is still on".into());
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(ChecksFailed(format!(
+            "after revert, the pending deployment {} does not match: {}",
+            pending.id,
+            problems.join("; ")
+        ))
+        .into())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn package_names_come_from_rpm_file_names() {
+        assert_eq!(
+            package_name("/srv/kernel-core-6.11.4-301.acs.fc41.x86_64.rpm".into()),
+            "kernel-core"
+        );
+        assert_eq!(
+            package_name("kernel-6.11.4-301.fc41.x86_64.rpm".into()),
+            "kernel"
+        );
+    }
+}

@@ -1,0 +1,201 @@
+//! `rpm-ostree` invocations, built as argument vectors and run with duct.
+//!
+//! Each [`Invocation`] is also what `apply --dry-run` prints, so the dry run shows exactly what would run.
+
+use std::fmt;
+
+use anyhow::{Context, Result, bail};
+use camino::{Utf8Path, Utf8PathBuf};
+use serde::Serialize;
+
+use crate::kargs::Karg;
+
+/// rpm-ostree's `--unchanged-exit-77`: the command succeeded and changed nothing.
+const EXIT_UNCHANGED: i32 = 77;
+
+/// How rpm-ostree is reached: the program on PATH, pointed at the sysroot being changed.
+#[derive(Debug, Clone)]
+pub struct RpmOstree {
+    program: String,
+    /// `--sysroot`, passed only when it is not `/` (rpm-ostree's own default).
+    sysroot: Option<Utf8PathBuf>,
+}
+
+/// One rpm-ostree command line (without the program name).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(transparent)]
+pub struct Invocation(pub Vec<String>);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Changed,
+    Unchanged,
+}
+
+impl RpmOstree {
+    pub fn new(sysroot: &Utf8Path) -> RpmOstree {
+        RpmOstree {
+            program: "rpm-ostree".into(),
+            sysroot: (sysroot != "/").then(|| sysroot.to_owned()),
+        }
+    }
+
+    /// `words` (the subcommand), then `--sysroot` when needed, then the subcommand's arguments.
+    fn build(&self, words: &[&str], rest: impl IntoIterator<Item = String>) -> Invocation {
+        let mut args: Vec<String> = words.iter().map(|w| w.to_string()).collect();
+        if let Some(sysroot) = &self.sysroot {
+            args.push(format!("--sysroot={sysroot}"));
+        }
+        args.extend(rest);
+        Invocation(args)
+    }
+
+    /// All karg changes in one transaction: one new deployment, one reboot.
+    pub fn kargs(&self, append: &[Karg], delete: &[Karg]) -> Invocation {
+        let delete = delete.iter().map(|k| format!("--delete-if-present={k}"));
+        let append = append.iter().map(|k| format!("--append-if-missing={k}"));
+        let rest = delete
+            .chain(append)
+            .chain(["--unchanged-exit-77".to_owned()]);
+        self.build(&["kargs"], rest)
+    }
+
+    pub fn initramfs(&self, enable: bool) -> Invocation {
+        let flag = if enable { "--enable" } else { "--disable" };
+        self.build(&["initramfs"], [flag.to_owned()])
+    }
+
+    /// Replaces base packages by local package files of the same names.
+    pub fn override_replace(&self, packages: &[Utf8PathBuf]) -> Invocation {
+        self.build(
+            &["override", "replace"],
+            packages.iter().map(|p| p.to_string()),
+        )
+    }
+
+    /// Removes base packages and installs local ones of other names in the same transaction.
+    pub fn override_remove_install(
+        &self,
+        remove: &[String],
+        install: &[Utf8PathBuf],
+    ) -> Invocation {
+        let install = install.iter().map(|p| format!("--install={p}"));
+        self.build(
+            &["override", "remove"],
+            remove.iter().cloned().chain(install),
+        )
+    }
+
+    /// Undoes overrides of the named packages.
+    pub fn override_reset(&self, names: &[String]) -> Invocation {
+        self.build(&["override", "reset"], names.iter().cloned())
+    }
+
+    /// Removes layered packages (the other half of undoing remove + install).
+    pub fn uninstall(&self, names: &[String]) -> Invocation {
+        self.build(&["uninstall"], names.iter().cloned())
+    }
+
+    /// Runs a command; its output goes to the user's terminal (rpm-ostree reports progress there).
+    pub fn run(&self, invocation: &Invocation) -> Result<Outcome> {
+        let output = duct::cmd(&self.program, &invocation.0)
+            .unchecked()
+            .stdout_to_stderr()
+            .run()
+            .with_context(|| format!("running {}", self.display(invocation)))?;
+        match output.status.code() {
+            Some(0) => Ok(Outcome::Changed),
+            Some(EXIT_UNCHANGED) if invocation.0.iter().any(|a| a == "--unchanged-exit-77") => {
+                Ok(Outcome::Unchanged)
+            }
+            _ => bail!("{} failed ({})", self.display(invocation), output.status),
+        }
+    }
+
+    /// Whether rpm-ostree is in the middle of a transaction (`"transaction"` is null when idle).
+    pub fn transaction_in_progress(&self) -> Result<Option<String>> {
+        let status = self.build(&["status"], ["--json".to_owned()]);
+        let out = duct::cmd(&self.program, &status.0)
+            .stdout_capture()
+            .unchecked()
+            .run()
+            .with_context(|| format!("running {}", self.display(&status)))?;
+        if !out.status.success() {
+            bail!("{} failed ({})", self.display(&status), out.status);
+        }
+        let json: serde_json::Value = serde_json::from_slice(&out.stdout)
+            .with_context(|| format!("reading the output of {}", self.display(&status)))?;
+        Ok(transaction_of(&json))
+    }
+
+    /// The command line as a user would type it.
+    pub fn display(&self, invocation: &Invocation) -> String {
+        std::iter::once(self.program.as_str())
+            .chain(invocation.0.iter().map(String::as_str))
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+}
+
+impl fmt::Display for Invocation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0.join(" "))
+    }
+}
+
+fn transaction_of(status: &serde_json::Value) -> Option<String> {
+    match status.get("transaction") {
+        None | Some(serde_json::Value::Null) => None,
+        Some(t) => Some(t.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn karg(s: &str) -> Karg {
+        Karg::parse(s).unwrap()
+    }
+
+    #[test]
+    fn kargs_go_in_one_call_deletions_first() {
+        let r = RpmOstree::new(Utf8Path::new("/"));
+        let inv = r.kargs(
+            &[karg("iommu=pt"), karg("intel_iommu=on")],
+            &[karg("iommu=off")],
+        );
+        assert_eq!(
+            inv.0,
+            [
+                "kargs",
+                "--delete-if-present=iommu=off",
+                "--append-if-missing=iommu=pt",
+                "--append-if-missing=intel_iommu=on",
+                "--unchanged-exit-77"
+            ]
+        );
+    }
+
+    #[test]
+    fn sysroot_is_passed_only_when_not_slash() {
+        let r = RpmOstree::new(Utf8Path::new("/mnt/s"));
+        assert_eq!(
+            r.initramfs(true).0,
+            ["initramfs", "--sysroot=/mnt/s", "--enable"]
+        );
+        assert_eq!(
+            r.display(&r.initramfs(false)),
+            "rpm-ostree initramfs --sysroot=/mnt/s --disable"
+        );
+    }
+
+    #[test]
+    fn a_null_transaction_is_idle() {
+        let idle: serde_json::Value = serde_json::json!({"deployments": [], "transaction": null});
+        assert_eq!(transaction_of(&idle), None);
+        let busy =
+            serde_json::json!({"transaction": ["kargs", "/org/projectatomic/rpmostree1/fedora"]});
+        assert!(transaction_of(&busy).unwrap().contains("kargs"));
+    }
+}

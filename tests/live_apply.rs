@@ -1,0 +1,587 @@
+//! Live mode on real ostree sysroots (made with the `ostree` CLI), with the rpm-ostree test double of
+//! tests/live/rpm-ostree on PATH. The double applies every change with `ostree admin deploy`, and every
+//! assertion about the host reads the sysroot back through libostree (passthru_image::live::deployment).
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use assert_cmd::Command;
+use camino::{Utf8Path, Utf8PathBuf};
+use passthru_image::live::deployment::{self, DeploymentState};
+use serde_json::Value;
+
+const BASE_KARGS: &[&str] = &["root=UUID=6e1d6a1c-3b2a-4f7e-9a0e-1f2d3c4b5a69", "rw"];
+
+const CONFIG: &str = r#"
+[cpu]
+vendor = "amd"
+[vfio]
+ids = ["10de:1b80", "10de:10f0"]
+[gpu]
+vendors = ["nvidia"]
+"#;
+
+/// A host in a tempdir: `root/` (with /run/ostree-booted and /etc), an ostree `sysroot/`, a config, and the
+/// double's call log.
+struct Host {
+    _dir: tempfile::TempDir,
+    base: Utf8PathBuf,
+    root: Utf8PathBuf,
+    sysroot: Utf8PathBuf,
+    config: Utf8PathBuf,
+    log: Utf8PathBuf,
+}
+
+fn run(program: &str, args: &[&str]) {
+    let out = duct::cmd(program, args)
+        .env("OSTREE_SYSROOT_DEBUG", "mutable-deployments")
+        .stdout_capture()
+        .stderr_capture()
+        .unchecked()
+        .run()
+        .unwrap_or_else(|e| panic!("{program} could not start: {e}"));
+    assert!(
+        out.status.success(),
+        "{program} {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+impl Host {
+    /// A sysroot whose only deployment has `BASE_KARGS` plus `kargs`, and `origin_extra` in its origin.
+    fn new(kargs: &[&str], origin_extra: &str) -> Host {
+        let started = Instant::now();
+        let dir = tempfile::Builder::new()
+            .prefix("pt-live-")
+            .tempdir()
+            .unwrap();
+        let base = Utf8PathBuf::from_path_buf(dir.path().to_owned()).unwrap();
+        let root = base.join("root");
+        let sysroot = base.join("sysroot");
+        std::fs::create_dir_all(root.join("run")).unwrap();
+        std::fs::create_dir_all(root.join("etc")).unwrap();
+        std::fs::write(root.join("run/ostree-booted"), "").unwrap();
+        std::fs::create_dir_all(&sysroot).unwrap();
+
+        let kver = "6.1.0-pt-live";
+        let tree = base.join("tree");
+        let modules = tree.join("usr/lib/modules").join(kver);
+        std::fs::create_dir_all(&modules).unwrap();
+        std::fs::create_dir_all(tree.join("usr/etc")).unwrap();
+        // Never booted: the kernel and initramfs only have to exist for ostree to make a BLS entry.
+        std::fs::write(modules.join("vmlinuz"), "not a kernel\n").unwrap();
+        std::fs::write(modules.join("initramfs.img"), "not an initramfs\n").unwrap();
+        std::fs::write(tree.join("usr/etc/os-release"), "ID=testos\nNAME=TestOS\n").unwrap();
+
+        run(
+            "ostree",
+            &["admin", "init-fs", "--modern", sysroot.as_str()],
+        );
+        run(
+            "ostree",
+            &[
+                "admin",
+                "os-init",
+                &format!("--sysroot={sysroot}"),
+                "testos",
+            ],
+        );
+        let repo = format!("--repo={sysroot}/ostree/repo");
+        let tree_arg = format!("--tree=dir={tree}");
+        run(
+            "ostree",
+            &[
+                &repo,
+                "commit",
+                "--branch=testos/stable",
+                "--bootable",
+                &tree_arg,
+                "-s",
+                "base",
+            ],
+        );
+        let origin = base.join("initial.origin");
+        std::fs::write(
+            &origin,
+            format!("[origin]\nrefspec=testos/stable\n{origin_extra}"),
+        )
+        .unwrap();
+        let mut deploy: Vec<String> = vec![
+            "admin".into(),
+            "deploy".into(),
+            format!("--sysroot={sysroot}"),
+            "--os=testos".into(),
+            format!("--origin-file={origin}"),
+        ];
+        deploy.extend(
+            BASE_KARGS
+                .iter()
+                .chain(kargs)
+                .map(|k| format!("--karg={k}")),
+        );
+        deploy.push("testos/stable".into());
+        run(
+            "ostree",
+            &deploy.iter().map(String::as_str).collect::<Vec<_>>(),
+        );
+
+        let config = base.join("passthru.toml");
+        std::fs::write(&config, CONFIG).unwrap();
+        eprintln!("sysroot fixture made in {:?}", started.elapsed());
+        Host {
+            log: base.join("rpm-ostree.log"),
+            _dir: dir,
+            base,
+            root,
+            sysroot,
+            config,
+        }
+    }
+
+    fn tool(&self, args: &[&str]) -> Command {
+        let double_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/live");
+        let path = std::env::join_paths(
+            std::iter::once(double_dir)
+                .chain(std::env::split_paths(&std::env::var_os("PATH").unwrap())),
+        )
+        .unwrap();
+        let mut cmd = Command::cargo_bin("passthru-image").unwrap();
+        cmd.env("PATH", path)
+            .env("PT_RPM_OSTREE_LOG", &self.log)
+            .env_remove("PT_RPM_OSTREE_FAIL_AT")
+            .env_remove("PT_RPM_OSTREE_BUSY")
+            .args([
+                "--root",
+                self.root.as_str(),
+                "--config",
+                self.config.as_str(),
+            ])
+            .args(args);
+        cmd
+    }
+
+    fn apply(&self, extra: &[&str]) -> Command {
+        let mut args = vec!["apply", "--sysroot", self.sysroot.as_str()];
+        args.extend(extra);
+        self.tool(&args)
+    }
+
+    fn revert(&self) -> Command {
+        self.tool(&["revert", "--sysroot", self.sysroot.as_str()])
+    }
+
+    fn pending(&self) -> DeploymentState {
+        deployment::read(&self.sysroot).unwrap().pending
+    }
+
+    /// The double's calls so far, each as its argv.
+    fn calls(&self) -> Vec<Vec<String>> {
+        match std::fs::read_to_string(&self.log) {
+            Ok(text) => text
+                .lines()
+                .map(|l| serde_json::from_str(l).unwrap())
+                .collect(),
+            Err(_) => Vec::new(),
+        }
+    }
+
+    /// Calls that start a transaction (anything but `status`).
+    fn transactions(&self) -> Vec<Vec<String>> {
+        self.calls()
+            .into_iter()
+            .filter(|c| c[0] != "status")
+            .collect()
+    }
+
+    fn planned_kargs(&self) -> Vec<String> {
+        let out = self
+            .tool(&["plan", "--json"])
+            .assert()
+            .success()
+            .get_output()
+            .stdout
+            .clone();
+        let plan: Value = serde_json::from_slice(&out).unwrap();
+        strings(&plan["kargs"])
+    }
+
+    fn etc(&self, path: &str) -> Utf8PathBuf {
+        self.root.join(path.trim_start_matches('/'))
+    }
+}
+
+fn strings(v: &Value) -> Vec<String> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_str().unwrap().to_owned())
+        .collect()
+}
+
+fn words(state: &DeploymentState) -> Vec<String> {
+    state.kargs.iter().map(|k| k.to_string()).collect()
+}
+
+/// Runs `cmd` once, checks its exit code and returns its stderr.
+fn fails_with(cmd: &mut Command, code: i32) -> String {
+    let assert = cmd.assert().code(code);
+    String::from_utf8_lossy(&assert.get_output().stderr).into_owned()
+}
+
+const DRACUT: &str = "/etc/dracut.conf.d/50-passthru-vfio.conf";
+const MODPROBE: &str = "/etc/modprobe.d/50-passthru-vfio.conf";
+const STATE: &str = "/etc/passthru-image/live-state.json";
+
+#[test]
+fn first_apply_appends_planned_kargs_writes_dropins_enables_initramfs_and_verifies() {
+    let host = Host::new(&[], "");
+    let planned = host.planned_kargs();
+    assert!(planned.contains(&"amd_iommu=on".to_owned()), "{planned:?}");
+
+    let out = host
+        .apply(&[])
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    assert!(String::from_utf8_lossy(&out).contains("Reboot"));
+
+    let pending = host.pending();
+    let mut expected: Vec<String> = BASE_KARGS.iter().map(|s| s.to_string()).collect();
+    expected.extend(planned.iter().cloned());
+    assert_eq!(words(&pending), expected);
+    assert!(pending.regenerate_initramfs);
+    let dracut = std::fs::read_to_string(host.etc(DRACUT)).unwrap();
+    assert!(
+        dracut.contains("force_drivers+=\" vfio vfio_iommu_type1 vfio_pci \""),
+        "{dracut}"
+    );
+    let modprobe = std::fs::read_to_string(host.etc(MODPROBE)).unwrap();
+    assert!(
+        modprobe.contains("softdep nouveau pre: vfio-pci"),
+        "{modprobe}"
+    );
+
+    let transactions = host.transactions();
+    assert_eq!(transactions.len(), 2, "{transactions:?}");
+    let kargs_call = &transactions[0];
+    assert_eq!(kargs_call[0], "kargs");
+    assert!(kargs_call.contains(&"--unchanged-exit-77".to_owned()));
+    for karg in &planned {
+        assert!(
+            kargs_call.contains(&format!("--append-if-missing={karg}")),
+            "{kargs_call:?}"
+        );
+    }
+    assert_eq!(transactions[1][0], "initramfs");
+    assert!(transactions[1].contains(&"--enable".to_owned()));
+    assert!(host.etc(STATE).exists());
+}
+
+#[test]
+fn second_apply_runs_no_transaction() {
+    let host = Host::new(&[], "");
+    host.apply(&[]).assert().success();
+    let before = host.pending().id;
+    let transactions = host.transactions().len();
+
+    let out = host
+        .apply(&[])
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    assert!(String::from_utf8_lossy(&out).contains("Nothing to change"));
+    assert_eq!(
+        host.transactions().len(),
+        transactions,
+        "{:?}",
+        host.calls()
+    );
+    assert_eq!(host.pending().id, before);
+}
+
+#[test]
+fn conflicting_karg_is_refused_then_replaced_with_the_flag_and_put_back_by_revert() {
+    let host = Host::new(&["iommu=off"], "");
+    let before = host.pending();
+
+    let mut refused = host.apply(&[]);
+    let err = fails_with(&mut refused, 2);
+    assert!(
+        err.contains("iommu=off") && err.contains("--replace-conflicts"),
+        "{err}"
+    );
+    assert!(host.transactions().is_empty());
+    assert!(!host.etc(DRACUT).exists());
+    assert!(!host.etc(STATE).exists());
+    assert_eq!(host.pending().id, before.id);
+
+    host.apply(&["--replace-conflicts"]).assert().success();
+    let pending = host.pending();
+    assert!(!words(&pending).contains(&"iommu=off".to_owned()));
+    assert!(words(&pending).contains(&"iommu=pt".to_owned()));
+    let kargs_call = &host.transactions()[0];
+    assert!(
+        kargs_call.contains(&"--delete-if-present=iommu=off".to_owned()),
+        "{kargs_call:?}"
+    );
+
+    host.revert().assert().success();
+    let reverted = host.pending();
+    assert_eq!(words(&reverted), words(&before));
+    assert!(!reverted.regenerate_initramfs);
+}
+
+#[test]
+fn initramfs_already_enabled_is_left_alone() {
+    let host = Host::new(&[], "\n[rpmostree]\nregenerate-initramfs=true\n");
+    assert!(host.pending().regenerate_initramfs);
+    host.apply(&[]).assert().success();
+    let transactions = host.transactions();
+    assert!(
+        transactions.iter().all(|c| c[0] != "initramfs"),
+        "{transactions:?}"
+    );
+    assert_eq!(transactions.len(), 1);
+    assert!(host.pending().regenerate_initramfs);
+
+    // Revert keeps it on: the user enabled it, not apply.
+    host.revert().assert().success();
+    assert!(host.pending().regenerate_initramfs);
+    assert!(host.transactions().iter().all(|c| c[0] != "initramfs"));
+}
+
+#[test]
+fn revert_restores_kargs_files_and_initramfs_state() {
+    let host = Host::new(&[], "");
+    let before = host.pending();
+    std::fs::create_dir_all(host.etc("/etc/modprobe.d")).unwrap();
+    std::fs::write(host.etc(MODPROBE), "options snd_hda_intel power_save=0\n").unwrap();
+
+    host.apply(&[]).assert().success();
+    assert_ne!(
+        std::fs::read_to_string(host.etc(MODPROBE)).unwrap(),
+        "options snd_hda_intel power_save=0\n"
+    );
+
+    let out = host.revert().assert().success().get_output().stdout.clone();
+    assert!(String::from_utf8_lossy(&out).contains("Reverted"));
+    let after = host.pending();
+    assert_eq!(words(&after), words(&before));
+    assert!(!after.regenerate_initramfs);
+    assert_eq!(
+        std::fs::read_to_string(host.etc(MODPROBE)).unwrap(),
+        "options snd_hda_intel power_save=0\n"
+    );
+    assert!(!host.etc(DRACUT).exists());
+    assert!(!host.etc(STATE).exists());
+    assert!(
+        !host
+            .etc("/etc/passthru-image/backup/etc/modprobe.d/50-passthru-vfio.conf")
+            .exists()
+    );
+
+    // Nothing left to undo: a second revert runs nothing.
+    let count = host.transactions().len();
+    host.revert().assert().success();
+    assert_eq!(host.transactions().len(), count);
+}
+
+#[test]
+fn a_double_failing_half_way_leaves_a_consistent_record_and_a_rerun_completes() {
+    let host = Host::new(&[], "");
+    let planned = host.planned_kargs();
+    // Calls: 1 status, 2 kargs, 3 initramfs --enable.
+    let mut failing = host.apply(&[]);
+    failing.env("PT_RPM_OSTREE_FAIL_AT", "3");
+    let err = fails_with(&mut failing, 1);
+    let (applied, not_applied) = err.split_once("Not applied:").expect(&err);
+    assert!(
+        applied.contains("Applied") && applied.contains("kargs"),
+        "{err}"
+    );
+    assert!(applied.contains(DRACUT), "{err}");
+    assert!(
+        not_applied.contains("initramfs") && !not_applied.contains("kargs"),
+        "{err}"
+    );
+
+    let pending = host.pending();
+    assert!(planned.iter().all(|k| words(&pending).contains(k)));
+    assert!(!pending.regenerate_initramfs);
+    let record: Value =
+        serde_json::from_str(&std::fs::read_to_string(host.etc(STATE)).unwrap()).unwrap();
+    assert_eq!(strings(&record["kargs_appended"]), planned);
+    assert_eq!(record["initramfs_enabled"], false);
+    assert_eq!(record["files"].as_array().unwrap().len(), 2);
+
+    let calls_before = host.transactions().len();
+    host.apply(&[]).assert().success();
+    let rerun: Vec<Vec<String>> = host.transactions().split_off(calls_before);
+    assert_eq!(rerun.len(), 1, "{rerun:?}");
+    assert_eq!(rerun[0][0], "initramfs");
+    assert!(host.pending().regenerate_initramfs);
+    let record: Value =
+        serde_json::from_str(&std::fs::read_to_string(host.etc(STATE)).unwrap()).unwrap();
+    assert_eq!(record["initramfs_enabled"], true);
+}
+
+#[test]
+fn dry_run_shows_the_plan_kargs_and_changes_nothing() {
+    let host = Host::new(&[], "");
+    let planned = host.planned_kargs();
+    let out = host
+        .apply(&["--dry-run", "--json"])
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    let proposal: Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(strings(&proposal["kargs"]), planned);
+    assert_eq!(strings(&proposal["append"]), planned);
+    let steps = proposal["steps"].as_array().unwrap();
+    let kargs_step = steps.iter().find(|s| s["step"] == "kargs").unwrap();
+    let command = strings(&kargs_step["command"]);
+    for karg in &planned {
+        assert!(command.contains(&format!("--append-if-missing={karg}")));
+    }
+
+    let text = host
+        .apply(&["--dry-run"])
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    let text = String::from_utf8(text).unwrap();
+    for karg in &planned {
+        assert!(text.contains(karg), "{text}");
+    }
+    assert!(
+        text.contains(&format!(
+            "rpm-ostree initramfs --sysroot={} --enable",
+            host.sysroot
+        )),
+        "{text}"
+    );
+    assert!(text.contains(DRACUT), "{text}");
+
+    assert!(host.calls().is_empty());
+    assert!(!host.etc(DRACUT).exists());
+    assert!(!host.pending().regenerate_initramfs);
+}
+
+#[test]
+fn refuses_while_a_transaction_is_in_progress_or_off_an_ostree_host() {
+    let host = Host::new(&[], "");
+    let mut busy = host.apply(&[]);
+    busy.env("PT_RPM_OSTREE_BUSY", "1");
+    assert!(fails_with(&mut busy, 1).contains("transaction is in progress"));
+    assert!(host.transactions().is_empty());
+    assert!(!host.etc(DRACUT).exists());
+
+    std::fs::remove_file(host.root.join("run/ostree-booted")).unwrap();
+    let mut not_ostree = host.apply(&[]);
+    assert!(fails_with(&mut not_ostree, 1).contains("ostree-booted"));
+}
+
+#[test]
+fn vendor_reset_is_refused_with_a_pointer_to_image_mode() {
+    let host = Host::new(&[], "");
+    // 1002:67df is a Polaris 10 GPU: vendor-reset turns on by itself.
+    std::fs::write(
+        &host.config,
+        "[cpu]\nvendor = \"amd\"\n[vfio]\nids = [\"1002:67df\", \"1002:aaf0\"]\n[gpu]\nvendors = [\"amd\"]\n",
+    )
+    .unwrap();
+    let mut apply = host.apply(&[]);
+    let err = fails_with(&mut apply, 2);
+    assert!(
+        err.contains("vendor-reset") && err.contains("image mode"),
+        "{err}"
+    );
+    assert!(host.calls().iter().all(|c| c[0] == "status"));
+}
+
+fn acs_config(host: &Host, source: &str) {
+    std::fs::write(
+        &host.config,
+        format!("{CONFIG}[acs-override]\nenabled = true\n{source}\n"),
+    )
+    .unwrap();
+}
+
+#[test]
+fn acs_kernel_from_local_packages_is_an_override_replace_undone_by_revert() {
+    let host = Host::new(&[], "");
+    let packages = host.base.join("kernel-acs");
+    std::fs::create_dir_all(&packages).unwrap();
+    let rpm = "kernel-core-6.11.4-301.acs.fc41.x86_64.rpm";
+    std::fs::write(packages.join(rpm), "not really an rpm\n").unwrap();
+    acs_config(&host, &format!("packages = \"{packages}\""));
+
+    host.apply(&[]).assert().success();
+    let replace: Vec<Vec<String>> = host
+        .transactions()
+        .into_iter()
+        .filter(|c| c[0] == "override")
+        .collect();
+    assert_eq!(replace.len(), 1);
+    assert_eq!(replace[0][1], "replace");
+    assert!(replace[0].contains(&packages.join(rpm).to_string()));
+    let pending = host.pending();
+    assert_eq!(pending.replaced_local.len(), 1);
+    assert!(pending.replaced_local[0].ends_with(":kernel-core-6.11.4-301.acs.fc41.x86_64"));
+    assert!(words(&pending).contains(&"pcie_acs_override=downstream,multifunction".to_owned()));
+
+    let count = host.transactions().len();
+    host.apply(&[]).assert().success();
+    assert_eq!(
+        host.transactions().len(),
+        count,
+        "the override is already there"
+    );
+
+    host.revert().assert().success();
+    let reset = host.transactions().pop().unwrap();
+    assert_eq!(reset[..2], ["override".to_owned(), "reset".to_owned()]);
+    assert!(reset.contains(&"kernel-core".to_owned()));
+    assert!(host.pending().replaced_local.is_empty());
+}
+
+#[test]
+fn acs_kernel_from_a_repo_is_refused_live() {
+    let host = Host::new(&[], "");
+    acs_config(
+        &host,
+        "repo = \"https://example.org/fedora-acs-override.repo\"",
+    );
+    let mut apply = host.apply(&["--dry-run"]);
+    let err = fails_with(&mut apply, 2);
+    assert!(
+        err.contains("acs-override.repo") && err.contains("local packages"),
+        "{err}"
+    );
+}
+
+#[test]
+fn sysroot_state_is_read_through_libostree() {
+    let host = Host::new(
+        &["iommu=off"],
+        "\n[rpmostree]\nregenerate-initramfs=true\ninitramfs-args=-I;/etc/foo;\n",
+    );
+    let state = deployment::read(Utf8Path::new(&host.sysroot)).unwrap();
+    assert_eq!(state.pending.osname, "testos");
+    assert_eq!(
+        words(&state.pending),
+        [BASE_KARGS[0], BASE_KARGS[1], "iommu=off"]
+    );
+    assert!(state.pending.regenerate_initramfs);
+    assert_eq!(state.pending.initramfs_args, ["-I", "/etc/foo"]);
+    // Nothing booted this sysroot.
+    assert!(state.booted.is_none());
+}
