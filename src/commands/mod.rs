@@ -1,6 +1,9 @@
 //! One module per command: thin glue from parsed arguments to the library.
 
+mod detect;
+mod doctor;
 mod generate;
+mod groups;
 mod plan;
 
 use anyhow::Result;
@@ -16,6 +19,13 @@ pub fn run(cli: &Cli) -> Result<()> {
             force,
             overrides,
         } => generate::run(cli, overrides, output, *force),
+        Command::Groups { json, gpus } => groups::run(cli, *json, *gpus),
+        Command::Detect {
+            write,
+            force,
+            device,
+        } => detect::run(cli, write.as_deref(), *force, *device),
+        Command::Doctor { json, overrides } => doctor::run(cli, overrides, *json),
     }
 }
 
