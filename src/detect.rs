@@ -96,15 +96,16 @@ pub fn detect(root: &Root, chosen: Option<PciAddress>) -> Result<Detection> {
     };
 
     findings.push(format!(
-        "GPU to pass: {} {} [{}:{}], IOMMU group {}, {}",
+        "GPU to pass: {} {} [{}:{}], {}",
         gpu.address,
         gpu.name,
         gpu.vendor_id,
         gpu.device_id,
-        gpu.group.map_or("none".into(), |g| g.to_string()),
-        serde_json::to_value(gpu.isolation)?
-            .as_str()
-            .unwrap_or_default()
+        match (gpu.group, gpu.isolation) {
+            (Some(group), Isolation::Isolated) => format!("IOMMU group {group}, isolated"),
+            (Some(group), _) => format!("IOMMU group {group}, shared"),
+            (None, _) => "no IOMMU group (IOMMU off)".to_owned(),
+        }
     ));
     let mut slot = vec![gpu.address];
     slot.extend(&gpu.companions);

@@ -138,13 +138,21 @@ pub fn check(plan: &Plan, root: &Root, extra: Vec<Check>) -> Result<Report> {
                 "run `passthru-image groups` and correct vfio.ids",
             ));
         }
+        if matching.len() > 1 {
+            let addresses: Vec<String> = matching.iter().map(|d| d.address.to_string()).collect();
+            checks.push(Check::warn(
+                format!("identical-ids:{id}"),
+                format!("{id} matches {} devices ({}): vfio_pci.ids binds all of them", matching.len(), addresses.join(", ")),
+                "identical devices cannot be told apart by ID: bind the guest's by address (driver_override) instead",
+            ));
+        }
         for device in matching {
             checks.push(bound_to_vfio(device));
             if device.boot_vga == Some(true) {
                 checks.push(Check::warn(
                     format!("boot-gpu:{}", device.address),
-                    format!("{id} also matches the boot GPU {}: vfio-pci takes the host's display", device.address),
-                    "identical IDs cannot be told apart by vfio_pci.ids: bind the guest GPU by address (driver_override) instead",
+                    format!("{} is the boot GPU and is planned for vfio-pci: the host has no display from it", device.address),
+                    "keep it only for single-GPU passthrough; else pass another GPU (passthru-image detect --device ADDRESS)",
                 ));
             }
             checks.push(group_viable(&topology, device, &ids));
