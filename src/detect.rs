@@ -249,7 +249,9 @@ pub fn render(detection: &Detection, root: &Root) -> Result<String> {
     // The file must read back as exactly this config; a rendering bug must not reach the user's disk.
     let reread = Config::from_toml(&text, "detect output")?;
     if reread != detection.config {
-        bail!("internal error: the proposed passthru.toml does not read back as the detected config");
+        bail!(
+            "internal error: the proposed passthru.toml does not read back as the detected config"
+        );
     }
     Ok(text)
 }

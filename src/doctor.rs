@@ -99,11 +99,7 @@ pub fn check(plan: &Plan, root: &Root, extra: Vec<Check>) -> Result<Report> {
     let cmdline = kernel::cmdline(root)?;
     let loaded = kernel::loaded_modules(root)?;
 
-    let mut checks = vec![
-        virtualization(&cpu),
-        iommu(&topology, plan),
-        uefi(root),
-    ];
+    let mut checks = vec![virtualization(&cpu), iommu(&topology, plan), uefi(root)];
     checks.extend(plan.kargs.iter().map(|k| karg(k, &cmdline)));
     checks.extend(
         plan.initramfs_drivers
@@ -193,10 +189,7 @@ fn virtualization(cpu: &CpuInfo) -> Check {
 
 fn iommu(topology: &Topology, plan: &Plan) -> Check {
     if topology.iommu_enabled() {
-        Check::pass(
-            "iommu",
-            format!("{} IOMMU groups", topology.groups.len()),
-        )
+        Check::pass("iommu", format!("{} IOMMU groups", topology.groups.len()))
     } else {
         let karg = plan
             .kargs
@@ -296,7 +289,12 @@ fn group_viable(topology: &Topology, device: &PciDevice, planned: &[PciId]) -> C
         "group {group} also holds {} bound to a host driver",
         blockers
             .iter()
-            .map(|d| format!("{} ({}, {})", d.address, d.id, d.driver.as_deref().unwrap_or("")))
+            .map(|d| format!(
+                "{} ({}, {})",
+                d.address,
+                d.id,
+                d.driver.as_deref().unwrap_or("")
+            ))
             .collect::<Vec<_>>()
             .join(", ")
     );
@@ -413,7 +411,11 @@ mod tests {
         let text = "  QEMU: Checking for hardware virtualization                                 : FAIL (Only emulated CPUs are available, performance will be significantly limited)\n  QEMU: Checking if device /dev/vhost-net exists                             : PASS\n  QEMU: Checking for secure guest support                                    : WARN (Unknown if this platform has Secure Guest support)\n";
         let check = parse_virt_host_validate(text);
         assert_eq!(check.status, Status::Fail);
-        assert!(check.detail.starts_with("Checking for hardware virtualization: FAIL"));
+        assert!(
+            check
+                .detail
+                .starts_with("Checking for hardware virtualization: FAIL")
+        );
         let warn = parse_virt_host_validate(
             "  QEMU: Checking for secure guest support      : WARN (Unknown)\n",
         );

@@ -153,11 +153,7 @@ fn generate(host: &Host, tree: &Path) {
         );
         if let Some(group) = device.group {
             let group_dir = Path::new("sys/kernel/iommu_groups").join(group.to_string());
-            link(
-                tree,
-                &group_dir.join("devices").join(&device.address),
-                &dir,
-            );
+            link(tree, &group_dir.join("devices").join(&device.address), &dir);
             link(tree, &dir.join("iommu_group"), &group_dir);
         }
     }
@@ -234,8 +230,14 @@ fn committed_fixture_trees_equal_their_descriptions() {
             expected == actual,
             "{} differs from hosts/{name}.toml (regenerate with PASSTHRU_REGENERATE_FIXTURES=1 cargo test --test fixture_trees): only generated {:?}, only committed {:?}",
             committed.display(),
-            expected.keys().filter(|k| actual.get(*k) != expected.get(*k)).collect::<Vec<_>>(),
-            actual.keys().filter(|k| !expected.contains_key(*k)).collect::<Vec<_>>(),
+            expected
+                .keys()
+                .filter(|k| actual.get(*k) != expected.get(*k))
+                .collect::<Vec<_>>(),
+            actual
+                .keys()
+                .filter(|k| !expected.contains_key(*k))
+                .collect::<Vec<_>>(),
         );
     }
 }

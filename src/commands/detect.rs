@@ -6,7 +6,12 @@ use crate::detect;
 use crate::error::InputError;
 use crate::host::pci::PciAddress;
 
-pub fn run(cli: &Cli, write: Option<&Utf8Path>, force: bool, device: Option<PciAddress>) -> Result<()> {
+pub fn run(
+    cli: &Cli,
+    write: Option<&Utf8Path>,
+    force: bool,
+    device: Option<PciAddress>,
+) -> Result<()> {
     let root = cli.root();
     // Refuse before reading anything: an existing config is the user's work.
     if let Some(path) = write

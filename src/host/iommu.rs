@@ -31,8 +31,8 @@ pub fn read_groups(root: &Root) -> Result<BTreeMap<u32, Vec<PciAddress>>> {
         })?;
         let members_dir = dir.join(&name).join("devices");
         let mut members = Vec::new();
-        for member in std::fs::read_dir(&members_dir)
-            .with_context(|| format!("listing {members_dir}"))?
+        for member in
+            std::fs::read_dir(&members_dir).with_context(|| format!("listing {members_dir}"))?
         {
             let member = member.with_context(|| format!("listing {members_dir}"))?;
             let member = member.file_name().to_string_lossy().into_owned();

@@ -33,7 +33,7 @@ pub fn module_name(name: &str) -> String {
 /// show up in /sys/module without a line in /proc/modules.
 pub fn module_present(root: &Root, loaded: &[String], name: &str) -> bool {
     let name = module_name(name);
-    loaded.iter().any(|m| *m == name) || root.join(SYS_MODULE_DIR).join(&name).is_dir()
+    loaded.contains(&name) || root.join(SYS_MODULE_DIR).join(&name).is_dir()
 }
 
 #[cfg(test)]

@@ -183,7 +183,9 @@ pub fn read_device(root: &Root, address: PciAddress) -> Result<PciDevice> {
         Ok(text.trim().to_owned())
     };
     let optional = |name: &str| -> Result<Option<String>> {
-        Ok(root.read_optional(dir.join(name))?.map(|t| t.trim().to_owned()))
+        Ok(root
+            .read_optional(dir.join(name))?
+            .map(|t| t.trim().to_owned()))
     };
     let field = |name: &str| root.join(dir.join(name)).to_string();
 
