@@ -651,3 +651,47 @@ fn doctor_human_output_ends_in_exit_1_naming_the_failures() {
     );
     assert!(String::from_utf8_lossy(&output.stderr).contains("checks failed"));
 }
+
+/// Captured from a real Debian kernel in QEMU q35 with a virtual Intel IOMMU and an e1000e NIC bound to
+/// vfio-pci (tests/fixtures/capture/capture-qemu.sh): the readers work on real sysfs, not only on generated trees.
+#[test]
+fn real_sysfs_from_qemu_q35_reads_groups_and_passes_doctor() {
+    let report = groups("qemu-q35-intel-iommu");
+    assert_eq!(report["iommu_enabled"], true);
+    let nic = report["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|g| {
+            g["devices"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(move |d| (&g["id"], d))
+        })
+        .find(|(_, d)| d["vendor_id"] == "8086" && d["device_id"] == "10d3")
+        .expect("the e1000e NIC");
+    assert_eq!(nic.1["driver"], "vfio-pci");
+    assert_eq!(nic.1["class"], "0200");
+    // QEMU's standard VGA is the boot GPU, alone in its group.
+    assert_eq!(gpu_addresses(&report), ["0000:00:01.0"]);
+    assert_eq!(verdict(&report, "0000:00:01.0").1, "isolated");
+    assert_eq!(gpu(&report, "0000:00:01.0")["boot_vga"], true);
+
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("passthru.toml");
+    // QEMU's CPU model says AuthenticAMD, but the IOMMU of this machine is Intel's (VT-d): the vendor is set.
+    std::fs::write(
+        &config,
+        "[cpu]\nvendor = \"intel\"\n\n[vfio]\nids = [\"8086:10d3\"]\n",
+    )
+    .unwrap();
+    let (code, report) = doctor("qemu-q35-intel-iommu", &config, dir.path());
+    assert_eq!(code, Some(0), "{report:#}");
+    assert_eq!(failed(&report), Vec::<&str>::new());
+    assert_eq!(status_of(&report, "bound:0000:00:02.0"), "pass");
+    assert_eq!(status_of(&report, "group:0000:00:02.0"), "pass");
+    assert_eq!(status_of(&report, "karg:vfio_pci.ids=8086:10d3"), "pass");
+    // SeaBIOS, not UEFI.
+    assert_eq!(status_of(&report, "uefi"), "warn");
+}
