@@ -255,3 +255,47 @@ pub fn render(detection: &Detection, root: &Root) -> Result<String> {
     }
     Ok(text)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn gpu(address: &str, boot_vga: bool, isolation: Isolation) -> GpuReport {
+        GpuReport {
+            address: address.parse().unwrap(),
+            group: Some(1),
+            vendor_id: "10de".into(),
+            device_id: "1401".into(),
+            class: "0300".into(),
+            name: String::new(),
+            driver: None,
+            boot_vga,
+            isolation,
+            companions: Vec::new(),
+            sharing_with: Vec::new(),
+            vendor_reset: false,
+        }
+    }
+
+    #[test]
+    fn picks_an_isolated_gpu_that_is_not_the_boot_gpu() {
+        let gpus = [
+            gpu("0000:01:00.0", true, Isolation::Isolated),
+            gpu("0000:02:00.0", false, Isolation::Shared),
+            gpu("0000:03:00.0", false, Isolation::Isolated),
+        ];
+        let mut warnings = Vec::new();
+        let picked = pick_gpu(&gpus, &mut warnings).unwrap();
+        assert_eq!(picked.address.to_string(), "0000:03:00.0");
+        assert!(warnings[0].contains("--device"), "{warnings:?}");
+    }
+
+    #[test]
+    fn a_single_gpu_is_proposed_with_a_warning_and_none_gives_none() {
+        let mut warnings = Vec::new();
+        let only = [gpu("0000:01:00.0", true, Isolation::Isolated)];
+        assert!(pick_gpu(&only, &mut warnings).is_some());
+        assert!(warnings[0].contains("single-GPU"), "{warnings:?}");
+        assert!(pick_gpu(&[], &mut Vec::new()).is_none());
+    }
+}
