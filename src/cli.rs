@@ -4,6 +4,7 @@ use camino::Utf8PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 use crate::config::{CpuChoice, GpuVendor, Overrides};
+use crate::host::pci::PciAddress;
 use crate::image_ref::ImageRef;
 use crate::pci_id::PciId;
 use crate::root::Root;
@@ -77,6 +78,33 @@ pub enum Command {
         #[command(flatten)]
         overrides: OverrideArgs,
     },
+    /// List IOMMU groups like ls-iommu, with a passthrough verdict per GPU
+    Groups {
+        #[arg(long)]
+        json: bool,
+        /// Only the groups that hold a GPU
+        #[arg(long)]
+        gpus: bool,
+    },
+    /// Read the host and propose a passthru.toml (CPU vendor, GPU to pass and its companion functions)
+    Detect {
+        /// Write the proposal to FILE instead of stdout; refused when FILE exists, unless --force
+        #[arg(long, value_name = "FILE")]
+        write: Option<Utf8PathBuf>,
+        /// Replace an existing --write FILE
+        #[arg(long, requires = "write")]
+        force: bool,
+        /// The GPU to pass (e.g. 0000:01:00.0), instead of the one detect picks
+        #[arg(long, value_name = "ADDRESS", value_parser = parse_pci_address)]
+        device: Option<PciAddress>,
+    },
+    /// Check the running host against the plan: kargs, IOMMU, vfio-pci binding, groups, vendor-reset
+    Doctor {
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        overrides: OverrideArgs,
+    },
     /// Live mode: undo what apply did (recorded in /etc/passthru-image/live-state.json)
     Revert {
         #[command(flatten)]
@@ -125,6 +153,10 @@ impl From<&OverrideArgs> for Overrides {
 }
 
 fn parse_pci_id(s: &str) -> Result<PciId, String> {
+    s.parse()
+}
+
+fn parse_pci_address(s: &str) -> Result<PciAddress, String> {
     s.parse()
 }
 

@@ -6,6 +6,8 @@
 pub mod cli;
 pub mod commands;
 pub mod config;
+pub mod detect;
+pub mod doctor;
 pub mod error;
 pub mod host;
 pub mod image;

@@ -26,7 +26,11 @@ fn read_tree(root: &Path) -> BTreeMap<String, (u32, Vec<u8>)> {
             if path.is_dir() {
                 stack.push(path);
             } else {
-                let rel = path.strip_prefix(root).unwrap().to_string_lossy().into_owned();
+                let rel = path
+                    .strip_prefix(root)
+                    .unwrap()
+                    .to_string_lossy()
+                    .into_owned();
                 let mode = entry.metadata().unwrap().permissions().mode() & 0o7777;
                 out.insert(rel, (mode, std::fs::read(&path).unwrap()));
             }
@@ -36,7 +40,12 @@ fn read_tree(root: &Path) -> BTreeMap<String, (u32, Vec<u8>)> {
 }
 
 fn generate(dir: &Path, args: &[&str]) -> BTreeMap<String, (u32, Vec<u8>)> {
-    bin().args(["generate", "-q", "-o"]).arg(dir).args(args).assert().success();
+    bin()
+        .args(["generate", "-q", "-o"])
+        .arg(dir)
+        .args(args)
+        .assert()
+        .success();
     read_tree(dir)
 }
 
@@ -53,7 +62,11 @@ fn describe(tree: &BTreeMap<String, (u32, Vec<u8>)>) -> String {
     text
 }
 
-const GPU_IDS: &[(&str, &str)] = &[("nvidia", "10de:2684,10de:22ba"), ("amd", "1002:744c,1002:ab30"), ("intel", "8086:56a0,8086:4f90")];
+const GPU_IDS: &[(&str, &str)] = &[
+    ("nvidia", "10de:2684,10de:22ba"),
+    ("amd", "1002:744c,1002:ab30"),
+    ("intel", "8086:56a0,8086:4f90"),
+];
 
 #[test]
 fn generated_contexts_per_cpu_gpu_and_ids() {
@@ -67,14 +80,24 @@ fn generated_contexts_per_cpu_gpu_and_ids() {
                     args.extend(["--vfio-ids", ids]);
                 }
                 let tree = generate(&out, &args);
-                let name = format!("{cpu}_cpu_{gpu}_gpu_{}", if with_ids { "with_ids" } else { "no_ids" });
+                let name = format!(
+                    "{cpu}_cpu_{gpu}_gpu_{}",
+                    if with_ids { "with_ids" } else { "no_ids" }
+                );
                 insta::assert_snapshot!(name, describe(&tree));
 
                 let kargs_d = &tree["layers/host/usr/lib/bootc/kargs.d/50-passthru.toml"].1;
-                let parsed = KargsD::parse(std::str::from_utf8(kargs_d).unwrap()).expect("bootc accepts kargs.d");
-                assert_eq!(parsed.match_architectures.as_deref(), Some(&["x86_64".to_owned()][..]));
+                let parsed = KargsD::parse(std::str::from_utf8(kargs_d).unwrap())
+                    .expect("bootc accepts kargs.d");
+                assert_eq!(
+                    parsed.match_architectures.as_deref(),
+                    Some(&["x86_64".to_owned()][..])
+                );
                 let planned = plan_kargs(&args);
-                assert_eq!(parsed.kargs, planned, "kargs.d holds exactly the planned kargs, in order");
+                assert_eq!(
+                    parsed.kargs, planned,
+                    "kargs.d holds exactly the planned kargs, in order"
+                );
             }
         }
     }
@@ -82,14 +105,30 @@ fn generated_contexts_per_cpu_gpu_and_ids() {
 
 fn plan_kargs(args: &[&str]) -> Vec<String> {
     let out = bin().args(["plan", "--json"]).args(args).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let plan: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    plan["kargs"].as_array().unwrap().iter().map(|k| k.as_str().unwrap().to_owned()).collect()
+    plan["kargs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k.as_str().unwrap().to_owned())
+        .collect()
 }
 
 #[test]
 fn plan_json_for_amd_cpu_and_nvidia_gpu_lists_each_guide_argument_once() {
-    let kargs = plan_kargs(&["--cpu", "amd", "--gpu", "nvidia", "--vfio-ids", "10de:2684,10de:22ba"]);
+    let kargs = plan_kargs(&[
+        "--cpu",
+        "amd",
+        "--gpu",
+        "nvidia",
+        "--vfio-ids",
+        "10de:2684,10de:22ba",
+    ]);
     assert_eq!(
         kargs,
         [
@@ -105,19 +144,32 @@ fn plan_json_for_amd_cpu_and_nvidia_gpu_lists_each_guide_argument_once() {
             "vfio_pci.ids=10de:2684,10de:22ba",
         ]
     );
-    let out = bin().args(["plan", "--json", "--cpu", "intel", "--gpu", "amd"]).output().unwrap();
+    let out = bin()
+        .args(["plan", "--json", "--cpu", "intel", "--gpu", "amd"])
+        .output()
+        .unwrap();
     let plan: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     for key in ["kargs", "initramfs_drivers", "files", "kernel", "modules"] {
         assert!(plan.get(key).is_some(), "plan --json lacks {key}");
     }
     assert_eq!(plan["kernel"], serde_json::Value::Null);
-    assert_eq!(plan["initramfs_drivers"], serde_json::json!(["vfio", "vfio_iommu_type1", "vfio_pci"]));
+    assert_eq!(
+        plan["initramfs_drivers"],
+        serde_json::json!(["vfio", "vfio_iommu_type1", "vfio_pci"])
+    );
 }
 
 #[test]
 fn generate_is_byte_for_byte_deterministic() {
     let dir = tempfile::tempdir().unwrap();
-    let args = ["--cpu", "amd", "--gpu", "amd", "--vfio-ids", "1002:67df,1002:aaf0"];
+    let args = [
+        "--cpu",
+        "amd",
+        "--gpu",
+        "amd",
+        "--vfio-ids",
+        "1002:67df,1002:aaf0",
+    ];
     let first = generate(&dir.path().join("a"), &args);
     let second = generate(&dir.path().join("b"), &args);
     assert_eq!(first, second);
@@ -130,29 +182,56 @@ fn generate_is_byte_for_byte_deterministic() {
 }
 
 fn walk_mtimes(root: &Path) -> std::collections::BTreeSet<std::time::SystemTime> {
-    read_tree(root).keys().map(|rel| std::fs::metadata(root.join(rel)).unwrap().modified().unwrap()).collect()
+    read_tree(root)
+        .keys()
+        .map(|rel| {
+            std::fs::metadata(root.join(rel))
+                .unwrap()
+                .modified()
+                .unwrap()
+        })
+        .collect()
 }
 
 #[test]
 fn regenerating_replaces_its_own_directory_whole() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("ctx");
-    let with_reset = generate(&out, &["--cpu", "amd", "--gpu", "amd", "--vfio-ids", "1002:67df"]);
-    assert!(with_reset.contains_key("layers/host/usr/lib/udev/rules.d/99-passthru-vendor-reset.rules"));
-    let without = generate(&out, &["--cpu", "amd", "--gpu", "amd", "--vfio-ids", "1002:744c"]);
-    assert!(!without.contains_key("layers/host/usr/lib/udev/rules.d/99-passthru-vendor-reset.rules"), "stale file left behind");
+    let with_reset = generate(
+        &out,
+        &["--cpu", "amd", "--gpu", "amd", "--vfio-ids", "1002:67df"],
+    );
+    assert!(
+        with_reset.contains_key("layers/host/usr/lib/udev/rules.d/99-passthru-vendor-reset.rules")
+    );
+    let without = generate(
+        &out,
+        &["--cpu", "amd", "--gpu", "amd", "--vfio-ids", "1002:744c"],
+    );
+    assert!(
+        !without.contains_key("layers/host/usr/lib/udev/rules.d/99-passthru-vendor-reset.rules"),
+        "stale file left behind"
+    );
 }
 
 #[test]
 fn generate_refuses_a_foreign_non_empty_directory_unless_forced() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("notes.txt"), "mine").unwrap();
-    let out = bin().args(["generate", "--cpu", "intel", "-o"]).arg(dir.path()).output().unwrap();
+    let out = bin()
+        .args(["generate", "--cpu", "intel", "-o"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--force"));
     assert_eq!(read_tree(dir.path()).len(), 1, "nothing written");
 
-    bin().args(["generate", "-q", "--force", "--cpu", "intel", "-o"]).arg(dir.path()).assert().success();
+    bin()
+        .args(["generate", "-q", "--force", "--cpu", "intel", "-o"])
+        .arg(dir.path())
+        .assert()
+        .success();
     let tree = read_tree(dir.path());
     assert!(tree.contains_key("Containerfile") && tree.contains_key("notes.txt"));
 }
@@ -167,7 +246,10 @@ fn bad_input_exits_2_naming_the_field_and_writes_nothing() {
         ("[kargs]\nextra = [\"a='b'\"]\n", "kargs.extra[0]"),
         ("[cpu]\nvendor = \"via\"\n", "cpu.vendor"),
         ("[gpu]\nvendors = [\"3dfx\"]\n", "gpu.vendors[0]"),
-        ("[cpu]\nvendor = \"intel\"\n[kargs]\nextra = [\"iommu=off\"]\n", "kargs.extra[0]"),
+        (
+            "[cpu]\nvendor = \"intel\"\n[kargs]\nextra = [\"iommu=off\"]\n",
+            "kargs.extra[0]",
+        ),
         ("[image]\nbase = \"quay.io/x:1 AS y\"\n", "image.base"),
     ];
     for (config, field) in configs {
@@ -175,10 +257,19 @@ fn bad_input_exits_2_naming_the_field_and_writes_nothing() {
         let file = dir.path().join("passthru.toml");
         std::fs::write(&file, config).unwrap();
         let out_dir = dir.path().join("ctx");
-        let out = bin().arg("--config").arg(&file).args(["generate", "-o"]).arg(&out_dir).output().unwrap();
+        let out = bin()
+            .arg("--config")
+            .arg(&file)
+            .args(["generate", "-o"])
+            .arg(&out_dir)
+            .output()
+            .unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{config:?}: {stderr}");
-        assert!(stderr.contains(field), "{config:?}: {stderr} does not name {field}");
+        assert!(
+            stderr.contains(field),
+            "{config:?}: {stderr} does not name {field}"
+        );
         assert!(!out_dir.exists(), "{config:?}: wrote {}", out_dir.display());
     }
     let flags: &[(&[&str], &str)] = &[
@@ -193,7 +284,10 @@ fn bad_input_exits_2_naming_the_field_and_writes_nothing() {
         assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
         assert!(stderr.contains(flag), "{args:?}: {stderr}");
     }
-    let out = bin().args(["--config", "/nonexistent/passthru.toml", "plan"]).output().unwrap();
+    let out = bin()
+        .args(["--config", "/nonexistent/passthru.toml", "plan"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--config"));
 }

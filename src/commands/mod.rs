@@ -1,7 +1,10 @@
 //! One module per command: thin glue from parsed arguments to the library.
 
 mod apply;
+mod detect;
+mod doctor;
 mod generate;
+mod groups;
 mod plan;
 mod revert;
 
@@ -26,6 +29,13 @@ pub fn run(cli: &Cli) -> Result<()> {
             overrides,
         } => apply::run(cli, overrides, live, *dry_run, *replace_conflicts, *json),
         Command::Revert { live } => revert::run(cli, live),
+        Command::Groups { json, gpus } => groups::run(cli, *json, *gpus),
+        Command::Detect {
+            write,
+            force,
+            device,
+        } => detect::run(cli, write.as_deref(), *force, *device),
+        Command::Doctor { json, overrides } => doctor::run(cli, overrides, *json),
     }
 }
 

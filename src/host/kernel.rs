@@ -1,0 +1,60 @@
+//! The running kernel: its command line and its loaded modules.
+
+use anyhow::Result;
+
+use crate::kargs::{Karg, split_cmdline};
+use crate::root::Root;
+
+pub const CMDLINE: &str = "/proc/cmdline";
+pub const MODULES: &str = "/proc/modules";
+pub const SYS_MODULE_DIR: &str = "/sys/module";
+
+/// The kernel arguments the host booted with.
+pub fn cmdline(root: &Root) -> Result<Vec<Karg>> {
+    Ok(split_cmdline(&root.read(CMDLINE)?))
+}
+
+/// Names of the loadable modules in memory, as /proc/modules writes them (`vfio_pci`).
+pub fn loaded_modules(root: &Root) -> Result<Vec<String>> {
+    let text = root.read_optional(MODULES)?.unwrap_or_default();
+    Ok(text
+        .lines()
+        .filter_map(|line| line.split_whitespace().next())
+        .map(str::to_owned)
+        .collect())
+}
+
+/// The kernel's spelling of a module name: `-` and `_` are the same, /proc/modules writes `_`.
+pub fn module_name(name: &str) -> String {
+    name.replace('-', "_")
+}
+
+/// A module is present when it is loaded, or built in: built-in modules with parameters (vfio_pci is one)
+/// show up in /sys/module without a line in /proc/modules.
+pub fn module_present(root: &Root, loaded: &[String], name: &str) -> bool {
+    let name = module_name(name);
+    loaded.contains(&name) || root.join(SYS_MODULE_DIR).join(&name).is_dir()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_module_names_from_proc_modules_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = Root::new(camino::Utf8Path::from_path(dir.path()).unwrap());
+        std::fs::create_dir_all(root.join("/proc")).unwrap();
+        std::fs::write(
+            root.join(MODULES),
+            "vfio_pci 16384 0 - Live 0x0000000000000000\nvfio 45056 2 vfio_pci,vfio_iommu_type1, Live 0x0\n",
+        )
+        .unwrap();
+        std::fs::create_dir_all(root.join("/sys/module/vendor_reset")).unwrap();
+        let loaded = loaded_modules(&root).unwrap();
+        assert_eq!(loaded, ["vfio_pci", "vfio"]);
+        assert!(module_present(&root, &loaded, "vfio-pci"));
+        assert!(module_present(&root, &loaded, "vendor-reset"));
+        assert!(!module_present(&root, &loaded, "vfio_iommu_type1"));
+    }
+}

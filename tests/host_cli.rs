@@ -1,0 +1,697 @@
+//! `groups`, `detect` and `doctor` run as the user runs them, with `--root` on the host fixture trees
+//! (tests/fixtures/<name>/, see tests/fixtures/README.md).
+
+use std::path::{Path, PathBuf};
+
+use assert_cmd::Command;
+use serde_json::Value;
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
+}
+
+/// The binary with `--root` on a fixture, run in an empty directory so no ./passthru.toml is picked up.
+fn cli(host: &str, cwd: &Path) -> Command {
+    let mut cmd = Command::cargo_bin("passthru-image").unwrap();
+    cmd.current_dir(cwd).arg("--root").arg(fixture(host));
+    cmd
+}
+
+fn json_of(output: &std::process::Output) -> Value {
+    serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
+        panic!(
+            "not JSON ({e}): {}\nstderr: {}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        )
+    })
+}
+
+fn groups(host: &str) -> Value {
+    let dir = tempfile::tempdir().unwrap();
+    let output = cli(host, dir.path())
+        .args(["groups", "--json"])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    json_of(&output)
+}
+
+fn gpu<'a>(report: &'a Value, address: &str) -> &'a Value {
+    report["gpus"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|g| g["address"] == address)
+        .unwrap_or_else(|| panic!("no GPU {address} in {report:#}"))
+}
+
+fn gpu_addresses(report: &Value) -> Vec<&str> {
+    report["gpus"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| g["address"].as_str().unwrap())
+        .collect()
+}
+
+/// (group, isolation, companions, vendor_reset) of one GPU.
+fn verdict(report: &Value, address: &str) -> (Value, String, Vec<String>, bool) {
+    let g = gpu(report, address);
+    (
+        g["group"].clone(),
+        g["isolation"].as_str().unwrap().to_owned(),
+        g["companions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c.as_str().unwrap().to_owned())
+            .collect(),
+        g["vendor_reset"].as_bool().unwrap(),
+    )
+}
+
+#[test]
+fn groups_intel_nvidia_gpu_is_isolated_with_its_audio() {
+    let report = groups("intel-nvidia");
+    assert_eq!(report["iommu_enabled"], true);
+    assert_eq!(gpu_addresses(&report), ["0000:00:02.0", "0000:01:00.0"]);
+    assert_eq!(
+        verdict(&report, "0000:01:00.0"),
+        (
+            1.into(),
+            "isolated".into(),
+            vec!["0000:01:00.1".into()],
+            false
+        )
+    );
+    let nvidia = gpu(&report, "0000:01:00.0");
+    assert_eq!(nvidia["vendor_id"], "10de");
+    assert_eq!(nvidia["device_id"], "1401");
+    assert_eq!(nvidia["boot_vga"], false);
+    assert_eq!(gpu(&report, "0000:00:02.0")["boot_vga"], true);
+    // The group's devices carry the contract's fields.
+    let group1 = report["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|g| g["id"] == 1)
+        .unwrap();
+    let devices: Vec<(&str, &str, &str, &str, &Value)> = group1["devices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| {
+            (
+                d["address"].as_str().unwrap(),
+                d["vendor_id"].as_str().unwrap(),
+                d["device_id"].as_str().unwrap(),
+                d["class"].as_str().unwrap(),
+                &d["driver"],
+            )
+        })
+        .collect();
+    assert_eq!(
+        devices,
+        [
+            (
+                "0000:00:01.0",
+                "8086",
+                "1901",
+                "0604",
+                &Value::from("pcieport")
+            ),
+            (
+                "0000:01:00.0",
+                "10de",
+                "1401",
+                "0300",
+                &Value::from("nvidia")
+            ),
+            (
+                "0000:01:00.1",
+                "10de",
+                "0fba",
+                "0403",
+                &Value::from("snd_hda_intel")
+            ),
+        ]
+    );
+}
+
+#[test]
+fn groups_amd_two_gpus_are_each_isolated() {
+    let report = groups("amd-two-gpus");
+    assert_eq!(
+        verdict(&report, "0000:0a:00.0"),
+        (
+            15.into(),
+            "isolated".into(),
+            vec!["0000:0a:00.1".into()],
+            false
+        )
+    );
+    assert_eq!(
+        verdict(&report, "0000:0b:00.0"),
+        (
+            16.into(),
+            "isolated".into(),
+            vec!["0000:0b:00.1".into()],
+            false
+        )
+    );
+}
+
+#[test]
+fn groups_polaris_needs_vendor_reset() {
+    let report = groups("amd-polaris");
+    assert_eq!(
+        verdict(&report, "0000:09:00.0"),
+        (
+            13.into(),
+            "isolated".into(),
+            vec!["0000:09:00.1".into()],
+            true
+        )
+    );
+    assert_eq!(gpu(&report, "0000:08:00.0")["vendor_reset"], false);
+}
+
+#[test]
+fn groups_gpu_in_the_chipset_group_is_shared() {
+    let report = groups("intel-shared-group");
+    assert_eq!(
+        verdict(&report, "0000:04:00.0"),
+        (
+            7.into(),
+            "shared".into(),
+            vec!["0000:04:00.1".into()],
+            false
+        )
+    );
+    // The network card makes it shared; the PCH root ports (bridges) do not.
+    assert_eq!(
+        gpu(&report, "0000:04:00.0")["sharing_with"],
+        serde_json::json!(["0000:03:00.0"])
+    );
+    assert_eq!(
+        verdict(&report, "0000:00:02.0").1,
+        "isolated",
+        "the iGPU has a group of its own"
+    );
+}
+
+#[test]
+fn groups_identical_twins_are_two_isolated_gpus() {
+    let report = groups("identical-twins");
+    assert_eq!(
+        verdict(&report, "0000:01:00.0"),
+        (
+            1.into(),
+            "isolated".into(),
+            vec!["0000:01:00.1".into()],
+            false
+        )
+    );
+    assert_eq!(
+        verdict(&report, "0000:02:00.0"),
+        (
+            2.into(),
+            "isolated".into(),
+            vec!["0000:02:00.1".into()],
+            false
+        )
+    );
+}
+
+#[test]
+fn groups_laptop_3d_controller_counts_as_gpu_and_its_root_port_does_not_share() {
+    let report = groups("laptop-3d");
+    assert_eq!(
+        verdict(&report, "0000:01:00.0"),
+        (2.into(), "isolated".into(), vec![], false)
+    );
+    assert_eq!(gpu(&report, "0000:01:00.0")["class"], "0302");
+}
+
+#[test]
+fn groups_with_the_iommu_off_says_what_to_enable() {
+    let report = groups("iommu-off");
+    assert_eq!(report["iommu_enabled"], false);
+    assert_eq!(report["groups"], serde_json::json!([]));
+    assert_eq!(
+        verdict(&report, "0000:01:00.0"),
+        (
+            Value::Null,
+            "unknown".into(),
+            vec!["0000:01:00.1".into()],
+            false
+        )
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let output = cli("iommu-off", dir.path()).arg("groups").output().unwrap();
+    assert!(output.status.success());
+    let text = String::from_utf8(output.stdout).unwrap();
+    assert!(text.contains("The IOMMU is off"), "{text}");
+    assert!(text.contains("VT-d"), "{text}");
+    assert!(text.contains("intel_iommu=on iommu=pt"), "{text}");
+}
+
+#[test]
+fn groups_prints_ls_iommu_lines_and_filters_gpu_groups() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = cli("intel-nvidia", dir.path())
+        .args(["groups", "--gpus"])
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    let text = String::from_utf8(output.stdout).unwrap();
+    assert!(
+        text.lines().any(|l| l
+            == "IOMMU Group  1: 0000:01:00.0 VGA compatible controller [0300]: NVIDIA Corporation GM206 [GeForce GTX 960] [10de:1401] (driver: nvidia)"),
+        "{text}"
+    );
+    // --gpus keeps groups 1 and 2 (the GPUs'), not the USB controller's.
+    assert!(!text.contains("0000:00:14.0"), "{text}");
+    assert!(text.contains("IOMMU Group  2: 0000:00:02.0"), "{text}");
+
+    let json = groups("intel-nvidia");
+    let all: Vec<&Value> = json["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| &g["id"])
+        .collect();
+    assert_eq!(all.len(), 6);
+    let output = cli("intel-nvidia", dir.path())
+        .args(["groups", "--json", "--gpus"])
+        .output()
+        .unwrap();
+    let ids: Vec<u64> = json_of(&output)["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| g["id"].as_u64().unwrap())
+        .collect();
+    assert_eq!(ids, [1, 2]);
+}
+
+/// detect's proposal for a fixture, written with --write, and its stderr.
+fn detect(host: &str, dir: &Path) -> (PathBuf, String, String) {
+    let path = dir.join(format!("{host}.toml"));
+    let output = cli(host, dir)
+        .args(["detect", "--write"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    let text = std::fs::read_to_string(&path).unwrap();
+    (path, text, String::from_utf8(output.stderr).unwrap())
+}
+
+fn plan_json(host: &str, config: &Path, dir: &Path) -> Value {
+    let output = cli(host, dir)
+        .arg("--config")
+        .arg(config)
+        .args(["plan", "--json"])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "plan refused detect's output: {output:?}"
+    );
+    json_of(&output)
+}
+
+fn planned_kargs(plan: &Value) -> Vec<&str> {
+    plan["kargs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k.as_str().unwrap())
+        .collect()
+}
+
+#[test]
+fn detect_output_goes_through_plan_for_every_fixture() {
+    let dir = tempfile::tempdir().unwrap();
+    for host in [
+        "intel-nvidia",
+        "amd-two-gpus",
+        "amd-polaris",
+        "intel-shared-group",
+        "identical-twins",
+        "laptop-3d",
+        "iommu-off",
+    ] {
+        let (config, _, _) = detect(host, dir.path());
+        let plan = plan_json(host, &config, dir.path());
+        assert!(!planned_kargs(&plan).is_empty(), "{host}");
+    }
+}
+
+#[test]
+fn detect_passes_the_gpu_that_is_not_the_boot_gpu() {
+    let dir = tempfile::tempdir().unwrap();
+    let (config, text, _) = detect("amd-two-gpus", dir.path());
+    assert!(text.contains("GPU to pass: 0000:0b:00.0"), "{text}");
+    let plan = plan_json("amd-two-gpus", &config, dir.path());
+    assert_eq!(
+        planned_kargs(&plan),
+        [
+            "amd_iommu=on",
+            "iommu=pt",
+            "kvm_amd.npt=1",
+            "kvm_amd.avic=1",
+            "kvm_amd.nested=1",
+            "kvm_amd.sev=1",
+            "video=vesafb:off,efifb:off,simplefb:off",
+            "nouveau.modeset=0",
+            "rd.driver.pre=vfio-pci",
+            "vfio_pci.ids=10de:2684,10de:22ba",
+        ]
+    );
+    assert_eq!(plan["modules"], serde_json::json!([]));
+}
+
+#[test]
+fn detect_plans_vendor_reset_for_polaris() {
+    let dir = tempfile::tempdir().unwrap();
+    let (config, text, _) = detect("amd-polaris", dir.path());
+    assert!(text.contains("Polaris 10"), "{text}");
+    let plan = plan_json("amd-polaris", &config, dir.path());
+    assert!(planned_kargs(&plan).contains(&"vfio_pci.ids=1002:67df,1002:aaf0"));
+    assert_eq!(plan["modules"][0]["name"], "vendor-reset");
+}
+
+#[test]
+fn detect_suggests_acs_override_for_a_shared_group() {
+    let dir = tempfile::tempdir().unwrap();
+    let (config, text, stderr) = detect("intel-shared-group", dir.path());
+    assert!(
+        stderr.contains("shares IOMMU group 7 with 0000:03:00.0"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("acs-override"), "{stderr}");
+    assert!(
+        text.contains("# WARNING: 0000:04:00.0 shares IOMMU group 7"),
+        "{text}"
+    );
+    let plan = plan_json("intel-shared-group", &config, dir.path());
+    assert!(planned_kargs(&plan).contains(&"vfio_pci.ids=10de:128b,10de:0e0f"));
+}
+
+#[test]
+fn detect_warns_when_host_and_guest_gpus_have_identical_ids() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, text, stderr) = detect("identical-twins", dir.path());
+    assert!(text.contains("GPU to pass: 0000:02:00.0"), "{text}");
+    assert!(stderr.contains("identical IDs"), "{stderr}");
+    assert!(stderr.contains("0000:01:00.0 [10de:1b80]"), "{stderr}");
+    assert!(stderr.contains("driver_override"), "{stderr}");
+    // Hosts with distinct GPUs get no such warning.
+    let (_, _, stderr) = detect("amd-two-gpus", dir.path());
+    assert!(!stderr.contains("identical IDs"), "{stderr}");
+}
+
+#[test]
+fn detect_passes_a_laptop_3d_controller() {
+    let dir = tempfile::tempdir().unwrap();
+    let (config, _, _) = detect("laptop-3d", dir.path());
+    let plan = plan_json("laptop-3d", &config, dir.path());
+    assert!(planned_kargs(&plan).contains(&"vfio_pci.ids=10de:1f95"));
+    assert!(planned_kargs(&plan).contains(&"intel_iommu=on"));
+}
+
+#[test]
+fn detect_prints_to_stdout_without_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = cli("laptop-3d", dir.path()).arg("detect").output().unwrap();
+    assert!(output.status.success());
+    let text = String::from_utf8(output.stdout).unwrap();
+    assert!(text.contains("ids = [\"10de:1f95\"]"), "{text}");
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+}
+
+#[test]
+fn detect_write_refuses_an_existing_file_unless_forced() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("passthru.toml");
+    std::fs::write(&path, "# mine\n").unwrap();
+    let output = cli("laptop-3d", dir.path())
+        .args(["detect", "--write"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2), "{output:?}");
+    assert!(String::from_utf8_lossy(&output.stderr).contains("--force"));
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), "# mine\n");
+
+    let output = cli("laptop-3d", dir.path())
+        .args(["detect", "--force", "--write"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    assert!(
+        std::fs::read_to_string(&path)
+            .unwrap()
+            .contains("10de:1f95")
+    );
+}
+
+#[test]
+fn detect_device_must_be_a_gpu_of_the_host() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = cli("intel-nvidia", dir.path())
+        .args(["detect", "--device", "0000:00:14.0"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2), "{output:?}");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("--device"), "{stderr}");
+    assert!(stderr.contains("0000:00:02.0, 0000:01:00.0"), "{stderr}");
+
+    let output = cli("intel-nvidia", dir.path())
+        .args(["detect", "--device", "0000:00:02.0"])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    assert!(String::from_utf8_lossy(&output.stdout).contains("ids = [\"8086:3e98\"]"));
+}
+
+fn doctor(host: &str, config: &Path, dir: &Path) -> (Option<i32>, Value) {
+    let output = cli(host, dir)
+        .arg("--config")
+        .arg(config)
+        .args(["doctor", "--json"])
+        .output()
+        .unwrap();
+    (output.status.code(), json_of(&output))
+}
+
+fn status_of<'a>(report: &'a Value, name: &str) -> &'a str {
+    report["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == name)
+        .unwrap_or_else(|| panic!("no check {name} in {report:#}"))["status"]
+        .as_str()
+        .unwrap()
+}
+
+fn failed(report: &Value) -> Vec<&str> {
+    report["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["status"] == "fail")
+        .map(|c| c["name"].as_str().unwrap())
+        .collect()
+}
+
+#[test]
+fn doctor_passes_on_a_correctly_set_up_host() {
+    let dir = tempfile::tempdir().unwrap();
+    let (config, _, _) = detect("amd-polaris", dir.path());
+    let (code, report) = doctor("amd-polaris", &config, dir.path());
+    assert_eq!(code, Some(0), "{report:#}");
+    assert_eq!(report["ok"], true);
+    assert_eq!(failed(&report), Vec::<&str>::new());
+    for name in [
+        "cpu-virtualization",
+        "iommu",
+        "uefi",
+        "karg:amd_iommu=on",
+        "karg:vfio_pci.ids=1002:67df,1002:aaf0",
+        "module:vfio_pci",
+        "module:vendor_reset",
+        "bound:0000:09:00.0",
+        "bound:0000:09:00.1",
+        "group:0000:09:00.0",
+        "reset-method:0000:09:00.0",
+    ] {
+        assert_eq!(status_of(&report, name), "pass", "{name}");
+    }
+    for check in report["checks"].as_array().unwrap() {
+        assert!(
+            check["detail"].is_string() && check.get("fix").is_some(),
+            "{check}"
+        );
+    }
+}
+
+#[test]
+fn doctor_fails_a_missing_karg_with_exit_1() {
+    let dir = tempfile::tempdir().unwrap();
+    let (config, text, _) = detect("amd-polaris", dir.path());
+    // The plan now wants kvm.ignore_msrs, which the host did not boot with.
+    std::fs::write(
+        &config,
+        text.replace("ignore-msrs = false", "ignore-msrs = true"),
+    )
+    .unwrap();
+    let (code, report) = doctor("amd-polaris", &config, dir.path());
+    assert_eq!(code, Some(1), "{report:#}");
+    assert_eq!(report["ok"], false);
+    assert_eq!(
+        failed(&report),
+        ["karg:kvm.ignore_msrs=1", "karg:kvm.report_ignored_msrs=0"]
+    );
+    let check = &report["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "karg:kvm.ignore_msrs=1")
+        .unwrap();
+    assert_eq!(check["detail"], "missing from /proc/cmdline");
+    assert!(check["fix"].as_str().unwrap().contains("bootc switch"));
+}
+
+#[test]
+fn doctor_fails_a_device_bound_to_nvidia_instead_of_vfio_pci() {
+    let dir = tempfile::tempdir().unwrap();
+    let (config, _, _) = detect("intel-nvidia", dir.path());
+    let (code, report) = doctor("intel-nvidia", &config, dir.path());
+    assert_eq!(code, Some(1), "{report:#}");
+    assert_eq!(
+        status_of(&report, "karg:vfio_pci.ids=10de:1401,10de:0fba"),
+        "pass"
+    );
+    assert_eq!(status_of(&report, "module:vfio_pci"), "pass");
+    assert_eq!(status_of(&report, "bound:0000:01:00.0"), "fail");
+    let bound = report["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "bound:0000:01:00.0")
+        .unwrap();
+    assert_eq!(
+        bound["detail"],
+        "10de:1401 is bound to nvidia, not vfio-pci"
+    );
+    assert!(bound["fix"].as_str().unwrap().contains("initramfs"));
+    // The audio function is still on its host driver, so the group cannot go to a VM either.
+    assert_eq!(status_of(&report, "group:0000:01:00.0"), "fail");
+}
+
+#[test]
+fn doctor_fails_with_the_iommu_off_and_warns_about_legacy_boot() {
+    let dir = tempfile::tempdir().unwrap();
+    let (config, _, _) = detect("iommu-off", dir.path());
+    let (code, report) = doctor("iommu-off", &config, dir.path());
+    assert_eq!(code, Some(1));
+    assert_eq!(status_of(&report, "iommu"), "fail");
+    assert_eq!(status_of(&report, "uefi"), "warn");
+    assert_eq!(status_of(&report, "karg:intel_iommu=on"), "fail");
+    assert_eq!(status_of(&report, "group:0000:01:00.0"), "fail");
+}
+
+#[test]
+fn doctor_flags_a_group_shared_with_a_host_device() {
+    let dir = tempfile::tempdir().unwrap();
+    let (config, _, _) = detect("intel-shared-group", dir.path());
+    let (code, report) = doctor("intel-shared-group", &config, dir.path());
+    assert_eq!(code, Some(1));
+    let group = report["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "group:0000:04:00.0")
+        .unwrap();
+    assert_eq!(group["status"], "fail");
+    assert!(
+        group["fix"]
+            .as_str()
+            .unwrap()
+            .contains("0000:03:00.0 (8086:1539)"),
+        "{group}"
+    );
+}
+
+#[test]
+fn doctor_human_output_ends_in_exit_1_naming_the_failures() {
+    let dir = tempfile::tempdir().unwrap();
+    let (config, _, _) = detect("intel-nvidia", dir.path());
+    let output = cli("intel-nvidia", dir.path())
+        .arg("--config")
+        .arg(&config)
+        .arg("doctor")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let text = String::from_utf8(output.stdout).unwrap();
+    assert!(
+        text.contains("FAIL  bound:0000:01:00.0: 10de:1401 is bound to nvidia, not vfio-pci"),
+        "{text}"
+    );
+    assert!(String::from_utf8_lossy(&output.stderr).contains("checks failed"));
+}
+
+/// Captured from a real Debian kernel in QEMU q35 with a virtual Intel IOMMU and an e1000e NIC bound to
+/// vfio-pci (tests/fixtures/capture/capture-qemu.sh): the readers work on real sysfs, not only on generated trees.
+#[test]
+fn real_sysfs_from_qemu_q35_reads_groups_and_passes_doctor() {
+    let report = groups("qemu-q35-intel-iommu");
+    assert_eq!(report["iommu_enabled"], true);
+    let nic = report["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|g| {
+            g["devices"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(move |d| (&g["id"], d))
+        })
+        .find(|(_, d)| d["vendor_id"] == "8086" && d["device_id"] == "10d3")
+        .expect("the e1000e NIC");
+    assert_eq!(nic.1["driver"], "vfio-pci");
+    assert_eq!(nic.1["class"], "0200");
+    // QEMU's standard VGA is the boot GPU, alone in its group.
+    assert_eq!(gpu_addresses(&report), ["0000:00:01.0"]);
+    assert_eq!(verdict(&report, "0000:00:01.0").1, "isolated");
+    assert_eq!(gpu(&report, "0000:00:01.0")["boot_vga"], true);
+
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("passthru.toml");
+    // QEMU's CPU model says AuthenticAMD, but the IOMMU of this machine is Intel's (VT-d): the vendor is set.
+    std::fs::write(
+        &config,
+        "[cpu]\nvendor = \"intel\"\n\n[vfio]\nids = [\"8086:10d3\"]\n",
+    )
+    .unwrap();
+    let (code, report) = doctor("qemu-q35-intel-iommu", &config, dir.path());
+    assert_eq!(code, Some(0), "{report:#}");
+    assert_eq!(failed(&report), Vec::<&str>::new());
+    assert_eq!(status_of(&report, "bound:0000:00:02.0"), "pass");
+    assert_eq!(status_of(&report, "group:0000:00:02.0"), "pass");
+    assert_eq!(status_of(&report, "karg:vfio_pci.ids=8086:10d3"), "pass");
+    // SeaBIOS, not UEFI.
+    assert_eq!(status_of(&report, "uefi"), "warn");
+}
