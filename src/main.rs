@@ -4,9 +4,19 @@ use passthru_image::cli::Cli;
 use passthru_image::{commands, error};
 
 fn main() {
+    restore_default_sigpipe();
     let cli = Cli::parse();
     if let Err(err) = commands::run(&cli) {
         eprintln!("error: {err:#}");
         std::process::exit(error::exit_code(&err));
+    }
+}
+
+/// Rust ignores SIGPIPE, which turns `passthru-image groups --json | head` into a panic on the next print.
+/// A command-line tool should end quietly like any other Unix filter instead.
+fn restore_default_sigpipe() {
+    // SAFETY: called first thing in main, before any thread exists; SIG_DFL is a valid disposition.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
 }
