@@ -234,6 +234,12 @@ fn generate_refuses_a_foreign_non_empty_directory_unless_forced() {
         .success();
     let tree = read_tree(dir.path());
     assert!(tree.contains_key("Containerfile") && tree.contains_key("notes.txt"));
+
+    // A forced write does not make the directory ours: the next run without --force is refused again,
+    // instead of replacing the directory (and the user's notes) whole.
+    let out = bin().args(["generate", "--cpu", "intel", "-o"]).arg(dir.path()).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(dir.path().join("notes.txt").exists());
 }
 
 /// Each bad value exits 2, names the field, and writes nothing.

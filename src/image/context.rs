@@ -29,7 +29,8 @@ pub fn write(ctx: &BuildContext, dir: &Utf8Path, force: bool) -> Result<()> {
         .into());
     }
     if state == DirState::Foreign {
-        return write_files(ctx, dir);
+        // No marker: the directory stays the user's, so a later `generate` will not replace it whole.
+        return write_files(ctx, dir, Marker::Omit);
     }
     // Ours or absent: build the new tree beside it, then swap, so a failure leaves the old one intact.
     let parent = dir
@@ -42,7 +43,7 @@ pub fn write(ctx: &BuildContext, dir: &Utf8Path, force: bool) -> Result<()> {
     let staging = parent.join(format!(".{name}.passthru-new-{}", std::process::id()));
     let _ = fs::remove_dir_all(&staging);
     fs::create_dir(&staging).with_context(|| format!("creating {staging}"))?;
-    if let Err(e) = write_files(ctx, &staging) {
+    if let Err(e) = write_files(ctx, &staging, Marker::Write) {
         let _ = fs::remove_dir_all(&staging);
         return Err(e);
     }
@@ -90,15 +91,23 @@ impl DirState {
     }
 }
 
-fn write_files(ctx: &BuildContext, root: &Utf8Path) -> Result<()> {
+/// Whether the written directory becomes ours (replaceable by the next `generate`).
+#[derive(PartialEq, Eq)]
+enum Marker {
+    Write,
+    Omit,
+}
+
+fn write_files(ctx: &BuildContext, root: &Utf8Path, marker: Marker) -> Result<()> {
     let mtime = SystemTime::UNIX_EPOCH + FIXED_MTIME;
     let mut dirs: Vec<Utf8PathBuf> = Vec::new();
-    let marker = super::render::ContextFile {
+    let marker_file = super::render::ContextFile {
         path: MARKER.into(),
         mode: 0o644,
         content: MARKER_TEXT.into(),
     };
-    for file in ctx.files.iter().chain(std::iter::once(&marker)) {
+    let marker_file = (marker == Marker::Write).then_some(&marker_file);
+    for file in ctx.files.iter().chain(marker_file) {
         let path = root.join(&file.path);
         let parent = path.parent().expect("context files have a parent");
         fs::create_dir_all(parent).with_context(|| format!("creating {parent}"))?;
