@@ -206,7 +206,11 @@ fn plan_kargs(config: &Config, cpu: CpuVendor) -> Result<Kargs> {
     }
     let gpus = &config.gpu.vendors;
     if !gpus.is_empty() && config.gpu.disable_boot_framebuffers {
-        add("video=vesafb:off,efifb:off,simplefb:off");
+        // One `video=` per driver: the kernel hands each `video=` value to the driver named before its
+        // first `:`, so the common `video=vesafb:off,efifb:off` only ever reaches vesafb.
+        add("video=vesafb:off");
+        add("video=efifb:off");
+        add("video=simplefb:off");
     }
     if gpus.contains(&GpuVendor::Nvidia) {
         add("nouveau.modeset=0");

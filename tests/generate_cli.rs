@@ -138,7 +138,9 @@ fn plan_json_for_amd_cpu_and_nvidia_gpu_lists_each_guide_argument_once() {
             "kvm_amd.avic=1",
             "kvm_amd.nested=1",
             "kvm_amd.sev=1",
-            "video=vesafb:off,efifb:off,simplefb:off",
+            "video=vesafb:off",
+            "video=efifb:off",
+            "video=simplefb:off",
             "nouveau.modeset=0",
             "rd.driver.pre=vfio-pci",
             "vfio_pci.ids=10de:2684,10de:22ba",
@@ -237,7 +239,11 @@ fn generate_refuses_a_foreign_non_empty_directory_unless_forced() {
 
     // A forced write does not make the directory ours: the next run without --force is refused again,
     // instead of replacing the directory (and the user's notes) whole.
-    let out = bin().args(["generate", "--cpu", "intel", "-o"]).arg(dir.path()).output().unwrap();
+    let out = bin()
+        .args(["generate", "--cpu", "intel", "-o"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(dir.path().join("notes.txt").exists());
 }
