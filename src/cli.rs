@@ -21,7 +21,7 @@ pub struct Cli {
     pub config: Option<Utf8PathBuf>,
 
     /// Root of the host filesystem whose /sys and /proc are read
-    #[arg(long, global = true, value_name = "DIR", default_value = "/")]
+    #[arg(long, global = true, value_name = "DIR", default_value = "/", value_parser = parse_existing_dir)]
     pub root: Utf8PathBuf,
 
     /// More output (repeat for more)
@@ -149,6 +149,15 @@ impl From<&OverrideArgs> for Overrides {
             base: a.base.clone(),
             tag: a.tag.clone(),
         }
+    }
+}
+
+fn parse_existing_dir(s: &str) -> Result<Utf8PathBuf, String> {
+    let path = Utf8PathBuf::from(s);
+    if path.is_dir() {
+        Ok(path)
+    } else {
+        Err(format!("{s} is not an existing directory"))
     }
 }
 

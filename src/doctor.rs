@@ -100,7 +100,8 @@ pub fn check(plan: &Plan, root: &Root, extra: Vec<Check>) -> Result<Report> {
     let loaded = kernel::loaded_modules(root)?;
 
     let mut checks = vec![virtualization(&cpu), iommu(&topology, plan), uefi(root)];
-    checks.extend(plan.kargs.iter().map(|k| karg(k, &cmdline)));
+    let iommu_active = topology.iommu_enabled();
+    checks.extend(plan.kargs.iter().map(|k| karg(k, &cmdline, iommu_active)));
     checks.extend(
         plan.initramfs_drivers
             .iter()
@@ -216,7 +217,7 @@ fn uefi(root: &Root) -> Check {
     }
 }
 
-fn karg(planned: &Karg, cmdline: &[Karg]) -> Check {
+fn karg(planned: &Karg, cmdline: &[Karg], iommu_active: bool) -> Check {
     let name = format!("karg:{planned}");
     if cmdline.iter().any(|k| k.same_as(planned)) {
         return Check::pass(name, "in /proc/cmdline");
@@ -227,6 +228,18 @@ fn karg(planned: &Karg, cmdline: &[Karg]) -> Check {
             format!("/proc/cmdline has {other} instead"),
             format!("remove {other} from the host's kernel arguments; {APPLY_FIX}"),
         ),
+        // The kernel enables AMD-Vi by default (and does not even parse `amd_iommu=on`): with working
+        // groups the argument only states the intent, so its absence is no failure.
+        None if iommu_active
+            && planned.normalized_key() == "amd_iommu"
+            && planned.value() == Some("on") =>
+        {
+            Check::warn(
+                name,
+                "missing from /proc/cmdline, but the IOMMU is active: AMD-Vi is on by default",
+                format!("nothing is broken; to match the plan: {APPLY_FIX}"),
+            )
+        }
         None => Check::fail(name, "missing from /proc/cmdline", APPLY_FIX),
     }
 }
@@ -396,14 +409,32 @@ mod tests {
     fn kargs_match_whatever_the_spelling_and_name_conflicts() {
         let cmdline = crate::kargs::split_cmdline("ro vfio-pci.ids=10de:1401 iommu=off");
         assert_eq!(
-            karg(&karg_of("vfio_pci.ids=10de:1401"), &cmdline).status,
+            karg(&karg_of("vfio_pci.ids=10de:1401"), &cmdline, true).status,
             Status::Pass
         );
-        let conflict = karg(&karg_of("iommu=pt"), &cmdline);
+        let conflict = karg(&karg_of("iommu=pt"), &cmdline, true);
         assert_eq!(conflict.status, Status::Fail);
         assert!(conflict.detail.contains("iommu=off"), "{}", conflict.detail);
-        let missing = karg(&karg_of("intel_iommu=on"), &cmdline);
+        let missing = karg(&karg_of("intel_iommu=on"), &cmdline, true);
         assert_eq!(missing.detail, "missing from /proc/cmdline");
+    }
+
+    #[test]
+    fn amd_iommu_on_missing_only_warns_while_the_iommu_works() {
+        let cmdline = crate::kargs::split_cmdline("ro iommu=pt");
+        assert_eq!(
+            karg(&karg_of("amd_iommu=on"), &cmdline, true).status,
+            Status::Warn
+        );
+        assert_eq!(
+            karg(&karg_of("amd_iommu=on"), &cmdline, false).status,
+            Status::Fail
+        );
+        let off = crate::kargs::split_cmdline("amd_iommu=off");
+        assert_eq!(
+            karg(&karg_of("amd_iommu=on"), &off, true).status,
+            Status::Fail
+        );
     }
 
     #[test]

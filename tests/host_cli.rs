@@ -697,3 +697,19 @@ fn real_sysfs_from_qemu_q35_reads_groups_and_passes_doctor() {
     // SeaBIOS, not UEFI.
     assert_eq!(status_of(&report, "uefi"), "warn");
 }
+
+#[test]
+fn a_root_that_is_not_a_host_tree_is_bad_input() {
+    let dir = tempfile::tempdir().unwrap();
+    for root in [dir.path().join("missing"), dir.path().to_path_buf()] {
+        let out = Command::cargo_bin("passthru-image")
+            .unwrap()
+            .arg("--root")
+            .arg(&root)
+            .args(["groups", "--json"])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{}", root.display());
+        assert!(String::from_utf8_lossy(&out.stderr).contains("--root"));
+    }
+}

@@ -155,6 +155,15 @@ pub fn read_devices(root: &Root) -> Result<Vec<PciDevice>> {
     let dir = root.join(DEVICES_DIR);
     let entries = match std::fs::read_dir(&dir) {
         Ok(entries) => entries,
+        // A root without /sys is a wrong --root, not a host without devices: say so instead of
+        // reporting an empty machine.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !root.exists("/sys") => {
+            return Err(InputError::new(
+                "--root",
+                format!("{} has no sys/: give the root of a Linux host (or of a captured sysfs/procfs tree)", root.path()),
+            )
+            .into());
+        }
         // No PCI bus at all (a container, a non-PCI machine): nothing to pass through.
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(e) => return Err(e).with_context(|| format!("listing {dir}")),
