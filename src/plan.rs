@@ -30,6 +30,9 @@ pub const UDEV_RULE: &str = "/usr/lib/udev/rules.d/99-passthru-vendor-reset.rule
 #[derive(Debug, Clone, Serialize)]
 pub struct Plan {
     pub cpu_vendor: CpuVendor,
+    /// The vendor was read from the machine (`cpu.vendor = "auto"`): right for live mode and doctor, but an
+    /// image built elsewhere may be meant for another CPU.
+    pub cpu_vendor_detected: bool,
     pub image: ImagePlan,
     /// In the order they are written.
     pub kargs: Kargs,
@@ -160,6 +163,7 @@ impl Plan {
         };
         Ok(Plan {
             cpu_vendor,
+            cpu_vendor_detected: config.cpu.vendor == CpuChoice::Auto,
             image: ImagePlan {
                 base,
                 tag: config.image.tag.clone(),
@@ -169,6 +173,17 @@ impl Plan {
             files,
             kernel,
             modules,
+        })
+    }
+
+    /// A warning for image mode when the CPU vendor came from the build machine, not from the config.
+    pub fn image_mode_warning(&self) -> Option<String> {
+        self.cpu_vendor_detected.then(|| {
+            format!(
+                "cpu.vendor = \"auto\" read this machine's CPU ({}); the image gets its kernel arguments. \
+                 Set cpu.vendor (or --cpu) when the image is for a host with another CPU",
+                self.cpu_vendor.as_str()
+            )
         })
     }
 
@@ -282,6 +297,9 @@ fn dracut_conf() -> String {
 
 /// Makes the host GPU drivers wait for vfio-pci, so it wins the race for the passed-through devices.
 fn modprobe_conf(vendors: &[GpuVendor]) -> Option<String> {
+    let mut vendors = vendors.to_vec();
+    vendors.sort();
+    vendors.dedup();
     let mut drivers: Vec<&str> = Vec::new();
     for vendor in vendors {
         drivers.extend(match vendor {

@@ -9,6 +9,9 @@ use crate::plan::Plan;
 pub fn run(cli: &Cli, overrides: &OverrideArgs, output: &Utf8Path, force: bool) -> Result<()> {
     let (config, source) = load_config(cli, overrides)?;
     let plan = Plan::resolve(&config, &cli.root())?;
+    if let Some(warning) = plan.image_mode_warning() {
+        eprintln!("warning: {warning}");
+    }
     let ctx = render::render(&plan)?;
     context::write(&ctx, output, force)?;
     if !cli.quiet {

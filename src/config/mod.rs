@@ -308,11 +308,13 @@ impl Config {
         Ok((config, ConfigSource::File(path)))
     }
 
-    /// Parses and validates a config. `origin` names the file in messages.
+    /// Parses and validates a config. `origin` names the file in messages, and relative paths in it
+    /// (`vendor-reset.path`, `acs-override.packages`) are taken relative to that file's directory, so a
+    /// config means the same wherever the tool is run from.
     pub fn from_toml(text: &str, origin: &str) -> Result<Config> {
         let deserializer = toml::Deserializer::parse(text)
             .map_err(|e| InputError::new(origin, format!("not valid TOML: {e}")))?;
-        let config: Config = serde_path_to_error::deserialize(deserializer).map_err(|e| {
+        let mut config: Config = serde_path_to_error::deserialize(deserializer).map_err(|e| {
             let field = e.path().to_string();
             let inner = e.into_inner();
             // toml's message carries the line and a caret; its first line is the TOML location header.
@@ -326,6 +328,18 @@ impl Config {
                 format!("{message}{}", location.unwrap_or_default()),
             )
         })?;
+        let base = Utf8Path::new(origin).parent().unwrap_or(Utf8Path::new(""));
+        for path in [
+            &mut config.vendor_reset.path,
+            &mut config.acs_override.packages,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            if path.is_relative() {
+                *path = base.join(&*path);
+            }
+        }
         config
             .validate()
             .map_err(|e| InputError::new(format!("{origin}: {}", e.field), e.message))?;

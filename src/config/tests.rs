@@ -207,3 +207,15 @@ fn local_kernel_packages_are_listed_and_their_sums_checked_for_form() {
     );
     assert!(Config::from_toml(&unknown, "t.toml").is_err());
 }
+
+#[test]
+fn relative_source_paths_are_relative_to_the_config_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let dir = camino::Utf8Path::from_path(dir.path()).unwrap();
+    std::fs::create_dir(dir.join("kernel")).unwrap();
+    std::fs::write(dir.join("kernel/linux-image-6.1.0-99-amd64.deb"), b"x").unwrap();
+    let text = "[vendor-reset]\npath = \"src/vr\"\n[acs-override]\nenabled = true\npackages = \"kernel\"\n";
+    let config = Config::from_toml(text, dir.join("passthru.toml").as_str()).unwrap();
+    assert_eq!(config.vendor_reset.path.unwrap(), dir.join("src/vr"));
+    assert_eq!(config.acs_override.packages.unwrap(), dir.join("kernel"));
+}

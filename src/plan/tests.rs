@@ -133,6 +133,7 @@ fn auto_cpu_reads_the_host_and_fails_clearly_without_one() {
     .unwrap();
     let plan = Plan::resolve(&Config::default(), &root).unwrap();
     assert_eq!(plan.cpu_vendor, CpuVendor::Amd);
+    assert!(plan.image_mode_warning().is_some_and(|w| w.contains("amd")));
     std::fs::write(root.join("/proc/cpuinfo"), "vendor_id\t: SomethingElse\n").unwrap();
     let err = Plan::resolve(&Config::default(), &root).unwrap_err();
     assert!(
@@ -203,4 +204,19 @@ fn acs_override_karg_only_with_the_kernel() {
     assert!(plan.kernel.is_some());
     let without = plan_with(Config::default(), CpuChoice::Amd, &[], &[]).unwrap();
     assert!(!without.kargs.iter().any(|k| k.key() == "pcie_acs_override"));
+}
+
+#[test]
+fn a_gpu_vendor_given_twice_plans_its_drivers_once() {
+    let plan = plan(
+        CpuChoice::Intel,
+        &[GpuVendor::Nvidia, GpuVendor::Nvidia],
+        &[],
+    );
+    let modprobe = plan.files.iter().find(|f| f.path == MODPROBE_CONF).unwrap();
+    assert_eq!(modprobe.content.matches("softdep nvidia").count(), 1);
+    assert!(
+        plan.image_mode_warning().is_none(),
+        "an explicit vendor needs no warning"
+    );
 }
