@@ -126,14 +126,7 @@ impl FromStr for Digest {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s.strip_prefix("sha256:") {
-            Some(hex)
-                if hex.len() == 64
-                    && hex
-                        .chars()
-                        .all(|c| c.is_ascii_digit() || ('a'..='f').contains(&c)) =>
-            {
-                Ok(Digest(s.to_owned()))
-            }
+            Some(hex) if crate::text_rules::is_lower_hex(hex, 64) => Ok(Digest(s.to_owned())),
             _ => Err(format!(
                 "{s:?} is not a digest; expected sha256: followed by 64 lowercase hex digits"
             )),

@@ -18,4 +18,5 @@ pub mod live;
 pub mod pci_id;
 pub mod plan;
 pub mod root;
+pub mod text_rules;
 pub mod vendor_reset;

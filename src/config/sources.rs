@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{AcsOverrideConfig, VendorResetConfig};
 use crate::error::InputError;
+use crate::text_rules::{PLAIN_NAME_RULE, is_lower_hex, is_plain_name};
 
 /// Upstream vendor-reset. Its default commit predates the kernel 6.12 header move (`asm/unaligned.h` became
 /// `linux/unaligned.h`); the module build step bridges that for any pinned commit (layers/scripts/build-kmods).
@@ -77,11 +78,7 @@ pub(super) fn vendor_reset_source(c: &VendorResetConfig) -> Result<ModuleSource,
         }
     };
     check_url("vendor-reset.git", &url, &["https", "http", "git", "ssh"])?;
-    if commit.len() != 40
-        || !commit
-            .chars()
-            .all(|c| c.is_ascii_digit() || ('a'..='f').contains(&c))
-    {
+    if !is_lower_hex(&commit, 40) {
         return Err(InputError::new(
             "vendor-reset.commit",
             format!(
@@ -162,11 +159,7 @@ fn local_packages(
                 format!("no such package in {dir}"),
             ));
         }
-        if sum.len() != 64
-            || !sum
-                .chars()
-                .all(|c| c.is_ascii_digit() || ('a'..='f').contains(&c))
-        {
+        if !is_lower_hex(sum, 64) {
             return Err(InputError::new(
                 format!("acs-override.sha256.{name}"),
                 "expected 64 lowercase hex digits",
@@ -188,16 +181,12 @@ fn local_packages(
 
 /// Package file names are copied into the build context and named in a RUN step: keep them plain.
 fn check_file_name(field: &str, name: &str) -> Result<(), InputError> {
-    let plain = !name.starts_with(['-', '.'])
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "._+-~".contains(c));
-    if plain {
+    if is_plain_name(name) {
         Ok(())
     } else {
         Err(InputError::new(
             field,
-            format!("package file name {name:?} may only hold letters, digits and . _ + - ~"),
+            format!("package file name {name:?}: {PLAIN_NAME_RULE}"),
         ))
     }
 }

@@ -47,16 +47,12 @@ fn parse(text: &str) -> Result<DkmsConf, String> {
 }
 
 fn plain(key: &str, value: &str) -> Result<String, String> {
-    let ok = !value.is_empty()
-        && !value.starts_with(['-', '.'])
-        && value
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "._+-~".contains(c));
-    if ok {
+    if crate::text_rules::is_plain_name(value) {
         Ok(value.to_owned())
     } else {
         Err(format!(
-            "{key}={value:?}: only letters, digits and . _ + - ~ are allowed"
+            "{key}={value:?}: {}",
+            crate::text_rules::PLAIN_NAME_RULE
         ))
     }
 }
