@@ -56,11 +56,8 @@ pub fn detect(root: &Root, chosen: Option<PciAddress>) -> Result<Detection> {
     }
     if !topology.iommu_enabled() {
         warnings.push(format!(
-            "the IOMMU is off (no IOMMU groups): enable VT-d (Intel) or AMD-Vi/IOMMU (AMD) in the firmware setup and boot with the planned {} karg; isolation could not be checked",
-            match cpu.vendor {
-                Some(CpuVendor::Amd) => "amd_iommu=on",
-                _ => "intel_iommu=on",
-            }
+            "the IOMMU is off (no IOMMU groups): enable VT-d (Intel) or AMD-Vi/IOMMU (AMD) in the firmware setup and boot with the planned {}; isolation could not be checked",
+            crate::plan::iommu_kargs(cpu.vendor.unwrap_or(CpuVendor::Intel)).join(" ")
         ));
     }
 

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use crate::kargs::{Karg, Kargs, split_cmdline};
 
 pub const DIR: &str = "/usr/lib/bootc/kargs.d";
-/// Our file's name: early in lexical order so a user's own later files can still add to it.
+/// Our file's name: mid-range in lexical order, so a user's own files can sort before or after it.
 pub const FILE_NAME: &str = "50-passthru.toml";
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

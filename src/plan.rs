@@ -197,11 +197,9 @@ impl Plan {
 fn plan_kargs(config: &Config, cpu: CpuVendor) -> Result<Kargs> {
     let mut planned: Vec<String> = Vec::new();
     let mut add = |k: &str| planned.push(k.to_owned());
-    match cpu {
-        CpuVendor::Intel => add("intel_iommu=on"),
-        CpuVendor::Amd => add("amd_iommu=on"),
+    for karg in iommu_kargs(cpu) {
+        add(karg);
     }
-    add("iommu=pt");
     if cpu == CpuVendor::Amd {
         let c = &config.cpu;
         for (on, karg) in [
@@ -271,6 +269,14 @@ fn plan_kargs(config: &Config, cpu: CpuVendor) -> Result<Kargs> {
         }
     }
     Ok(kargs)
+}
+
+/// The kargs that turn the IOMMU on, in passthrough mode, for a CPU vendor.
+pub fn iommu_kargs(cpu: CpuVendor) -> [&'static str; 2] {
+    match cpu {
+        CpuVendor::Intel => ["intel_iommu=on", "iommu=pt"],
+        CpuVendor::Amd => ["amd_iommu=on", "iommu=pt"],
+    }
 }
 
 fn join_ids(ids: &[PciId]) -> String {

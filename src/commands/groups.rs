@@ -4,6 +4,7 @@ use super::print_json;
 use crate::cli::Cli;
 use crate::host::cpu::{CpuInfo, CpuVendor};
 use crate::host::topology::{GpuReport, GroupsReport, Isolation, Topology};
+use crate::plan::iommu_kargs;
 
 pub fn run(cli: &Cli, json: bool, gpus_only: bool) -> Result<()> {
     let root = cli.root();
@@ -14,9 +15,12 @@ pub fn run(cli: &Cli, json: bool, gpus_only: bool) -> Result<()> {
     }
     if !report.iommu_enabled {
         let karg = match CpuInfo::read(&root)?.vendor {
-            Some(CpuVendor::Amd) => "amd_iommu=on iommu=pt",
-            Some(CpuVendor::Intel) => "intel_iommu=on iommu=pt",
-            None => "intel_iommu=on (Intel) or amd_iommu=on (AMD), and iommu=pt",
+            Some(vendor) => iommu_kargs(vendor).join(" "),
+            None => format!(
+                "{} (Intel) or {} (AMD)",
+                iommu_kargs(CpuVendor::Intel).join(" "),
+                iommu_kargs(CpuVendor::Amd).join(" ")
+            ),
         };
         println!(
             "The IOMMU is off: {} has no groups.\nEnable it in the firmware setup (Intel: VT-d; AMD: IOMMU/AMD-Vi, with SVM for the VM itself) and boot with {karg}.\n`passthru-image detect` proposes a passthru.toml that plans these kernel arguments.",
