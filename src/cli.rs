@@ -5,6 +5,7 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::config::{CpuChoice, GpuVendor, Overrides};
 use crate::host::pci::PciAddress;
+use crate::image::engine::{Engine, Isolation, Label, Pull};
 use crate::image_ref::ImageRef;
 use crate::pci_id::PciId;
 use crate::root::Root;
@@ -62,6 +63,8 @@ pub enum Command {
         #[command(flatten)]
         overrides: OverrideArgs,
     },
+    /// Image mode: render the build context and build the bootc image with podman, buildah or docker
+    Build(BuildArgs),
     /// Live mode: apply the plan to this rpm-ostree host's next deployment (kargs, initramfs, drop-ins)
     Apply {
         #[command(flatten)]
@@ -110,6 +113,30 @@ pub enum Command {
         #[command(flatten)]
         live: LiveArgs,
     },
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct BuildArgs {
+    /// Container engine [default: podman, else buildah, else docker, whichever is on PATH]
+    #[arg(long, value_enum, env = "PASSTHRU_ENGINE")]
+    pub engine: Option<Engine>,
+    /// Process isolation for RUN steps (chroot where cgroups are hybrid) [default: the engine's own]
+    #[arg(long, value_enum)]
+    pub isolation: Option<Isolation>,
+    /// When the engine may fetch the base image
+    #[arg(long, value_enum, default_value = "missing")]
+    pub pull: Pull,
+    /// Label for the built image (repeatable)
+    #[arg(long = "label", value_name = "KEY=VALUE", value_parser = parse_label)]
+    pub labels: Vec<Label>,
+    /// Push the image to its registry after the build
+    #[arg(long)]
+    pub push: bool,
+    /// Keep the build context in DIR (same rules as `generate -o`) instead of a temporary directory
+    #[arg(long, value_name = "DIR")]
+    pub context: Option<Utf8PathBuf>,
+    #[command(flatten)]
+    pub overrides: OverrideArgs,
 }
 
 /// Where live mode finds the ostree deployments.
@@ -166,6 +193,10 @@ fn parse_pci_id(s: &str) -> Result<PciId, String> {
 }
 
 fn parse_pci_address(s: &str) -> Result<PciAddress, String> {
+    s.parse()
+}
+
+fn parse_label(s: &str) -> Result<Label, String> {
     s.parse()
 }
 

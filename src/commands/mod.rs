@@ -1,6 +1,7 @@
 //! One module per command: thin glue from parsed arguments to the library.
 
 mod apply;
+mod build;
 mod detect;
 mod doctor;
 mod generate;
@@ -28,6 +29,7 @@ pub fn run(cli: &Cli) -> Result<()> {
             json,
             overrides,
         } => apply::run(cli, overrides, live, *dry_run, *replace_conflicts, *json),
+        Command::Build(args) => build::run(cli, args),
         Command::Revert { live } => revert::run(cli, live),
         Command::Groups { json, gpus } => groups::run(cli, *json, *gpus),
         Command::Detect {

@@ -1,4 +1,6 @@
 //! Image mode: the build context rendered from a plan, and the engines that build it.
 
 pub mod context;
+pub mod engine;
+pub mod progress;
 pub mod render;
