@@ -41,7 +41,7 @@ pub struct Config {
 pub struct ImageConfig {
     #[serde(default = "default_base")]
     pub base: ImageRef,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub digest: Option<Digest>,
     #[serde(default = "default_tag")]
     pub tag: ImageRef,
@@ -212,11 +212,11 @@ impl<'de> Deserialize<'de> for Switch {
 pub struct VendorResetConfig {
     #[serde(default = "auto")]
     pub enabled: Switch,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub git: Option<String>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub commit: Option<String>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub path: Option<Utf8PathBuf>,
 }
 
@@ -244,11 +244,11 @@ pub struct AcsOverrideConfig {
     pub mode: Vec<AcsMode>,
     #[serde(default)]
     pub ids: Vec<PciId>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub repo: Option<String>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub packages: Option<Utf8PathBuf>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub sha256: std::collections::BTreeMap<String, String>,
 }
 

@@ -219,3 +219,31 @@ fn relative_source_paths_are_relative_to_the_config_file() {
     assert_eq!(config.vendor_reset.path.unwrap(), dir.join("src/vr"));
     assert_eq!(config.acs_override.packages.unwrap(), dir.join("kernel"));
 }
+
+#[test]
+fn serialized_config_has_no_empty_tables_or_unset_keys_and_reads_back() {
+    let text = toml::to_string(&Config::default()).unwrap();
+    assert!(!text.contains("[acs-override.sha256]"), "{text}");
+    for unset in ["digest", "git", "commit", "path", "repo", "packages"] {
+        assert!(
+            !text.lines().any(|l| l.starts_with(&format!("{unset} "))),
+            "{unset} is unset but written:\n{text}"
+        );
+    }
+    assert_eq!(
+        Config::from_toml(&text, "t.toml").unwrap(),
+        Config::default()
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = camino::Utf8Path::from_path(dir.path()).unwrap();
+    std::fs::write(path.join("linux-image-6.1.0-99-amd64.deb"), b"x").unwrap();
+    let sum = "0".repeat(64);
+    let with_sums = format!(
+        "[acs-override]\nenabled = true\npackages = \"{path}\"\nsha256 = {{ \"linux-image-6.1.0-99-amd64.deb\" = \"{sum}\" }}\n"
+    );
+    let config = Config::from_toml(&with_sums, "t.toml").unwrap();
+    let text = toml::to_string(&config).unwrap();
+    assert!(text.contains(&sum), "{text}");
+    assert_eq!(Config::from_toml(&text, "t.toml").unwrap(), config);
+}

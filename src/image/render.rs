@@ -219,3 +219,86 @@ fn kernel_packages(
     out.push(ContextFile::text("kernel/SHA256SUMS", 0o644, &listing));
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Config, CpuChoice, GpuVendor, Overrides};
+    use crate::root::Root;
+
+    fn containerfile_for(toml: &str, ids: &[&str]) -> String {
+        let overrides = Overrides {
+            cpu: Some(CpuChoice::Amd),
+            gpu: Some(vec![GpuVendor::Amd]),
+            vfio_ids: Some(ids.iter().map(|id| id.parse().unwrap()).collect()),
+            ..Default::default()
+        };
+        let config = Config::from_toml(toml, "t.toml")
+            .unwrap()
+            .with_overrides(&overrides);
+        let plan = Plan::resolve(&config, &Root::new("/nonexistent")).unwrap();
+        render(&plan).unwrap().containerfile().to_string()
+    }
+
+    fn from_lines(containerfile: &str) -> Vec<&str> {
+        containerfile
+            .lines()
+            .filter(|l| l.starts_with("FROM "))
+            .collect()
+    }
+
+    /// The host-specific layer must stay last so a device change rebuilds only it.
+    fn assert_host_layer_last(containerfile: &str) {
+        let host = containerfile.find("COPY layers/host/ /").unwrap();
+        let initramfs = containerfile
+            .find("RUN [\"/usr/libexec/passthru-image/regenerate-initramfs\"]")
+            .unwrap();
+        assert!(initramfs < host, "{containerfile}");
+        assert!(!containerfile[host..].contains("FROM "), "{containerfile}");
+    }
+
+    #[test]
+    fn without_kernel_or_modules_there_is_one_unnamed_stage() {
+        let text = containerfile_for("", &["1002:73bf"]);
+        assert_eq!(from_lines(&text), ["FROM quay.io/fedora/fedora-bootc:44"]);
+        assert_host_layer_last(&text);
+    }
+
+    #[test]
+    fn a_kernel_swap_alone_needs_no_named_stage() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = camino::Utf8Path::from_path(dir.path()).unwrap();
+        std::fs::write(
+            path.join("kernel-core-6.11.4-301.acs.fc41.x86_64.rpm"),
+            b"rpm",
+        )
+        .unwrap();
+        let text = containerfile_for(
+            &format!("[acs-override]\nenabled = true\npackages = \"{path}\"\n"),
+            &[],
+        );
+        assert_eq!(from_lines(&text), ["FROM quay.io/fedora/fedora-bootc:44"]);
+        let swap = text.find("swap-kernel\", \"packages\"").unwrap();
+        assert!(
+            swap < text.find("regenerate-initramfs\"]").unwrap(),
+            "{text}"
+        );
+        assert_host_layer_last(&text);
+    }
+
+    #[test]
+    fn modules_are_built_in_a_stage_from_the_named_system_stage() {
+        // Polaris is in the vendor-reset table, so "auto" adds the module.
+        let text = containerfile_for("", &["1002:67df"]);
+        assert_eq!(
+            from_lines(&text),
+            [
+                "FROM quay.io/fedora/fedora-bootc:44 AS system",
+                "FROM system AS kmods",
+                "FROM system"
+            ]
+        );
+        assert!(text.contains("COPY --from=kmods /out/ /"), "{text}");
+        assert_host_layer_last(&text);
+    }
+}
