@@ -585,3 +585,37 @@ fn sysroot_state_is_read_through_libostree() {
     // Nothing booted this sysroot.
     assert!(state.booted.is_none());
 }
+
+#[test]
+fn kargs_already_added_by_someone_else_exit_77_and_are_not_recorded_as_ours() {
+    let host = Host::new(&[], "");
+    let planned = host.planned_kargs();
+    // Another client adds every planned karg between our read and our transaction: rpm-ostree exits 77.
+    let mut apply = host.apply(&[]);
+    apply.env("PT_RPM_OSTREE_CONCURRENT_KARGS", planned.join(" "));
+    let out = apply.assert().success().get_output().stdout.clone();
+    let out = String::from_utf8_lossy(&out);
+    assert!(out.contains("nothing changed"), "{out}");
+
+    let kargs_calls: Vec<Vec<String>> = host
+        .transactions()
+        .into_iter()
+        .filter(|c| c[0] == "kargs")
+        .collect();
+    assert_eq!(kargs_calls.len(), 1, "{kargs_calls:?}");
+    assert!(kargs_calls[0].contains(&"--unchanged-exit-77".to_owned()));
+    assert!(planned.iter().all(|k| words(&host.pending()).contains(k)));
+    let record: Value =
+        serde_json::from_str(&std::fs::read_to_string(host.etc(STATE)).unwrap()).unwrap();
+    assert!(strings(&record["kargs_appended"]).is_empty(), "{record}");
+    assert_eq!(record["initramfs_enabled"], true);
+
+    // Revert leaves those kargs alone: they were not apply's.
+    host.revert().assert().success();
+    assert!(planned.iter().all(|k| words(&host.pending()).contains(k)));
+    assert!(
+        host.transactions()
+            .iter()
+            .all(|c| c[0] != "kargs" || c == &kargs_calls[0])
+    );
+}

@@ -2,14 +2,14 @@
 //! done, and verify the result by reading the sysroot again.
 
 use anyhow::Result;
-use camino::Utf8PathBuf;
+use camino::{Utf8Path, Utf8PathBuf};
 use serde::Serialize;
 
 use super::changes::{self, Changes, FileChange, KernelChange};
 use super::deployment::{self, HostState};
 use super::files;
 use super::preflight;
-use super::rpm_ostree::{Invocation, RpmOstree};
+use super::rpm_ostree::{Invocation, Outcome, RpmOstree};
 use super::state::{self, FileRecord, LiveState};
 use crate::error::ChecksFailed;
 use crate::kargs::Karg;
@@ -133,14 +133,20 @@ pub fn apply(plan: &Plan, root: &Root, options: &Options, is_root: bool) -> Resu
     let mut record = state::load(root)?;
     let mut done: Vec<String> = Vec::new();
     for (i, step) in proposal.steps.iter().enumerate() {
-        if let Err(err) = run_step(step, root, &rpm, &mut record) {
-            let not_done: Vec<String> = proposal.steps[i..]
-                .iter()
-                .map(|s| s.describe(&rpm))
-                .collect();
-            return Err(err.context(half_way_report(root, &done, &not_done)));
+        match run_step(step, root, &options.sysroot, &rpm, &mut record) {
+            Ok(StepResult::Changed) => done.push(step.describe(&rpm)),
+            Ok(StepResult::Unchanged) => done.push(format!(
+                "{} (nothing changed: the host already had it)",
+                step.describe(&rpm)
+            )),
+            Err(err) => {
+                let not_done: Vec<String> = proposal.steps[i..]
+                    .iter()
+                    .map(|s| s.describe(&rpm))
+                    .collect();
+                return Err(err.context(half_way_report(root, &done, &not_done)));
+            }
         }
-        done.push(step.describe(&rpm));
     }
     let host = deployment::read(&options.sysroot)?;
     verify(plan, &host)?;
@@ -167,8 +173,21 @@ fn half_way_report(root: &Root, done: &[String], not_done: &[String]) -> String 
     )
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum StepResult {
+    Changed,
+    /// rpm-ostree exited 77: the host already was as asked.
+    Unchanged,
+}
+
 /// Runs one step and records it, so the state file is right whichever step fails next.
-fn run_step(step: &Step, root: &Root, rpm: &RpmOstree, record: &mut LiveState) -> Result<()> {
+fn run_step(
+    step: &Step,
+    root: &Root,
+    sysroot: &Utf8Path,
+    rpm: &RpmOstree,
+    record: &mut LiveState,
+) -> Result<StepResult> {
     match step {
         Step::WriteFile(file) => {
             if record.file(&file.path).is_none() {
@@ -183,15 +202,22 @@ fn run_step(step: &Step, root: &Root, rpm: &RpmOstree, record: &mut LiveState) -
                 });
                 state::save(root, record)?;
             }
-            files::write_atomic(&root.join(&file.path), file.content.as_bytes(), file.mode)
+            files::write_atomic(&root.join(&file.path), file.content.as_bytes(), file.mode)?;
+            Ok(StepResult::Changed)
         }
         Step::Kargs {
             append,
             delete,
             command,
         } => {
-            rpm.run(command)?;
-            for karg in delete {
+            if rpm.run(command)? == Outcome::Unchanged {
+                // Exit 77: the host already had what we asked for (someone else changed it since we read it),
+                // so none of it is ours to undo.
+                return Ok(StepResult::Unchanged);
+            }
+            // Record only what the new deployment really shows as changed.
+            let pending = deployment::read(sysroot)?.pending;
+            for karg in delete.iter().filter(|k| !pending.has_karg(k)) {
                 let text = karg.to_string();
                 // Deleting a karg an earlier apply added undoes that apply; anything else was the user's.
                 if let Some(pos) = record.kargs_appended.iter().position(|k| *k == text) {
@@ -200,23 +226,26 @@ fn run_step(step: &Step, root: &Root, rpm: &RpmOstree, record: &mut LiveState) -
                     record.kargs_deleted.push(text);
                 }
             }
-            for karg in append {
+            for karg in append.iter().filter(|k| pending.has_karg(k)) {
                 let text = karg.to_string();
                 if !record.kargs_appended.contains(&text) {
                     record.kargs_appended.push(text);
                 }
             }
-            state::save(root, record)
+            state::save(root, record)?;
+            Ok(StepResult::Changed)
         }
         Step::EnableInitramfs { command } => {
             rpm.run(command)?;
             record.initramfs_enabled = true;
-            state::save(root, record)
+            state::save(root, record)?;
+            Ok(StepResult::Changed)
         }
         Step::Kernel { change, command } => {
             rpm.run(command)?;
             record.kernel = Some(change.clone());
-            state::save(root, record)
+            state::save(root, record)?;
+            Ok(StepResult::Changed)
         }
     }
 }
