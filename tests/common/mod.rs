@@ -43,21 +43,62 @@ pub fn write_config(dir: &Path, tag: &str, body: &str) -> PathBuf {
     path
 }
 
-/// Builds `config` into the image `tag` in local storage.
-pub fn build_image(config: &Path, tag: &str) {
-    let ctx = tempfile::tempdir().unwrap();
-    let out = ctx.path().join("context");
-    bin()
-        .args(["generate", "--config"])
+/// Builds `config` into the image `tag` in local storage with `passthru-image build`, and returns what the
+/// engine printed (the cache tests read its "Using cache" lines).
+pub fn build_image(config: &Path, tag: &str) -> String {
+    let out = bin()
+        .arg("--config")
         .arg(config)
-        .arg("--output")
-        .arg(&out)
-        .assert()
-        .success();
-    let status = std::process::Command::new("podman")
-        .args(["build", "--isolation", "chroot", "--pull=never", "--layers", "-t", tag])
-        .arg(&out)
-        .status()
-        .expect("run podman build");
-    assert!(status.success(), "podman build of {} failed", config.display());
+        .args(["build", "--isolation", "chroot", "--pull", "never", "--tag", tag])
+        .output()
+        .expect("run passthru-image build");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "build of {} failed:\n{text}", config.display());
+    text
+}
+
+/// An image's root filesystem, mounted read-only by podman for as long as this value lives. Tests inspect
+/// images through it, never through the tool that built them.
+pub struct MountedImage {
+    image: String,
+    pub root: PathBuf,
+}
+
+impl MountedImage {
+    pub fn new(image: &str) -> MountedImage {
+        let out = std::process::Command::new("podman")
+            .args(["image", "mount", image])
+            .output()
+            .expect("run podman image mount");
+        assert!(
+            out.status.success(),
+            "podman image mount {image}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let root = PathBuf::from(String::from_utf8(out.stdout).unwrap().trim());
+        MountedImage { image: image.to_owned(), root }
+    }
+
+    pub fn path(&self, inside: &str) -> PathBuf {
+        self.root.join(inside.trim_start_matches('/'))
+    }
+}
+
+impl Drop for MountedImage {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("podman")
+            .args(["image", "unmount", &self.image])
+            .status();
+    }
+}
+
+/// A label of an image in local storage, if set.
+pub fn image_label(image: &str, label: &str) -> Option<String> {
+    let out = std::process::Command::new("podman")
+        .args(["image", "inspect", "--format", &format!("{{{{index .Labels \"{label}\"}}}}"), image])
+        .output()
+        .expect("run podman image inspect");
+    assert!(out.status.success(), "podman image inspect {image}");
+    let value = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    (!value.is_empty() && value != "<no value>").then_some(value)
 }
