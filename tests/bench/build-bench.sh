@@ -1,0 +1,82 @@
+#!/usr/bin/env bash
+# Image-mode benchmark on the offline test base: for each scenario, a cold build (no cached layers), a rebuild
+# after changing only vfio.ids, their ratio, and the bytes the derived image adds over its base.
+#
+# Scenarios: "default" (VFIO initramfs + kargs, AMD Navi 21 -> 22 IDs: no vendor-reset), "full" (plus an ACS-override kernel swap from local .debs and a
+# vendor-reset stand-in module built from tests/fixtures/kmod-hello). Pass scenario names to run a subset.
+# Run as root after tests/setup-debian.sh. Prints one line per scenario, and a table at the end.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+export BUILDAH_ISOLATION=${BUILDAH_ISOLATION:-chroot}
+
+scenarios=("$@")
+[[ ${#scenarios[@]} -gt 0 ]] || scenarios=(default full)
+
+base=$(bash tests/base/make-base.sh | tail -n 1)
+cargo build --release --locked --quiet
+tool=$PWD/target/release/passthru-image
+work=$(mktemp -d)
+made=()
+cleanup() {
+    [[ ${#made[@]} -eq 0 ]] || podman rmi --force --ignore "${made[@]}" >/dev/null
+    rm -rf "$work"
+}
+trap cleanup EXIT
+
+# A cold build must not find any layer in the cache, and the cache is keyed by the parent image: a fresh copy of
+# the base with its own image ID (one extra label) makes every layer miss, without pruning anyone's cache.
+fresh_base=localhost/passthru-bench-base:$$
+printf 'FROM %s\nLABEL passthru.bench.run="%s-%s"\n' "$base" "$$" "$(date +%s%N)" >"$work/Containerfile"
+podman build --quiet --pull=never -t "$fresh_base" "$work" >/dev/null
+made+=("$fresh_base")
+
+scenario_body() {
+    case $1 in
+    default) ;;
+    full)
+        local debs
+        debs=$(bash tests/base/fetch-alt-kernel.sh | tail -n 1)
+        printf '[acs-override]\nenabled = true\npackages = "%s"\n\n' "$debs"
+        printf '[vendor-reset]\nenabled = true\npath = "%s"\n\n' "$PWD/tests/fixtures/kmod-hello"
+        ;;
+    *)
+        echo "unknown scenario $1 (default, full)" >&2
+        exit 2
+        ;;
+    esac
+}
+
+seconds_of() { # command... -> wall seconds with millisecond precision, output to $work/log
+    local t0 t1
+    t0=$(date +%s%N)
+    "$@" >"$work/log" 2>&1 || { tail -n 30 "$work/log" >&2; exit 1; }
+    t1=$(date +%s%N)
+    echo "scale=1; ($t1 - $t0) / 1000000000" | bc
+}
+
+image_size() { podman image inspect --format '{{.Size}}' "$1"; }
+
+results=()
+for scenario in "${scenarios[@]}"; do
+    body=$(scenario_body "$scenario")
+    tag=localhost/passthru-bench-$scenario:$$
+    made+=("$tag")
+    config=$work/$scenario.toml
+    write() { printf '[image]\nbase = "%s"\ntag = "%s"\n\n[cpu]\nvendor = "amd"\n\n[gpu]\nvendors = ["amd"]\n\n%s[vfio]\nids = [%s]\n' \
+        "$fresh_base" "$tag" "$body" "$1" >"$config"; }
+
+    write '"1002:73bf", "1002:ab28"'
+    cold=$("seconds_of" "$tool" --config "$config" build --isolation chroot --pull never)
+    write '"1002:73df", "1002:ab28"'
+    rebuild=$(seconds_of "$tool" --config "$config" build --isolation chroot --pull never)
+    added=$(($(image_size "$tag") - $(image_size "$fresh_base")))
+    ratio=$(echo "scale=3; $rebuild / $cold" | bc)
+    line=$(printf '%-8s cold %6.1f s   id-change rebuild %5.1f s   ratio %5s   added over base %6.1f MB' \
+        "$scenario" "$cold" "$rebuild" "$ratio" "$(echo "scale=1; $added / 1000000" | bc)")
+    echo "$line"
+    results+=("$line")
+done
+
+echo
+echo "== build-bench ($(nproc) cores, $(podman --version))"
+printf '%s\n' "${results[@]}"
