@@ -205,6 +205,24 @@ impl Host {
         strings(&plan["kargs"])
     }
 
+    /// Deploys the commit again with `kargs` appended and the first origin: a host that already has them, so
+    /// that only the drop-ins differ from the plan.
+    fn deploy_with_kargs(&self, kargs: &[String]) {
+        let mut args: Vec<String> = vec![
+            "admin".into(),
+            "deploy".into(),
+            format!("--sysroot={}", self.sysroot),
+            "--os=testos".into(),
+            format!("--origin-file={}", self.base.join("initial.origin")),
+        ];
+        args.extend(kargs.iter().map(|k| format!("--karg-append={k}")));
+        args.push("testos/stable".into());
+        run(
+            "ostree",
+            &args.iter().map(String::as_str).collect::<Vec<_>>(),
+        );
+    }
+
     fn etc(&self, path: &str) -> Utf8PathBuf {
         self.root.join(path.trim_start_matches('/'))
     }
@@ -618,4 +636,95 @@ fn kargs_already_added_by_someone_else_exit_77_and_are_not_recorded_as_ours() {
             .iter()
             .all(|c| c[0] != "kargs" || c == &kargs_calls[0])
     );
+}
+
+const REGENERATE_WITH_ARGS: &str =
+    "\n[rpmostree]\nregenerate-initramfs=true\ninitramfs-args=-I;/etc/foo;\n";
+
+#[test]
+fn changed_dropins_alone_rerun_initramfs_enable_with_the_origins_own_args() {
+    let host = Host::new(&[], REGENERATE_WITH_ARGS);
+    let planned = host.planned_kargs();
+    host.deploy_with_kargs(&planned);
+    // The user's older version of the drop-in: apply changes it, and nothing else.
+    std::fs::create_dir_all(host.etc("/etc/dracut.conf.d")).unwrap();
+    std::fs::write(host.etc(DRACUT), "force_drivers+=\" vfio \"\n").unwrap();
+    let before = host.pending();
+    assert!(planned.iter().all(|k| words(&before).contains(k)));
+
+    let out = host
+        .apply(&[])
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    let out = String::from_utf8_lossy(&out);
+    assert!(
+        out.contains("Reboot") && !out.contains("NOT COMPLETE"),
+        "{out}"
+    );
+
+    let transactions = host.transactions();
+    assert_eq!(
+        transactions,
+        [[
+            "initramfs".to_owned(),
+            format!("--sysroot={}", host.sysroot),
+            "--enable".into(),
+            "--arg=-I".into(),
+            "--arg=/etc/foo".into(),
+        ]]
+    );
+    let after = host.pending();
+    assert_ne!(after.id, before.id, "the rerun makes a new deployment");
+    assert!(after.regenerate_initramfs);
+    assert_eq!(after.initramfs_args, before.initramfs_args);
+    assert_eq!(words(&after), words(&before));
+    assert!(
+        std::fs::read_to_string(host.etc(DRACUT))
+            .unwrap()
+            .contains("vfio_pci")
+    );
+
+    // The rebuild changed no setting, so there is nothing initramfs-related to undo.
+    let record: Value =
+        serde_json::from_str(&std::fs::read_to_string(host.etc(STATE)).unwrap()).unwrap();
+    assert_eq!(record["initramfs_enabled"], false);
+    assert!(strings(&record["kargs_appended"]).is_empty(), "{record}");
+
+    let count = host.transactions().len();
+    host.apply(&[]).assert().success();
+    assert_eq!(host.transactions().len(), count, "{:?}", host.calls());
+}
+
+#[test]
+fn changed_dropins_alone_without_origin_args_are_reported_not_complete() {
+    let host = Host::new(&[], "\n[rpmostree]\nregenerate-initramfs=true\n");
+    let planned = host.planned_kargs();
+    host.deploy_with_kargs(&planned);
+    let before = host.pending();
+
+    let dry = host
+        .apply(&["--dry-run"])
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    let dry = String::from_utf8_lossy(&dry);
+    assert!(dry.contains("NOT COMPLETE"), "{dry}");
+
+    let out = host.apply(&[]).assert().code(0).get_output().stdout.clone();
+    let out = String::from_utf8_lossy(&out);
+    assert!(
+        out.contains("NOT COMPLETE") && out.contains("rpm-ostree initramfs --disable"),
+        "{out}"
+    );
+    assert!(!out.contains("Reboot to use it"), "{out}");
+    assert!(host.transactions().is_empty(), "{:?}", host.calls());
+    assert!(host.etc(DRACUT).exists() && host.etc(MODPROBE).exists());
+    let after = host.pending();
+    assert_eq!(after.id, before.id);
+    assert!(after.regenerate_initramfs && after.initramfs_args.is_empty());
 }

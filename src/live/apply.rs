@@ -5,7 +5,7 @@ use anyhow::Result;
 use camino::{Utf8Path, Utf8PathBuf};
 use serde::Serialize;
 
-use super::changes::{self, Changes, FileChange, KernelChange};
+use super::changes::{self, Changes, FileChange, InitramfsRebuild, KernelChange};
 use super::deployment::{self, HostState};
 use super::files;
 use super::preflight;
@@ -36,6 +36,10 @@ pub enum Step {
     EnableInitramfs {
         command: Invocation,
     },
+    /// Regeneration was on already: rebuild so the initramfs reads the new drop-ins. Changes no setting.
+    RebuildInitramfs {
+        command: Invocation,
+    },
     Kernel {
         change: KernelChange,
         command: Invocation,
@@ -57,6 +61,7 @@ impl Step {
             ),
             Step::Kargs { command, .. }
             | Step::EnableInitramfs { command }
+            | Step::RebuildInitramfs { command }
             | Step::Kernel { command, .. } => rpm.display(command),
         }
     }
@@ -98,6 +103,11 @@ pub fn propose(plan: &Plan, root: &Root, rpm: &RpmOstree, options: &Options) -> 
             command: rpm.initramfs(true),
         });
     }
+    if let Some(InitramfsRebuild::Rerun { args }) = &changes.rebuild_initramfs {
+        steps.push(Step::RebuildInitramfs {
+            command: rpm.initramfs_rerun(args),
+        });
+    }
     if let Some(kernel) = &changes.kernel {
         let command = match kernel {
             KernelChange::Replace { packages } => rpm.override_replace(packages),
@@ -124,6 +134,8 @@ pub fn propose(plan: &Plan, root: &Root, rpm: &RpmOstree, options: &Options) -> 
 pub struct Applied {
     pub steps_run: Vec<String>,
     pub warnings: Vec<String>,
+    /// Why the change is not complete yet, when it is not (the initramfs could not be rebuilt).
+    pub incomplete: Option<&'static str>,
 }
 
 pub fn apply(plan: &Plan, root: &Root, options: &Options, is_root: bool) -> Result<Applied> {
@@ -153,6 +165,8 @@ pub fn apply(plan: &Plan, root: &Root, options: &Options, is_root: bool) -> Resu
     Ok(Applied {
         steps_run: done,
         warnings: proposal.changes.warnings,
+        incomplete: (proposal.changes.rebuild_initramfs == Some(InitramfsRebuild::NotPossible))
+            .then_some(changes::INITRAMFS_NOT_REBUILT),
     })
 }
 
@@ -239,6 +253,11 @@ fn run_step(
             rpm.run(command)?;
             record.initramfs_enabled = true;
             state::save(root, record)?;
+            Ok(StepResult::Changed)
+        }
+        Step::RebuildInitramfs { command } => {
+            // Nothing to record: the origin keeps the settings it had, so revert has nothing to undo.
+            rpm.run(command)?;
             Ok(StepResult::Changed)
         }
         Step::Kernel { change, command } => {

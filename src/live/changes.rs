@@ -41,9 +41,31 @@ pub struct Changes {
     pub files: Vec<FileChange>,
     /// `rpm-ostree initramfs --enable` is needed (regeneration is off in the pending deployment).
     pub enable_initramfs: bool,
+    /// Regeneration is already on and only the drop-ins change: the initramfs must be rebuilt to read them.
+    pub rebuild_initramfs: Option<InitramfsRebuild>,
     pub kernel: Option<KernelChange>,
     pub warnings: Vec<String>,
 }
+
+/// How the initramfs gets rebuilt when only /etc drop-ins changed and no other step makes a new deployment.
+/// rpm-ostree re-runs `initramfs --enable` while regeneration is on only when the origin or the call has
+/// `--arg=` values (it assumes a config file was edited); with none on either side it refuses with
+/// "initramfs regeneration state is already enabled".
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case", tag = "how")]
+pub enum InitramfsRebuild {
+    /// `rpm-ostree initramfs --enable` again with the origin's own `--arg=` values, unchanged.
+    Rerun { args: Vec<String> },
+    /// No args to re-pass: the tool cannot trigger it without changing the user's settings.
+    NotPossible,
+}
+
+/// What the user is told when the rebuild cannot be triggered.
+pub const INITRAMFS_NOT_REBUILT: &str = "the change is NOT complete until the initramfs is regenerated: \
+     regeneration is already on without arguments, and rpm-ostree then refuses to re-run `initramfs --enable`. \
+     The new /etc/dracut.conf.d and /etc/modprobe.d files reach the initramfs with the next deployment \
+     rpm-ostree makes (e.g. `rpm-ostree upgrade`); to do it now, run `rpm-ostree initramfs --disable` and then \
+     `rpm-ostree initramfs --enable`, then reboot";
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Conflict {
@@ -169,15 +191,22 @@ pub fn compute(
     }
 
     changes.enable_initramfs = !pending.regenerate_initramfs;
+    if let Some(kernel) = &plan.kernel {
+        changes.kernel = kernel_change(&kernel.source, pending)?;
+    }
+    // A kargs or kernel transaction makes a new deployment, which regenerates the initramfs from the new /etc.
     if pending.regenerate_initramfs
         && !changes.files.is_empty()
         && !changes.needs_kargs_transaction()
+        && changes.kernel.is_none()
     {
-        changes.warnings.push(
-            "initramfs regeneration is already on, but the pending deployment was made before these \
-             drop-ins: they reach the initramfs with the next deployment (e.g. `rpm-ostree upgrade`)"
-                .into(),
-        );
+        changes.rebuild_initramfs = Some(if pending.initramfs_args.is_empty() {
+            InitramfsRebuild::NotPossible
+        } else {
+            InitramfsRebuild::Rerun {
+                args: pending.initramfs_args.clone(),
+            }
+        });
     }
     if changes.enable_initramfs
         && let Some(image) = &pending.container_image
@@ -187,9 +216,6 @@ pub fn compute(
              `rpm-ostree initramfs --enable` makes `bootc upgrade` refuse; image mode (`passthru-image build`) \
              fits such hosts better"
         ));
-    }
-    if let Some(kernel) = &plan.kernel {
-        changes.kernel = kernel_change(&kernel.source, pending)?;
     }
     Ok(changes)
 }
