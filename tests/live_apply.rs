@@ -223,6 +223,18 @@ impl Host {
         );
     }
 
+    /// Runs the double directly, as the user would run rpm-ostree.
+    fn rpm_ostree(&self, args: &[&str]) {
+        let double = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/live/rpm-ostree");
+        let sysroot = format!("--sysroot={}", self.sysroot);
+        let mut argv = vec![args[0], &sysroot];
+        argv.extend(&args[1..]);
+        duct::cmd(double, argv)
+            .env("PT_RPM_OSTREE_LOG", self.base.join("user-rpm-ostree.log"))
+            .run()
+            .unwrap();
+    }
+
     fn etc(&self, path: &str) -> Utf8PathBuf {
         self.root.join(path.trim_start_matches('/'))
     }
@@ -692,6 +704,7 @@ fn changed_dropins_alone_rerun_initramfs_enable_with_the_origins_own_args() {
         serde_json::from_str(&std::fs::read_to_string(host.etc(STATE)).unwrap()).unwrap();
     assert_eq!(record["initramfs_enabled"], false);
     assert!(strings(&record["kargs_appended"]).is_empty(), "{record}");
+    assert!(record["initramfs_stale_in"].is_null(), "{record}");
 
     let count = host.transactions().len();
     host.apply(&[]).assert().success();
@@ -727,6 +740,71 @@ fn changed_dropins_alone_without_origin_args_are_reported_not_complete() {
     let after = host.pending();
     assert_eq!(after.id, before.id);
     assert!(after.regenerate_initramfs && after.initramfs_args.is_empty());
+
+    // The files are in place now, but the initramfs still lacks them: say so again, run nothing.
+    let again = host
+        .apply(&[])
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    let again = String::from_utf8_lossy(&again);
+    assert!(again.contains("NOT COMPLETE"), "{again}");
+    assert!(host.transactions().is_empty(), "{:?}", host.calls());
+
+    // The user follows the advice: the newer deployment has a regenerated initramfs.
+    host.rpm_ostree(&["initramfs", "--disable"]);
+    host.rpm_ostree(&["initramfs", "--enable"]);
+    let done = host
+        .apply(&[])
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    let done = String::from_utf8_lossy(&done);
+    assert!(
+        done.contains("Nothing to change") && !done.contains("NOT COMPLETE"),
+        "{done}"
+    );
+}
+
+#[test]
+fn a_failed_initramfs_rerun_is_run_again_by_the_next_apply() {
+    let host = Host::new(&[], REGENERATE_WITH_ARGS);
+    let planned = host.planned_kargs();
+    host.deploy_with_kargs(&planned);
+    let before = host.pending();
+    // Calls: 1 status, 2 initramfs --enable --arg=... (fails, after the drop-ins are written).
+    let mut failing = host.apply(&[]);
+    failing.env("PT_RPM_OSTREE_FAIL_AT", "2");
+    let err = fails_with(&mut failing, 1);
+    let (_, not_applied) = err.split_once("Not applied:").expect(&err);
+    assert!(not_applied.contains("initramfs"), "{err}");
+    assert!(host.etc(DRACUT).exists());
+    assert_eq!(host.pending().id, before.id);
+    let record: Value =
+        serde_json::from_str(&std::fs::read_to_string(host.etc(STATE)).unwrap()).unwrap();
+    assert_eq!(record["initramfs_stale_in"], before.id.as_str(), "{record}");
+
+    // The drop-ins already match the plan; the record says the initramfs does not have them yet.
+    let count = host.transactions().len();
+    host.apply(&[]).assert().success();
+    let rerun = host.transactions().split_off(count);
+    assert_eq!(rerun.len(), 1, "{rerun:?}");
+    assert_eq!(
+        rerun[0][..3],
+        [
+            "initramfs".to_owned(),
+            format!("--sysroot={}", host.sysroot),
+            "--enable".into()
+        ]
+    );
+    assert_ne!(host.pending().id, before.id);
+    let record: Value =
+        serde_json::from_str(&std::fs::read_to_string(host.etc(STATE)).unwrap()).unwrap();
+    assert!(record["initramfs_stale_in"].is_null(), "{record}");
 }
 
 #[test]

@@ -89,6 +89,7 @@ pub fn propose(plan: &Plan, root: &Root, rpm: &RpmOstree, options: &Options) -> 
         root,
         options.replace_conflicts,
         &record.kargs_appended,
+        record.initramfs_stale_in.as_deref() == Some(host.pending.id.as_str()),
     )?;
     let mut steps: Vec<Step> = changes.files.iter().cloned().map(Step::WriteFile).collect();
     if changes.needs_kargs_transaction() {
@@ -143,6 +144,12 @@ pub fn apply(plan: &Plan, root: &Root, options: &Options, is_root: bool) -> Resu
     let _lock = preflight::check(root, &rpm, is_root)?;
     let proposal = propose(plan, root, &rpm, options)?;
     let mut record = state::load(root)?;
+    if !proposal.changes.files.is_empty() && !proposal.changes.enable_initramfs {
+        // Saved before the files change: if no later step makes a new deployment (it fails, or there is
+        // none), the next apply still knows this deployment's initramfs lacks the drop-ins.
+        record.initramfs_stale_in = Some(proposal.pending.clone());
+        state::save(root, &record)?;
+    }
     let mut done: Vec<String> = Vec::new();
     for (i, step) in proposal.steps.iter().enumerate() {
         match run_step(step, root, &options.sysroot, &rpm, &mut record) {
@@ -161,6 +168,12 @@ pub fn apply(plan: &Plan, root: &Root, options: &Options, is_root: bool) -> Resu
         }
     }
     let host = deployment::read(&options.sysroot)?;
+    if record.initramfs_stale_in.is_some()
+        && record.initramfs_stale_in != Some(host.pending.id.clone())
+    {
+        record.initramfs_stale_in = None;
+        state::save(root, &record)?;
+    }
     verify(plan, &host)?;
     Ok(Applied {
         steps_run: done,

@@ -112,12 +112,14 @@ impl Changes {
 /// The changes that bring `pending` to the plan. Same-key conflicts are an input error unless
 /// `replace_conflicts`: rpm-ostree would append the planned karg beside the old one and the kernel would keep
 /// whichever comes last. Kargs an earlier apply added (`own`) are replaced without asking: they are ours.
+/// `initramfs_stale`: an earlier apply changed the drop-ins after `pending`'s initramfs was built.
 pub fn compute(
     plan: &Plan,
     pending: &DeploymentState,
     root: &Root,
     replace_conflicts: bool,
     own: &[String],
+    initramfs_stale: bool,
 ) -> Result<Changes> {
     if let Some(module) = plan.modules.first() {
         return Err(InputError::new(
@@ -195,8 +197,9 @@ pub fn compute(
         changes.kernel = kernel_change(&kernel.source, pending)?;
     }
     // A kargs or kernel transaction makes a new deployment, which regenerates the initramfs from the new /etc.
+    // The drop-ins may already be in place from an apply that stopped, or could not rebuild, before.
     if pending.regenerate_initramfs
-        && !changes.files.is_empty()
+        && (!changes.files.is_empty() || initramfs_stale)
         && !changes.needs_kargs_transaction()
         && changes.kernel.is_none()
     {
@@ -343,7 +346,7 @@ mod tests {
     fn appends_only_what_is_missing_whatever_the_spelling() {
         let (_dir, root) = empty_root();
         let host = pending("rw amd-iommu=on iommu=pt");
-        let changes = compute(&plan(), &host, &root, false, &[]).unwrap();
+        let changes = compute(&plan(), &host, &root, false, &[], false).unwrap();
         let append: Vec<&str> = changes.append.iter().map(Karg::as_str).collect();
         assert!(!append.contains(&"amd_iommu=on") && !append.contains(&"iommu=pt"));
         assert!(append.contains(&"kvm_amd.npt=1"));
@@ -355,16 +358,16 @@ mod tests {
     fn same_key_conflicts_need_the_flag_unless_the_karg_is_ours() {
         let (_dir, root) = empty_root();
         let host = pending("rw iommu=off");
-        let err = compute(&plan(), &host, &root, false, &[]).unwrap_err();
+        let err = compute(&plan(), &host, &root, false, &[], false).unwrap_err();
         assert_eq!(crate::error::exit_code(&err), 2);
         assert!(
             err.to_string().contains("iommu=off (planned iommu=pt)"),
             "{err}"
         );
-        let changes = compute(&plan(), &host, &root, true, &[]).unwrap();
+        let changes = compute(&plan(), &host, &root, true, &[], false).unwrap();
         assert_eq!(changes.delete, [Karg::from_host("iommu=off")]);
         // A value an earlier apply wrote is replaced without asking.
-        let changes = compute(&plan(), &host, &root, false, &["iommu=off".into()]).unwrap();
+        let changes = compute(&plan(), &host, &root, false, &["iommu=off".into()], false).unwrap();
         assert_eq!(changes.delete, [Karg::from_host("iommu=off")]);
     }
 
@@ -374,10 +377,10 @@ mod tests {
         let mut host = pending("rw");
         host.container_image =
             Some("ostree-image-signed:docker://quay.io/fedora/fedora-bootc:44".into());
-        let changes = compute(&plan(), &host, &root, false, &[]).unwrap();
+        let changes = compute(&plan(), &host, &root, false, &[], false).unwrap();
         assert!(changes.warnings.iter().any(|w| w.contains("bootc upgrade")));
         host.regenerate_initramfs = true;
-        let changes = compute(&plan(), &host, &root, false, &[]).unwrap();
+        let changes = compute(&plan(), &host, &root, false, &[], false).unwrap();
         assert!(!changes.warnings.iter().any(|w| w.contains("bootc upgrade")));
     }
 

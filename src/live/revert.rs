@@ -60,6 +60,10 @@ fn undo_files(root: &Root, record: &mut LiveState, done: &mut Vec<String>) -> Re
         record.files.remove(0);
         state::save(root, record)?;
     }
+    if record.initramfs_stale_in.take().is_some() {
+        // The drop-ins apply wrote are gone: their absence from an initramfs is no longer apply's concern.
+        state::save(root, record)?;
+    }
     Ok(())
 }
 
