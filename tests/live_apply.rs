@@ -709,6 +709,20 @@ fn changed_dropins_alone_rerun_initramfs_enable_with_the_origins_own_args() {
     let count = host.transactions().len();
     host.apply(&[]).assert().success();
     assert_eq!(host.transactions().len(), count, "{:?}", host.calls());
+
+    // Revert puts the user's drop-in back and rebuilds the same way, so the initramfs loses apply's.
+    let applied = host.pending();
+    host.revert().assert().success();
+    let rebuild = host.transactions().split_off(count);
+    assert_eq!(rebuild, transactions, "the same rerun, args unchanged");
+    let reverted = host.pending();
+    assert_ne!(reverted.id, applied.id);
+    assert_eq!(reverted.initramfs_args, before.initramfs_args);
+    assert_eq!(
+        std::fs::read_to_string(host.etc(DRACUT)).unwrap(),
+        "force_drivers+=\" vfio \"\n"
+    );
+    assert!(!host.etc(STATE).exists());
 }
 
 #[test]
@@ -768,6 +782,16 @@ fn changed_dropins_alone_without_origin_args_are_reported_not_complete() {
         done.contains("Nothing to change") && !done.contains("NOT COMPLETE"),
         "{done}"
     );
+
+    // Revert removes the drop-ins and, for the same reason, cannot get them out of the initramfs.
+    let reverted = host.revert().assert().success().get_output().stdout.clone();
+    let reverted = String::from_utf8_lossy(&reverted);
+    assert!(
+        reverted.contains(&format!("remove {DRACUT}")) && reverted.contains("NOT COMPLETE"),
+        "{reverted}"
+    );
+    assert!(host.transactions().is_empty(), "{:?}", host.calls());
+    assert!(!host.etc(DRACUT).exists() && !host.etc(MODPROBE).exists());
 }
 
 #[test]

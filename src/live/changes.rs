@@ -60,10 +60,10 @@ pub enum InitramfsRebuild {
     NotPossible,
 }
 
-/// What the user is told when the rebuild cannot be triggered.
+/// What the user is told when the rebuild cannot be triggered (by apply or revert).
 pub const INITRAMFS_NOT_REBUILT: &str = "the change is NOT complete until the initramfs is regenerated: \
      regeneration is already on without arguments, and rpm-ostree then refuses to re-run `initramfs --enable`. \
-     The new /etc/dracut.conf.d and /etc/modprobe.d files reach the initramfs with the next deployment \
+     The /etc/dracut.conf.d and /etc/modprobe.d files as they are now reach the initramfs with the next deployment \
      rpm-ostree makes (e.g. `rpm-ostree upgrade`); to do it now, run `rpm-ostree initramfs --disable` and then \
      `rpm-ostree initramfs --enable`, then reboot";
 

@@ -3,7 +3,7 @@
 use anyhow::Result;
 use camino::Utf8PathBuf;
 
-use super::changes::KernelChange;
+use super::changes::{self, KernelChange};
 use super::deployment;
 use super::files;
 use super::preflight;
@@ -16,6 +16,8 @@ use crate::root::Root;
 #[derive(Debug)]
 pub struct Reverted {
     pub steps_run: Vec<String>,
+    /// Why the revert is not complete yet, when it is not (the initramfs could not be rebuilt).
+    pub incomplete: Option<&'static str>,
 }
 
 pub fn revert(root: &Root, sysroot: &Utf8PathBuf, is_root: bool) -> Result<Reverted> {
@@ -24,28 +26,53 @@ pub fn revert(root: &Root, sysroot: &Utf8PathBuf, is_root: bool) -> Result<Rever
     let mut record = state::load(root)?;
     let mut done = Vec::new();
     if record.is_empty() {
-        return Ok(Reverted { steps_run: done });
+        return Ok(Reverted {
+            steps_run: done,
+            incomplete: None,
+        });
     }
     let original = record.clone();
     // Each undo saves the record right after its command, keeping only what is left: a revert that fails
     // half-way can be run again and neither redoes nor trips over what is already undone.
-    let result = undo_files(root, &mut record, &mut done)
-        .and_then(|()| undo_kargs(root, &rpm, &mut record, &mut done))
-        .and_then(|()| undo_initramfs(root, sysroot, &rpm, &mut record, &mut done))
-        .and_then(|()| undo_kernel(root, &rpm, &mut record, &mut done));
-    if let Err(err) = result {
-        return Err(err.context(format!(
-            "revert stopped half-way; done: [{}]; what is left to undo stays recorded in {}: run revert again",
-            done.join("; "),
-            state::FILE
-        )));
-    }
+    let result = (|| {
+        undo_files(root, sysroot, &mut record, &mut done)?;
+        undo_kargs(root, &rpm, &mut record, &mut done)?;
+        undo_initramfs(root, sysroot, &rpm, &mut record, &mut done)?;
+        undo_kernel(root, &rpm, &mut record, &mut done)?;
+        rebuild_initramfs(root, sysroot, &rpm, &mut record, &mut done)
+    })();
+    let incomplete = match result {
+        Ok(incomplete) => incomplete,
+        Err(err) => {
+            return Err(err.context(format!(
+                "revert stopped half-way; done: [{}]; what is left to undo stays recorded in {}: run revert again",
+                done.join("; "),
+                state::FILE
+            )));
+        }
+    };
     verify(sysroot, &original)?;
-    Ok(Reverted { steps_run: done })
+    Ok(Reverted {
+        steps_run: done,
+        incomplete,
+    })
 }
 
 /// Files first: when initramfs regeneration stays on, the next deployment must read the old /etc.
-fn undo_files(root: &Root, record: &mut LiveState, done: &mut Vec<String>) -> Result<()> {
+fn undo_files(
+    root: &Root,
+    sysroot: &Utf8PathBuf,
+    record: &mut LiveState,
+    done: &mut Vec<String>,
+) -> Result<()> {
+    if record.files.is_empty() {
+        return Ok(());
+    }
+    // Marked before the files change: under regeneration, the pending initramfs has apply's drop-ins in it
+    // until a new deployment exists (see `rebuild_initramfs`).
+    let pending = deployment::read(sysroot)?.pending;
+    record.initramfs_stale_in = pending.regenerate_initramfs.then_some(pending.id);
+    state::save(root, record)?;
     while let Some(file) = record.files.first().cloned() {
         match &file.backup {
             Some(backup) => {
@@ -58,10 +85,6 @@ fn undo_files(root: &Root, record: &mut LiveState, done: &mut Vec<String>) -> Re
             }
         }
         record.files.remove(0);
-        state::save(root, record)?;
-    }
-    if record.initramfs_stale_in.take().is_some() {
-        // The drop-ins apply wrote are gone: their absence from an initramfs is no longer apply's concern.
         state::save(root, record)?;
     }
     Ok(())
@@ -114,6 +137,32 @@ fn undo_initramfs(
     }
     record.initramfs_enabled = false;
     state::save(root, record)
+}
+
+/// When no undo made a new deployment, the pending one still has the drop-ins in its initramfs: rebuild it the
+/// way apply does. The marker stays while that is not possible, so the next revert or apply says so again.
+fn rebuild_initramfs(
+    root: &Root,
+    sysroot: &Utf8PathBuf,
+    rpm: &RpmOstree,
+    record: &mut LiveState,
+    done: &mut Vec<String>,
+) -> Result<Option<&'static str>> {
+    let Some(stale) = record.initramfs_stale_in.clone() else {
+        return Ok(None);
+    };
+    let pending = deployment::read(sysroot)?.pending;
+    if stale == pending.id && pending.regenerate_initramfs {
+        if pending.initramfs_args.is_empty() {
+            return Ok(Some(changes::INITRAMFS_NOT_REBUILT));
+        }
+        let command = rpm.initramfs_rerun(&pending.initramfs_args);
+        rpm.run(&command)?;
+        done.push(rpm.display(&command));
+    }
+    record.initramfs_stale_in = None;
+    state::save(root, record)?;
+    Ok(None)
 }
 
 /// Renamed packages take two commands; after the first, the record keeps the kernel change without its
