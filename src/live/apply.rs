@@ -8,6 +8,7 @@ use serde::Serialize;
 use super::changes::{self, Changes, FileChange, InitramfsRebuild, KernelChange};
 use super::deployment::{self, HostState};
 use super::files;
+use super::initramfs;
 use super::preflight;
 use super::rpm_ostree::{Invocation, Outcome, RpmOstree};
 use super::state::{self, FileRecord, LiveState};
@@ -167,19 +168,21 @@ pub fn apply(plan: &Plan, root: &Root, options: &Options, is_root: bool) -> Resu
             }
         }
     }
+    // Whatever ran, the pending deployment must not be the one whose initramfs predates the drop-ins; when it
+    // still is and cannot be rebuilt, this says why the change is not complete.
+    let incomplete =
+        initramfs::rebuild_if_stale(root, &options.sysroot, &rpm, &mut record, &mut done).map_err(
+            |err| {
+                let not_done = ["rebuild of the initramfs for the new drop-ins".to_owned()];
+                err.context(half_way_report(root, &done, &not_done))
+            },
+        )?;
     let host = deployment::read(&options.sysroot)?;
-    if record.initramfs_stale_in.is_some()
-        && record.initramfs_stale_in != Some(host.pending.id.clone())
-    {
-        record.initramfs_stale_in = None;
-        state::save(root, &record)?;
-    }
     verify(plan, &host)?;
     Ok(Applied {
         steps_run: done,
         warnings: proposal.changes.warnings,
-        incomplete: (proposal.changes.rebuild_initramfs == Some(InitramfsRebuild::NotPossible))
-            .then_some(changes::INITRAMFS_NOT_REBUILT),
+        incomplete,
     })
 }
 

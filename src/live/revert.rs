@@ -3,9 +3,10 @@
 use anyhow::Result;
 use camino::Utf8PathBuf;
 
-use super::changes::{self, KernelChange};
+use super::changes::KernelChange;
 use super::deployment;
 use super::files;
+use super::initramfs;
 use super::preflight;
 use super::rpm_ostree::{Invocation, RpmOstree};
 use super::state::{self, LiveState};
@@ -39,7 +40,7 @@ pub fn revert(root: &Root, sysroot: &Utf8PathBuf, is_root: bool) -> Result<Rever
         undo_kargs(root, &rpm, &mut record, &mut done)?;
         undo_initramfs(root, sysroot, &rpm, &mut record, &mut done)?;
         undo_kernel(root, &rpm, &mut record, &mut done)?;
-        rebuild_initramfs(root, sysroot, &rpm, &mut record, &mut done)
+        initramfs::rebuild_if_stale(root, sysroot, &rpm, &mut record, &mut done)
     })();
     let incomplete = match result {
         Ok(incomplete) => incomplete,
@@ -69,7 +70,7 @@ fn undo_files(
         return Ok(());
     }
     // Marked before the files change: under regeneration, the pending initramfs has apply's drop-ins in it
-    // until a new deployment exists (see `rebuild_initramfs`).
+    // until a new deployment exists (see `initramfs::rebuild_if_stale`).
     let pending = deployment::read(sysroot)?.pending;
     record.initramfs_stale_in = pending.regenerate_initramfs.then_some(pending.id);
     state::save(root, record)?;
@@ -137,32 +138,6 @@ fn undo_initramfs(
     }
     record.initramfs_enabled = false;
     state::save(root, record)
-}
-
-/// When no undo made a new deployment, the pending one still has the drop-ins in its initramfs: rebuild it the
-/// way apply does. The marker stays while that is not possible, so the next revert or apply says so again.
-fn rebuild_initramfs(
-    root: &Root,
-    sysroot: &Utf8PathBuf,
-    rpm: &RpmOstree,
-    record: &mut LiveState,
-    done: &mut Vec<String>,
-) -> Result<Option<&'static str>> {
-    let Some(stale) = record.initramfs_stale_in.clone() else {
-        return Ok(None);
-    };
-    let pending = deployment::read(sysroot)?.pending;
-    if stale == pending.id && pending.regenerate_initramfs {
-        if pending.initramfs_args.is_empty() {
-            return Ok(Some(changes::INITRAMFS_NOT_REBUILT));
-        }
-        let command = rpm.initramfs_rerun(&pending.initramfs_args);
-        rpm.run(&command)?;
-        done.push(rpm.display(&command));
-    }
-    record.initramfs_stale_in = None;
-    state::save(root, record)?;
-    Ok(None)
 }
 
 /// Renamed packages take two commands; after the first, the record keeps the kernel change without its
