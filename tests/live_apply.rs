@@ -205,6 +205,36 @@ impl Host {
         strings(&plan["kargs"])
     }
 
+    /// Deploys the commit again with `kargs` appended and the first origin: a host that already has them, so
+    /// that only the drop-ins differ from the plan.
+    fn deploy_with_kargs(&self, kargs: &[String]) {
+        let mut args: Vec<String> = vec![
+            "admin".into(),
+            "deploy".into(),
+            format!("--sysroot={}", self.sysroot),
+            "--os=testos".into(),
+            format!("--origin-file={}", self.base.join("initial.origin")),
+        ];
+        args.extend(kargs.iter().map(|k| format!("--karg-append={k}")));
+        args.push("testos/stable".into());
+        run(
+            "ostree",
+            &args.iter().map(String::as_str).collect::<Vec<_>>(),
+        );
+    }
+
+    /// Runs the double directly, as the user would run rpm-ostree.
+    fn rpm_ostree(&self, args: &[&str]) {
+        let double = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/live/rpm-ostree");
+        let sysroot = format!("--sysroot={}", self.sysroot);
+        let mut argv = vec![args[0], &sysroot];
+        argv.extend(&args[1..]);
+        duct::cmd(double, argv)
+            .env("PT_RPM_OSTREE_LOG", self.base.join("user-rpm-ostree.log"))
+            .run()
+            .unwrap();
+    }
+
     fn etc(&self, path: &str) -> Utf8PathBuf {
         self.root.join(path.trim_start_matches('/'))
     }
@@ -618,4 +648,243 @@ fn kargs_already_added_by_someone_else_exit_77_and_are_not_recorded_as_ours() {
             .iter()
             .all(|c| c[0] != "kargs" || c == &kargs_calls[0])
     );
+}
+
+const REGENERATE_WITH_ARGS: &str =
+    "\n[rpmostree]\nregenerate-initramfs=true\ninitramfs-args=-I;/etc/foo;\n";
+
+#[test]
+fn changed_dropins_alone_rerun_initramfs_enable_with_the_origins_own_args() {
+    let host = Host::new(&[], REGENERATE_WITH_ARGS);
+    let planned = host.planned_kargs();
+    host.deploy_with_kargs(&planned);
+    // The user's older version of the drop-in: apply changes it, and nothing else.
+    std::fs::create_dir_all(host.etc("/etc/dracut.conf.d")).unwrap();
+    std::fs::write(host.etc(DRACUT), "force_drivers+=\" vfio \"\n").unwrap();
+    let before = host.pending();
+    assert!(planned.iter().all(|k| words(&before).contains(k)));
+
+    let out = host
+        .apply(&[])
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    let out = String::from_utf8_lossy(&out);
+    assert!(
+        out.contains("Reboot") && !out.contains("NOT COMPLETE"),
+        "{out}"
+    );
+
+    let transactions = host.transactions();
+    assert_eq!(
+        transactions,
+        [[
+            "initramfs".to_owned(),
+            format!("--sysroot={}", host.sysroot),
+            "--enable".into(),
+            "--arg=-I".into(),
+            "--arg=/etc/foo".into(),
+        ]]
+    );
+    let after = host.pending();
+    assert_ne!(after.id, before.id, "the rerun makes a new deployment");
+    assert!(after.regenerate_initramfs);
+    assert_eq!(after.initramfs_args, before.initramfs_args);
+    assert_eq!(words(&after), words(&before));
+    assert!(
+        std::fs::read_to_string(host.etc(DRACUT))
+            .unwrap()
+            .contains("vfio_pci")
+    );
+
+    // The rebuild changed no setting, so there is nothing initramfs-related to undo.
+    let record: Value =
+        serde_json::from_str(&std::fs::read_to_string(host.etc(STATE)).unwrap()).unwrap();
+    assert_eq!(record["initramfs_enabled"], false);
+    assert!(strings(&record["kargs_appended"]).is_empty(), "{record}");
+    assert!(record["initramfs_stale_in"].is_null(), "{record}");
+
+    let count = host.transactions().len();
+    host.apply(&[]).assert().success();
+    assert_eq!(host.transactions().len(), count, "{:?}", host.calls());
+
+    // Revert puts the user's drop-in back and rebuilds the same way, so the initramfs loses apply's.
+    let applied = host.pending();
+    host.revert().assert().success();
+    let rebuild = host.transactions().split_off(count);
+    assert_eq!(rebuild, transactions, "the same rerun, args unchanged");
+    let reverted = host.pending();
+    assert_ne!(reverted.id, applied.id);
+    assert_eq!(reverted.initramfs_args, before.initramfs_args);
+    assert_eq!(
+        std::fs::read_to_string(host.etc(DRACUT)).unwrap(),
+        "force_drivers+=\" vfio \"\n"
+    );
+    assert!(!host.etc(STATE).exists());
+}
+
+#[test]
+fn changed_dropins_alone_without_origin_args_are_reported_not_complete() {
+    let host = Host::new(&[], "\n[rpmostree]\nregenerate-initramfs=true\n");
+    let planned = host.planned_kargs();
+    host.deploy_with_kargs(&planned);
+    let before = host.pending();
+
+    let dry = host
+        .apply(&["--dry-run"])
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    let dry = String::from_utf8_lossy(&dry);
+    assert!(dry.contains("NOT COMPLETE"), "{dry}");
+
+    let out = host.apply(&[]).assert().code(0).get_output().stdout.clone();
+    let out = String::from_utf8_lossy(&out);
+    assert!(
+        out.contains("NOT COMPLETE") && out.contains("rpm-ostree initramfs --disable"),
+        "{out}"
+    );
+    assert!(!out.contains("Reboot to use it"), "{out}");
+    assert!(host.transactions().is_empty(), "{:?}", host.calls());
+    assert!(host.etc(DRACUT).exists() && host.etc(MODPROBE).exists());
+    let after = host.pending();
+    assert_eq!(after.id, before.id);
+    assert!(after.regenerate_initramfs && after.initramfs_args.is_empty());
+
+    // The files are in place now, but the initramfs still lacks them: say so again, run nothing.
+    let again = host
+        .apply(&[])
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    let again = String::from_utf8_lossy(&again);
+    assert!(again.contains("NOT COMPLETE"), "{again}");
+    assert!(host.transactions().is_empty(), "{:?}", host.calls());
+
+    // The user follows the advice: the newer deployment has a regenerated initramfs.
+    host.rpm_ostree(&["initramfs", "--disable"]);
+    host.rpm_ostree(&["initramfs", "--enable"]);
+    let done = host
+        .apply(&[])
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    let done = String::from_utf8_lossy(&done);
+    assert!(
+        done.contains("Nothing to change") && !done.contains("NOT COMPLETE"),
+        "{done}"
+    );
+
+    // Revert removes the drop-ins and, for the same reason, cannot get them out of the initramfs.
+    let reverted = host.revert().assert().success().get_output().stdout.clone();
+    let reverted = String::from_utf8_lossy(&reverted);
+    assert!(
+        reverted.contains(&format!("remove {DRACUT}")) && reverted.contains("NOT COMPLETE"),
+        "{reverted}"
+    );
+    assert!(host.transactions().is_empty(), "{:?}", host.calls());
+    assert!(!host.etc(DRACUT).exists() && !host.etc(MODPROBE).exists());
+}
+
+#[test]
+fn a_failed_initramfs_rerun_is_run_again_by_the_next_apply() {
+    let host = Host::new(&[], REGENERATE_WITH_ARGS);
+    let planned = host.planned_kargs();
+    host.deploy_with_kargs(&planned);
+    let before = host.pending();
+    // Calls: 1 status, 2 initramfs --enable --arg=... (fails, after the drop-ins are written).
+    let mut failing = host.apply(&[]);
+    failing.env("PT_RPM_OSTREE_FAIL_AT", "2");
+    let err = fails_with(&mut failing, 1);
+    let (_, not_applied) = err.split_once("Not applied:").expect(&err);
+    assert!(not_applied.contains("initramfs"), "{err}");
+    assert!(host.etc(DRACUT).exists());
+    assert_eq!(host.pending().id, before.id);
+    let record: Value =
+        serde_json::from_str(&std::fs::read_to_string(host.etc(STATE)).unwrap()).unwrap();
+    assert_eq!(record["initramfs_stale_in"], before.id.as_str(), "{record}");
+
+    // The drop-ins already match the plan; the record says the initramfs does not have them yet.
+    let count = host.transactions().len();
+    host.apply(&[]).assert().success();
+    let rerun = host.transactions().split_off(count);
+    assert_eq!(rerun.len(), 1, "{rerun:?}");
+    assert_eq!(
+        rerun[0][..3],
+        [
+            "initramfs".to_owned(),
+            format!("--sysroot={}", host.sysroot),
+            "--enable".into()
+        ]
+    );
+    assert_ne!(host.pending().id, before.id);
+    let record: Value =
+        serde_json::from_str(&std::fs::read_to_string(host.etc(STATE)).unwrap()).unwrap();
+    assert!(record["initramfs_stale_in"].is_null(), "{record}");
+}
+
+#[test]
+fn revert_failing_half_way_records_what_was_undone_and_a_second_revert_finishes() {
+    let host = Host::new(&[], "");
+    let before = host.pending();
+    let planned = host.planned_kargs();
+    // Renamed packages: apply removes the base kernel and installs these; revert needs two commands for it.
+    let packages = host.base.join("kernel-acs");
+    std::fs::create_dir_all(&packages).unwrap();
+    let rpm = "kernel-acs-core-6.11.4-301.fc41.x86_64.rpm";
+    std::fs::write(packages.join(rpm), "not really an rpm\n").unwrap();
+    acs_config(&host, &format!("packages = \"{packages}\""));
+    host.apply(&[]).assert().success();
+    let applied = host.pending();
+    assert_eq!(applied.requested_local.len(), 1);
+    assert!(applied.removed.contains(&"kernel-core".to_owned()));
+
+    // Revert's calls: 1 status, 2 kargs, 3 initramfs --disable, 4 uninstall, 5 override reset (fails).
+    let mut failing = host.revert();
+    failing.env(
+        "PT_RPM_OSTREE_FAIL_AT",
+        (host.calls().len() + 5).to_string(),
+    );
+    let err = fails_with(&mut failing, 1);
+    assert!(
+        err.contains("half-way") && err.contains("rpm-ostree uninstall"),
+        "{err}"
+    );
+
+    let record: Value =
+        serde_json::from_str(&std::fs::read_to_string(host.etc(STATE)).unwrap()).unwrap();
+    assert!(record["files"].as_array().unwrap().is_empty(), "{record}");
+    assert!(strings(&record["kargs_appended"]).is_empty(), "{record}");
+    assert_eq!(record["initramfs_enabled"], false, "{record}");
+    assert!(strings(&record["kernel"]["install"]).is_empty(), "{record}");
+    assert!(
+        strings(&record["kernel"]["remove"]).contains(&"kernel-core".to_owned()),
+        "{record}"
+    );
+    let half = host.pending();
+    assert!(planned.iter().all(|k| !words(&half).contains(k)));
+    assert!(!half.regenerate_initramfs);
+    assert!(half.requested_local.is_empty());
+    assert_eq!(half.removed, applied.removed);
+    assert!(!host.etc(DRACUT).exists() && !host.etc(MODPROBE).exists());
+
+    // The double refuses to uninstall or reset what is not there: a redone step would fail this run.
+    let count = host.transactions().len();
+    host.revert().assert().success();
+    let rest: Vec<Vec<String>> = host.transactions().split_off(count);
+    assert_eq!(rest.len(), 1, "{rest:?}");
+    assert_eq!(rest[0][..2], ["override".to_owned(), "reset".to_owned()]);
+    assert!(rest[0].contains(&"kernel-core".to_owned()), "{rest:?}");
+    let after = host.pending();
+    assert!(after.removed.is_empty());
+    assert_eq!(words(&after), words(&before));
+    assert!(!host.etc(STATE).exists());
 }

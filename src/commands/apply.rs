@@ -3,6 +3,7 @@ use anyhow::Result;
 use super::{load_config, print_json};
 use crate::cli::{Cli, LiveArgs, OverrideArgs};
 use crate::live::apply::{self, Options, Proposal};
+use crate::live::changes::{self, InitramfsRebuild};
 use crate::live::preflight;
 use crate::live::rpm_ostree::RpmOstree;
 use crate::plan::Plan;
@@ -44,7 +45,12 @@ pub fn run(
         for step in &applied.steps_run {
             println!("  {step}");
         }
-        println!("Verified on the pending deployment. Reboot to use it.");
+        println!("Verified on the pending deployment.");
+    }
+    match applied.incomplete {
+        Some(why) => println!("NOT COMPLETE: {why}."),
+        None if !applied.steps_run.is_empty() => println!("Reboot to use it."),
+        None => {}
     }
     Ok(())
 }
@@ -66,6 +72,12 @@ fn print_proposal(p: &Proposal, rpm: &RpmOstree) {
     }
     for warning in &p.changes.warnings {
         println!("Warning: {warning}");
+    }
+    if p.changes.rebuild_initramfs == Some(InitramfsRebuild::NotPossible) {
+        println!(
+            "NOT COMPLETE after apply: {}.",
+            changes::INITRAMFS_NOT_REBUILT
+        );
     }
     if p.steps.is_empty() {
         println!("Nothing to change: the pending deployment already carries the plan.");

@@ -5,14 +5,19 @@ use crate::live::{preflight, revert};
 
 pub fn run(cli: &Cli, live: &LiveArgs) -> Result<()> {
     let reverted = revert::revert(&cli.root(), &live.sysroot, preflight::running_as_root()?)?;
-    if reverted.steps_run.is_empty() {
+    if reverted.steps_run.is_empty() && reverted.incomplete.is_none() {
         println!("Nothing to revert: no apply is recorded.");
-    } else {
+    } else if !reverted.steps_run.is_empty() {
         println!("Reverted:");
         for step in &reverted.steps_run {
             println!("  {step}");
         }
-        println!("Verified on the pending deployment. Reboot to use it.");
+        println!("Verified on the pending deployment.");
+    }
+    match reverted.incomplete {
+        Some(why) => println!("NOT COMPLETE: {why}."),
+        None if !reverted.steps_run.is_empty() => println!("Reboot to use it."),
+        None => {}
     }
     Ok(())
 }

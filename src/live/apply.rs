@@ -5,9 +5,10 @@ use anyhow::Result;
 use camino::{Utf8Path, Utf8PathBuf};
 use serde::Serialize;
 
-use super::changes::{self, Changes, FileChange, KernelChange};
+use super::changes::{self, Changes, FileChange, InitramfsRebuild, KernelChange};
 use super::deployment::{self, HostState};
 use super::files;
+use super::initramfs;
 use super::preflight;
 use super::rpm_ostree::{Invocation, Outcome, RpmOstree};
 use super::state::{self, FileRecord, LiveState};
@@ -36,6 +37,10 @@ pub enum Step {
     EnableInitramfs {
         command: Invocation,
     },
+    /// Regeneration was on already: rebuild so the initramfs reads the new drop-ins. Changes no setting.
+    RebuildInitramfs {
+        command: Invocation,
+    },
     Kernel {
         change: KernelChange,
         command: Invocation,
@@ -57,6 +62,7 @@ impl Step {
             ),
             Step::Kargs { command, .. }
             | Step::EnableInitramfs { command }
+            | Step::RebuildInitramfs { command }
             | Step::Kernel { command, .. } => rpm.display(command),
         }
     }
@@ -84,6 +90,7 @@ pub fn propose(plan: &Plan, root: &Root, rpm: &RpmOstree, options: &Options) -> 
         root,
         options.replace_conflicts,
         &record.kargs_appended,
+        record.initramfs_stale_in.as_deref() == Some(host.pending.id.as_str()),
     )?;
     let mut steps: Vec<Step> = changes.files.iter().cloned().map(Step::WriteFile).collect();
     if changes.needs_kargs_transaction() {
@@ -96,6 +103,11 @@ pub fn propose(plan: &Plan, root: &Root, rpm: &RpmOstree, options: &Options) -> 
     if changes.enable_initramfs {
         steps.push(Step::EnableInitramfs {
             command: rpm.initramfs(true),
+        });
+    }
+    if let Some(InitramfsRebuild::Rerun { args }) = &changes.rebuild_initramfs {
+        steps.push(Step::RebuildInitramfs {
+            command: rpm.initramfs_rerun(args),
         });
     }
     if let Some(kernel) = &changes.kernel {
@@ -124,6 +136,8 @@ pub fn propose(plan: &Plan, root: &Root, rpm: &RpmOstree, options: &Options) -> 
 pub struct Applied {
     pub steps_run: Vec<String>,
     pub warnings: Vec<String>,
+    /// Why the change is not complete yet, when it is not (the initramfs could not be rebuilt).
+    pub incomplete: Option<&'static str>,
 }
 
 pub fn apply(plan: &Plan, root: &Root, options: &Options, is_root: bool) -> Result<Applied> {
@@ -131,6 +145,12 @@ pub fn apply(plan: &Plan, root: &Root, options: &Options, is_root: bool) -> Resu
     let _lock = preflight::check(root, &rpm, is_root)?;
     let proposal = propose(plan, root, &rpm, options)?;
     let mut record = state::load(root)?;
+    if !proposal.changes.files.is_empty() && !proposal.changes.enable_initramfs {
+        // Saved before the files change: if no later step makes a new deployment (it fails, or there is
+        // none), the next apply still knows this deployment's initramfs lacks the drop-ins.
+        record.initramfs_stale_in = Some(proposal.pending.clone());
+        state::save(root, &record)?;
+    }
     let mut done: Vec<String> = Vec::new();
     for (i, step) in proposal.steps.iter().enumerate() {
         match run_step(step, root, &options.sysroot, &rpm, &mut record) {
@@ -148,11 +168,21 @@ pub fn apply(plan: &Plan, root: &Root, options: &Options, is_root: bool) -> Resu
             }
         }
     }
+    // Whatever ran, the pending deployment must not be the one whose initramfs predates the drop-ins; when it
+    // still is and cannot be rebuilt, this says why the change is not complete.
+    let incomplete =
+        initramfs::rebuild_if_stale(root, &options.sysroot, &rpm, &mut record, &mut done).map_err(
+            |err| {
+                let not_done = ["rebuild of the initramfs for the new drop-ins".to_owned()];
+                err.context(half_way_report(root, &done, &not_done))
+            },
+        )?;
     let host = deployment::read(&options.sysroot)?;
     verify(plan, &host)?;
     Ok(Applied {
         steps_run: done,
         warnings: proposal.changes.warnings,
+        incomplete,
     })
 }
 
@@ -239,6 +269,11 @@ fn run_step(
             rpm.run(command)?;
             record.initramfs_enabled = true;
             state::save(root, record)?;
+            Ok(StepResult::Changed)
+        }
+        Step::RebuildInitramfs { command } => {
+            // Nothing to record: the origin keeps the settings it had, so revert has nothing to undo.
+            rpm.run(command)?;
             Ok(StepResult::Changed)
         }
         Step::Kernel { change, command } => {

@@ -41,9 +41,31 @@ pub struct Changes {
     pub files: Vec<FileChange>,
     /// `rpm-ostree initramfs --enable` is needed (regeneration is off in the pending deployment).
     pub enable_initramfs: bool,
+    /// Regeneration is already on and only the drop-ins change: the initramfs must be rebuilt to read them.
+    pub rebuild_initramfs: Option<InitramfsRebuild>,
     pub kernel: Option<KernelChange>,
     pub warnings: Vec<String>,
 }
+
+/// How the initramfs gets rebuilt when only /etc drop-ins changed and no other step makes a new deployment.
+/// rpm-ostree re-runs `initramfs --enable` while regeneration is on only when the origin or the call has
+/// `--arg=` values (it assumes a config file was edited); with none on either side it refuses with
+/// "initramfs regeneration state is already enabled".
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case", tag = "how")]
+pub enum InitramfsRebuild {
+    /// `rpm-ostree initramfs --enable` again with the origin's own `--arg=` values, unchanged.
+    Rerun { args: Vec<String> },
+    /// No args to re-pass: the tool cannot trigger it without changing the user's settings.
+    NotPossible,
+}
+
+/// What the user is told when the rebuild cannot be triggered (by apply or revert).
+pub const INITRAMFS_NOT_REBUILT: &str = "the change is NOT complete until the initramfs is regenerated: \
+     regeneration is already on without arguments, and rpm-ostree then refuses to re-run `initramfs --enable`. \
+     The /etc/dracut.conf.d and /etc/modprobe.d files as they are now reach the initramfs with the next deployment \
+     rpm-ostree makes (e.g. `rpm-ostree upgrade`); to do it now, run `rpm-ostree initramfs --disable` and then \
+     `rpm-ostree initramfs --enable`, then reboot";
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Conflict {
@@ -90,12 +112,14 @@ impl Changes {
 /// The changes that bring `pending` to the plan. Same-key conflicts are an input error unless
 /// `replace_conflicts`: rpm-ostree would append the planned karg beside the old one and the kernel would keep
 /// whichever comes last. Kargs an earlier apply added (`own`) are replaced without asking: they are ours.
+/// `initramfs_stale`: an earlier apply changed the drop-ins after `pending`'s initramfs was built.
 pub fn compute(
     plan: &Plan,
     pending: &DeploymentState,
     root: &Root,
     replace_conflicts: bool,
     own: &[String],
+    initramfs_stale: bool,
 ) -> Result<Changes> {
     if let Some(module) = plan.modules.first() {
         return Err(InputError::new(
@@ -169,15 +193,23 @@ pub fn compute(
     }
 
     changes.enable_initramfs = !pending.regenerate_initramfs;
+    if let Some(kernel) = &plan.kernel {
+        changes.kernel = kernel_change(&kernel.source, pending)?;
+    }
+    // A kargs or kernel transaction makes a new deployment, which regenerates the initramfs from the new /etc.
+    // The drop-ins may already be in place from an apply that stopped, or could not rebuild, before.
     if pending.regenerate_initramfs
-        && !changes.files.is_empty()
+        && (!changes.files.is_empty() || initramfs_stale)
         && !changes.needs_kargs_transaction()
+        && changes.kernel.is_none()
     {
-        changes.warnings.push(
-            "initramfs regeneration is already on, but the pending deployment was made before these \
-             drop-ins: they reach the initramfs with the next deployment (e.g. `rpm-ostree upgrade`)"
-                .into(),
-        );
+        changes.rebuild_initramfs = Some(if pending.initramfs_args.is_empty() {
+            InitramfsRebuild::NotPossible
+        } else {
+            InitramfsRebuild::Rerun {
+                args: pending.initramfs_args.clone(),
+            }
+        });
     }
     if changes.enable_initramfs
         && let Some(image) = &pending.container_image
@@ -187,9 +219,6 @@ pub fn compute(
              `rpm-ostree initramfs --enable` makes `bootc upgrade` refuse; image mode (`passthru-image build`) \
              fits such hosts better"
         ));
-    }
-    if let Some(kernel) = &plan.kernel {
-        changes.kernel = kernel_change(&kernel.source, pending)?;
     }
     Ok(changes)
 }
@@ -317,7 +346,7 @@ mod tests {
     fn appends_only_what_is_missing_whatever_the_spelling() {
         let (_dir, root) = empty_root();
         let host = pending("rw amd-iommu=on iommu=pt");
-        let changes = compute(&plan(), &host, &root, false, &[]).unwrap();
+        let changes = compute(&plan(), &host, &root, false, &[], false).unwrap();
         let append: Vec<&str> = changes.append.iter().map(Karg::as_str).collect();
         assert!(!append.contains(&"amd_iommu=on") && !append.contains(&"iommu=pt"));
         assert!(append.contains(&"kvm_amd.npt=1"));
@@ -329,16 +358,16 @@ mod tests {
     fn same_key_conflicts_need_the_flag_unless_the_karg_is_ours() {
         let (_dir, root) = empty_root();
         let host = pending("rw iommu=off");
-        let err = compute(&plan(), &host, &root, false, &[]).unwrap_err();
+        let err = compute(&plan(), &host, &root, false, &[], false).unwrap_err();
         assert_eq!(crate::error::exit_code(&err), 2);
         assert!(
             err.to_string().contains("iommu=off (planned iommu=pt)"),
             "{err}"
         );
-        let changes = compute(&plan(), &host, &root, true, &[]).unwrap();
+        let changes = compute(&plan(), &host, &root, true, &[], false).unwrap();
         assert_eq!(changes.delete, [Karg::from_host("iommu=off")]);
         // A value an earlier apply wrote is replaced without asking.
-        let changes = compute(&plan(), &host, &root, false, &["iommu=off".into()]).unwrap();
+        let changes = compute(&plan(), &host, &root, false, &["iommu=off".into()], false).unwrap();
         assert_eq!(changes.delete, [Karg::from_host("iommu=off")]);
     }
 
@@ -348,10 +377,10 @@ mod tests {
         let mut host = pending("rw");
         host.container_image =
             Some("ostree-image-signed:docker://quay.io/fedora/fedora-bootc:44".into());
-        let changes = compute(&plan(), &host, &root, false, &[]).unwrap();
+        let changes = compute(&plan(), &host, &root, false, &[], false).unwrap();
         assert!(changes.warnings.iter().any(|w| w.contains("bootc upgrade")));
         host.regenerate_initramfs = true;
-        let changes = compute(&plan(), &host, &root, false, &[]).unwrap();
+        let changes = compute(&plan(), &host, &root, false, &[], false).unwrap();
         assert!(!changes.warnings.iter().any(|w| w.contains("bootc upgrade")));
     }
 

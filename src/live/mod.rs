@@ -4,6 +4,7 @@ pub mod apply;
 pub mod changes;
 pub mod deployment;
 pub mod files;
+pub mod initramfs;
 pub mod preflight;
 pub mod revert;
 pub mod rpm_ostree;

@@ -6,8 +6,9 @@ use camino::Utf8PathBuf;
 use super::changes::KernelChange;
 use super::deployment;
 use super::files;
+use super::initramfs;
 use super::preflight;
-use super::rpm_ostree::RpmOstree;
+use super::rpm_ostree::{Invocation, RpmOstree};
 use super::state::{self, LiveState};
 use crate::error::ChecksFailed;
 use crate::kargs::Karg;
@@ -16,6 +17,8 @@ use crate::root::Root;
 #[derive(Debug)]
 pub struct Reverted {
     pub steps_run: Vec<String>,
+    /// Why the revert is not complete yet, when it is not (the initramfs could not be rebuilt).
+    pub incomplete: Option<&'static str>,
 }
 
 pub fn revert(root: &Root, sysroot: &Utf8PathBuf, is_root: bool) -> Result<Reverted> {
@@ -24,84 +27,154 @@ pub fn revert(root: &Root, sysroot: &Utf8PathBuf, is_root: bool) -> Result<Rever
     let mut record = state::load(root)?;
     let mut done = Vec::new();
     if record.is_empty() {
-        return Ok(Reverted { steps_run: done });
+        return Ok(Reverted {
+            steps_run: done,
+            incomplete: None,
+        });
     }
     let original = record.clone();
-    let pending = deployment::read(sysroot)?.pending;
-    let result = (|| -> Result<()> {
-        // Files first: when initramfs regeneration stays on, the next deployment must read the old /etc.
-        while let Some(file) = record.files.first().cloned() {
-            match &file.backup {
-                Some(backup) => {
-                    files::restore(root, &file.path, backup)?;
-                    done.push(format!("restore {} from {backup}", file.path));
-                }
-                None => {
-                    files::remove(root, &file.path)?;
-                    done.push(format!("remove {}", file.path));
-                }
-            }
-            record.files.remove(0);
-            state::save(root, &record)?;
-        }
-        if !record.kargs_appended.is_empty() || !record.kargs_deleted.is_empty() {
-            let delete: Vec<Karg> = record
-                .kargs_appended
-                .iter()
-                .map(|k| Karg::from_host(k))
-                .collect();
-            let append: Vec<Karg> = record
-                .kargs_deleted
-                .iter()
-                .map(|k| Karg::from_host(k))
-                .collect();
-            let command = rpm.kargs(&append, &delete);
-            rpm.run(&command)?;
-            done.push(rpm.display(&command));
-            record.kargs_appended.clear();
-            record.kargs_deleted.clear();
-            state::save(root, &record)?;
-        }
-        if record.initramfs_enabled {
-            if pending.regenerate_initramfs {
-                let command = rpm.initramfs(false);
-                rpm.run(&command)?;
-                done.push(rpm.display(&command));
-            }
-            record.initramfs_enabled = false;
-            state::save(root, &record)?;
-        }
-        if let Some(kernel) = record.kernel.clone() {
-            for command in kernel_undo(&rpm, &kernel) {
-                rpm.run(&command)?;
-                done.push(rpm.display(&command));
-            }
-            record.kernel = None;
-            state::save(root, &record)?;
-        }
-        Ok(())
+    // Each undo saves the record right after its command, keeping only what is left: a revert that fails
+    // half-way can be run again and neither redoes nor trips over what is already undone.
+    let result = (|| {
+        undo_files(root, sysroot, &mut record, &mut done)?;
+        undo_kargs(root, &rpm, &mut record, &mut done)?;
+        undo_initramfs(root, sysroot, &rpm, &mut record, &mut done)?;
+        undo_kernel(root, &rpm, &mut record, &mut done)?;
+        initramfs::rebuild_if_stale(root, sysroot, &rpm, &mut record, &mut done)
     })();
-    if let Err(err) = result {
-        return Err(err.context(format!(
-            "revert stopped half-way; done: [{}]; what is left to undo stays recorded in {}: run revert again",
-            done.join("; "),
-            state::FILE
-        )));
-    }
+    let incomplete = match result {
+        Ok(incomplete) => incomplete,
+        Err(err) => {
+            return Err(err.context(format!(
+                "revert stopped half-way; done: [{}]; what is left to undo stays recorded in {}: run revert again",
+                done.join("; "),
+                state::FILE
+            )));
+        }
+    };
     verify(sysroot, &original)?;
-    Ok(Reverted { steps_run: done })
+    Ok(Reverted {
+        steps_run: done,
+        incomplete,
+    })
 }
 
-fn kernel_undo(rpm: &RpmOstree, kernel: &KernelChange) -> Vec<super::rpm_ostree::Invocation> {
-    match kernel {
-        KernelChange::Replace { packages } => {
-            vec![rpm.override_reset(&packages.iter().map(|p| package_name(p)).collect::<Vec<_>>())]
-        }
-        KernelChange::RemoveInstall { remove, install } => vec![
-            rpm.uninstall(&install.iter().map(|p| package_name(p)).collect::<Vec<_>>()),
-            rpm.override_reset(remove),
-        ],
+/// Files first: when initramfs regeneration stays on, the next deployment must read the old /etc.
+fn undo_files(
+    root: &Root,
+    sysroot: &Utf8PathBuf,
+    record: &mut LiveState,
+    done: &mut Vec<String>,
+) -> Result<()> {
+    if record.files.is_empty() {
+        return Ok(());
     }
+    // Marked before the files change: under regeneration, the pending initramfs has apply's drop-ins in it
+    // until a new deployment exists (see `initramfs::rebuild_if_stale`).
+    let pending = deployment::read(sysroot)?.pending;
+    record.initramfs_stale_in = pending.regenerate_initramfs.then_some(pending.id);
+    state::save(root, record)?;
+    while let Some(file) = record.files.first().cloned() {
+        match &file.backup {
+            Some(backup) => {
+                files::restore(root, &file.path, backup)?;
+                done.push(format!("restore {} from {backup}", file.path));
+            }
+            None => {
+                files::remove(root, &file.path)?;
+                done.push(format!("remove {}", file.path));
+            }
+        }
+        record.files.remove(0);
+        state::save(root, record)?;
+    }
+    Ok(())
+}
+
+fn undo_kargs(
+    root: &Root,
+    rpm: &RpmOstree,
+    record: &mut LiveState,
+    done: &mut Vec<String>,
+) -> Result<()> {
+    if record.kargs_appended.is_empty() && record.kargs_deleted.is_empty() {
+        return Ok(());
+    }
+    let delete: Vec<Karg> = record
+        .kargs_appended
+        .iter()
+        .map(|k| Karg::from_host(k))
+        .collect();
+    let append: Vec<Karg> = record
+        .kargs_deleted
+        .iter()
+        .map(|k| Karg::from_host(k))
+        .collect();
+    // One call for both, like apply; `-if-present`/`-if-missing` make it safe to repeat.
+    let command = rpm.kargs(&append, &delete);
+    rpm.run(&command)?;
+    done.push(rpm.display(&command));
+    record.kargs_appended.clear();
+    record.kargs_deleted.clear();
+    state::save(root, record)
+}
+
+fn undo_initramfs(
+    root: &Root,
+    sysroot: &Utf8PathBuf,
+    rpm: &RpmOstree,
+    record: &mut LiveState,
+    done: &mut Vec<String>,
+) -> Result<()> {
+    if !record.initramfs_enabled {
+        return Ok(());
+    }
+    // Read now, not before the kargs call: `--disable` fails when regeneration is already off (e.g. the
+    // user turned it off, or an interrupted revert got this far without saving).
+    if deployment::read(sysroot)?.pending.regenerate_initramfs {
+        let command = rpm.initramfs(false);
+        rpm.run(&command)?;
+        done.push(rpm.display(&command));
+    }
+    record.initramfs_enabled = false;
+    state::save(root, record)
+}
+
+/// Renamed packages take two commands; after the first, the record keeps the kernel change without its
+/// installed packages, so a rerun goes straight to the second.
+fn undo_kernel(
+    root: &Root,
+    rpm: &RpmOstree,
+    record: &mut LiveState,
+    done: &mut Vec<String>,
+) -> Result<()> {
+    while let Some(kernel) = record.kernel.clone() {
+        let (command, left) = next_kernel_undo(rpm, &kernel);
+        rpm.run(&command)?;
+        done.push(rpm.display(&command));
+        record.kernel = left;
+        state::save(root, record)?;
+    }
+    Ok(())
+}
+
+/// The next command that undoes `kernel`, and what is left to undo after it.
+fn next_kernel_undo(rpm: &RpmOstree, kernel: &KernelChange) -> (Invocation, Option<KernelChange>) {
+    match kernel {
+        KernelChange::Replace { packages } => (rpm.override_reset(&package_names(packages)), None),
+        KernelChange::RemoveInstall { remove, install } if !install.is_empty() => (
+            rpm.uninstall(&package_names(install)),
+            Some(KernelChange::RemoveInstall {
+                remove: remove.clone(),
+                install: Vec::new(),
+            }),
+        ),
+        KernelChange::RemoveInstall { remove, .. } => (rpm.override_reset(remove), None),
+    }
+}
+
+fn package_names(files: &[Utf8PathBuf]) -> Vec<String> {
+    files.iter().map(|p| package_name(p)).collect()
 }
 
 /// The package name of an RPM file named `name-version-release.arch.rpm`.

@@ -65,6 +65,13 @@ impl RpmOstree {
         self.build(&["initramfs"], [flag.to_owned()])
     }
 
+    /// `initramfs --enable` again with the origin's current args: rpm-ostree regenerates without changing them.
+    pub fn initramfs_rerun(&self, args: &[String]) -> Invocation {
+        let rest =
+            std::iter::once("--enable".to_owned()).chain(args.iter().map(|a| format!("--arg={a}")));
+        self.build(&["initramfs"], rest)
+    }
+
     /// Replaces base packages by local package files of the same names.
     pub fn override_replace(&self, packages: &[Utf8PathBuf]) -> Invocation {
         self.build(

@@ -27,6 +27,10 @@ pub struct LiveState {
     pub initramfs_enabled: bool,
     pub files: Vec<FileRecord>,
     pub kernel: Option<KernelChange>,
+    /// The pending deployment apply changed the drop-ins under while regeneration was already on: its
+    /// initramfs predates them. Any newer deployment was regenerated from them, so this one alone is stale.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub initramfs_stale_in: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

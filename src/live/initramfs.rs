@@ -1,0 +1,42 @@
+//! The last step of apply and revert: the pending initramfs must match the /etc drop-ins they changed.
+//!
+//! Under regeneration that is on, every new deployment regenerates the initramfs from /etc. apply and revert
+//! mark the pending deployment (`initramfs_stale_in`) before they change drop-ins; if it is still the pending
+//! one once their other commands ran (none of them makes a deployment, or one failed), it needs a rebuild of
+//! its own.
+
+use anyhow::Result;
+use camino::Utf8Path;
+
+use super::changes;
+use super::deployment;
+use super::rpm_ostree::RpmOstree;
+use super::state::{self, LiveState};
+use crate::root::Root;
+
+/// Rebuilds the pending initramfs when it is still the marked one, with `initramfs --enable` and the
+/// origin's own args. Without args rpm-ostree refuses that, so the marker stays and the reason is returned:
+/// the next apply or revert says so again, until some new deployment exists.
+pub fn rebuild_if_stale(
+    root: &Root,
+    sysroot: &Utf8Path,
+    rpm: &RpmOstree,
+    record: &mut LiveState,
+    done: &mut Vec<String>,
+) -> Result<Option<&'static str>> {
+    let Some(stale) = record.initramfs_stale_in.clone() else {
+        return Ok(None);
+    };
+    let pending = deployment::read(sysroot)?.pending;
+    if stale == pending.id && pending.regenerate_initramfs {
+        if pending.initramfs_args.is_empty() {
+            return Ok(Some(changes::INITRAMFS_NOT_REBUILT));
+        }
+        let command = rpm.initramfs_rerun(&pending.initramfs_args);
+        rpm.run(&command)?;
+        done.push(rpm.display(&command));
+    }
+    record.initramfs_stale_in = None;
+    state::save(root, record)?;
+    Ok(None)
+}
