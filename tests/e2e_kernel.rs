@@ -117,6 +117,43 @@ fn base_kernel() -> &'static str {
     KVER.get_or_init(|| only_kernel(&MountedImage::new(test_base())))
 }
 
+/// Installed packages of a dpkg status file with a dependency (without alternatives) on a package that is
+/// neither installed nor provided: what makes every later `apt-get install` fail.
+fn unmet_dependencies(status: &str) -> Vec<String> {
+    let mut installed = BTreeSet::new();
+    let mut depends = Vec::new();
+    for stanza in status.split("\n\n") {
+        let field = |name: &str| {
+            stanza
+                .lines()
+                .find_map(|l| l.strip_prefix(name).and_then(|v| v.strip_prefix(": ")))
+                .unwrap_or("")
+        };
+        if field("Status") != "install ok installed" {
+            continue;
+        }
+        let package = field("Package").to_owned();
+        installed.insert(package.clone());
+        for provided in field("Provides").split(',') {
+            installed.insert(provided.split_whitespace().next().unwrap_or("").to_owned());
+        }
+        for dep in field("Depends")
+            .split(',')
+            .chain(field("Pre-Depends").split(','))
+        {
+            let name = dep.split_whitespace().next().unwrap_or("");
+            if !dep.contains('|') && !name.is_empty() {
+                depends.push((package.clone(), name.split(':').next().unwrap().to_owned()));
+            }
+        }
+    }
+    depends
+        .into_iter()
+        .filter(|(_, dep)| !installed.contains(dep))
+        .map(|(package, dep)| format!("{package} -> {dep}"))
+        .collect()
+}
+
 /// vendor-reset from the local fixture source.
 fn vendor_reset_toml() -> String {
     let source = repo_dir().join("tests/fixtures/kmod-hello");
@@ -250,6 +287,19 @@ fn acs_kernel_swap_from_local_debs_leaves_exactly_the_new_kernel() {
         .unwrap_or_default();
     assert!(boot.is_empty(), "/boot is not empty: {boot:?}");
 
+    // No dangling links into /boot, and a package database later layers can still apt-get on.
+    for link in ["/vmlinuz", "/vmlinuz.old", "/initrd.img", "/initrd.img.old"] {
+        assert!(
+            image.path(link).symlink_metadata().is_err(),
+            "{link} left in the image"
+        );
+    }
+    let unmet = unmet_dependencies(&read(&image, "/var/lib/dpkg/status"));
+    assert!(
+        unmet.is_empty(),
+        "installed packages with unmet dependencies: {unmet:?}"
+    );
+
     // The initramfs of the new kernel, regenerated with the VFIO drivers.
     let initramfs = image.path(&format!("/usr/lib/modules/{kver}/initramfs.img"));
     let listing = run(Command::new("lsinitrd").arg(&initramfs));
@@ -269,9 +319,39 @@ fn acs_kernel_swap_from_local_debs_leaves_exactly_the_new_kernel() {
         "{kargs}"
     );
 
-    // The module was built against the new kernel, not the base's.
+    // The module was built against the new kernel, not the base's, with headers that stayed in the builder
+    // stage: the final image has none for the new kernel, and the old kernel's went with it.
     let info = modinfo(&image.root, &kver, MODULE);
     assert!(info.contains(&format!("vermagic:       {kver} ")), "{info}");
+    let headers = names(&image, "/usr/src", "linux-headers-");
+    assert!(
+        !headers
+            .iter()
+            .any(|h| h.ends_with(&kver) || h.ends_with(old)),
+        "kernel headers in the final image: {headers:?}"
+    );
+    assert!(
+        !image
+            .path(&format!("/usr/lib/modules/{kver}/build"))
+            .exists()
+    );
+    // Nor the packages the kernel came from, in any layer: they were bind-mounted, not copied.
+    let history = run(Command::new("podman").args([
+        "history",
+        "--no-trunc",
+        "--format",
+        "{{.CreatedBy}}",
+        &tag,
+    ]));
+    assert!(
+        history.contains("--mount=type=bind,source=kernel"),
+        "{history}"
+    );
+    assert!(
+        !history.contains("passthru-kernel/"),
+        "a layer copied the kernel packages:\n{history}"
+    );
+    assert!(!image.path("/var/tmp/passthru-kernel").exists());
 }
 
 /// One step of the engine's output: its `STEP n/m: ...` line and whether the engine took it from cache.
