@@ -64,13 +64,14 @@ pub fn run_streamed(argv: &[OsString], verbose: bool) -> Result<()> {
     Ok(())
 }
 
-/// podman and buildah print `STEP 3/9: RUN …`, with `[2/3] ` before it in multi-stage builds; docker's classic
-/// builder prints `Step 3/9 : RUN …`.
+/// podman and buildah print `STEP 3/9: RUN …` (`[2/3] STEP 3/9: RUN …` in multi-stage builds), docker's
+/// classic builder `Step 3/9 : RUN …`.
 fn is_step(line: &str) -> bool {
-    let line = match line.strip_prefix('[').and_then(|rest| rest.split_once("] ")) {
-        Some((stage, rest)) if stage.contains('/') => rest,
-        _ => line,
-    };
+    let line = line
+        .strip_prefix('[')
+        .and_then(|rest| rest.split_once("] "))
+        .filter(|(stage, _)| stage.bytes().all(|b| b.is_ascii_digit() || b == b'/'))
+        .map_or(line, |(_, rest)| rest);
     line.strip_prefix("STEP ")
         .or_else(|| line.strip_prefix("Step "))
         .and_then(|rest| rest.split_once('/'))
@@ -85,7 +86,8 @@ mod tests {
     fn step_lines_of_each_engine() {
         assert!(is_step("STEP 3/9: RUN [\"/usr/libexec/x\"]"));
         assert!(is_step("Step 1/4 : FROM base"));
-        assert!(is_step("[1/2] STEP 3/5: RUN [\"/usr/libexec/passthru-image/build-kmods\"]"));
+        assert!(is_step("[2/3] STEP 4/4: RUN [\"/usr/libexec/x\"]"));
+        assert!(!is_step("[note] STEP 4/4: RUN"));
         assert!(!is_step("[1/2] nothing"));
         assert!(!is_step("STEP: nothing"));
         assert!(!is_step("--> Using cache 1234"));

@@ -72,11 +72,29 @@ impl BuildContext {
 }
 
 pub fn render(plan: &Plan) -> Result<BuildContext> {
-    let mut files = vec![ContextFile::text(
+    let mut files = Vec::new();
+    // The packages reach the kernel swap through a bind mount, which the engine's layer cache does not look
+    // into: the digest of their SHA256SUMS goes on the RUN line, so other packages make another step.
+    let mut kernel_sums = None;
+    if let Some(kernel) = &plan.kernel
+        && let KernelSource::Packages {
+            dir,
+            files: packages,
+        } = &kernel.source
+    {
+        let packages = kernel_packages(dir, packages)?;
+        let listing = packages
+            .iter()
+            .find(|f| f.path == KERNEL_SUMS)
+            .expect("kernel_packages writes the SHA256SUMS");
+        kernel_sums = Some(format!("{:x}", Sha256::digest(&listing.content)));
+        files.extend(packages);
+    }
+    files.push(ContextFile::text(
         "Containerfile",
         0o644,
-        &containerfile(plan)?,
-    )];
+        &containerfile(plan, kernel_sums.as_deref())?,
+    ));
     for (name, content) in SCRIPTS {
         files.push(ContextFile::text(format!("scripts/{name}"), 0o755, content));
     }
@@ -102,19 +120,14 @@ pub fn render(plan: &Plan) -> Result<BuildContext> {
             .map_err(|e| InputError::new("vendor-reset.path", format!("{e:#}")))?;
         }
     }
-    if let Some(kernel) = &plan.kernel
-        && let KernelSource::Packages {
-            dir,
-            files: packages,
-        } = &kernel.source
-    {
-        files.extend(kernel_packages(dir, packages)?);
-    }
     files.sort_by(|a, b| a.path.cmp(&b.path));
     Ok(BuildContext { files })
 }
 
-fn containerfile(plan: &Plan) -> Result<String> {
+/// The checksums of the kernel packages, in the build context and in the bind mount of the swap step.
+const KERNEL_SUMS: &str = "kernel/SHA256SUMS";
+
+fn containerfile(plan: &Plan, kernel_sums: Option<&str>) -> Result<String> {
     #[derive(Serialize)]
     struct Module<'a> {
         name: &'a str,
@@ -142,6 +155,7 @@ fn containerfile(plan: &Plan) -> Result<String> {
             base => plan.image.base.as_str(),
             tag => plan.image.tag.as_str(),
             kernel => kernel,
+            kernel_sums => kernel_sums,
             modules => modules,
         })?;
     Ok(text)
@@ -216,7 +230,7 @@ fn kernel_packages(
         .iter()
         .map(|(name, sum)| format!("{sum}  {name}\n"))
         .collect();
-    out.push(ContextFile::text("kernel/SHA256SUMS", 0o644, &listing));
+    out.push(ContextFile::text(KERNEL_SUMS, 0o644, &listing));
     Ok(out)
 }
 
@@ -278,7 +292,20 @@ mod tests {
             &[],
         );
         assert_eq!(from_lines(&text), ["FROM quay.io/fedora/fedora-bootc:44"]);
-        let swap = text.find("swap-kernel\", \"packages\"").unwrap();
+        let swap = text.find("swap-kernel\", \"packages\"").expect(&text);
+        // Bind-mounted with their checksums' digest on the RUN line, never copied into a layer.
+        let sums = format!(
+            "{:x}",
+            Sha256::digest(format!(
+                "{:x}  kernel-core-6.11.4-301.acs.fc41.x86_64.rpm\n",
+                Sha256::digest(b"rpm")
+            ))
+        );
+        assert!(
+            text.contains(&format!("RUN --mount=type=bind,source=kernel,target=/run/passthru-kernel [\"/usr/libexec/passthru-image/swap-kernel\", \"packages\", \"/run/passthru-kernel\", \"{sums}\"]")),
+            "{text}"
+        );
+        assert!(!text.contains("COPY kernel"), "{text}");
         assert!(
             swap < text.find("regenerate-initramfs\"]").unwrap(),
             "{text}"

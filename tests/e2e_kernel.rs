@@ -1,0 +1,436 @@
+//! End-to-end tests of issue 5: the vendor-reset module and the ACS-override kernel, built for real into
+//! images on the offline Debian test base and inspected independently (podman image mount, modinfo and
+//! lsinitrd on the host against the mounted tree).
+//!
+//! The module source is the tests' own tests/fixtures/kmod-hello (with its own dkms.conf) standing in for
+//! vendor-reset; the replacement kernel is Debian's cloud flavour of the base's kernel ABI, fetched once by
+//! tests/base/fetch-alt-kernel.sh. Each image build takes about a minute here, so the tests share what they
+//! can through the engine's layer cache: the two kernel tests build the same config, one after the other.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::process::Command;
+use std::sync::{Mutex, OnceLock};
+
+use common::{MountedImage, build_image, image_label, repo_dir, test_base, write_config};
+
+/// The module the kmod-hello fixture builds (its dkms.conf BUILT_MODULE_NAME).
+const MODULE: &str = "kmod_hello";
+/// A Polaris 10 GPU: in vendor-reset's table, so the udev rule names it.
+const POLARIS: &str = "1002:67df";
+
+/// Removes the images a test made when it ends, failed or not. Declared before any [`MountedImage`] so it is
+/// dropped after them.
+struct Images(Vec<String>);
+
+impl Images {
+    fn tag(&mut self, name: &str) -> String {
+        let tag = format!(
+            "localhost/passthru-e2e-kernel-{name}:{}",
+            std::process::id()
+        );
+        self.0.push(tag.clone());
+        tag
+    }
+}
+
+impl Drop for Images {
+    fn drop(&mut self) {
+        for image in &self.0 {
+            let _ = Command::new("podman")
+                .args(["rmi", "--force", image])
+                .output();
+        }
+    }
+}
+
+/// The kernel tests build the same image; one at a time, so the second takes it from the layer cache.
+fn kernel_builds() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn run(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// The version of the only kernel of a mounted image: exactly one /usr/lib/modules/* holds a vmlinuz.
+fn only_kernel(image: &MountedImage) -> String {
+    let modules = image.path("/usr/lib/modules");
+    let kernels: Vec<String> = std::fs::read_dir(&modules)
+        .unwrap_or_else(|e| panic!("{}: {e}", modules.display()))
+        .map(|e| e.unwrap())
+        .filter(|e| e.path().join("vmlinuz").is_file())
+        .map(|e| e.file_name().into_string().unwrap())
+        .collect();
+    assert_eq!(kernels.len(), 1, "kernels with a vmlinuz: {kernels:?}");
+    kernels.into_iter().next().unwrap()
+}
+
+/// Paths under `dir` of the mounted image whose file name starts with `prefix`, relative to `dir`.
+fn names(image: &MountedImage, dir: &str, prefix: &str) -> BTreeSet<String> {
+    let Ok(entries) = std::fs::read_dir(image.path(dir)) else {
+        return BTreeSet::new();
+    };
+    entries
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.starts_with(prefix))
+        .collect()
+}
+
+fn read(image: &MountedImage, path: &str) -> String {
+    std::fs::read_to_string(image.path(path)).unwrap_or_else(|e| panic!("{path} in the image: {e}"))
+}
+
+/// modinfo of the host, reading the image's module tree (modules.dep from the image's depmod).
+fn modinfo(root: &Path, kver: &str, module: &str) -> String {
+    run(Command::new("modinfo")
+        .arg("-b")
+        .arg(root)
+        .args(["-k", kver, module]))
+}
+
+/// The directory of the alternative kernel's .debs for the test base's kernel ABI.
+fn alt_kernel_debs(base_kver: &str) -> String {
+    let out = run(Command::new("bash")
+        .arg(repo_dir().join("tests/base/fetch-alt-kernel.sh"))
+        .arg(base_kver)
+        .stderr(std::process::Stdio::inherit()));
+    out.lines()
+        .last()
+        .expect("fetch-alt-kernel.sh printed its directory")
+        .trim()
+        .to_owned()
+}
+
+fn base_kernel() -> &'static str {
+    static KVER: OnceLock<String> = OnceLock::new();
+    KVER.get_or_init(|| only_kernel(&MountedImage::new(test_base())))
+}
+
+/// Installed packages of a dpkg status file with a dependency (without alternatives) on a package that is
+/// neither installed nor provided: what makes every later `apt-get install` fail.
+fn unmet_dependencies(status: &str) -> Vec<String> {
+    let mut installed = BTreeSet::new();
+    let mut depends = Vec::new();
+    for stanza in status.split("\n\n") {
+        let field = |name: &str| {
+            stanza
+                .lines()
+                .find_map(|l| l.strip_prefix(name).and_then(|v| v.strip_prefix(": ")))
+                .unwrap_or("")
+        };
+        if field("Status") != "install ok installed" {
+            continue;
+        }
+        let package = field("Package").to_owned();
+        installed.insert(package.clone());
+        for provided in field("Provides").split(',') {
+            installed.insert(provided.split_whitespace().next().unwrap_or("").to_owned());
+        }
+        for dep in field("Depends")
+            .split(',')
+            .chain(field("Pre-Depends").split(','))
+        {
+            let name = dep.split_whitespace().next().unwrap_or("");
+            if !dep.contains('|') && !name.is_empty() {
+                depends.push((package.clone(), name.split(':').next().unwrap().to_owned()));
+            }
+        }
+    }
+    depends
+        .into_iter()
+        .filter(|(_, dep)| !installed.contains(dep))
+        .map(|(package, dep)| format!("{package} -> {dep}"))
+        .collect()
+}
+
+/// vendor-reset from the local fixture source.
+fn vendor_reset_toml() -> String {
+    let source = repo_dir().join("tests/fixtures/kmod-hello");
+    format!(
+        "[vendor-reset]\nenabled = true\npath = \"{}\"\n",
+        source.display()
+    )
+}
+
+/// The ACS-override kernel from the local .debs plus vendor-reset, for the devices `ids`.
+fn acs_config(dir: &Path, tag: &str, ids: &[&str]) -> std::path::PathBuf {
+    let debs = alt_kernel_debs(base_kernel());
+    let ids: Vec<String> = ids.iter().map(|id| format!("\"{id}\"")).collect();
+    let body = format!(
+        "[cpu]\nvendor = \"intel\"\n\n[gpu]\nvendors = [\"amd\"]\n\n[vfio]\nids = [{}]\n\n{}\n\
+         [acs-override]\nenabled = true\nmode = [\"downstream\", \"multifunction\"]\npackages = \"{debs}\"\n",
+        ids.join(", "),
+        vendor_reset_toml()
+    );
+    write_config(dir, tag, &body)
+}
+
+#[test]
+fn vendor_reset_from_a_local_source_leaves_only_the_module() {
+    let mut images = Images(Vec::new());
+    let tag = images.tag("vendor-reset");
+    let dir = tempfile::tempdir().unwrap();
+    let body = format!(
+        "[cpu]\nvendor = \"amd\"\n\n[gpu]\nvendors = [\"amd\"]\n\n[vfio]\nids = [\"{POLARIS}\", \"1002:aaf0\"]\n\n{}",
+        vendor_reset_toml()
+    );
+    build_image(&write_config(dir.path(), &tag, &body), &tag);
+
+    let base = MountedImage::new(test_base());
+    let image = MountedImage::new(&tag);
+    let kver = only_kernel(&image);
+    assert_eq!(
+        kver,
+        base_kernel(),
+        "vendor-reset alone keeps the base's kernel"
+    );
+
+    // The .ko for the image's only kernel, where depmod (run in the image) and modinfo find it.
+    let ko = image.path(&format!("/usr/lib/modules/{kver}/extra/{MODULE}.ko"));
+    assert!(ko.is_file(), "{} missing", ko.display());
+    let info = modinfo(&image.root, &kver, MODULE);
+    assert!(
+        info.contains(&format!("/usr/lib/modules/{kver}/extra/{MODULE}.ko"))
+            || info.contains(&format!("/lib/modules/{kver}/extra/{MODULE}.ko")),
+        "{info}"
+    );
+    assert!(
+        info.contains(&format!("vermagic:       {kver} ")),
+        "built for another kernel:\n{info}"
+    );
+    let dep = read(&image, &format!("/usr/lib/modules/{kver}/modules.dep"));
+    assert!(
+        dep.contains(&format!("extra/{MODULE}.ko:")),
+        "depmod did not index it"
+    );
+
+    // Loaded early, and reset by vendor-reset's device-specific method for the planned Polaris only.
+    let load = read(&image, "/usr/lib/modules-load.d/vendor-reset.conf");
+    assert!(load.lines().any(|l| l.trim() == MODULE), "{load}");
+    let rule = read(
+        &image,
+        "/usr/lib/udev/rules.d/99-passthru-vendor-reset.rules",
+    );
+    assert!(
+        rule.contains("ATTR{vendor}==\"0x1002\", ATTR{device}==\"0x67df\""),
+        "{rule}"
+    );
+    assert!(
+        rule.contains("ATTR{reset_method}=\"device_specific\""),
+        "{rule}"
+    );
+    assert!(
+        !rule.contains("0xaaf0"),
+        "the HDMI audio function needs no vendor-reset:\n{rule}"
+    );
+
+    // Nothing of the build reaches the final image. The test base itself ships gcc, headers and an empty
+    // /var/lib/dkms (so that builds need no network); what counts is that the image adds none of them.
+    assert_eq!(
+        names(&image, "/usr/bin", "gcc"),
+        names(&base, "/usr/bin", "gcc"),
+        "compiler added"
+    );
+    assert_eq!(
+        names(&image, "/usr/src", ""),
+        names(&base, "/usr/src", ""),
+        "sources or headers added"
+    );
+    assert_eq!(
+        names(&image, "/var/lib/dkms", ""),
+        names(&base, "/var/lib/dkms", ""),
+        "dkms state in the final image"
+    );
+    assert!(
+        !image.path("/out").exists(),
+        "the builder stage's /out leaked"
+    );
+    assert_eq!(image_label(&tag, "containers.bootc").as_deref(), Some("1"));
+}
+
+#[test]
+fn acs_kernel_swap_from_local_debs_leaves_exactly_the_new_kernel() {
+    let mut images = Images(Vec::new());
+    let tag = images.tag("acs");
+    let dir = tempfile::tempdir().unwrap();
+    let config = acs_config(dir.path(), &tag, &[POLARIS, "1002:aaf0"]);
+    {
+        let _one_at_a_time = kernel_builds();
+        build_image(&config, &tag);
+    }
+
+    let image = MountedImage::new(&tag);
+    let kver = only_kernel(&image);
+    let old = base_kernel();
+    assert_ne!(kver, old, "the kernel was not swapped");
+    assert_eq!(
+        kver,
+        format!("{}-cloud-amd64", old.trim_end_matches("-amd64"))
+    );
+    assert!(
+        !image.path(&format!("/usr/lib/modules/{old}")).exists(),
+        "the old kernel's module directory stayed"
+    );
+    let boot: Vec<_> = std::fs::read_dir(image.path("/boot"))
+        .map(|d| d.map(|e| e.unwrap().file_name()).collect())
+        .unwrap_or_default();
+    assert!(boot.is_empty(), "/boot is not empty: {boot:?}");
+
+    // No dangling links into /boot, and a package database later layers can still apt-get on.
+    for link in ["/vmlinuz", "/vmlinuz.old", "/initrd.img", "/initrd.img.old"] {
+        assert!(
+            image.path(link).symlink_metadata().is_err(),
+            "{link} left in the image"
+        );
+    }
+    let unmet = unmet_dependencies(&read(&image, "/var/lib/dpkg/status"));
+    assert!(
+        unmet.is_empty(),
+        "installed packages with unmet dependencies: {unmet:?}"
+    );
+
+    // The initramfs of the new kernel, regenerated with the VFIO drivers.
+    let initramfs = image.path(&format!("/usr/lib/modules/{kver}/initramfs.img"));
+    let listing = run(Command::new("lsinitrd").arg(&initramfs));
+    let vfio_pci = listing.lines().find(|l| {
+        l.contains(&format!("/{kver}/"))
+            && (l.contains("/vfio-pci.ko") || l.contains("/vfio_pci.ko"))
+    });
+    assert!(
+        vfio_pci.is_some(),
+        "no vfio_pci for {kver} in the initramfs:\n{listing}"
+    );
+
+    // The kernel arguments carry the override only with the swapped kernel.
+    let kargs = read(&image, "/usr/lib/bootc/kargs.d/50-passthru.toml");
+    assert!(
+        kargs.contains("\"pcie_acs_override=downstream,multifunction\""),
+        "{kargs}"
+    );
+
+    // The module was built against the new kernel, not the base's, with headers that stayed in the builder
+    // stage: the final image has none for the new kernel, and the old kernel's went with it.
+    let info = modinfo(&image.root, &kver, MODULE);
+    assert!(info.contains(&format!("vermagic:       {kver} ")), "{info}");
+    let headers = names(&image, "/usr/src", "linux-headers-");
+    assert!(
+        !headers
+            .iter()
+            .any(|h| h.ends_with(&kver) || h.ends_with(old)),
+        "kernel headers in the final image: {headers:?}"
+    );
+    assert!(
+        !image
+            .path(&format!("/usr/lib/modules/{kver}/build"))
+            .exists()
+    );
+    // Nor the packages the kernel came from, in any layer: they were bind-mounted, not copied.
+    let history = run(Command::new("podman").args([
+        "history",
+        "--no-trunc",
+        "--format",
+        "{{.CreatedBy}}",
+        &tag,
+    ]));
+    assert!(
+        history.contains("--mount=type=bind,source=kernel"),
+        "{history}"
+    );
+    assert!(
+        !history.contains("passthru-kernel/"),
+        "a layer copied the kernel packages:\n{history}"
+    );
+    assert!(!image.path("/var/tmp/passthru-kernel").exists());
+}
+
+/// One step of the engine's output: its `STEP n/m: ...` line and whether the engine took it from cache.
+#[derive(Debug)]
+struct Step {
+    line: String,
+    cached: bool,
+}
+
+fn steps(output: &str) -> Vec<Step> {
+    let mut steps: Vec<Step> = Vec::new();
+    for line in output.lines() {
+        // podman prints `STEP 3/9: ...`, prefixed with `[2/3] ` in multi-stage builds.
+        let bare = line.trim_start_matches(|c: char| {
+            c == '[' || c == ']' || c == '/' || c.is_ascii_digit() || c == ' '
+        });
+        if bare.starts_with("STEP ") && bare.contains(": ") {
+            steps.push(Step {
+                line: bare.to_owned(),
+                cached: false,
+            });
+        } else if line.starts_with("--> Using cache")
+            && let Some(step) = steps.last_mut()
+        {
+            step.cached = true;
+        }
+    }
+    steps
+}
+
+#[test]
+fn changing_only_device_ids_rebuilds_only_the_host_layer() {
+    let mut images = Images(Vec::new());
+    let first = images.tag("cache-a");
+    let second = images.tag("cache-b");
+    let dir_a = tempfile::tempdir().unwrap();
+    let dir_b = tempfile::tempdir().unwrap();
+    let _one_at_a_time = kernel_builds();
+    build_image(
+        &acs_config(dir_a.path(), &first, &[POLARIS, "1002:aaf0"]),
+        &first,
+    );
+    let output = build_image(
+        &acs_config(dir_b.path(), &second, &[POLARIS, "1002:aaf0", "10de:1b80"]),
+        &second,
+    );
+
+    let steps = steps(&output);
+    let host = steps
+        .iter()
+        .position(|s| s.line.contains("COPY layers/host/"))
+        .unwrap_or_else(|| panic!("no host layer step in:\n{output}"));
+    for heavy in [
+        "swap-kernel",
+        "build-kmods",
+        "depmod",
+        "regenerate-initramfs",
+        "COPY --from=kmods",
+    ] {
+        let step = steps
+            .iter()
+            .find(|s| s.line.contains(heavy))
+            .unwrap_or_else(|| panic!("no {heavy} step in:\n{output}"));
+        assert!(step.cached, "{heavy} re-ran: {}\n{output}", step.line);
+    }
+    for step in &steps[..host] {
+        assert!(
+            step.cached || step.line.contains(": FROM "),
+            "re-ran before the host layer: {}\n{output}",
+            step.line
+        );
+    }
+    assert!(
+        !steps[host].cached,
+        "the host layer came from cache although the IDs changed:\n{output}"
+    );
+
+    // And the rebuilt image carries the new IDs.
+    let image = MountedImage::new(&second);
+    let kargs = read(&image, "/usr/lib/bootc/kargs.d/50-passthru.toml");
+    assert!(kargs.contains("10de:1b80"), "{kargs}");
+}
