@@ -112,7 +112,7 @@ impl Drop for MountedImage {
     fn drop(&mut self) {
         let _ = std::process::Command::new("podman")
             .args(["image", "unmount", &self.image])
-            .status();
+            .output();
     }
 }
 
