@@ -89,7 +89,7 @@ pub fn test_boot(options: &Options, progress: &dyn Fn(&str)) -> Result<BootRepor
     disk::make_disk(mounted.root(), &work, &disk_path)?;
     drop(mounted);
 
-    let spec = VmSpec {
+    let mut spec = VmSpec {
         kernel,
         initrd,
         disk: disk_path,
@@ -110,7 +110,17 @@ pub fn test_boot(options: &Options, progress: &dyn Fn(&str)) -> Result<BootRepor
         },
         options.timeout.as_secs()
     ));
-    let run = qemu::run(&spec, options.timeout)?;
+    let mut run = qemu::run(&spec, options.timeout)?;
+    // /dev/kvm can open and still not run a guest (nested or restricted hosts: QEMU aborts setting MSRs).
+    if spec.accel == Accel::Kvm && !run.exit_ok && run.console.trim().is_empty() {
+        progress(&format!(
+            "KVM did not start the VM ({}); retrying with TCG emulation",
+            run.stderr.lines().next().unwrap_or("no message").trim()
+        ));
+        spec.accel = Accel::Tcg;
+        let _ = std::fs::remove_file(&spec.console);
+        run = qemu::run(&spec, options.timeout)?;
+    }
     let parsed = probe::parse(&run.console);
     if !run.exit_ok && matches!(parsed, probe::Parsed::NotStarted) && !run.timed_out {
         anyhow::bail!(
