@@ -31,14 +31,22 @@ pub fn test_base() -> &'static str {
             .expect("run tests/base/make-base.sh");
         assert!(out.status.success(), "tests/base/make-base.sh failed");
         let stdout = String::from_utf8(out.stdout).unwrap();
-        stdout.lines().last().expect("make-base.sh printed the image").trim().to_owned()
+        stdout
+            .lines()
+            .last()
+            .expect("make-base.sh printed the image")
+            .trim()
+            .to_owned()
     })
 }
 
 /// A passthru.toml on the test base with `body` appended (everything but `[image]`).
 pub fn write_config(dir: &Path, tag: &str, body: &str) -> PathBuf {
     let path = dir.join("passthru.toml");
-    let text = format!("[image]\nbase = \"{}\"\ntag = \"{tag}\"\n\n{body}", test_base());
+    let text = format!(
+        "[image]\nbase = \"{}\"\ntag = \"{tag}\"\n\n{body}",
+        test_base()
+    );
     std::fs::write(&path, text).unwrap();
     path
 }
@@ -49,11 +57,24 @@ pub fn build_image(config: &Path, tag: &str) -> String {
     let out = bin()
         .arg("--config")
         .arg(config)
-        .args(["build", "--isolation", "chroot", "--pull", "never", "--tag", tag])
+        .args([
+            "build",
+            "--isolation",
+            "chroot",
+            "--pull",
+            "never",
+            "--tag",
+            tag,
+        ])
         .output()
         .expect("run passthru-image build");
-    let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "build of {} failed:\n{text}", config.display());
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "build of {} failed:\n{text}",
+        config.display()
+    );
     text
 }
 
@@ -76,7 +97,10 @@ impl MountedImage {
             String::from_utf8_lossy(&out.stderr)
         );
         let root = PathBuf::from(String::from_utf8(out.stdout).unwrap().trim());
-        MountedImage { image: image.to_owned(), root }
+        MountedImage {
+            image: image.to_owned(),
+            root,
+        }
     }
 
     pub fn path(&self, inside: &str) -> PathBuf {
@@ -95,7 +119,13 @@ impl Drop for MountedImage {
 /// A label of an image in local storage, if set.
 pub fn image_label(image: &str, label: &str) -> Option<String> {
     let out = std::process::Command::new("podman")
-        .args(["image", "inspect", "--format", &format!("{{{{index .Labels \"{label}\"}}}}"), image])
+        .args([
+            "image",
+            "inspect",
+            "--format",
+            &format!("{{{{index .Labels \"{label}\"}}}}"),
+            image,
+        ])
         .output()
         .expect("run podman image inspect");
     assert!(out.status.success(), "podman image inspect {image}");
