@@ -168,9 +168,13 @@ fn round(seconds: f64) -> f64 {
     (seconds * 10.0).round() / 10.0
 }
 
-/// The last `n` lines of the console, without carriage returns.
+/// The last `n` lines of the console without the probe's own lines (the report shows those already), and
+/// without carriage returns: what the kernel and the initramfs said on the way.
 pub fn tail(console: &str, n: usize) -> Vec<String> {
-    let lines: Vec<&str> = console.lines().collect();
+    let lines: Vec<&str> = console
+        .lines()
+        .filter(|l| !l.contains(probe::PREFIX))
+        .collect();
     lines[lines.len().saturating_sub(n)..]
         .iter()
         .map(|l| l.trim_end_matches('\r').to_owned())
@@ -182,6 +186,10 @@ mod tests {
     #[test]
     fn tail_keeps_the_last_lines() {
         assert_eq!(super::tail("a\r\nb\r\nc\r\n", 2), ["b", "c"]);
+        assert_eq!(
+            super::tail("a\nptprobe:begin 1\nptprobe:end 1\nb\n", 2),
+            ["a", "b"]
+        );
         assert_eq!(super::tail("", 5), Vec::<String>::new());
     }
 }

@@ -14,7 +14,8 @@ pub const SCRIPT: &str = include_str!("../../layers/boot/passthru-probe");
 /// Where the probe lives in the disk image; the VM boots with `init=` this path.
 pub const PATH_IN_IMAGE: &str = "/passthru-probe";
 
-const PREFIX: &str = "ptprobe:";
+/// Starts every line of the probe's report.
+pub const PREFIX: &str = "ptprobe:";
 
 /// What the probe saw in the VM.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]

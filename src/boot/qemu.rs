@@ -185,7 +185,7 @@ pub fn run(spec: &VmSpec, timeout: Duration) -> Result<VmRun> {
         .stderr_capture()
         .unchecked()
         .start()
-        .with_context(|| format!("starting {QEMU}"))?;
+        .with_context(|| format!("starting {QEMU} (install qemu-system-x86)"))?;
     let mut probe_done_after = None;
     let mut timed_out = false;
     let output = loop {
