@@ -123,6 +123,7 @@ pub struct TestBootArgs {
     /// Image in podman's local storage [default: the config's image.tag]
     #[arg(value_parser = parse_image_ref, value_name = "IMAGE")]
     pub image: Option<ImageRef>,
+    /// Print the report (checks, timings, what the probe saw) as JSON
     #[arg(long)]
     pub json: bool,
     /// Seconds the VM may run before it is killed and the boot fails

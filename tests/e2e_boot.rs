@@ -137,20 +137,19 @@ fn built_images_boot_with_the_stand_in_on_vfio_pci_under_intel_and_amd_iommus() 
     assert!(cmdline.contains(&"kvm_amd.npt=1".into()));
 }
 
-/// The image bootc would get after retracting our kargs (`kargs = []`): the initramfs still has the VFIO
-/// drivers, but nothing asks for the IOMMU or names a device, and test-boot says so instead of passing.
-#[test]
-fn an_image_whose_kargs_d_was_emptied_fails_kargs_and_binding() {
-    let dir = tempfile::tempdir().unwrap();
-    let (_config, good) = build_for(dir.path(), "intel", "before-breaking");
-    let broken = "localhost/passthru-e2e-boot:no-kargs".to_owned();
-    let _cleanup = RemoveImages(vec![good.clone(), broken.clone()]);
-    let ctx = dir.path().join("broken");
+/// Builds `localhost/passthru-e2e-boot:NAME` from `containerfile` (after a `FROM` of a good Intel image) in
+/// `dir`, with `files` in its context, and returns the tags of both images.
+fn break_image(dir: &Path, name: &str, containerfile: &str, files: &[(&str, &str)]) -> [String; 2] {
+    let (_config, good) = build_for(dir, "intel", &format!("{name}-before"));
+    let broken = format!("localhost/passthru-e2e-boot:{name}");
+    let ctx = dir.join("broken");
     std::fs::create_dir_all(&ctx).unwrap();
-    std::fs::write(ctx.join("50-passthru.toml"), "kargs = []\n").unwrap();
+    for (file, text) in files {
+        std::fs::write(ctx.join(file), text).unwrap();
+    }
     std::fs::write(
         ctx.join("Containerfile"),
-        format!("FROM {good}\nCOPY 50-passthru.toml /usr/lib/bootc/kargs.d/50-passthru.toml\n"),
+        format!("FROM {good}\n{containerfile}"),
     )
     .unwrap();
     let status = std::process::Command::new("podman")
@@ -165,9 +164,53 @@ fn an_image_whose_kargs_d_was_emptied_fails_kargs_and_binding() {
         .arg(&ctx)
         .status()
         .unwrap();
-    assert!(status.success());
+    assert!(status.success(), "building {broken}");
+    [good, broken]
+}
 
-    let config = write_config(dir.path(), &broken, "[cpu]\nvendor = \"intel\"\n");
+/// The image after a Containerfile that regenerates the initramfs without our dracut drop-in: the kargs
+/// are right, but vfio-pci is not in the initramfs, so nothing claims the device before the root
+/// filesystem's init runs.
+#[test]
+fn an_image_without_vfio_in_its_initramfs_fails_binding_and_modules() {
+    let dir = tempfile::tempdir().unwrap();
+    let images = break_image(
+        dir.path(),
+        "no-vfio-initramfs",
+        "RUN rm /usr/lib/dracut/dracut.conf.d/50-passthru-vfio.conf && kver=$(ls /usr/lib/modules) && \
+         dracut --no-hostonly --kver \"$kver\" --reproducible -f \"/usr/lib/modules/$kver/initramfs.img\"\n",
+        &[],
+    );
+    let _cleanup = RemoveImages(images.to_vec());
+    let config = write_config(dir.path(), &images[1], "[cpu]\nvendor = \"intel\"\n");
+    let (report, code, _) = test_boot(&config, &[]);
+    assert_eq!(code, 1, "{report:#}");
+    assert_eq!(check(&report, "boot")["status"], "pass");
+    assert_eq!(
+        check(&report, "kargs")["status"],
+        "pass",
+        "the kargs are fine"
+    );
+    assert_eq!(check(&report, "stand-in-on-vfio-pci")["status"], "fail");
+    let modules = check(&report, "vfio-modules");
+    assert_eq!(modules["status"], "fail");
+    assert!(modules["detail"].as_str().unwrap().contains("vfio_pci"));
+}
+
+/// The image bootc would get after retracting our kargs (`kargs = []`): the initramfs still has the VFIO
+/// drivers, but nothing names a device, and test-boot says so instead of passing.
+#[test]
+fn an_image_whose_kargs_d_was_emptied_fails_kargs_and_binding() {
+    let dir = tempfile::tempdir().unwrap();
+    let images = break_image(
+        dir.path(),
+        "no-kargs",
+        "COPY 50-passthru.toml /usr/lib/bootc/kargs.d/50-passthru.toml\n",
+        &[("50-passthru.toml", "kargs = []\n")],
+    );
+    let _cleanup = RemoveImages(images.to_vec());
+    let broken = &images[1];
+    let config = write_config(dir.path(), broken, "[cpu]\nvendor = \"intel\"\n");
     let (report, code, _) = test_boot(&config, &[]);
     assert_eq!(code, 1, "{report:#}");
     assert_eq!(report["passed"], false);
