@@ -72,7 +72,11 @@ fn print_human(report: &BootReport) {
         println!("{}  {}: {}", check.status.label(), check.name, check.detail);
     }
     if let Some(tail) = &report.console_tail {
-        println!("--- last {} lines of the serial console ---", tail.len());
+        if tail.is_empty() {
+            println!("--- the serial console stayed empty (the kernel printed nothing yet) ---");
+        } else {
+            println!("--- last {} lines of the serial console ---", tail.len());
+        }
         for line in tail {
             println!("{line}");
         }
