@@ -3,6 +3,7 @@
 use camino::Utf8PathBuf;
 use clap::{Args, Parser, Subcommand};
 
+use crate::boot::qemu::IommuKind;
 use crate::config::{CpuChoice, GpuVendor, Overrides};
 use crate::host::pci::PciAddress;
 use crate::image::engine::{Engine, Isolation, Label, Pull};
@@ -113,6 +114,25 @@ pub enum Command {
         #[command(flatten)]
         live: LiveArgs,
     },
+    /// Boot a built image under QEMU and check that a stand-in device comes up on vfio-pci
+    TestBoot(TestBootArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct TestBootArgs {
+    /// Image in podman's local storage [default: the config's image.tag]
+    #[arg(value_parser = parse_image_ref, value_name = "IMAGE")]
+    pub image: Option<ImageRef>,
+    /// Print the report (checks, timings, what the probe saw) as JSON
+    #[arg(long)]
+    pub json: bool,
+    /// Seconds the VM may run before it is killed and the boot fails
+    #[arg(long, value_name = "SECS", default_value_t = 300,
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub timeout: u64,
+    /// Virtual IOMMU of the VM [default: from the plan's CPU vendor]
+    #[arg(long, value_enum)]
+    pub iommu: Option<IommuKind>,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -8,6 +8,7 @@ mod generate;
 mod groups;
 mod plan;
 mod revert;
+mod test_boot;
 
 use anyhow::Result;
 
@@ -38,6 +39,7 @@ pub fn run(cli: &Cli) -> Result<()> {
             device,
         } => detect::run(cli, write.as_deref(), *force, *device),
         Command::Doctor { json, overrides } => doctor::run(cli, overrides, *json),
+        Command::TestBoot(args) => test_boot::run(cli, args),
     }
 }
 

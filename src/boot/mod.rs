@@ -1,0 +1,195 @@
+//! `test-boot`: boots a built image under QEMU and shows whether its kargs and initramfs really put the
+//! planned device on vfio-pci, before anyone reboots a workstation into it.
+//!
+//! - [`disk`]: the image's root filesystem (podman), kernel, initramfs, kargs.d, and the ext4 disk made of it
+//! - [`qemu`]: the VM's kernel command line and QEMU command line, run under a timeout
+//! - [`probe`]: the script that runs as init in the VM, and the parser for its console report
+//! - [`verdict`]: one check per question, from the probe's report
+
+pub mod disk;
+pub mod probe;
+pub mod qemu;
+pub mod verdict;
+
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use camino::Utf8PathBuf;
+use serde::Serialize;
+
+use crate::image_ref::ImageRef;
+use probe::ProbeReport;
+use qemu::{Accel, IommuKind, VmSpec};
+use verdict::{Check, Expectations, Status};
+
+/// Lines of the console shown when a check fails.
+pub const CONSOLE_TAIL_LINES: usize = 40;
+
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub image: ImageRef,
+    pub iommu: IommuKind,
+    pub timeout: Duration,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct BootReport {
+    pub image: String,
+    pub kernel: String,
+    pub iommu: IommuKind,
+    pub accel: Accel,
+    pub stand_in: String,
+    /// The kargs from the image's kargs.d, as bootc would apply them.
+    pub image_kargs: Vec<String>,
+    /// The VM's whole kernel command line.
+    pub cmdline: Vec<String>,
+    pub checks: Vec<Check>,
+    pub passed: bool,
+    /// Seconds from QEMU's start until the probe's report was complete.
+    pub probe_seconds: Option<f64>,
+    /// Seconds QEMU ran in all.
+    pub vm_seconds: f64,
+    pub timed_out: bool,
+    pub probe: Option<ProbeReport>,
+    /// The end of the serial console, when a check failed.
+    pub console_tail: Option<Vec<String>>,
+}
+
+impl BootReport {
+    pub fn failures(&self) -> usize {
+        self.checks
+            .iter()
+            .filter(|c| c.status == Status::Fail)
+            .count()
+    }
+}
+
+/// Exports the image to a disk, boots it and judges what the probe saw. `progress` gets one line per step.
+pub fn test_boot(options: &Options, progress: &dyn Fn(&str)) -> Result<BootReport> {
+    // Removed with everything in it (the disk is as large as the image) however test_boot returns.
+    let scratch = tempfile::Builder::new()
+        .prefix("passthru-test-boot.")
+        .tempdir_in(std::env::var_os("TMPDIR").unwrap_or_else(|| "/var/tmp".into()))
+        .context("creating a work directory")?;
+    let work = Utf8PathBuf::try_from(scratch.path().to_path_buf())
+        .context("the work directory's path is not UTF-8")?;
+
+    progress(&format!("Mounting {}", options.image));
+    let mounted = disk::MountedImage::mount(&options.image)?;
+    let files = disk::boot_files(mounted.root())?;
+    let kernel = work.join("vmlinuz");
+    let initrd = work.join("initramfs.img");
+    std::fs::copy(&files.kernel, &kernel).context("copying the image's kernel")?;
+    std::fs::copy(&files.initrd, &initrd).context("copying the image's initramfs")?;
+    progress(&format!(
+        "Making an ext4 disk of its root filesystem (kernel {})",
+        files.kver
+    ));
+    let disk_path = work.join("root.img");
+    disk::make_disk(mounted.root(), &work, &disk_path)?;
+    drop(mounted);
+
+    let mut spec = VmSpec {
+        kernel,
+        initrd,
+        disk: disk_path,
+        console: work.join("console.log"),
+        cmdline: qemu::cmdline(&files.kargs, qemu::STAND_IN),
+        iommu: options.iommu,
+        accel: Accel::detect(),
+    };
+    progress(&format!(
+        "Booting under QEMU ({}, {} IOMMU, timeout {} s)",
+        match spec.accel {
+            Accel::Kvm => "KVM",
+            Accel::Tcg => "TCG emulation, no KVM",
+        },
+        match spec.iommu {
+            IommuKind::Intel => "Intel",
+            IommuKind::Amd => "AMD",
+        },
+        options.timeout.as_secs()
+    ));
+    let mut run = qemu::run(&spec, options.timeout)?;
+    // /dev/kvm can open and still not run a guest (nested or restricted hosts: QEMU aborts setting MSRs).
+    if spec.accel == Accel::Kvm && !run.exit_ok && run.console.trim().is_empty() {
+        progress(&format!(
+            "KVM did not start the VM ({}); retrying with TCG emulation",
+            run.stderr.lines().next().unwrap_or("no message").trim()
+        ));
+        spec.accel = Accel::Tcg;
+        let _ = std::fs::remove_file(&spec.console);
+        run = qemu::run(&spec, options.timeout)?;
+    }
+    let parsed = probe::parse(&run.console);
+    if !run.exit_ok && matches!(parsed, probe::Parsed::NotStarted) && !run.timed_out {
+        anyhow::bail!(
+            "{} failed before the VM booted:\n{}",
+            qemu::QEMU,
+            run.stderr.trim()
+        );
+    }
+    let expect = Expectations {
+        image_kargs: &files.kargs,
+        stand_in: qemu::STAND_IN,
+    };
+    let mut checks = verdict::judge(&parsed, &expect);
+    if run.timed_out {
+        checks[0].detail = format!(
+            "timed out after {} s: {}",
+            options.timeout.as_secs(),
+            checks[0].detail
+        );
+    }
+    let passed = checks.iter().all(|c| c.status == Status::Pass);
+    let probe = match parsed {
+        probe::Parsed::Complete(report) | probe::Parsed::Truncated(report) => Some(report),
+        probe::Parsed::NotStarted => None,
+    };
+    Ok(BootReport {
+        image: options.image.to_string(),
+        kernel: files.kver,
+        iommu: options.iommu,
+        accel: spec.accel,
+        stand_in: qemu::STAND_IN.to_string(),
+        image_kargs: files.kargs.iter().map(|k| k.as_str().to_owned()).collect(),
+        cmdline: spec.cmdline,
+        checks,
+        passed,
+        probe_seconds: run.probe_done_after.map(|d| round(d.as_secs_f64())),
+        vm_seconds: round(run.elapsed.as_secs_f64()),
+        timed_out: run.timed_out,
+        probe,
+        console_tail: (!passed).then(|| tail(&run.console, CONSOLE_TAIL_LINES)),
+    })
+}
+
+fn round(seconds: f64) -> f64 {
+    (seconds * 10.0).round() / 10.0
+}
+
+/// The last `n` lines of the console without the probe's own lines (the report shows those already), and
+/// without carriage returns: what the kernel and the initramfs said on the way.
+pub fn tail(console: &str, n: usize) -> Vec<String> {
+    let lines: Vec<&str> = console
+        .lines()
+        .filter(|l| !l.contains(probe::PREFIX))
+        .collect();
+    lines[lines.len().saturating_sub(n)..]
+        .iter()
+        .map(|l| l.trim_end_matches('\r').to_owned())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn tail_keeps_the_last_lines() {
+        assert_eq!(super::tail("a\r\nb\r\nc\r\n", 2), ["b", "c"]);
+        assert_eq!(
+            super::tail("a\nptprobe:begin 1\nptprobe:end 1\nb\n", 2),
+            ["a", "b"]
+        );
+        assert_eq!(super::tail("", 5), Vec::<String>::new());
+    }
+}

@@ -1,0 +1,222 @@
+//! The probe that runs inside the test VM, and the parser for what it prints on the serial console.
+//!
+//! The probe (`layers/boot/passthru-probe`, a POSIX sh script) runs as init of the image's root filesystem, so
+//! it sees the system exactly as the initramfs left it. Each fact is one line starting with `ptprobe:`, framed
+//! by `ptprobe:begin` and `ptprobe:end`; anything else on the console (kernel messages, dracut) is ignored.
+
+use serde::Serialize;
+
+use crate::kargs::{Karg, split_cmdline};
+use crate::pci_id::PciId;
+
+/// The probe script written into the disk image.
+pub const SCRIPT: &str = include_str!("../../layers/boot/passthru-probe");
+/// Where the probe lives in the disk image; the VM boots with `init=` this path.
+pub const PATH_IN_IMAGE: &str = "/passthru-probe";
+
+/// Starts every line of the probe's report.
+pub const PREFIX: &str = "ptprobe:";
+
+/// What the probe saw in the VM.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct ProbeReport {
+    /// The kernel command line the VM booted with.
+    pub cmdline: Vec<String>,
+    pub devices: Vec<ProbedDevice>,
+    /// Directories in /sys/kernel/iommu_groups: none means the IOMMU is off.
+    pub iommu_groups: Vec<String>,
+    /// Module names from /proc/modules.
+    pub modules: Vec<String>,
+    /// /sys/module/vfio* entries (built-in modules show only there).
+    pub sys_modules: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ProbedDevice {
+    pub address: String,
+    pub id: PciId,
+    /// 6 hex digits, e.g. `020000`.
+    pub class: String,
+    pub driver: Option<String>,
+    pub iommu_group: Option<String>,
+}
+
+/// How reading the console went.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Parsed {
+    /// `ptprobe:begin` and `ptprobe:end` both seen.
+    Complete(ProbeReport),
+    /// The probe started but its report stops before `ptprobe:end` (VM died or timed out mid-report).
+    Truncated(ProbeReport),
+    /// No `ptprobe:begin`: the VM never reached the probe.
+    NotStarted,
+}
+
+impl ProbeReport {
+    pub fn cmdline_kargs(&self) -> Vec<Karg> {
+        self.cmdline.iter().map(|k| Karg::from_host(k)).collect()
+    }
+
+    pub fn device(&self, id: PciId) -> Option<&ProbedDevice> {
+        self.devices.iter().find(|d| d.id == id)
+    }
+
+    /// A module is loaded when /proc/modules lists it, or built in when only /sys/module has it.
+    pub fn has_module(&self, name: &str) -> bool {
+        let name = name.replace('-', "_");
+        self.modules.contains(&name) || self.sys_modules.contains(&name)
+    }
+}
+
+/// Parses the serial console output of a test boot.
+pub fn parse(console: &str) -> Parsed {
+    let mut report = ProbeReport::default();
+    let mut started = false;
+    for line in console.lines() {
+        // A kernel message can still land before our prefix on the same line: look for it anywhere.
+        let Some(at) = line.find(PREFIX) else {
+            continue;
+        };
+        let fact = line[at + PREFIX.len()..].trim_end_matches(['\r', '\n']);
+        let (kind, rest) = fact.split_once(' ').unwrap_or((fact, ""));
+        match kind {
+            "begin" => {
+                report = ProbeReport::default();
+                started = true;
+            }
+            _ if !started => {}
+            "end" => return Parsed::Complete(report),
+            "cmdline" => {
+                report.cmdline = split_cmdline(rest)
+                    .iter()
+                    .map(|k| k.as_str().to_owned())
+                    .collect()
+            }
+            "pci" => {
+                if let Some(device) = parse_device(rest) {
+                    report.devices.push(device);
+                }
+            }
+            "group" => report.iommu_groups.push(rest.trim().to_owned()),
+            "module" => report.modules.push(rest.trim().to_owned()),
+            "sysmodule" => report.sys_modules.push(rest.trim().to_owned()),
+            _ => {}
+        }
+    }
+    match started {
+        true => Parsed::Truncated(report),
+        false => Parsed::NotStarted,
+    }
+}
+
+/// `0000:00:02.0 0x8086 0x10d3 0x020000 vfio-pci 1` (`-` for no driver or no group).
+fn parse_device(rest: &str) -> Option<ProbedDevice> {
+    let words: Vec<&str> = rest.split_whitespace().collect();
+    let [address, vendor, device, class, driver, group] = words[..] else {
+        return None;
+    };
+    let hex = |s: &str| s.trim_start_matches("0x").to_ascii_lowercase();
+    let id = format!("{}:{}", hex(vendor), hex(device)).parse().ok()?;
+    let optional = |s: &str| (s != "-").then(|| s.to_owned());
+    Some(ProbedDevice {
+        address: address.to_owned(),
+        id,
+        class: hex(class),
+        driver: optional(driver),
+        iommu_group: optional(group),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CONSOLE: &str = "\
+[    6.147844] Run /init as init process\r
+[   12.383109] vfio_pci: add [8086:10d3[ffffffff:ffffffff]] class 0x000000/00000000\r
+ptprobe:begin 1\r
+ptprobe:cmdline amd_iommu=on iommu=pt rd.driver.pre=vfio-pci vfio_pci.ids=10de:2684,8086:10d3 root=/dev/vda\r
+ptprobe:pci 0000:00:00.0 0x8086 0x29c0 0x060000 - 0\r
+ptprobe:pci 0000:00:01.0 0x1022 0x0008 0x080600 - -\r
+ptprobe:pci 0000:00:02.0 0x8086 0x10d3 0x020000 vfio-pci 1\r
+[   31.026942] hrtimer: interrupt took 17784440 nsptprobe:pci 0000:00:03.0 0x1af4 0x1001 0x010000 virtio-pci 2\r
+ptprobe:group 0\r
+ptprobe:group 1\r
+ptprobe:module vfio_pci\r
+ptprobe:module vfio_iommu_type1\r
+ptprobe:module vfio\r
+ptprobe:sysmodule vfio_pci\r
+ptprobe:end 1\r
+[   32.565653] reboot: Power down\r
+";
+
+    #[test]
+    fn parses_a_complete_report_among_kernel_messages() {
+        let Parsed::Complete(report) = parse(CONSOLE) else {
+            panic!("expected a complete report");
+        };
+        assert_eq!(report.cmdline.len(), 5);
+        assert_eq!(report.cmdline[3], "vfio_pci.ids=10de:2684,8086:10d3");
+        assert_eq!(
+            report.devices.len(),
+            4,
+            "the line after a kernel message counts too"
+        );
+        let nic = report.device("8086:10d3".parse().unwrap()).unwrap();
+        assert_eq!(nic.address, "0000:00:02.0");
+        assert_eq!(nic.class, "020000");
+        assert_eq!(nic.driver.as_deref(), Some("vfio-pci"));
+        assert_eq!(nic.iommu_group.as_deref(), Some("1"));
+        let lpc = &report.devices[1];
+        assert_eq!(
+            (lpc.driver.as_deref(), lpc.iommu_group.as_deref()),
+            (None, None)
+        );
+        assert_eq!(report.iommu_groups, ["0", "1"]);
+        assert!(report.has_module("vfio-pci"));
+        assert!(report.has_module("vfio_iommu_type1"));
+        assert!(!report.has_module("vfio_virqfd"));
+    }
+
+    #[test]
+    fn a_report_cut_short_or_never_started_is_told_apart() {
+        let cut = CONSOLE.split("ptprobe:group 1").next().unwrap();
+        let Parsed::Truncated(report) = parse(cut) else {
+            panic!("expected a truncated report");
+        };
+        assert_eq!(report.devices.len(), 4);
+        assert_eq!(
+            parse("[ 0.0] Linux version 6.1\r\nKernel panic - not syncing\r\n"),
+            Parsed::NotStarted
+        );
+        assert_eq!(parse(""), Parsed::NotStarted);
+    }
+
+    #[test]
+    fn malformed_device_lines_are_skipped() {
+        let text = "ptprobe:begin 1\nptprobe:pci 0000:00:02.0 0x8086\nptprobe:pci a 0xzz 0x1 0x0 - -\nptprobe:end 1\n";
+        let Parsed::Complete(report) = parse(text) else {
+            panic!("expected a complete report");
+        };
+        assert!(report.devices.is_empty());
+    }
+
+    #[test]
+    fn the_script_reports_every_fact_the_parser_reads() {
+        for kind in [
+            "begin",
+            "cmdline",
+            "pci",
+            "group",
+            "module",
+            "sysmodule",
+            "end",
+        ] {
+            assert!(
+                SCRIPT.contains(&format!("out {kind}")),
+                "probe never prints {kind}"
+            );
+        }
+        assert!(SCRIPT.starts_with("#!/bin/sh\n"));
+    }
+}

@@ -1,0 +1,293 @@
+//! The test VM: its kernel command line, the QEMU command line, and running QEMU under a timeout while the
+//! serial console goes to a file.
+
+use std::ffi::OsString;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use camino::{Utf8Path, Utf8PathBuf};
+use clap::ValueEnum;
+use serde::Serialize;
+
+use super::probe;
+use crate::host::cpu::CpuVendor;
+use crate::kargs::Karg;
+use crate::pci_id::PciId;
+
+pub const QEMU: &str = "qemu-system-x86_64";
+
+/// The disk image as the VM's kernel sees it (virtio-blk).
+pub const ROOT_DEVICE: &str = "/dev/vda";
+
+/// The virtual IOMMU of the VM.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum IommuKind {
+    Intel,
+    Amd,
+}
+
+impl IommuKind {
+    pub fn for_cpu(cpu: CpuVendor) -> IommuKind {
+        match cpu {
+            CpuVendor::Intel => IommuKind::Intel,
+            CpuVendor::Amd => IommuKind::Amd,
+        }
+    }
+
+    fn device(self) -> &'static str {
+        match self {
+            // Interrupt remapping would need a split irqchip under KVM; the check does not need it.
+            IommuKind::Intel => "intel-iommu,intremap=off",
+            IommuKind::Amd => "amd-iommu",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Accel {
+    Kvm,
+    Tcg,
+}
+
+impl Accel {
+    /// KVM when /dev/kvm can be opened for reading and writing, TCG (emulation, slower) otherwise.
+    pub fn detect() -> Accel {
+        let usable = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open("/dev/kvm")
+            .is_ok();
+        if usable { Accel::Kvm } else { Accel::Tcg }
+    }
+}
+
+/// The stand-in device QEMU emulates: an Intel 82574L NIC, which every distribution kernel knows.
+pub const STAND_IN: PciId = PciId {
+    vendor: 0x8086,
+    device: 0x10d3,
+};
+const STAND_IN_QEMU_DEVICE: &str = "e1000e";
+
+/// The VM's kernel command line: the image's kargs as bootc would apply them, with the stand-in added to
+/// the (last, effective) `vfio_pci.ids`, then the test boot's own arguments: the disk, the console the host
+/// reads, the probe as init, and a VM that ends by itself when anything goes wrong (a panic reboots and
+/// -no-reboot makes QEMU exit; no dracut rescue shell waits for a keyboard). An image without
+/// `vfio_pci.ids` gets none: adding one would hide what is wrong with it.
+pub fn cmdline(image_kargs: &[Karg], stand_in: PciId) -> Vec<String> {
+    let mut words: Vec<String> = image_kargs.iter().map(|k| k.as_str().to_owned()).collect();
+    let last_ids = image_kargs
+        .iter()
+        .rposition(|k| k.normalized_key() == "vfio_pci.ids");
+    if let Some(i) = last_ids {
+        let ids = image_kargs[i].value().unwrap_or("");
+        let has = ids
+            .split(',')
+            .any(|id| id.eq_ignore_ascii_case(&stand_in.to_string()));
+        if !has {
+            let sep = if ids.is_empty() { "" } else { "," };
+            words[i] = format!("{}={ids}{sep}{stand_in}", image_kargs[i].key());
+        }
+    }
+    words.extend([
+        format!("root={ROOT_DEVICE}"),
+        "console=ttyS0".into(),
+        format!("init={}", probe::PATH_IN_IMAGE),
+        "panic=-1".into(),
+        "rd.shell=0".into(),
+    ]);
+    words
+}
+
+/// Files and settings of one VM.
+#[derive(Debug, Clone)]
+pub struct VmSpec {
+    pub kernel: Utf8PathBuf,
+    pub initrd: Utf8PathBuf,
+    pub disk: Utf8PathBuf,
+    pub console: Utf8PathBuf,
+    pub cmdline: Vec<String>,
+    pub iommu: IommuKind,
+    pub accel: Accel,
+}
+
+impl VmSpec {
+    pub fn argv(&self) -> Vec<OsString> {
+        let mut argv: Vec<String> = vec![
+            QEMU.into(),
+            "-nodefaults".into(),
+            "-no-user-config".into(),
+            "-machine".into(),
+            "q35".into(),
+        ];
+        match self.accel {
+            Accel::Kvm => argv.extend(["-accel", "kvm", "-cpu", "host"].map(String::from)),
+            Accel::Tcg => argv.extend(["-accel", "tcg"].map(String::from)),
+        }
+        argv.extend([
+            "-m".into(),
+            "1024".into(),
+            "-smp".into(),
+            "2".into(),
+            // The IOMMU first: QEMU wants it before the PCI devices it translates for.
+            "-device".into(),
+            self.iommu.device().into(),
+            "-kernel".into(),
+            self.kernel.to_string(),
+            "-initrd".into(),
+            self.initrd.to_string(),
+            "-append".into(),
+            self.cmdline.join(" "),
+            "-drive".into(),
+            format!("file={},format=raw,if=virtio", qemu_escape(&self.disk)),
+            "-device".into(),
+            STAND_IN_QEMU_DEVICE.into(),
+            "-display".into(),
+            "none".into(),
+            "-no-reboot".into(),
+            "-serial".into(),
+            format!("file:{}", self.console),
+        ]);
+        argv.into_iter().map(OsString::from).collect()
+    }
+}
+
+/// QEMU option values separate with commas; a comma in a path is written twice.
+fn qemu_escape(path: &Utf8Path) -> String {
+    path.as_str().replace(',', ",,")
+}
+
+/// How the VM ended.
+#[derive(Debug, Clone)]
+pub struct VmRun {
+    pub console: String,
+    /// From QEMU's start until the probe's report was complete on the console.
+    pub probe_done_after: Option<Duration>,
+    pub elapsed: Duration,
+    pub timed_out: bool,
+    /// QEMU's stderr, for when QEMU itself failed.
+    pub stderr: String,
+    pub exit_ok: bool,
+}
+
+/// After the report is complete the probe powers off; this long is allowed for that before QEMU is killed.
+const POWER_OFF_GRACE: Duration = Duration::from_secs(15);
+const POLL: Duration = Duration::from_millis(250);
+
+/// Runs the VM until it powers off or `timeout` passes (then QEMU is killed).
+pub fn run(spec: &VmSpec, timeout: Duration) -> Result<VmRun> {
+    let argv = spec.argv();
+    let start = Instant::now();
+    let handle = duct::cmd(&argv[0], &argv[1..])
+        .stdin_null()
+        .stdout_null()
+        .stderr_capture()
+        .unchecked()
+        .start()
+        .with_context(|| format!("starting {QEMU} (install qemu-system-x86)"))?;
+    let mut probe_done_after = None;
+    let mut timed_out = false;
+    let output = loop {
+        if let Some(output) = handle.try_wait()? {
+            break output.clone();
+        }
+        let elapsed = start.elapsed();
+        if probe_done_after.is_none() && read_console(&spec.console).contains("ptprobe:end") {
+            probe_done_after = Some(elapsed);
+        }
+        let grace_over = probe_done_after.is_some_and(|done| elapsed > done + POWER_OFF_GRACE);
+        if elapsed > timeout || grace_over {
+            timed_out = probe_done_after.is_none();
+            handle.kill().context("killing QEMU")?;
+            break handle.wait()?.clone();
+        }
+        std::thread::sleep(POLL);
+    };
+    let elapsed = start.elapsed();
+    let console = read_console(&spec.console);
+    if probe_done_after.is_none() && console.contains("ptprobe:end") {
+        probe_done_after = Some(elapsed);
+    }
+    Ok(VmRun {
+        console,
+        probe_done_after,
+        elapsed,
+        timed_out,
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        exit_ok: output.status.success(),
+    })
+}
+
+fn read_console(path: &Utf8Path) -> String {
+    std::fs::read(path)
+        .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kargs(words: &str) -> Vec<Karg> {
+        words.split_whitespace().map(Karg::from_host).collect()
+    }
+
+    #[test]
+    fn the_stand_in_joins_the_effective_vfio_ids_only() {
+        let image = kargs("amd_iommu=on vfio-pci.ids=1002:67df vfio_pci.ids=10de:2684,10de:22ba");
+        assert_eq!(
+            cmdline(&image, STAND_IN),
+            [
+                "amd_iommu=on",
+                "vfio-pci.ids=1002:67df",
+                "vfio_pci.ids=10de:2684,10de:22ba,8086:10d3",
+                "root=/dev/vda",
+                "console=ttyS0",
+                "init=/passthru-probe",
+                "panic=-1",
+                "rd.shell=0",
+            ]
+        );
+        let already = kargs("vfio_pci.ids=8086:10D3");
+        assert_eq!(cmdline(&already, STAND_IN)[0], "vfio_pci.ids=8086:10D3");
+        let none = kargs("intel_iommu=on");
+        let line = cmdline(&none, STAND_IN);
+        assert!(!line.iter().any(|w| w.contains("8086:10d3")), "{line:?}");
+    }
+
+    #[test]
+    fn argv_places_the_iommu_before_devices_and_picks_the_accelerator() {
+        let spec = VmSpec {
+            kernel: "/w/vmlinuz".into(),
+            initrd: "/w/initramfs.img".into(),
+            disk: "/w/a,b.img".into(),
+            console: "/w/console.log".into(),
+            cmdline: vec!["root=/dev/vda".into(), "console=ttyS0".into()],
+            iommu: IommuKind::Intel,
+            accel: Accel::Tcg,
+        };
+        let text = |spec: &VmSpec| {
+            spec.argv()
+                .iter()
+                .map(|a| a.to_str().unwrap().to_owned())
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        assert_eq!(
+            text(&spec),
+            "qemu-system-x86_64 -nodefaults -no-user-config -machine q35 -accel tcg -m 1024 -smp 2 \
+             -device intel-iommu,intremap=off -kernel /w/vmlinuz -initrd /w/initramfs.img \
+             -append root=/dev/vda console=ttyS0 -drive file=/w/a,,b.img,format=raw,if=virtio \
+             -device e1000e -display none -no-reboot -serial file:/w/console.log"
+        );
+        let amd = VmSpec {
+            iommu: IommuKind::Amd,
+            accel: Accel::Kvm,
+            ..spec
+        };
+        let line = text(&amd);
+        assert!(line.contains("-accel kvm -cpu host"));
+        assert!(line.contains("-device amd-iommu "));
+    }
+}

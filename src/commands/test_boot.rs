@@ -1,0 +1,89 @@
+use std::time::Duration;
+
+use anyhow::Result;
+
+use super::{load_config, print_json};
+use crate::boot::qemu::IommuKind;
+use crate::boot::verdict::Status;
+use crate::boot::{self, BootReport, Options};
+use crate::cli::{Cli, OverrideArgs, TestBootArgs};
+use crate::error::ChecksFailed;
+use crate::plan::Plan;
+
+pub fn run(cli: &Cli, args: &TestBootArgs) -> Result<()> {
+    // The config is read only for what the command line leaves open: the image tag and the IOMMU kind.
+    let (image, iommu) = match (&args.image, args.iommu) {
+        (Some(image), Some(iommu)) => (image.clone(), iommu),
+        (image, iommu) => {
+            let (config, _) = load_config(cli, &OverrideArgs::default())?;
+            let plan = Plan::resolve(&config, &cli.root())?;
+            (
+                image.clone().unwrap_or(plan.image.tag),
+                iommu.unwrap_or(IommuKind::for_cpu(plan.cpu_vendor)),
+            )
+        }
+    };
+    let options = Options {
+        image,
+        iommu,
+        timeout: Duration::from_secs(args.timeout),
+    };
+    let quiet = cli.quiet || args.json;
+    let report = boot::test_boot(&options, &|step| {
+        if !quiet {
+            eprintln!("{step}");
+        }
+    })?;
+    if args.json {
+        print_json(&report)?;
+    } else {
+        print_human(&report);
+    }
+    match report.failures() {
+        0 => Ok(()),
+        n => Err(ChecksFailed(format!(
+            "{n} of {} test-boot checks failed",
+            report.checks.len()
+        ))
+        .into()),
+    }
+}
+
+fn print_human(report: &BootReport) {
+    let timing = match report.probe_seconds {
+        Some(s) => format!("probe reported after {s} s"),
+        None => format!("no probe report after {} s", report.vm_seconds),
+    };
+    println!(
+        "Test boot of {} (kernel {}, {} IOMMU, {}): {timing}",
+        report.image,
+        report.kernel,
+        match report.iommu {
+            IommuKind::Intel => "Intel",
+            IommuKind::Amd => "AMD",
+        },
+        serde_json::to_value(report.accel)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_uppercase))
+            .unwrap_or_default()
+    );
+    println!("Kernel command line: {}", report.cmdline.join(" "));
+    for check in &report.checks {
+        println!("{}  {}: {}", check.status.label(), check.name, check.detail);
+    }
+    if let Some(tail) = &report.console_tail {
+        if tail.is_empty() {
+            println!("--- the serial console stayed empty (the kernel printed nothing yet) ---");
+        } else {
+            println!("--- last {} lines of the serial console ---", tail.len());
+        }
+        for line in tail {
+            println!("{line}");
+        }
+    }
+    if report.checks.iter().all(|c| c.status == Status::Pass) {
+        println!(
+            "The stand-in device came up on vfio-pci: the image binds its planned devices the same way."
+        );
+    }
+}

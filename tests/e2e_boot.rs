@@ -1,0 +1,286 @@
+//! Boot proof end to end: images built by `passthru-image build` from the offline test base boot under QEMU
+//! (TCG when KVM is unusable) with their own kernel, initramfs and kargs.d, and the stand-in e1000e comes up
+//! on vfio-pci, with the Intel and with the AMD virtual IOMMU. A broken image fails a check, a boot that
+//! cannot finish is cut off by the timeout, and bad input exits 2 before anything boots.
+//!
+//! Boots take 40-60 s each under TCG on two cores; they run one at a time (BOOTS) so they do not slow each
+//! other down into their timeouts.
+
+mod common;
+
+use std::path::Path;
+use std::sync::Mutex;
+use std::time::Instant;
+
+use common::{bin, build_image, write_config};
+use predicates::str::contains;
+use serde_json::Value;
+
+static BOOTS: Mutex<()> = Mutex::new(());
+
+const NVIDIA: &str =
+    "[gpu]\nvendors = [\"nvidia\"]\n\n[vfio]\nids = [\"10de:2684\", \"10de:22ba\"]\n";
+
+/// Removes the images a test made, also when an assertion failed half-way.
+struct RemoveImages(Vec<String>);
+
+impl Drop for RemoveImages {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("podman")
+            .args(["rmi", "--force", "--ignore"])
+            .args(&self.0)
+            .output();
+    }
+}
+
+/// Builds an image for `cpu` (intel or amd) with an NVIDIA GPU to pass as `localhost/passthru-e2e-boot:NAME`,
+/// and returns its config and tag.
+fn build_for(dir: &Path, cpu: &str, name: &str) -> (std::path::PathBuf, String) {
+    let tag = format!("localhost/passthru-e2e-boot:{name}");
+    let config = write_config(dir, &tag, &format!("[cpu]\nvendor = \"{cpu}\"\n\n{NVIDIA}"));
+    build_image(&config, &tag);
+    (config, tag)
+}
+
+/// `test-boot --json` with the config's defaults (its tag, the IOMMU of its CPU vendor); the report and
+/// the exit code.
+fn test_boot(config: &Path, extra: &[&str]) -> (Value, i32, f64) {
+    let _one_at_a_time = BOOTS.lock().unwrap_or_else(|e| e.into_inner());
+    let start = Instant::now();
+    let out = bin()
+        .arg("--config")
+        .arg(config)
+        .args(["test-boot", "--json", "--timeout", "240"])
+        .args(extra)
+        .output()
+        .unwrap();
+    let seconds = start.elapsed().as_secs_f64();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let report: Value = serde_json::from_str(&stdout).unwrap_or_else(|e| {
+        panic!(
+            "no JSON report ({e}):\n{stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    (report, out.status.code().unwrap(), seconds)
+}
+
+fn check<'a>(report: &'a Value, name: &str) -> &'a Value {
+    report["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == name)
+        .unwrap_or_else(|| panic!("no check {name} in {report:#}"))
+}
+
+fn assert_boot_passed(report: &Value, code: i32, iommu: &str) {
+    assert_eq!(code, 0, "test-boot failed:\n{report:#}");
+    assert_eq!(report["iommu"], iommu);
+    assert_eq!(report["passed"], true);
+    for name in [
+        "boot",
+        "kargs",
+        "iommu",
+        "stand-in-on-vfio-pci",
+        "vfio-modules",
+    ] {
+        assert_eq!(check(report, name)["status"], "pass", "{name}: {report:#}");
+    }
+    // Independently of the verdicts: the probe's own view of the stand-in and of the command line.
+    let nic = report["probe"]["devices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["id"] == "8086:10d3")
+        .expect("the e1000e is in the VM");
+    assert_eq!(nic["driver"], "vfio-pci");
+    assert!(nic["iommu_group"].is_string());
+    let cmdline: Vec<&str> = report["probe"]["cmdline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k.as_str().unwrap())
+        .collect();
+    assert!(cmdline.contains(&"vfio_pci.ids=10de:2684,10de:22ba,8086:10d3"));
+    assert!(cmdline.contains(&"rd.driver.pre=vfio-pci"));
+    assert!(report["console_tail"].is_null());
+}
+
+#[test]
+fn built_images_boot_with_the_stand_in_on_vfio_pci_under_intel_and_amd_iommus() {
+    let dir = tempfile::tempdir().unwrap();
+    let (intel_dir, amd_dir) = (dir.path().join("intel"), dir.path().join("amd"));
+    std::fs::create_dir_all(&intel_dir).unwrap();
+    std::fs::create_dir_all(&amd_dir).unwrap();
+    let (intel, intel_tag) = build_for(&intel_dir, "intel", "intel");
+    let (amd, amd_tag) = build_for(&amd_dir, "amd", "amd");
+    let _cleanup = RemoveImages(vec![intel_tag, amd_tag]);
+
+    let (report, code, seconds) = test_boot(&intel, &[]);
+    eprintln!(
+        "intel IOMMU: probe after {} s, test-boot {seconds:.1} s",
+        report["probe_seconds"]
+    );
+    assert_boot_passed(&report, code, "intel");
+    let cmdline = report["cmdline"].as_array().unwrap();
+    assert!(cmdline.contains(&"intel_iommu=on".into()));
+
+    let (report, code, seconds) = test_boot(&amd, &[]);
+    eprintln!(
+        "amd IOMMU: probe after {} s, test-boot {seconds:.1} s",
+        report["probe_seconds"]
+    );
+    assert_boot_passed(&report, code, "amd");
+    let cmdline = report["cmdline"].as_array().unwrap();
+    assert!(cmdline.contains(&"amd_iommu=on".into()));
+    assert!(cmdline.contains(&"kvm_amd.npt=1".into()));
+}
+
+/// Builds `localhost/passthru-e2e-boot:NAME` from `containerfile` (after a `FROM` of a good Intel image) in
+/// `dir`, with `files` in its context, and returns the tags of both images.
+fn break_image(dir: &Path, name: &str, containerfile: &str, files: &[(&str, &str)]) -> [String; 2] {
+    let (_config, good) = build_for(dir, "intel", &format!("{name}-before"));
+    let broken = format!("localhost/passthru-e2e-boot:{name}");
+    let ctx = dir.join("broken");
+    std::fs::create_dir_all(&ctx).unwrap();
+    for (file, text) in files {
+        std::fs::write(ctx.join(file), text).unwrap();
+    }
+    std::fs::write(
+        ctx.join("Containerfile"),
+        format!("FROM {good}\n{containerfile}"),
+    )
+    .unwrap();
+    let status = std::process::Command::new("podman")
+        .args([
+            "build",
+            "--isolation",
+            "chroot",
+            "--pull=never",
+            "-t",
+            &broken,
+        ])
+        .arg(&ctx)
+        .status()
+        .unwrap();
+    assert!(status.success(), "building {broken}");
+    [good, broken]
+}
+
+/// The image after a Containerfile that regenerates the initramfs without our dracut drop-in: the kargs
+/// are right, but vfio-pci is not in the initramfs, so nothing claims the device before the root
+/// filesystem's init runs.
+#[test]
+fn an_image_without_vfio_in_its_initramfs_fails_binding_and_modules() {
+    let dir = tempfile::tempdir().unwrap();
+    let images = break_image(
+        dir.path(),
+        "no-vfio-initramfs",
+        "RUN rm /usr/lib/dracut/dracut.conf.d/50-passthru-vfio.conf && kver=$(ls /usr/lib/modules) && \
+         dracut --no-hostonly --kver \"$kver\" --reproducible -f \"/usr/lib/modules/$kver/initramfs.img\"\n",
+        &[],
+    );
+    let _cleanup = RemoveImages(images.to_vec());
+    let config = write_config(dir.path(), &images[1], "[cpu]\nvendor = \"intel\"\n");
+    let (report, code, _) = test_boot(&config, &[]);
+    assert_eq!(code, 1, "{report:#}");
+    assert_eq!(check(&report, "boot")["status"], "pass");
+    assert_eq!(
+        check(&report, "kargs")["status"],
+        "pass",
+        "the kargs are fine"
+    );
+    assert_eq!(check(&report, "stand-in-on-vfio-pci")["status"], "fail");
+    let modules = check(&report, "vfio-modules");
+    assert_eq!(modules["status"], "fail");
+    assert!(modules["detail"].as_str().unwrap().contains("vfio_pci"));
+}
+
+/// The image bootc would get after retracting our kargs (`kargs = []`): the initramfs still has the VFIO
+/// drivers, but nothing names a device, and test-boot says so instead of passing.
+#[test]
+fn an_image_whose_kargs_d_was_emptied_fails_kargs_and_binding() {
+    let dir = tempfile::tempdir().unwrap();
+    let images = break_image(
+        dir.path(),
+        "no-kargs",
+        "COPY 50-passthru.toml /usr/lib/bootc/kargs.d/50-passthru.toml\n",
+        &[("50-passthru.toml", "kargs = []\n")],
+    );
+    let _cleanup = RemoveImages(images.to_vec());
+    let broken = &images[1];
+    let config = write_config(dir.path(), broken, "[cpu]\nvendor = \"intel\"\n");
+    let (report, code, _) = test_boot(&config, &[]);
+    assert_eq!(code, 1, "{report:#}");
+    assert_eq!(report["passed"], false);
+    assert_eq!(
+        check(&report, "boot")["status"],
+        "pass",
+        "it boots, it just does not bind"
+    );
+    assert_eq!(check(&report, "kargs")["status"], "fail");
+    assert!(
+        check(&report, "kargs")["detail"]
+            .as_str()
+            .unwrap()
+            .contains("no vfio_pci.ids")
+    );
+    let binding = check(&report, "stand-in-on-vfio-pci");
+    assert_eq!(binding["status"], "fail");
+    assert!(
+        binding["detail"]
+            .as_str()
+            .unwrap()
+            .contains("sets no vfio_pci.ids")
+    );
+    assert!(
+        !report["cmdline"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|k| k.as_str().unwrap().contains("8086:10d3")),
+        "the stand-in is only added to the image's own vfio_pci.ids"
+    );
+    assert!(!report["console_tail"].as_array().unwrap().is_empty());
+
+    // The same image, human output and a timeout far too short to boot: cut off, exit 1, console shown.
+    let _one_at_a_time = BOOTS.lock().unwrap_or_else(|e| e.into_inner());
+    let start = Instant::now();
+    bin()
+        .arg("--config")
+        .arg(&config)
+        .args(["test-boot", "--timeout", "3"])
+        .assert()
+        .code(1)
+        .stdout(contains("FAIL  boot: timed out after 3 s"))
+        .stdout(contains("serial console"));
+    assert!(
+        start.elapsed().as_secs() < 120,
+        "the timeout bounds the boot"
+    );
+}
+
+#[test]
+fn bad_input_exits_2_before_anything_boots() {
+    bin()
+        .args([
+            "test-boot",
+            "localhost/passthru-e2e-boot:does-not-exist",
+            "--iommu",
+            "intel",
+        ])
+        .assert()
+        .code(2)
+        .stderr(contains("not in podman's local storage"));
+    bin()
+        .args(["test-boot", "localhost/x:1", "--timeout", "0"])
+        .assert()
+        .code(2)
+        .stderr(contains("--timeout"));
+    bin()
+        .args(["test-boot", "localhost/x:1", "--iommu", "arm"])
+        .assert()
+        .code(2);
+    bin().args(["test-boot", "Not An Image"]).assert().code(2);
+}
