@@ -38,5 +38,8 @@ done
 for kdir in "$root"/usr/lib/modules/*/; do
     [[ -f $kdir/vmlinuz ]] || continue
     echo "== VFIO modules in ${kdir#"$root"}initramfs.img"
-    lsinitrd "$kdir/initramfs.img" | grep -E '/vfio[^/]*\.ko' || { echo "no VFIO modules in the initramfs" >&2; exit 1; }
+    listing=$(lsinitrd "$kdir/initramfs.img")
+    for module in vfio vfio_iommu_type1 vfio-pci; do
+        grep -E "/$module\.ko" <<<"$listing" || { echo "main job: $module is not in the initramfs" >&2; exit 1; }
+    done
 done

@@ -12,11 +12,13 @@ pub fn run(cli: &Cli, args: &BuildArgs) -> Result<()> {
     let (config, source) = load_config(cli, &args.overrides)?;
     let plan = Plan::resolve(&config, &cli.root())?;
     let engine = match args.engine {
-        Some(engine) if !engine.is_installed() => bail!(
-            "--engine {}: `{}` is not on PATH",
-            engine.program(),
-            engine.program()
-        ),
+        Some(engine) if !engine.is_installed() => bail!(InputError::new(
+            "--engine",
+            format!(
+                "`{}` is not on PATH; install it or choose podman, buildah or docker",
+                engine.program()
+            )
+        )),
         Some(engine) => engine,
         None => Engine::detect()?,
     };
@@ -72,23 +74,79 @@ pub fn run(cli: &Cli, args: &BuildArgs) -> Result<()> {
             .with_context(|| format!("pushing {} failed", plan.image.tag))?;
     }
     if !cli.quiet {
-        print_usage(&plan.image.tag, args.push);
+        print!("{}", usage(&plan, args.push));
     }
     Ok(())
 }
 
-fn print_usage(tag: &crate::image_ref::ImageRef, pushed: bool) {
-    let local = if pushed {
-        ""
-    } else {
-        " (push it to a registry the host can reach first, or use --push)"
-    };
-    println!("Built {tag}.");
-    println!("On a bootc host{local}:");
-    println!("  sudo bootc switch {tag} && systemctl reboot");
-    println!("On an rpm-ostree host without bootc:");
-    println!("  sudo rpm-ostree rebase ostree-unverified-registry:{tag} && systemctl reboot");
-    println!(
-        "  note: rpm-ostree does not apply the image's kargs.d (bootc does); add them with `passthru-image apply`."
+/// How to put the image on a host. bootc applies the image's kargs.d itself; rpm-ostree does not, so its
+/// hosts get the planned kargs as an explicit command.
+fn usage(plan: &Plan, pushed: bool) -> String {
+    let tag = &plan.image.tag;
+    let mut text = format!("Built {tag}.\n");
+    if !pushed {
+        text += "Push it to a registry the hosts can reach (or build with --push); on this machine itself:\n";
+        text += &format!("  sudo bootc switch --transport containers-storage {tag}\n");
+    }
+    text += &format!("On a bootc host:\n  sudo bootc switch {tag} && systemctl reboot\n");
+    text += &format!(
+        "On an rpm-ostree host without bootc:\n  sudo rpm-ostree rebase ostree-unverified-registry:{tag}\n"
     );
+    if !plan.kargs.is_empty() {
+        let append: Vec<String> = plan
+            .kargs
+            .iter()
+            .map(|karg| format!("--append-if-missing={karg}"))
+            .collect();
+        text +=
+            "  note: rpm-ostree does not apply the image's kargs.d (only bootc does); add them:\n";
+        text += &format!("  sudo rpm-ostree kargs {}\n", append.join(" "));
+    }
+    text + "  then reboot: systemctl reboot\n"
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::root::Root;
+
+    fn plan(toml: &str) -> Plan {
+        let config = Config::from_toml(toml, "t.toml").unwrap();
+        Plan::resolve(&config, &Root::default()).unwrap()
+    }
+
+    #[test]
+    fn usage_names_both_switch_routes_and_gives_rpm_ostree_hosts_the_kargs() {
+        let plan = plan(
+            "[image]\ntag = \"ghcr.io/me/vfio:1\"\n[cpu]\nvendor = \"intel\"\n[vfio]\nids = [\"10de:1401\"]\n",
+        );
+        let text = usage(&plan, true);
+        assert!(
+            text.contains("sudo bootc switch ghcr.io/me/vfio:1 "),
+            "{text}"
+        );
+        assert!(
+            text.contains("rpm-ostree rebase ostree-unverified-registry:ghcr.io/me/vfio:1\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "sudo rpm-ostree kargs --append-if-missing=intel_iommu=on --append-if-missing=iommu=pt "
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("--append-if-missing=vfio_pci.ids=10de:1401\n"),
+            "{text}"
+        );
+        assert!(
+            !text.contains("containers-storage"),
+            "pushed images need no local route: {text}"
+        );
+        assert!(
+            usage(&plan, false)
+                .contains("bootc switch --transport containers-storage ghcr.io/me/vfio:1\n")
+        );
+    }
 }

@@ -29,8 +29,23 @@ pub fn run_streamed(argv: &[OsString], verbose: bool) -> Result<()> {
     });
     let mut tail = VecDeque::with_capacity(TAIL_LINES);
     let mut step: Option<String> = None;
-    for line in BufReader::new(&reader).lines() {
-        let line = line.with_context(|| format!("reading the output of {program}"))?;
+    let mut output = BufReader::new(&reader);
+    let mut raw = Vec::new();
+    loop {
+        raw.clear();
+        // Compilers and dracut may print bytes that are not UTF-8: show them lossily rather than fail the build.
+        match output.read_until(b'\n', &mut raw) {
+            Ok(0) => break,
+            Ok(_) => {}
+            Err(e) => {
+                // Dropping the reader does not stop the engine: stop it so it does not build on unattended.
+                let _ = reader.kill();
+                return Err(e).with_context(|| format!("reading the output of {program}"));
+            }
+        }
+        let line = String::from_utf8_lossy(&raw)
+            .trim_end_matches(['\n', '\r'])
+            .to_owned();
         if is_step(&line) {
             step = Some(line.clone());
         }
@@ -64,18 +79,35 @@ pub fn run_streamed(argv: &[OsString], verbose: bool) -> Result<()> {
     Ok(())
 }
 
-/// podman and buildah print `STEP 3/9: RUN …` (`[2/3] STEP 3/9: RUN …` in multi-stage builds), docker's
-/// classic builder `Step 3/9 : RUN …`.
+/// Whether an engine output line starts a build step:
+/// - podman and buildah: `STEP 3/9: RUN …`, or `[2/3] STEP 3/9: RUN …` in multi-stage builds;
+/// - docker's classic builder: `Step 3/9 : RUN …`;
+/// - docker's BuildKit (plain progress): `#8 [2/3] RUN …` or `#8 [builder 2/5] RUN …`.
 fn is_step(line: &str) -> bool {
-    let line = line
-        .strip_prefix('[')
-        .and_then(|rest| rest.split_once("] "))
-        .filter(|(stage, _)| stage.bytes().all(|b| b.is_ascii_digit() || b == b'/'))
-        .map_or(line, |(_, rest)| rest);
+    let buildkit = line
+        .strip_prefix('#')
+        .and_then(|rest| rest.split_once(' '))
+        .filter(|(n, _)| is_number(n));
+    if let Some((_, rest)) = buildkit {
+        return bracketed_count(rest).is_some();
+    }
+    let line = bracketed_count(line).unwrap_or(line);
     line.strip_prefix("STEP ")
         .or_else(|| line.strip_prefix("Step "))
         .and_then(|rest| rest.split_once('/'))
-        .is_some_and(|(n, _)| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+        .is_some_and(|(n, _)| is_number(n))
+}
+
+/// `rest` of `[… n/m] rest`: a bracket ending in a step count, as stages and BuildKit steps are shown.
+fn bracketed_count(line: &str) -> Option<&str> {
+    let (inside, rest) = line.strip_prefix('[')?.split_once("] ")?;
+    let count = inside.rsplit(' ').next()?;
+    let (n, m) = count.split_once('/')?;
+    (is_number(n) && is_number(m)).then_some(rest)
+}
+
+fn is_number(s: &str) -> bool {
+    !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit())
 }
 
 #[cfg(test)]
@@ -89,8 +121,29 @@ mod tests {
         assert!(is_step("[2/3] STEP 4/4: RUN [\"/usr/libexec/x\"]"));
         assert!(!is_step("[note] STEP 4/4: RUN"));
         assert!(!is_step("[1/2] nothing"));
+        assert!(is_step("#8 [2/3] RUN [\"/usr/libexec/x\"]"));
+        assert!(is_step("#12 [builder 2/5] COPY src /src"));
+        assert!(!is_step("#8 [internal] load metadata for localhost/base"));
+        assert!(!is_step("#8 0.312 dracut: Executing: /usr/bin/dracut"));
         assert!(!is_step("STEP: nothing"));
         assert!(!is_step("--> Using cache 1234"));
+    }
+
+    #[test]
+    fn output_that_is_not_utf8_is_shown_not_fatal() {
+        let argv: Vec<OsString> = [
+            "sh",
+            "-c",
+            "printf 'STEP 1/1: RUN x\\n\\377\\376 latin-1\\n'; exit 4",
+        ]
+        .into_iter()
+        .map(OsString::from)
+        .collect();
+        let err = run_streamed(&argv, true).unwrap_err().to_string();
+        assert!(
+            err.contains("exit status: 4") && err.contains("at STEP 1/1: RUN x"),
+            "{err}"
+        );
     }
 
     #[test]

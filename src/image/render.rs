@@ -279,6 +279,18 @@ mod tests {
     }
 
     #[test]
+    fn a_configured_digest_pins_every_from_line_and_the_label_names_the_pinned_base() {
+        let digest = format!("sha256:{}", "ab".repeat(32));
+        let text = containerfile_for(&format!("[image]\ndigest = \"{digest}\"\n"), &[]);
+        let pinned = format!("quay.io/fedora/fedora-bootc:44@{digest}");
+        assert_eq!(from_lines(&text), [format!("FROM {pinned}")]);
+        assert!(
+            text.contains(&format!("org.opencontainers.image.base.name=\"{pinned}\"")),
+            "{text}"
+        );
+    }
+
+    #[test]
     fn a_kernel_swap_alone_needs_no_named_stage() {
         let dir = tempfile::tempdir().unwrap();
         let path = camino::Utf8Path::from_path(dir.path()).unwrap();

@@ -51,7 +51,7 @@ seconds_of() { # command... -> wall seconds with millisecond precision, output t
     t0=$(date +%s%N)
     "$@" >"$work/log" 2>&1 || { tail -n 30 "$work/log" >&2; exit 1; }
     t1=$(date +%s%N)
-    echo "scale=1; ($t1 - $t0) / 1000000000" | bc
+    awk -v ns=$((t1 - t0)) 'BEGIN { printf "%.1f", ns / 1e9 }'
 }
 
 image_size() { podman image inspect --format '{{.Size}}' "$1"; }
@@ -66,13 +66,13 @@ for scenario in "${scenarios[@]}"; do
         "$fresh_base" "$tag" "$body" "$1" >"$config"; }
 
     write '"1002:73bf", "1002:ab28"'
-    cold=$("seconds_of" "$tool" --config "$config" build --isolation chroot --pull never)
+    cold=$(seconds_of "$tool" --config "$config" build --isolation chroot --pull never)
     write '"1002:73df", "1002:ab28"'
     rebuild=$(seconds_of "$tool" --config "$config" build --isolation chroot --pull never)
     added=$(($(image_size "$tag") - $(image_size "$fresh_base")))
-    ratio=$(echo "scale=3; $rebuild / $cold" | bc)
+    ratio=$(awk -v a="$rebuild" -v b="$cold" 'BEGIN { printf "%.3f", a / b }')
     line=$(printf '%-8s cold %6.1f s   id-change rebuild %5.1f s   ratio %5s   added over base %6.1f MB' \
-        "$scenario" "$cold" "$rebuild" "$ratio" "$(echo "scale=1; $added / 1000000" | bc)")
+        "$scenario" "$cold" "$rebuild" "$ratio" "$(awk -v b="$added" 'BEGIN { printf "%.1f", b / 1e6 }')")
     echo "$line"
     results+=("$line")
 done
