@@ -6,7 +6,7 @@ mod common;
 use std::collections::BTreeSet;
 use std::path::Path;
 
-use common::{MountedImage, bin, build_image, image_label, test_base, write_config};
+use common::{MountedImage, bin, build_command, build_image, image_label, test_base, write_config};
 
 const AMD_NVIDIA: &str = "[cpu]\nvendor = \"amd\"\n\n[gpu]\nvendors = [\"nvidia\"]\n\n";
 
@@ -150,18 +150,8 @@ fn built_image_has_the_planned_kargs_vfio_initramfs_one_kernel_and_the_bootc_lab
         tag,
         &format!("{AMD_NVIDIA}[vfio]\nids = [\"10de:2684\", \"10de:22ba\"]\n"),
     );
-    let built = bin()
-        .arg("--config")
-        .arg(&config)
-        .args([
-            "build",
-            "--isolation",
-            "chroot",
-            "--pull",
-            "never",
-            "--label",
-            "org.example.owner=e2e tests",
-        ])
+    let built = build_command(&config)
+        .args(["--label", "org.example.owner=e2e tests"])
         .output()
         .unwrap();
     assert!(
@@ -284,18 +274,8 @@ fn a_failing_step_exits_nonzero_naming_the_step_and_the_engine_message() {
     );
 
     let config = write_config(dir.path(), tag, AMD_NVIDIA);
-    let out = bin()
-        .arg("--config")
-        .arg(&config)
-        .args([
-            "build",
-            "--isolation",
-            "chroot",
-            "--pull",
-            "never",
-            "--base",
-            base,
-        ])
+    let out = build_command(&config)
+        .args(["--base", base])
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);

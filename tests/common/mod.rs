@@ -51,21 +51,21 @@ pub fn write_config(dir: &Path, tag: &str, body: &str) -> PathBuf {
     path
 }
 
+/// `passthru-image --config CONFIG build` with the options every test build needs on our machines (chroot
+/// isolation for hybrid cgroups, no registry); add more arguments to it.
+pub fn build_command(config: &Path) -> Command {
+    let mut cmd = bin();
+    cmd.arg("--config")
+        .arg(config)
+        .args(["build", "--isolation", "chroot", "--pull", "never"]);
+    cmd
+}
+
 /// Builds `config` into the image `tag` in local storage with `passthru-image build`, and returns what the
 /// engine printed (the cache tests read its "Using cache" lines).
 pub fn build_image(config: &Path, tag: &str) -> String {
-    let out = bin()
-        .arg("--config")
-        .arg(config)
-        .args([
-            "build",
-            "--isolation",
-            "chroot",
-            "--pull",
-            "never",
-            "--tag",
-            tag,
-        ])
+    let out = build_command(config)
+        .args(["--tag", tag])
         .output()
         .expect("run passthru-image build");
     let text =
