@@ -152,6 +152,15 @@ pub fn test_boot(options: &Options, progress: &dyn Fn(&str)) -> Result<BootRepor
         );
     }
     let captured = match (&options.capture, &spec.capture) {
+        // Without a probe there is no capture to look for; say so like the other checks do.
+        (Some(dir), Some(_)) if matches!(parsed, probe::Parsed::NotStarted) => {
+            checks.push(Check {
+                name: "capture",
+                status: Status::NotRun,
+                detail: format!("nothing written to {dir}: no probe report"),
+            });
+            None
+        }
         (Some(dir), Some(file)) => {
             progress(&format!("Writing the captured sysfs/procfs tree to {dir}"));
             let (check, captured) = write_capture(file, dir);
