@@ -268,8 +268,26 @@ fn an_image_without_vfio_in_its_initramfs_fails_binding_and_modules() {
     );
     let _cleanup = RemoveImages(images.to_vec());
     let config = write_config(dir.path(), &images[1], "[cpu]\nvendor = \"intel\"\n");
-    let (report, code, _) = test_boot(&config, &[]);
+    // Captured too: a boot whose checks fail still leaves a faithful tree of what went wrong.
+    let tree = dir.path().join("captured");
+    let (report, code, _) = test_boot(&config, &["--capture", tree.to_str().unwrap()]);
     assert_eq!(code, 1, "{report:#}");
+    assert_eq!(check(&report, "capture")["status"], "pass", "{report:#}");
+    let out = bin()
+        .arg("--root")
+        .arg(&tree)
+        .args(["groups", "--json"])
+        .output()
+        .unwrap();
+    let groups: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let nic = groups["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|g| g["devices"].as_array().unwrap())
+        .find(|d| d["device_id"] == "10d3")
+        .expect("the stand-in in the captured tree");
+    assert_ne!(nic["driver"], "vfio-pci", "{groups:#}");
     assert_eq!(check(&report, "boot")["status"], "pass");
     assert_eq!(
         check(&report, "kargs")["status"],
@@ -332,14 +350,18 @@ fn an_image_whose_kargs_d_was_emptied_fails_kargs_and_binding() {
     // The same image, human output and a timeout far too short to boot: cut off, exit 1, console shown.
     let _one_at_a_time = BOOTS.lock().unwrap_or_else(|e| e.into_inner());
     let start = Instant::now();
+    let tree = dir.path().join("never-captured");
     bin()
         .arg("--config")
         .arg(&config)
-        .args(["test-boot", "--timeout", "3"])
+        .args(["test-boot", "--timeout", "3", "--capture"])
+        .arg(&tree)
         .assert()
         .code(1)
         .stdout(contains("FAIL  boot: timed out after 3 s"))
+        .stdout(contains("----  capture: nothing written"))
         .stdout(contains("serial console"));
+    assert!(!tree.exists(), "no capture, no directory");
     assert!(
         start.elapsed().as_secs() < 120,
         "the timeout bounds the boot"
