@@ -133,6 +133,9 @@ pub struct TestBootArgs {
     /// Virtual IOMMU of the VM [default: from the plan's CPU vendor]
     #[arg(long, value_enum)]
     pub iommu: Option<IommuKind>,
+    /// Also write the VM's sysfs/procfs tree (the paths `--root` reads) to DIR, a new or empty directory
+    #[arg(long, value_name = "DIR")]
+    pub capture: Option<Utf8PathBuf>,
 }
 
 #[derive(Debug, Clone, Args)]

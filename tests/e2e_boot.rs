@@ -1,7 +1,8 @@
 //! Boot proof end to end: images built by `passthru-image build` from the offline test base boot under QEMU
 //! (TCG when KVM is unusable) with their own kernel, initramfs and kargs.d, and the stand-in e1000e comes up
 //! on vfio-pci, with the Intel and with the AMD virtual IOMMU. A broken image fails a check, a boot that
-//! cannot finish is cut off by the timeout, and bad input exits 2 before anything boots.
+//! cannot finish is cut off by the timeout, and bad input exits 2 before anything boots. `--capture` writes
+//! the booted VM's sysfs/procfs tree, which `groups` reads like a host's.
 //!
 //! Boots take 40-60 s each under TCG on two cores; they run one at a time (BOOTS) so they do not slow each
 //! other down into their timeouts.
@@ -107,6 +108,12 @@ fn assert_boot_passed(report: &Value, code: i32, iommu: &str) {
     assert!(report["console_tail"].is_null());
 }
 
+/// Set to regenerate tests/fixtures/qemu-q35-{intel,amd}-iommu from the captures of the test below.
+const RECAPTURE: &str = "PASSTHRU_RECAPTURE_FIXTURES";
+
+/// Both boots also `--capture` the VM's sysfs/procfs tree (no extra boot): it must read with `groups --json`
+/// and show what the probe saw, the stand-in on vfio-pci in a group of its own. With RECAPTURE set, the trees
+/// replace the committed fixtures.
 #[test]
 fn built_images_boot_with_the_stand_in_on_vfio_pci_under_intel_and_amd_iommus() {
     let dir = tempfile::tempdir().unwrap();
@@ -117,7 +124,8 @@ fn built_images_boot_with_the_stand_in_on_vfio_pci_under_intel_and_amd_iommus() 
     let (amd, amd_tag) = build_for(&amd_dir, "amd", "amd");
     let _cleanup = RemoveImages(vec![intel_tag, amd_tag]);
 
-    let (report, code, seconds) = test_boot(&intel, &[]);
+    let tree = intel_dir.join("captured");
+    let (report, code, seconds) = test_boot(&intel, &["--capture", tree.to_str().unwrap()]);
     eprintln!(
         "intel IOMMU: probe after {} s, test-boot {seconds:.1} s",
         report["probe_seconds"]
@@ -125,8 +133,11 @@ fn built_images_boot_with_the_stand_in_on_vfio_pci_under_intel_and_amd_iommus() 
     assert_boot_passed(&report, code, "intel");
     let cmdline = report["cmdline"].as_array().unwrap();
     assert!(cmdline.contains(&"intel_iommu=on".into()));
+    assert_capture_matches_the_probe(&report, &tree);
+    recapture(&tree, "qemu-q35-intel-iommu");
 
-    let (report, code, seconds) = test_boot(&amd, &[]);
+    let tree = amd_dir.join("captured");
+    let (report, code, seconds) = test_boot(&amd, &["--capture", tree.to_str().unwrap()]);
     eprintln!(
         "amd IOMMU: probe after {} s, test-boot {seconds:.1} s",
         report["probe_seconds"]
@@ -135,6 +146,80 @@ fn built_images_boot_with_the_stand_in_on_vfio_pci_under_intel_and_amd_iommus() 
     let cmdline = report["cmdline"].as_array().unwrap();
     assert!(cmdline.contains(&"amd_iommu=on".into()));
     assert!(cmdline.contains(&"kvm_amd.npt=1".into()));
+    assert_capture_matches_the_probe(&report, &tree);
+    recapture(&tree, "qemu-q35-amd-iommu");
+}
+
+/// `groups --json` on the captured tree sees the stand-in where the probe saw it: on vfio-pci, alone in its
+/// group; and the capture kept nothing but the paths the readers use.
+fn assert_capture_matches_the_probe(report: &Value, tree: &Path) {
+    assert_eq!(check(report, "capture")["status"], "pass", "{report:#}");
+    assert_eq!(report["capture"]["dir"], tree.to_str().unwrap());
+    let probed = report["probe"]["devices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["id"] == "8086:10d3")
+        .unwrap();
+    let out = bin()
+        .arg("--root")
+        .arg(tree)
+        .args(["groups", "--json"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let groups: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(groups["iommu_enabled"], true);
+    let group = groups["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|g| {
+            g["devices"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|d| d["device_id"] == "10d3")
+        })
+        .expect("the stand-in is in a group of the captured tree");
+    assert_eq!(
+        group["id"].to_string(),
+        probed["iommu_group"].as_str().unwrap()
+    );
+    let devices = group["devices"].as_array().unwrap();
+    assert_eq!(devices.len(), 1, "alone in its group: {group:#}");
+    assert_eq!(devices[0]["address"], probed["address"]);
+    assert_eq!(devices[0]["driver"], "vfio-pci");
+    let top: Vec<String> = std::fs::read_dir(tree.join("sys"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert!(
+        top.iter()
+            .all(|d| ["bus", "devices", "kernel", "module", "firmware"].contains(&d.as_str())),
+        "{top:?}"
+    );
+}
+
+/// With RECAPTURE set, `tree` replaces tests/fixtures/NAME (copied with `cp -a`: the symlinks stay links).
+fn recapture(tree: &Path, name: &str) {
+    if std::env::var_os(RECAPTURE).is_none() {
+        return;
+    }
+    let fixture = common::repo_dir().join("tests/fixtures").join(name);
+    let _ = std::fs::remove_dir_all(&fixture);
+    let status = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(tree)
+        .arg(&fixture)
+        .status()
+        .unwrap();
+    assert!(
+        status.success(),
+        "copying {} to {}",
+        tree.display(),
+        fixture.display()
+    );
 }
 
 /// Builds `localhost/passthru-e2e-boot:NAME` from `containerfile` (after a `FROM` of a good Intel image) in
@@ -183,8 +268,26 @@ fn an_image_without_vfio_in_its_initramfs_fails_binding_and_modules() {
     );
     let _cleanup = RemoveImages(images.to_vec());
     let config = write_config(dir.path(), &images[1], "[cpu]\nvendor = \"intel\"\n");
-    let (report, code, _) = test_boot(&config, &[]);
+    // Captured too: a boot whose checks fail still leaves a faithful tree of what went wrong.
+    let tree = dir.path().join("captured");
+    let (report, code, _) = test_boot(&config, &["--capture", tree.to_str().unwrap()]);
     assert_eq!(code, 1, "{report:#}");
+    assert_eq!(check(&report, "capture")["status"], "pass", "{report:#}");
+    let out = bin()
+        .arg("--root")
+        .arg(&tree)
+        .args(["groups", "--json"])
+        .output()
+        .unwrap();
+    let groups: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let nic = groups["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|g| g["devices"].as_array().unwrap())
+        .find(|d| d["device_id"] == "10d3")
+        .expect("the stand-in in the captured tree");
+    assert_ne!(nic["driver"], "vfio-pci", "{groups:#}");
     assert_eq!(check(&report, "boot")["status"], "pass");
     assert_eq!(
         check(&report, "kargs")["status"],
@@ -247,14 +350,18 @@ fn an_image_whose_kargs_d_was_emptied_fails_kargs_and_binding() {
     // The same image, human output and a timeout far too short to boot: cut off, exit 1, console shown.
     let _one_at_a_time = BOOTS.lock().unwrap_or_else(|e| e.into_inner());
     let start = Instant::now();
+    let tree = dir.path().join("never-captured");
     bin()
         .arg("--config")
         .arg(&config)
-        .args(["test-boot", "--timeout", "3"])
+        .args(["test-boot", "--timeout", "3", "--capture"])
+        .arg(&tree)
         .assert()
         .code(1)
         .stdout(contains("FAIL  boot: timed out after 3 s"))
+        .stdout(contains("----  capture: nothing written"))
         .stdout(contains("serial console"));
+    assert!(!tree.exists(), "no capture, no directory");
     assert!(
         start.elapsed().as_secs() < 120,
         "the timeout bounds the boot"
@@ -283,4 +390,23 @@ fn bad_input_exits_2_before_anything_boots() {
         .assert()
         .code(2);
     bin().args(["test-boot", "Not An Image"]).assert().code(2);
+    // Checked before the image is looked at: a non-empty capture directory is refused whatever the image.
+    let taken = tempfile::tempdir().unwrap();
+    std::fs::write(taken.path().join("keep"), "mine").unwrap();
+    bin()
+        .args([
+            "test-boot",
+            "localhost/x:1",
+            "--iommu",
+            "intel",
+            "--capture",
+        ])
+        .arg(taken.path())
+        .assert()
+        .code(2)
+        .stderr(contains("--capture"));
+    assert_eq!(
+        std::fs::read_to_string(taken.path().join("keep")).unwrap(),
+        "mine"
+    );
 }

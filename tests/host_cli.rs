@@ -346,6 +346,8 @@ fn detect_output_goes_through_plan_for_every_fixture() {
         "identical-twins",
         "laptop-3d",
         "iommu-off",
+        "qemu-q35-intel-iommu",
+        "qemu-q35-amd-iommu",
     ] {
         let (config, _, _) = detect(host, dir.path());
         let plan = plan_json(host, &config, dir.path());
@@ -654,48 +656,135 @@ fn doctor_human_output_ends_in_exit_1_naming_the_failures() {
     assert!(String::from_utf8_lossy(&output.stderr).contains("checks failed"));
 }
 
-/// Captured from a real Debian kernel in QEMU q35 with a virtual Intel IOMMU and an e1000e NIC bound to
-/// vfio-pci (tests/fixtures/capture/capture-qemu.sh): the readers work on real sysfs, not only on generated trees.
-#[test]
-fn real_sysfs_from_qemu_q35_reads_groups_and_passes_doctor() {
-    let report = groups("qemu-q35-intel-iommu");
+/// The image the end-to-end suite builds (an NVIDIA plan on the Debian 12 test base) booted by
+/// `test-boot --capture` in QEMU q35 (tests/fixtures/README.md): real sysfs from a real kernel, so the readers
+/// are proven beyond generated trees. `nic` is the e1000e stand-in, `vga` QEMU's standard VGA.
+struct Captured {
+    tree: &'static str,
+    cpu: &'static str,
+    nic: &'static str,
+    vga: &'static str,
+    iommu_karg: &'static str,
+}
+
+const INTEL_CAPTURE: Captured = Captured {
+    tree: "qemu-q35-intel-iommu",
+    cpu: "intel",
+    nic: "0000:00:01.0",
+    vga: "0000:00:02.0",
+    iommu_karg: "intel_iommu=on",
+};
+
+const AMD_CAPTURE: Captured = Captured {
+    tree: "qemu-q35-amd-iommu",
+    cpu: "amd",
+    nic: "0000:00:02.0",
+    vga: "0000:00:03.0",
+    iommu_karg: "amd_iommu=on",
+};
+
+/// `groups --json`: the stand-in on vfio-pci alone in its group, the VGA an isolated boot GPU.
+fn assert_captured_groups(host: &Captured) {
+    let report = groups(host.tree);
     assert_eq!(report["iommu_enabled"], true);
-    let nic = report["groups"]
+    let group = report["groups"]
         .as_array()
         .unwrap()
         .iter()
-        .flat_map(|g| {
+        .find(|g| {
             g["devices"]
                 .as_array()
                 .unwrap()
                 .iter()
-                .map(move |d| (&g["id"], d))
+                .any(|d| d["address"] == host.nic)
         })
-        .find(|(_, d)| d["vendor_id"] == "8086" && d["device_id"] == "10d3")
-        .expect("the e1000e NIC");
-    assert_eq!(nic.1["driver"], "vfio-pci");
-    assert_eq!(nic.1["class"], "0200");
-    // QEMU's standard VGA is the boot GPU, alone in its group.
-    assert_eq!(gpu_addresses(&report), ["0000:00:01.0"]);
-    assert_eq!(verdict(&report, "0000:00:01.0").1, "isolated");
-    assert_eq!(gpu(&report, "0000:00:01.0")["boot_vga"], true);
+        .unwrap_or_else(|| panic!("{} is in no group: {report:#}", host.nic));
+    let devices = group["devices"].as_array().unwrap();
+    assert_eq!(devices.len(), 1, "{group:#}");
+    let nic = &devices[0];
+    assert_eq!(
+        (
+            &nic["vendor_id"],
+            &nic["device_id"],
+            &nic["class"],
+            &nic["driver"]
+        ),
+        (
+            &"8086".into(),
+            &"10d3".into(),
+            &"0200".into(),
+            &"vfio-pci".into()
+        )
+    );
+    assert_eq!(gpu_addresses(&report), [host.vga]);
+    let (_, isolation, companions, vendor_reset) = verdict(&report, host.vga);
+    assert_eq!(
+        (isolation.as_str(), companions.len(), vendor_reset),
+        ("isolated", 0, false)
+    );
+    assert_eq!(gpu(&report, host.vga)["boot_vga"], true);
+}
 
+/// `doctor` with the plan the captured image was built from (plus the stand-in test-boot added to its
+/// vfio_pci.ids): every karg, module, binding and group check passes; only the planned NVIDIA devices,
+/// which the stand-in replaces in the VM, are missing, and SeaBIOS is not UEFI.
+fn assert_captured_doctor(host: &Captured) {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("passthru.toml");
-    // QEMU's CPU model says AuthenticAMD, but the IOMMU of this machine is Intel's (VT-d): the vendor is set.
     std::fs::write(
         &config,
-        "[cpu]\nvendor = \"intel\"\n\n[vfio]\nids = [\"8086:10d3\"]\n",
+        format!(
+            "[cpu]\nvendor = \"{}\"\n\n[gpu]\nvendors = [\"nvidia\"]\n\n\
+             [vfio]\nids = [\"10de:2684\", \"10de:22ba\", \"8086:10d3\"]\n",
+            host.cpu
+        ),
     )
     .unwrap();
-    let (code, report) = doctor("qemu-q35-intel-iommu", &config, dir.path());
-    assert_eq!(code, Some(0), "{report:#}");
-    assert_eq!(failed(&report), Vec::<&str>::new());
-    assert_eq!(status_of(&report, "bound:0000:00:02.0"), "pass");
-    assert_eq!(status_of(&report, "group:0000:00:02.0"), "pass");
-    assert_eq!(status_of(&report, "karg:vfio_pci.ids=8086:10d3"), "pass");
-    // SeaBIOS, not UEFI.
+    let (code, report) = doctor(host.tree, &config, dir.path());
+    assert_eq!(code, Some(1), "{report:#}");
+    assert_eq!(failed(&report), ["device:10de:2684", "device:10de:22ba"]);
+    let karg = |name: &str| status_of(&report, &format!("karg:{name}")).to_owned();
+    for name in [
+        host.iommu_karg,
+        "iommu=pt",
+        "rd.driver.pre=vfio-pci",
+        "vfio_pci.ids=10de:2684,10de:22ba,8086:10d3",
+    ] {
+        assert_eq!(karg(name), "pass", "{name}: {report:#}");
+    }
+    for name in ["module:vfio", "module:vfio_iommu_type1", "module:vfio_pci"] {
+        assert_eq!(status_of(&report, name), "pass", "{name}");
+    }
+    assert_eq!(status_of(&report, &format!("bound:{}", host.nic)), "pass");
+    assert_eq!(status_of(&report, &format!("group:{}", host.nic)), "pass");
+    assert_eq!(status_of(&report, "iommu"), "pass");
     assert_eq!(status_of(&report, "uefi"), "warn");
+}
+
+#[test]
+fn captured_intel_iommu_vm_reads_groups_and_passes_doctor_kargs_and_binding() {
+    assert_captured_groups(&INTEL_CAPTURE);
+    assert_captured_doctor(&INTEL_CAPTURE);
+}
+
+/// The AMD IOMMU is itself a PCI device (1022:0008) with no IOMMU group: listed in sysfs, in no group.
+#[test]
+fn captured_amd_iommu_vm_reads_groups_and_passes_doctor_kargs_and_binding() {
+    assert_captured_groups(&AMD_CAPTURE);
+    assert_captured_doctor(&AMD_CAPTURE);
+    let report = groups(AMD_CAPTURE.tree);
+    let grouped = report["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|g| g["devices"].as_array().unwrap())
+        .any(|d| d["vendor_id"] == "1022");
+    assert!(!grouped, "{report:#}");
+    assert!(
+        fixture(AMD_CAPTURE.tree)
+            .join("sys/bus/pci/devices/0000:00:01.0")
+            .exists()
+    );
 }
 
 #[test]

@@ -5,7 +5,9 @@
 //! - [`qemu`]: the VM's kernel command line and QEMU command line, run under a timeout
 //! - [`probe`]: the script that runs as init in the VM, and the parser for its console report
 //! - [`verdict`]: one check per question, from the probe's report
+//! - [`capture`]: `--capture DIR`, the probe's sysfs/procfs tree written on the host
 
+pub mod capture;
 pub mod disk;
 pub mod probe;
 pub mod qemu;
@@ -14,7 +16,7 @@ pub mod verdict;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use camino::Utf8PathBuf;
+use camino::{Utf8Path, Utf8PathBuf};
 use serde::Serialize;
 
 use crate::image_ref::ImageRef;
@@ -30,6 +32,8 @@ pub struct Options {
     pub image: ImageRef,
     pub iommu: IommuKind,
     pub timeout: Duration,
+    /// Write the VM's sysfs/procfs tree here (`--capture`); checked by [`capture::check_target`] first.
+    pub capture: Option<Utf8PathBuf>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -53,6 +57,8 @@ pub struct BootReport {
     pub probe: Option<ProbeReport>,
     /// The end of the serial console, when a check failed.
     pub console_tail: Option<Vec<String>>,
+    /// What `--capture` wrote.
+    pub capture: Option<capture::Captured>,
 }
 
 impl BootReport {
@@ -94,9 +100,10 @@ pub fn test_boot(options: &Options, progress: &dyn Fn(&str)) -> Result<BootRepor
         initrd,
         disk: disk_path,
         console: work.join("console.log"),
-        cmdline: qemu::cmdline(&files.kargs, qemu::STAND_IN),
+        cmdline: qemu::cmdline(&files.kargs, qemu::STAND_IN, options.capture.is_some()),
         iommu: options.iommu,
         accel: Accel::detect(),
+        capture: options.capture.as_ref().map(|_| work.join("capture.b64")),
     };
     progress(&format!(
         "Booting under QEMU ({}, {} IOMMU, timeout {} s)",
@@ -119,6 +126,9 @@ pub fn test_boot(options: &Options, progress: &dyn Fn(&str)) -> Result<BootRepor
         ));
         spec.accel = Accel::Tcg;
         let _ = std::fs::remove_file(&spec.console);
+        if let Some(file) = &spec.capture {
+            let _ = std::fs::remove_file(file);
+        }
         run = qemu::run(&spec, options.timeout)?;
     }
     let parsed = probe::parse(&run.console);
@@ -141,6 +151,24 @@ pub fn test_boot(options: &Options, progress: &dyn Fn(&str)) -> Result<BootRepor
             checks[0].detail
         );
     }
+    let captured = match (&options.capture, &spec.capture) {
+        // Without a probe there is no capture to look for; say so like the other checks do.
+        (Some(dir), Some(_)) if matches!(parsed, probe::Parsed::NotStarted) => {
+            checks.push(Check {
+                name: "capture",
+                status: Status::NotRun,
+                detail: format!("nothing written to {dir}: no probe report"),
+            });
+            None
+        }
+        (Some(dir), Some(file)) => {
+            progress(&format!("Writing the captured sysfs/procfs tree to {dir}"));
+            let (check, captured) = write_capture(file, dir);
+            checks.push(check);
+            captured
+        }
+        _ => None,
+    };
     let passed = checks.iter().all(|c| c.status == Status::Pass);
     let probe = match parsed {
         probe::Parsed::Complete(report) | probe::Parsed::Truncated(report) => Some(report),
@@ -161,7 +189,37 @@ pub fn test_boot(options: &Options, progress: &dyn Fn(&str)) -> Result<BootRepor
         timed_out: run.timed_out,
         probe,
         console_tail: (!passed).then(|| tail(&run.console, CONSOLE_TAIL_LINES)),
+        capture: captured,
     })
+}
+
+/// The `capture` check: the tree arrived whole and was written. Independent of the other checks, so a
+/// boot that fails them can still be captured (a host where binding went wrong is a fixture too).
+fn write_capture(serial_file: &Utf8Path, dir: &Utf8Path) -> (Check, Option<capture::Captured>) {
+    let serial = std::fs::read(serial_file)
+        .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
+        .unwrap_or_default();
+    match capture::write(&serial, dir) {
+        Ok(captured) => (
+            Check {
+                name: "capture",
+                status: Status::Pass,
+                detail: format!(
+                    "{} PCI devices; {} files and {} symlinks written to {dir}",
+                    captured.pci_devices, captured.files, captured.links
+                ),
+            },
+            Some(captured),
+        ),
+        Err(e) => (
+            Check {
+                name: "capture",
+                status: Status::Fail,
+                detail: format!("nothing written to {dir}: {e:#}"),
+            },
+            None,
+        ),
+    }
 }
 
 fn round(seconds: f64) -> f64 {

@@ -9,7 +9,7 @@ use camino::{Utf8Path, Utf8PathBuf};
 use clap::ValueEnum;
 use serde::Serialize;
 
-use super::probe;
+use super::{capture, probe};
 use crate::host::cpu::CpuVendor;
 use crate::kargs::Karg;
 use crate::pci_id::PciId;
@@ -75,7 +75,8 @@ const STAND_IN_QEMU_DEVICE: &str = "e1000e";
 /// reads, the probe as init, and a VM that ends by itself when anything goes wrong (a panic reboots and
 /// -no-reboot makes QEMU exit; no dracut rescue shell waits for a keyboard). An image without
 /// `vfio_pci.ids` gets none: adding one would hide what is wrong with it.
-pub fn cmdline(image_kargs: &[Karg], stand_in: PciId) -> Vec<String> {
+/// `capture` adds the karg that asks the probe to send its tree (`test-boot --capture`).
+pub fn cmdline(image_kargs: &[Karg], stand_in: PciId, capture: bool) -> Vec<String> {
     let mut words: Vec<String> = image_kargs.iter().map(|k| k.as_str().to_owned()).collect();
     let last_ids = image_kargs
         .iter()
@@ -97,6 +98,9 @@ pub fn cmdline(image_kargs: &[Karg], stand_in: PciId) -> Vec<String> {
         "panic=-1".into(),
         "rd.shell=0".into(),
     ]);
+    if capture {
+        words.push(capture::KARG.into());
+    }
     words
 }
 
@@ -110,6 +114,8 @@ pub struct VmSpec {
     pub cmdline: Vec<String>,
     pub iommu: IommuKind,
     pub accel: Accel,
+    /// `test-boot --capture`: the file the VM's second serial port (ttyS1) writes to.
+    pub capture: Option<Utf8PathBuf>,
 }
 
 impl VmSpec {
@@ -149,6 +155,16 @@ impl VmSpec {
             "-serial".into(),
             format!("file:{}", self.console),
         ]);
+        if let Some(file) = &self.capture {
+            argv.extend([
+                "-serial".into(),
+                format!("file:{file}"),
+                // A captured host without any GPU would leave the GPU verdicts of `groups` and `detect`
+                // untested: QEMU's standard VGA is a real boot GPU (boot_vga 1) in its own group.
+                "-device".into(),
+                "VGA".into(),
+            ]);
+        }
         argv.into_iter().map(OsString::from).collect()
     }
 }
@@ -237,7 +253,7 @@ mod tests {
     fn the_stand_in_joins_the_effective_vfio_ids_only() {
         let image = kargs("amd_iommu=on vfio-pci.ids=1002:67df vfio_pci.ids=10de:2684,10de:22ba");
         assert_eq!(
-            cmdline(&image, STAND_IN),
+            cmdline(&image, STAND_IN, false),
             [
                 "amd_iommu=on",
                 "vfio-pci.ids=1002:67df",
@@ -250,10 +266,18 @@ mod tests {
             ]
         );
         let already = kargs("vfio_pci.ids=8086:10D3");
-        assert_eq!(cmdline(&already, STAND_IN)[0], "vfio_pci.ids=8086:10D3");
+        assert_eq!(
+            cmdline(&already, STAND_IN, false)[0],
+            "vfio_pci.ids=8086:10D3"
+        );
         let none = kargs("intel_iommu=on");
-        let line = cmdline(&none, STAND_IN);
+        let line = cmdline(&none, STAND_IN, false);
         assert!(!line.iter().any(|w| w.contains("8086:10d3")), "{line:?}");
+        assert!(!line.iter().any(|w| w.starts_with("passthru_probe.")));
+        assert_eq!(
+            cmdline(&none, STAND_IN, true).last().map(String::as_str),
+            Some("passthru_probe.capture=ttyS1")
+        );
     }
 
     #[test]
@@ -266,6 +290,7 @@ mod tests {
             cmdline: vec!["root=/dev/vda".into(), "console=ttyS0".into()],
             iommu: IommuKind::Intel,
             accel: Accel::Tcg,
+            capture: None,
         };
         let text = |spec: &VmSpec| {
             spec.argv()
@@ -289,5 +314,14 @@ mod tests {
         let line = text(&amd);
         assert!(line.contains("-accel kvm -cpu host"));
         assert!(line.contains("-device amd-iommu "));
+        assert!(!line.contains("VGA"));
+        let capturing = VmSpec {
+            capture: Some("/w/capture.b64".into()),
+            ..amd
+        };
+        assert!(
+            text(&capturing)
+                .ends_with("-serial file:/w/console.log -serial file:/w/capture.b64 -device VGA")
+        );
     }
 }

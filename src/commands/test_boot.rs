@@ -11,6 +11,9 @@ use crate::error::ChecksFailed;
 use crate::plan::Plan;
 
 pub fn run(cli: &Cli, args: &TestBootArgs) -> Result<()> {
+    if let Some(dir) = &args.capture {
+        boot::capture::check_target(dir)?;
+    }
     // The config is read only for what the command line leaves open: the image tag and the IOMMU kind.
     let (image, iommu) = match (&args.image, args.iommu) {
         (Some(image), Some(iommu)) => (image.clone(), iommu),
@@ -27,6 +30,7 @@ pub fn run(cli: &Cli, args: &TestBootArgs) -> Result<()> {
         image,
         iommu,
         timeout: Duration::from_secs(args.timeout),
+        capture: args.capture.clone(),
     };
     let quiet = cli.quiet || args.json;
     let report = boot::test_boot(&options, &|step| {
