@@ -3,6 +3,7 @@
 //! One [`plan::Plan`] is resolved from `passthru.toml` and the host; executors (image build, live apply,
 //! doctor) only carry it out. See DESIGN.md in the project's shared notes and README.md.
 
+pub mod atomic;
 pub mod boot;
 pub mod cli;
 pub mod commands;

@@ -13,7 +13,7 @@ use std::path::Path;
 use std::sync::Mutex;
 use std::time::Instant;
 
-use common::{bin, build_image, write_config};
+use common::{RemoveImages, bin, build_image, write_config};
 use predicates::str::contains;
 use serde_json::Value;
 
@@ -21,18 +21,6 @@ static BOOTS: Mutex<()> = Mutex::new(());
 
 const NVIDIA: &str =
     "[gpu]\nvendors = [\"nvidia\"]\n\n[vfio]\nids = [\"10de:2684\", \"10de:22ba\"]\n";
-
-/// Removes the images a test made, also when an assertion failed half-way.
-struct RemoveImages(Vec<String>);
-
-impl Drop for RemoveImages {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("podman")
-            .args(["rmi", "--force", "--ignore"])
-            .args(&self.0)
-            .output();
-    }
-}
 
 /// Builds an image for `cpu` (intel or amd) with an NVIDIA GPU to pass as `localhost/passthru-e2e-boot:NAME`,
 /// and returns its config and tag.
@@ -122,7 +110,7 @@ fn built_images_boot_with_the_stand_in_on_vfio_pci_under_intel_and_amd_iommus() 
     std::fs::create_dir_all(&amd_dir).unwrap();
     let (intel, intel_tag) = build_for(&intel_dir, "intel", "intel");
     let (amd, amd_tag) = build_for(&amd_dir, "amd", "amd");
-    let _cleanup = RemoveImages(vec![intel_tag, amd_tag]);
+    let _cleanup = RemoveImages::new(&[intel_tag, amd_tag]);
 
     let tree = intel_dir.join("captured");
     let (report, code, seconds) = test_boot(&intel, &["--capture", tree.to_str().unwrap()]);
@@ -266,7 +254,7 @@ fn an_image_without_vfio_in_its_initramfs_fails_binding_and_modules() {
          dracut --no-hostonly --kver \"$kver\" --reproducible -f \"/usr/lib/modules/$kver/initramfs.img\"\n",
         &[],
     );
-    let _cleanup = RemoveImages(images.to_vec());
+    let _cleanup = RemoveImages::new(&images);
     let config = write_config(dir.path(), &images[1], "[cpu]\nvendor = \"intel\"\n");
     // Captured too: a boot whose checks fail still leaves a faithful tree of what went wrong.
     let tree = dir.path().join("captured");
@@ -311,7 +299,7 @@ fn an_image_whose_kargs_d_was_emptied_fails_kargs_and_binding() {
         "COPY 50-passthru.toml /usr/lib/bootc/kargs.d/50-passthru.toml\n",
         &[("50-passthru.toml", "kargs = []\n")],
     );
-    let _cleanup = RemoveImages(images.to_vec());
+    let _cleanup = RemoveImages::new(&images);
     let broken = &images[1];
     let config = write_config(dir.path(), broken, "[cpu]\nvendor = \"intel\"\n");
     let (report, code, _) = test_boot(&config, &[]);

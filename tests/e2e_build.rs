@@ -6,21 +6,12 @@ mod common;
 use std::collections::BTreeSet;
 use std::path::Path;
 
-use common::{MountedImage, bin, build_command, build_image, image_label, test_base, write_config};
+use common::{
+    MountedImage, RemoveImages, bin, build_command, build_image, image_label, test_base,
+    write_config,
+};
 
 const AMD_NVIDIA: &str = "[cpu]\nvendor = \"amd\"\n\n[gpu]\nvendors = [\"nvidia\"]\n\n";
-
-/// Removes the images a test made, also when an assertion failed half-way.
-struct RemoveImages(Vec<&'static str>);
-
-impl Drop for RemoveImages {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("podman")
-            .args(["rmi", "--force", "--ignore"])
-            .args(&self.0)
-            .output();
-    }
-}
 
 fn planned_kargs(config: &Path) -> Vec<String> {
     let out = bin()
@@ -144,7 +135,7 @@ fn steps_not_from_cache(output: &str) -> Vec<String> {
 fn built_image_has_the_planned_kargs_vfio_initramfs_one_kernel_and_the_bootc_label() {
     let dir = tempfile::tempdir().unwrap();
     let tag = "localhost/passthru-e2e-build:ids";
-    let _cleanup = RemoveImages(vec![tag]);
+    let _cleanup = RemoveImages::new(&[tag]);
     let config = write_config(
         dir.path(),
         tag,
@@ -214,7 +205,7 @@ fn changing_only_device_ids_rebuilds_only_the_host_layer() {
         "localhost/passthru-e2e-build:cache-a",
         "localhost/passthru-e2e-build:cache-b",
     );
-    let _cleanup = RemoveImages(vec![first, second]);
+    let _cleanup = RemoveImages::new(&[first, second]);
     let config = write_config(
         dir.path(),
         first,
@@ -256,7 +247,7 @@ fn a_failing_step_exits_nonzero_naming_the_step_and_the_engine_message() {
         "localhost/passthru-e2e-build:no-kernel-base",
         "localhost/passthru-e2e-build:no-kernel",
     );
-    let _cleanup = RemoveImages(vec![base, tag]);
+    let _cleanup = RemoveImages::new(&[base, tag]);
     std::fs::write(
         dir.path().join("Containerfile"),
         format!("FROM {}\nRUN rm -rf /usr/lib/modules/*\n", test_base()),

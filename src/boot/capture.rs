@@ -9,6 +9,7 @@ use anyhow::{Context, Result, bail};
 use camino::{Utf8Path, Utf8PathBuf};
 use serde::Serialize;
 
+use crate::atomic;
 use crate::error::InputError;
 use crate::host::topology::Topology;
 use crate::root::Root;
@@ -65,29 +66,10 @@ pub fn framed(serial: &str) -> Result<String> {
 pub fn write(serial: &str, dir: &Utf8Path) -> Result<Captured> {
     check_target(dir)?;
     let base64 = framed(serial)?;
-    let parent = dir
-        .parent()
-        .filter(|p| !p.as_str().is_empty())
-        .unwrap_or(Utf8Path::new("."));
-    let name = dir
-        .file_name()
-        .ok_or_else(|| InputError::new(FLAG, format!("{dir} names no directory")))?;
-    let staging = parent.join(format!(".{name}.passthru-capture-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&staging);
-    std::fs::create_dir_all(&staging).with_context(|| format!("creating {staging}"))?;
-    let result = unpack(&base64, &staging).and_then(|()| summarize(&staging, dir));
-    let captured = match result {
-        Ok(captured) => captured,
-        Err(e) => {
-            let _ = std::fs::remove_dir_all(&staging);
-            return Err(e);
-        }
-    };
-    if dir.is_dir() {
-        std::fs::remove_dir(dir).with_context(|| format!("replacing empty {dir}"))?;
-    }
-    std::fs::rename(&staging, dir).with_context(|| format!("moving {staging} to {dir}"))?;
-    Ok(captured)
+    atomic::replace_dir(dir, FLAG, false, |staging| {
+        unpack(&base64, staging)?;
+        summarize(staging, dir)
+    })
 }
 
 /// `base64 -d | tar -xz`: GNU tar keeps the symlinks as they are and refuses members outside `into`.

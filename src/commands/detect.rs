@@ -1,6 +1,7 @@
-use anyhow::{Context, Result};
+use anyhow::Result;
 use camino::Utf8Path;
 
+use crate::atomic;
 use crate::cli::Cli;
 use crate::detect;
 use crate::error::InputError;
@@ -34,29 +35,20 @@ pub fn run(
     match write {
         None => print!("{text}"),
         Some(path) => {
-            write_atomically(path, &text)?;
+            // write_file would create missing directories; a config goes only where the user's directory is.
+            let dir = path.parent().filter(|d| !d.as_str().is_empty());
+            if path.file_name().is_none() || dir.is_some_and(|d| !d.is_dir()) {
+                return Err(InputError::new(
+                    "--write",
+                    format!("{path} is not a file in an existing directory"),
+                )
+                .into());
+            }
+            atomic::write_file(path, text.as_bytes(), 0o644)?;
             if !cli.quiet {
                 eprintln!("Wrote {path}; check it with: passthru-image --config {path} plan");
             }
         }
     }
-    Ok(())
-}
-
-/// Writes beside the target and renames, so an interrupted write never leaves half a config.
-fn write_atomically(path: &Utf8Path, text: &str) -> Result<()> {
-    let dir = match path.parent() {
-        Some(dir) if !dir.as_str().is_empty() => dir,
-        _ => Utf8Path::new("."),
-    };
-    if !dir.is_dir() {
-        return Err(InputError::new("--write", format!("{dir} is not a directory")).into());
-    }
-    let file_name = path
-        .file_name()
-        .ok_or_else(|| InputError::new("--write", format!("{path} does not name a file")))?;
-    let tmp = dir.join(format!(".{file_name}.passthru-image.tmp"));
-    std::fs::write(&tmp, text).with_context(|| format!("writing {tmp}"))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("renaming {tmp} to {path}"))?;
     Ok(())
 }

@@ -9,6 +9,7 @@ use anyhow::{Context, Result};
 use camino::{Utf8Path, Utf8PathBuf};
 
 use super::render::BuildContext;
+use crate::atomic;
 use crate::error::InputError;
 
 /// Present in every directory `generate` made: it may replace such a directory without `--force`.
@@ -32,28 +33,10 @@ pub fn write(ctx: &BuildContext, dir: &Utf8Path, force: bool) -> Result<()> {
         // No marker: the directory stays the user's, so a later `generate` will not replace it whole.
         return write_files(ctx, dir, Marker::Omit);
     }
-    // Ours or absent: build the new tree beside it, then swap, so a failure leaves the old one intact.
-    let parent = dir
-        .parent()
-        .filter(|p| !p.as_str().is_empty())
-        .unwrap_or(Utf8Path::new("."));
-    let name = dir
-        .file_name()
-        .ok_or_else(|| InputError::new("--output", format!("{dir} names no directory")))?;
-    let staging = parent.join(format!(".{name}.passthru-new-{}", std::process::id()));
-    let _ = fs::remove_dir_all(&staging);
-    fs::create_dir(&staging).with_context(|| format!("creating {staging}"))?;
-    if let Err(e) = write_files(ctx, &staging, Marker::Write) {
-        let _ = fs::remove_dir_all(&staging);
-        return Err(e);
-    }
-    if state == DirState::Ours {
-        fs::remove_dir_all(dir).with_context(|| format!("removing the previous context {dir}"))?;
-    } else if state == DirState::Empty {
-        fs::remove_dir(dir).with_context(|| format!("replacing empty {dir}"))?;
-    }
-    fs::rename(&staging, dir).with_context(|| format!("moving {staging} to {dir}"))?;
-    Ok(())
+    // Ours, empty or absent: build the new tree beside it, then swap, so a failure leaves the old one intact.
+    atomic::replace_dir(dir, "--output", state == DirState::Ours, |new| {
+        write_files(ctx, new, Marker::Write)
+    })
 }
 
 #[derive(Debug, PartialEq, Eq)]

@@ -232,7 +232,7 @@ fn run_step(
                 });
                 state::save(root, record)?;
             }
-            files::write_atomic(&root.join(&file.path), file.content.as_bytes(), file.mode)?;
+            crate::atomic::write_file(&root.join(&file.path), file.content.as_bytes(), file.mode)?;
             Ok(StepResult::Changed)
         }
         Step::Kargs {

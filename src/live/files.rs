@@ -1,35 +1,13 @@
 //! Writing host files so that a crash never leaves half a file, and keeping what they replace.
 
-use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 
 use anyhow::{Context, Result};
 use camino::{Utf8Path, Utf8PathBuf};
 
 use super::state::BACKUP_DIR;
+use crate::atomic;
 use crate::root::Root;
-
-/// Writes `path` through a temporary file in the same directory and a rename: readers (dracut run by
-/// rpm-ostree, modprobe) see the old file or the new one, never a part.
-pub fn write_atomic(path: &Utf8Path, content: &[u8], mode: u32) -> Result<()> {
-    let dir = path.parent().context("a file path has a parent")?;
-    std::fs::create_dir_all(dir).with_context(|| format!("creating {dir}"))?;
-    let tmp = dir.join(format!(
-        ".{}.passthru-tmp",
-        path.file_name().unwrap_or("file")
-    ));
-    let result = (|| -> std::io::Result<()> {
-        let mut file = std::fs::File::create(&tmp)?;
-        file.set_permissions(std::fs::Permissions::from_mode(mode))?;
-        file.write_all(content)?;
-        file.sync_all()?;
-        std::fs::rename(&tmp, path)
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result.with_context(|| format!("writing {path}"))
-}
 
 /// Where the copy of host file `abs` goes (host path, e.g. /etc/passthru-image/backup/etc/modprobe.d/x.conf).
 pub fn backup_path(abs: &Utf8Path) -> Utf8PathBuf {
@@ -42,7 +20,7 @@ pub fn back_up(root: &Root, abs: &Utf8Path) -> Result<Utf8PathBuf> {
     let source = root.join(abs);
     let bytes = std::fs::read(&source).with_context(|| format!("reading {source}"))?;
     let mode = std::fs::metadata(&source)?.permissions().mode() & 0o7777;
-    write_atomic(&root.join(&backup), &bytes, mode)?;
+    atomic::write_file(&root.join(&backup), &bytes, mode)?;
     Ok(backup)
 }
 
@@ -51,7 +29,7 @@ pub fn restore(root: &Root, abs: &Utf8Path, backup: &Utf8Path) -> Result<()> {
     let copy = root.join(backup);
     let bytes = std::fs::read(&copy).with_context(|| format!("reading the backup {copy}"))?;
     let mode = std::fs::metadata(&copy)?.permissions().mode() & 0o7777;
-    write_atomic(&root.join(abs), &bytes, mode)?;
+    atomic::write_file(&root.join(abs), &bytes, mode)?;
     std::fs::remove_file(&copy).with_context(|| format!("removing {copy}"))
 }
 
@@ -75,9 +53,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let root = Root::new(Utf8PathBuf::from_path_buf(dir.path().to_owned()).unwrap());
         let abs = Utf8Path::new("/etc/modprobe.d/x.conf");
-        write_atomic(&root.join(abs), b"mine\n", 0o600).unwrap();
+        atomic::write_file(&root.join(abs), b"mine\n", 0o600).unwrap();
         let backup = back_up(&root, abs).unwrap();
-        write_atomic(&root.join(abs), b"planned\n", 0o644).unwrap();
+        atomic::write_file(&root.join(abs), b"planned\n", 0o644).unwrap();
         assert_eq!(root.read(abs).unwrap(), "planned\n");
         restore(&root, abs, &backup).unwrap();
         assert_eq!(root.read(abs).unwrap(), "mine\n");

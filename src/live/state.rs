@@ -8,7 +8,6 @@ use camino::Utf8PathBuf;
 use serde::{Deserialize, Serialize};
 
 use super::changes::KernelChange;
-use super::files;
 use crate::root::Root;
 
 pub const DIR: &str = "/etc/passthru-image";
@@ -76,7 +75,7 @@ pub fn save(root: &Root, state: &LiveState) -> Result<()> {
         };
     }
     let text = serde_json::to_string_pretty(state)? + "\n";
-    files::write_atomic(&path, text.as_bytes(), 0o644)
+    crate::atomic::write_file(&path, text.as_bytes(), 0o644)
 }
 
 #[cfg(test)]

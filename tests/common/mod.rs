@@ -132,3 +132,21 @@ pub fn image_label(image: &str, label: &str) -> Option<String> {
     let value = String::from_utf8(out.stdout).unwrap().trim().to_owned();
     (!value.is_empty() && value != "<no value>").then_some(value)
 }
+
+/// Removes the images a test made when it goes out of scope, also when an assertion failed half-way.
+pub struct RemoveImages(pub Vec<String>);
+
+impl RemoveImages {
+    pub fn new<S: AsRef<str>>(images: &[S]) -> RemoveImages {
+        RemoveImages(images.iter().map(|i| i.as_ref().to_owned()).collect())
+    }
+}
+
+impl Drop for RemoveImages {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("podman")
+            .args(["rmi", "--force", "--ignore"])
+            .args(&self.0)
+            .output();
+    }
+}
