@@ -62,7 +62,7 @@ for scenario in "${scenarios[@]}"; do
     tag=localhost/passthru-bench-$scenario:$$
     made+=("$tag")
     config=$work/$scenario.toml
-    write() { printf '[image]\nbase = "%s"\ntag = "%s"\n\n[cpu]\nvendor = "amd"\n\n[gpu]\nvendors = ["amd"]\n\n%s[vfio]\nids = [%s]\n' \
+    write() { printf '[image]\nbase = "%s"\ntag = "%s"\n\n[cpu]\nvendor = "amd"\n\n[gpu]\nvendors = ["amd"]\n\n%s\n\n[vfio]\nids = [%s]\n' \
         "$fresh_base" "$tag" "$body" "$1" >"$config"; }
 
     write '"1002:73bf", "1002:ab28"'
