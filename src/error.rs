@@ -2,7 +2,8 @@
 //!
 //! Everything the user can get wrong (config, flags, device IDs, paths, host files) is an [`InputError`]:
 //! it names the field and what is allowed, and `main` maps it to exit code 2. Every other error (an external
-//! program failed, a check failed) exits 1.
+//! program failed, a check failed) exits 1. A live change that ran but could not finish the job (the
+//! initramfs cannot be rebuilt from here) is [`Incomplete`], exit 3, so scripts cannot mistake it for success.
 
 use std::fmt;
 
@@ -44,17 +45,31 @@ impl fmt::Display for ChecksFailed {
 
 impl std::error::Error for ChecksFailed {}
 
+/// `apply`/`revert` did what they could and the host is consistent, but a step is left to the user
+/// (the message says which): exit code 3.
+#[derive(Debug)]
+pub struct Incomplete(pub String);
+
+impl fmt::Display for Incomplete {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "NOT COMPLETE: {}", self.0)
+    }
+}
+
+impl std::error::Error for Incomplete {}
+
 /// Exit codes of the command-line contract.
 pub const EXIT_FAILED: i32 = 1;
 pub const EXIT_BAD_INPUT: i32 = 2;
+pub const EXIT_INCOMPLETE: i32 = 3;
 
-/// The exit code for an error: 2 when anything in its chain is bad input, else 1.
+/// The exit code for an error: 2 when anything in its chain is bad input, 3 when the error is that a live
+/// change is incomplete, else 1.
 pub fn exit_code(err: &anyhow::Error) -> i32 {
-    if err
-        .chain()
-        .any(|cause| cause.downcast_ref::<InputError>().is_some())
-    {
+    if err.chain().any(|cause| cause.is::<InputError>()) {
         EXIT_BAD_INPUT
+    } else if err.chain().any(|cause| cause.is::<Incomplete>()) {
+        EXIT_INCOMPLETE
     } else {
         EXIT_FAILED
     }
@@ -78,5 +93,7 @@ mod tests {
             .context("loading passthru.toml");
         assert_eq!(exit_code(&err), EXIT_BAD_INPUT);
         assert_eq!(exit_code(&anyhow::anyhow!("podman failed")), EXIT_FAILED);
+        let incomplete = anyhow::Error::new(Incomplete("regenerate the initramfs".into()));
+        assert_eq!(exit_code(&incomplete), EXIT_INCOMPLETE);
     }
 }

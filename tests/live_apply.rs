@@ -742,13 +742,18 @@ fn changed_dropins_alone_without_origin_args_are_reported_not_complete() {
     let dry = String::from_utf8_lossy(&dry);
     assert!(dry.contains("NOT COMPLETE"), "{dry}");
 
-    let out = host.apply(&[]).assert().code(0).get_output().stdout.clone();
-    let out = String::from_utf8_lossy(&out);
-    assert!(
-        out.contains("NOT COMPLETE") && out.contains("rpm-ostree initramfs --disable"),
-        "{out}"
+    // The files are written and verified, but the job is not done: exit 3, the reason on stderr.
+    let out = host.apply(&[]).assert().code(3).get_output().clone();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
     );
-    assert!(!out.contains("Reboot to use it"), "{out}");
+    assert!(
+        stderr.contains("NOT COMPLETE") && stderr.contains("rpm-ostree initramfs --disable"),
+        "{stderr}"
+    );
+    assert!(stdout.contains(&format!("write {DRACUT}")), "{stdout}");
+    assert!(!stdout.contains("Reboot to use it"), "{stdout}");
     assert!(host.transactions().is_empty(), "{:?}", host.calls());
     assert!(host.etc(DRACUT).exists() && host.etc(MODPROBE).exists());
     let after = host.pending();
@@ -756,13 +761,7 @@ fn changed_dropins_alone_without_origin_args_are_reported_not_complete() {
     assert!(after.regenerate_initramfs && after.initramfs_args.is_empty());
 
     // The files are in place now, but the initramfs still lacks them: say so again, run nothing.
-    let again = host
-        .apply(&[])
-        .assert()
-        .success()
-        .get_output()
-        .stdout
-        .clone();
+    let again = host.apply(&[]).assert().code(3).get_output().stderr.clone();
     let again = String::from_utf8_lossy(&again);
     assert!(again.contains("NOT COMPLETE"), "{again}");
     assert!(host.transactions().is_empty(), "{:?}", host.calls());
@@ -784,12 +783,13 @@ fn changed_dropins_alone_without_origin_args_are_reported_not_complete() {
     );
 
     // Revert removes the drop-ins and, for the same reason, cannot get them out of the initramfs.
-    let reverted = host.revert().assert().success().get_output().stdout.clone();
-    let reverted = String::from_utf8_lossy(&reverted);
-    assert!(
-        reverted.contains(&format!("remove {DRACUT}")) && reverted.contains("NOT COMPLETE"),
-        "{reverted}"
+    let reverted = host.revert().assert().code(3).get_output().clone();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&reverted.stdout),
+        String::from_utf8_lossy(&reverted.stderr),
     );
+    assert!(stdout.contains(&format!("remove {DRACUT}")), "{stdout}");
+    assert!(stderr.contains("NOT COMPLETE"), "{stderr}");
     assert!(host.transactions().is_empty(), "{:?}", host.calls());
     assert!(!host.etc(DRACUT).exists() && !host.etc(MODPROBE).exists());
 }

@@ -2,6 +2,7 @@ use anyhow::Result;
 
 use super::{load_config, print_json};
 use crate::cli::{Cli, LiveArgs, OverrideArgs};
+use crate::error::Incomplete;
 use crate::live::apply::{self, Options, Proposal};
 use crate::live::changes::{self, InitramfsRebuild};
 use crate::live::preflight;
@@ -19,6 +20,9 @@ pub fn run(
     let (config, _source) = load_config(cli, overrides)?;
     let root = cli.root();
     let plan = Plan::resolve(&config, &root)?;
+    for warning in &plan.warnings {
+        eprintln!("warning: {warning}");
+    }
     let options = Options {
         sysroot: live.sysroot.clone(),
         replace_conflicts,
@@ -48,11 +52,14 @@ pub fn run(
         println!("Verified on the pending deployment.");
     }
     match applied.incomplete {
-        Some(why) => println!("NOT COMPLETE: {why}."),
-        None if !applied.steps_run.is_empty() => println!("Reboot to use it."),
-        None => {}
+        Some(why) => Err(Incomplete(why.to_string()).into()),
+        None => {
+            if !applied.steps_run.is_empty() {
+                println!("Reboot to use it.");
+            }
+            Ok(())
+        }
     }
-    Ok(())
 }
 
 fn print_proposal(p: &Proposal, rpm: &RpmOstree) {

@@ -1,6 +1,7 @@
 use anyhow::Result;
 
 use crate::cli::{Cli, LiveArgs};
+use crate::error::Incomplete;
 use crate::live::{preflight, revert};
 
 pub fn run(cli: &Cli, live: &LiveArgs) -> Result<()> {
@@ -15,9 +16,12 @@ pub fn run(cli: &Cli, live: &LiveArgs) -> Result<()> {
         println!("Verified on the pending deployment.");
     }
     match reverted.incomplete {
-        Some(why) => println!("NOT COMPLETE: {why}."),
-        None if !reverted.steps_run.is_empty() => println!("Reboot to use it."),
-        None => {}
+        Some(why) => Err(Incomplete(why.to_string()).into()),
+        None => {
+            if !reverted.steps_run.is_empty() {
+                println!("Reboot to use it.");
+            }
+            Ok(())
+        }
     }
-    Ok(())
 }

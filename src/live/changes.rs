@@ -5,7 +5,7 @@ use camino::{Utf8Path, Utf8PathBuf};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use super::deployment::DeploymentState;
+use super::deployment::{self, DeploymentState};
 use crate::config::KernelSource;
 use crate::error::InputError;
 use crate::kargs::Karg;
@@ -61,7 +61,7 @@ pub enum InitramfsRebuild {
 }
 
 /// What the user is told when the rebuild cannot be triggered (by apply or revert).
-pub const INITRAMFS_NOT_REBUILT: &str = "the change is NOT complete until the initramfs is regenerated: \
+pub const INITRAMFS_NOT_REBUILT: &str = "the initramfs still lacks the change until it is regenerated: \
      regeneration is already on without arguments, and rpm-ostree then refuses to re-run `initramfs --enable`. \
      The /etc/dracut.conf.d and /etc/modprobe.d files as they are now reach the initramfs with the next deployment \
      rpm-ostree makes (e.g. `rpm-ostree upgrade`); to do it now, run `rpm-ostree initramfs --disable` and then \
@@ -288,12 +288,10 @@ pub fn kernel_change(
         paths.push(path);
         stems.push(stem.to_owned());
     }
-    // rpm-ostree records local packages in the origin as `SHA256:NEVRA`; the file name is the nevra.
     let recorded = |list: &[String]| {
-        stems.iter().all(|stem| {
-            list.iter()
-                .any(|entry| entry.split_once(':').map(|(_, nevra)| nevra) == Some(stem))
-        })
+        stems
+            .iter()
+            .all(|stem| deployment::lists_local_package(list, stem))
     };
     let renamed = stems.iter().any(|s| s.starts_with("kernel-acs"));
     if renamed {

@@ -48,6 +48,13 @@ impl DeploymentState {
     }
 }
 
+/// Whether a local-package list of the origin (`replaced_local`, `requested_local`) holds the package
+/// `nevra`: rpm-ostree records local packages as `SHA256:NEVRA`, and package files are named after the NEVRA.
+pub fn lists_local_package(list: &[String], nevra: &str) -> bool {
+    list.iter()
+        .any(|entry| entry.split_once(':').map(|(_, n)| n) == Some(nevra))
+}
+
 /// Reads the sysroot at `path` (`/` on a real host).
 pub fn read(path: &Utf8Path) -> Result<HostState> {
     let sysroot = ostree::Sysroot::new(Some(&gio::File::for_path(path)));

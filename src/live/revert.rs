@@ -1,10 +1,10 @@
 //! `revert`: undo exactly what `apply` recorded, nothing the user did on their own.
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use camino::Utf8PathBuf;
 
 use super::changes::KernelChange;
-use super::deployment;
+use super::deployment::{self, DeploymentState};
 use super::files;
 use super::initramfs;
 use super::preflight;
@@ -33,6 +33,7 @@ pub fn revert(root: &Root, sysroot: &Utf8PathBuf, is_root: bool) -> Result<Rever
         });
     }
     let original = record.clone();
+    let expected_files = expected_files(root, &record)?;
     // Each undo saves the record right after its command, keeping only what is left: a revert that fails
     // half-way can be run again and neither redoes nor trips over what is already undone.
     let result = (|| {
@@ -52,7 +53,7 @@ pub fn revert(root: &Root, sysroot: &Utf8PathBuf, is_root: bool) -> Result<Rever
             )));
         }
     };
-    verify(sysroot, &original)?;
+    verify(root, sysroot, &original, &expected_files)?;
     Ok(Reverted {
         steps_run: done,
         incomplete,
@@ -188,10 +189,47 @@ fn package_name(file: &camino::Utf8Path) -> String {
     parts.next().unwrap_or(stem).to_owned()
 }
 
-/// Reads the sysroot again: nothing apply added is left, everything it removed is back.
-fn verify(sysroot: &Utf8PathBuf, undone: &LiveState) -> Result<()> {
+/// What each file apply touched must hold after revert: the backed-up bytes, or nothing. Read before
+/// the revert, which removes the backups.
+fn expected_files(root: &Root, record: &LiveState) -> Result<Vec<(Utf8PathBuf, Option<Vec<u8>>)>> {
+    record
+        .files
+        .iter()
+        .map(|file| {
+            let bytes = match &file.backup {
+                None => None,
+                Some(backup) => {
+                    let copy = root.join(backup);
+                    let bytes = std::fs::read(&copy)
+                        .with_context(|| format!("reading the backup {copy}"))?;
+                    Some(bytes)
+                }
+            };
+            Ok((file.path.clone(), bytes))
+        })
+        .collect()
+}
+
+/// Reads the host again: nothing apply added is left, everything it removed or replaced is back.
+fn verify(
+    root: &Root,
+    sysroot: &Utf8PathBuf,
+    undone: &LiveState,
+    expected_files: &[(Utf8PathBuf, Option<Vec<u8>>)],
+) -> Result<()> {
     let pending = deployment::read(sysroot)?.pending;
     let mut problems = Vec::new();
+    for (path, expected) in expected_files {
+        let actual = std::fs::read(root.join(path)).ok();
+        match (expected, actual) {
+            (None, Some(_)) => problems.push(format!("{path} is still there")),
+            (Some(_), None) => problems.push(format!("{path} was not restored")),
+            (Some(want), Some(got)) if *want != got => {
+                problems.push(format!("{path} differs from the copy apply kept"))
+            }
+            _ => {}
+        }
+    }
     for text in &undone.kargs_appended {
         if pending.has_karg(&Karg::from_host(text)) {
             problems.push(format!("{text} is still there"));
@@ -205,6 +243,9 @@ fn verify(sysroot: &Utf8PathBuf, undone: &LiveState) -> Result<()> {
     if undone.initramfs_enabled && pending.regenerate_initramfs {
         problems.push("initramfs regeneration is still on".into());
     }
+    if let Some(kernel) = &undone.kernel {
+        problems.extend(kernel_leftovers(kernel, &pending));
+    }
     if problems.is_empty() {
         Ok(())
     } else {
@@ -217,9 +258,75 @@ fn verify(sysroot: &Utf8PathBuf, undone: &LiveState) -> Result<()> {
     }
 }
 
+/// The overrides of `kernel` that the pending deployment's origin still carries.
+fn kernel_leftovers(kernel: &KernelChange, pending: &DeploymentState) -> Vec<String> {
+    let still_listed = |files: &[Utf8PathBuf], list: &[String]| -> Vec<String> {
+        files
+            .iter()
+            .filter_map(|file| file.file_name()?.strip_suffix(".rpm"))
+            .filter(|nevra| deployment::lists_local_package(list, nevra))
+            .map(|nevra| format!("the kernel package {nevra} is still overridden"))
+            .collect()
+    };
+    match kernel {
+        KernelChange::Replace { packages } => still_listed(packages, &pending.replaced_local),
+        KernelChange::RemoveInstall { remove, install } => {
+            let mut left = still_listed(install, &pending.requested_local);
+            left.extend(
+                remove
+                    .iter()
+                    .filter(|name| pending.removed.contains(name))
+                    .map(|name| format!("the base package {name} is still removed")),
+            );
+            left
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn pending_with(replaced: &[&str], removed: &[&str], requested: &[&str]) -> DeploymentState {
+        let strings = |list: &[&str]| list.iter().map(|s| s.to_string()).collect();
+        DeploymentState {
+            osname: "fedora".into(),
+            id: "abc.1".into(),
+            kargs: Vec::new(),
+            regenerate_initramfs: false,
+            initramfs_args: Vec::new(),
+            container_image: None,
+            replaced_local: strings(replaced),
+            removed: strings(removed),
+            requested_local: strings(requested),
+        }
+    }
+
+    #[test]
+    fn kernel_overrides_left_after_revert_are_named() {
+        let replace = KernelChange::Replace {
+            packages: vec!["/srv/kernel-core-6.11.4-301.acs.fc41.x86_64.rpm".into()],
+        };
+        let still = pending_with(&["0a1b:kernel-core-6.11.4-301.acs.fc41.x86_64"], &[], &[]);
+        assert_eq!(
+            kernel_leftovers(&replace, &still),
+            ["the kernel package kernel-core-6.11.4-301.acs.fc41.x86_64 is still overridden"]
+        );
+        // Another package of the same name is not ours.
+        let other = pending_with(&["0a1b:kernel-core-6.12.0-1.fc41.x86_64"], &[], &[]);
+        assert!(kernel_leftovers(&replace, &other).is_empty());
+
+        let renamed = KernelChange::RemoveInstall {
+            remove: vec!["kernel".into(), "kernel-core".into()],
+            install: vec!["/srv/kernel-acs-6.11.4-1.fc41.x86_64.rpm".into()],
+        };
+        let half = pending_with(&[], &["kernel-core"], &[]);
+        assert_eq!(
+            kernel_leftovers(&renamed, &half),
+            ["the base package kernel-core is still removed"]
+        );
+        assert!(kernel_leftovers(&renamed, &pending_with(&[], &[], &[])).is_empty());
+    }
 
     #[test]
     fn package_names_come_from_rpm_file_names() {

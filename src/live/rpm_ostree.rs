@@ -66,6 +66,12 @@ impl RpmOstree {
     }
 
     /// `initramfs --enable` again with the origin's current args: rpm-ostree regenerates without changing them.
+    ///
+    /// rpm-ostree documents `--arg` as deprecated in favour of dracut config in /etc, which is what apply
+    /// writes; but the args are already in this origin, and passing the same list again is the only call
+    /// rpm-ostree accepts to regenerate while regeneration is on. When a future rpm-ostree drops `--arg`, this
+    /// call fails loudly (the step is reported as not applied) and [`super::changes::InitramfsRebuild`]
+    /// should fall back to `NotPossible`, which tells the user to run `--disable` and `--enable`.
     pub fn initramfs_rerun(&self, args: &[String]) -> Invocation {
         let rest =
             std::iter::once("--enable".to_owned()).chain(args.iter().map(|a| format!("--arg={a}")));
