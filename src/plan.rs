@@ -40,6 +40,8 @@ pub struct Plan {
     pub files: Vec<PlannedFile>,
     pub kernel: Option<KernelPlan>,
     pub modules: Vec<ModulePlan>,
+    /// Things in the config that will work, but probably not as the user hopes.
+    pub warnings: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -173,18 +175,21 @@ impl Plan {
             files,
             kernel,
             modules,
+            warnings: config_warnings(config),
         })
     }
 
-    /// A warning for image mode when the CPU vendor came from the build machine, not from the config.
-    pub fn image_mode_warning(&self) -> Option<String> {
-        self.cpu_vendor_detected.then(|| {
+    /// The plan's warnings, and for image mode one more when the CPU vendor came from the build machine,
+    /// not from the config.
+    pub fn image_mode_warnings(&self) -> Vec<String> {
+        let cpu = self.cpu_vendor_detected.then(|| {
             format!(
                 "cpu.vendor = \"auto\" read this machine's CPU ({}); the image gets its kernel arguments. \
                  Set cpu.vendor (or --cpu) when the image is for a host with another CPU",
                 self.cpu_vendor.as_str()
             )
-        })
+        });
+        self.warnings.iter().cloned().chain(cpu).collect()
     }
 
     pub fn files_in(&self, layer: Layer) -> impl Iterator<Item = &PlannedFile> {
@@ -238,13 +243,13 @@ fn plan_kargs(config: &Config, cpu: CpuVendor) -> Result<Kargs> {
         add(&format!("vfio_pci.ids={}", join_ids(&config.vfio.ids)));
     }
     if config.acs_override.enabled {
-        let mut parts: Vec<String> = config
+        let modes = config
             .acs_override
             .mode
             .iter()
-            .map(|m| m.as_str().to_owned())
-            .collect();
-        parts.extend(config.acs_override.ids.iter().map(|id| format!("id:{id}")));
+            .map(|m| m.as_str().to_owned());
+        let ids = config.acs_override.ids.iter().map(|id| format!("id:{id}"));
+        let parts = first_of_each(modes.chain(ids));
         add(&format!("pcie_acs_override={}", parts.join(",")));
     }
 
@@ -280,16 +285,19 @@ pub fn iommu_kargs(cpu: CpuVendor) -> [&'static str; 2] {
 }
 
 fn join_ids(ids: &[PciId]) -> String {
-    let mut seen = Vec::new();
-    for id in ids {
-        if !seen.contains(id) {
-            seen.push(*id);
+    first_of_each(ids.iter().map(PciId::to_string)).join(",")
+}
+
+/// The items in their first-seen order, each once: a value repeated in the config is not repeated on the
+/// kernel command line.
+fn first_of_each(items: impl IntoIterator<Item = String>) -> Vec<String> {
+    let mut seen: Vec<String> = Vec::new();
+    for item in items {
+        if !seen.contains(&item) {
+            seen.push(item);
         }
     }
-    seen.iter()
-        .map(PciId::to_string)
-        .collect::<Vec<_>>()
-        .join(",")
+    seen
 }
 
 fn dracut_conf() -> String {
@@ -337,6 +345,22 @@ fn udev_rule(ids: &[PciId]) -> String {
         ));
     }
     rule
+}
+
+fn config_warnings(config: &Config) -> Vec<String> {
+    let mut warnings = Vec::new();
+    if config.vendor_reset.enabled == crate::config::Switch::Off {
+        for id in config.vfio.ids.iter().copied() {
+            if let Some(family) = vendor_reset::family(id) {
+                warnings.push(format!(
+                    "vfio.ids: {id} is an AMD {family} GPU, which cannot reset itself between VM starts; \
+                     with vendor-reset.enabled = false the second start of the VM usually fails (set it to \
+                     \"auto\")"
+                ));
+            }
+        }
+    }
+    warnings
 }
 
 fn plan_modules(config: &Config) -> Result<Vec<ModulePlan>> {

@@ -29,7 +29,7 @@ pub fn run(cli: &Cli, args: &BuildArgs) -> Result<()> {
         labels: &args.labels,
     };
     engine.check(&options)?;
-    if let Some(warning) = plan.image_mode_warning() {
+    for warning in plan.image_mode_warnings() {
         eprintln!("warning: {warning}");
     }
     // docker has no "never pull": look the base up first so an offline build fails before it starts.

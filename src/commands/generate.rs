@@ -9,7 +9,7 @@ use crate::plan::Plan;
 pub fn run(cli: &Cli, overrides: &OverrideArgs, output: &Utf8Path, force: bool) -> Result<()> {
     let (config, source) = load_config(cli, overrides)?;
     let plan = Plan::resolve(&config, &cli.root())?;
-    if let Some(warning) = plan.image_mode_warning() {
+    for warning in plan.image_mode_warnings() {
         eprintln!("warning: {warning}");
     }
     let ctx = render::render(&plan)?;

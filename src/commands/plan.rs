@@ -7,6 +7,9 @@ use crate::plan::Plan;
 pub fn run(cli: &Cli, overrides: &OverrideArgs, json: bool) -> Result<()> {
     let (config, source) = load_config(cli, overrides)?;
     let plan = Plan::resolve(&config, &cli.root())?;
+    for warning in &plan.warnings {
+        eprintln!("warning: {warning}");
+    }
     if json {
         return print_json(&plan);
     }

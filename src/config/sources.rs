@@ -77,7 +77,8 @@ pub(super) fn vendor_reset_source(c: &VendorResetConfig) -> Result<ModuleSource,
             ));
         }
     };
-    check_url("vendor-reset.git", &url, &["https", "http", "git", "ssh"])?;
+    // Transports that authenticate the server: the commit pin guards the content, not who serves the clone.
+    check_url("vendor-reset.git", &url, &["https", "ssh"])?;
     if !is_lower_hex(&commit, 40) {
         return Err(InputError::new(
             "vendor-reset.commit",
@@ -106,7 +107,8 @@ pub(super) fn kernel_source(c: &AcsOverrideConfig) -> Result<KernelSource, Input
                     "only applies to local `packages`",
                 ));
             }
-            check_url("acs-override.repo", url, &["https", "http"])?;
+            // The .repo file names the gpgkey that vouches for the kernel: fetch it over https only.
+            check_url("acs-override.repo", url, &["https"])?;
             if !url.ends_with(".repo") {
                 return Err(InputError::new(
                     "acs-override.repo",
@@ -159,17 +161,18 @@ fn local_packages(
                 format!("no such package in {dir}"),
             ));
         }
-        if !is_lower_hex(sum, 64) {
+        // sha256sum prints lowercase, some vendors publish uppercase: both name the same digest.
+        if !is_lower_hex(&sum.to_ascii_lowercase(), 64) {
             return Err(InputError::new(
                 format!("acs-override.sha256.{name}"),
-                "expected 64 lowercase hex digits",
+                format!("{sum:?} is not a sha256 sum; expected 64 hex digits"),
             ));
         }
     }
     let files = names
         .into_iter()
         .map(|name| KernelPackage {
-            sha256: sums.get(&name).cloned(),
+            sha256: sums.get(&name).map(|sum| sum.to_ascii_lowercase()),
             name,
         })
         .collect();

@@ -102,6 +102,16 @@ fn bad_configs_are_refused_with_the_field_named() {
             "URL",
         ),
         (
+            "[vendor-reset]\ngit = \"git://github.com/gnif/vendor-reset.git\"\ncommit = \"084881c6e9e11bdadaf05798e669568848e698a3\"\n",
+            "vendor-reset.git",
+            "https",
+        ),
+        (
+            "[acs-override]\nenabled = true\nrepo = \"http://example.org/acs.repo\"\n",
+            "acs-override.repo",
+            "https",
+        ),
+        (
             "[vendor-reset]\npath = \"/src\"\ngit = \"https://a/b\"\n",
             "vendor-reset.path",
             "not both",
@@ -201,6 +211,21 @@ fn local_kernel_packages_are_listed_and_their_sums_checked_for_form() {
     }
     let bad = format!("{text}sha256 = {{ \"linux-image-6.1.0-99-amd64.deb\" = \"xyz\" }}\n");
     assert!(Config::from_toml(&bad, "t.toml").is_err());
+    // An uppercase sum is the same digest; it is compared in lowercase.
+    let upper = format!(
+        "{text}sha256 = {{ \"linux-image-6.1.0-99-amd64.deb\" = \"{}\" }}\n",
+        "AB".repeat(32)
+    );
+    match Config::from_toml(&upper, "t.toml")
+        .unwrap()
+        .kernel_source()
+        .unwrap()
+    {
+        KernelSource::Packages { files, .. } => {
+            assert_eq!(files[0].sha256.as_deref(), Some("ab".repeat(32).as_str()))
+        }
+        other => panic!("{other:?}"),
+    }
     let unknown = format!(
         "{text}sha256 = {{ \"other.deb\" = \"{}\" }}\n",
         "0".repeat(64)

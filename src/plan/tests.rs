@@ -133,7 +133,7 @@ fn auto_cpu_reads_the_host_and_fails_clearly_without_one() {
     .unwrap();
     let plan = Plan::resolve(&Config::default(), &root).unwrap();
     assert_eq!(plan.cpu_vendor, CpuVendor::Amd);
-    assert!(plan.image_mode_warning().is_some_and(|w| w.contains("amd")));
+    assert!(plan.image_mode_warnings().iter().any(|w| w.contains("amd")));
     std::fs::write(root.join("/proc/cpuinfo"), "vendor_id\t: SomethingElse\n").unwrap();
     let err = Plan::resolve(&Config::default(), &root).unwrap_err();
     assert!(
@@ -175,13 +175,17 @@ fn vendor_reset_auto_follows_the_table_and_can_be_forced() {
     let polaris = plan(CpuChoice::Amd, &[GpuVendor::Amd], &["1002:67df"]);
     assert_eq!(polaris.modules.len(), 1);
     assert_eq!(polaris.modules[0].kernel_modules, ["vendor-reset"]);
+    assert!(polaris.warnings.is_empty(), "{:?}", polaris.warnings);
     let mut config = Config::default();
     config.vendor_reset.enabled = crate::config::Switch::Off;
+    let off = plan_with(config, CpuChoice::Amd, &[], &["1002:67df", "1002:aaf0"]).unwrap();
+    assert!(off.modules.is_empty());
+    // Turned off for a GPU that needs it: said once, for that GPU only (1002:aaf0 is its HDMI audio).
+    assert_eq!(off.warnings.len(), 1, "{:?}", off.warnings);
     assert!(
-        plan_with(config, CpuChoice::Amd, &[], &["1002:67df"])
-            .unwrap()
-            .modules
-            .is_empty()
+        off.warnings[0].contains("1002:67df") && off.warnings[0].contains("Polaris"),
+        "{}",
+        off.warnings[0]
     );
 }
 
@@ -194,8 +198,11 @@ fn acs_override_karg_only_with_the_kernel() {
         b"rpm",
     )
     .unwrap();
-    let text =
-        format!("[acs-override]\nenabled = true\nids = [\"1022:43c6\"]\npackages = \"{path}\"\n");
+    // Repeats in the config appear once on the command line.
+    let text = format!(
+        "[acs-override]\nenabled = true\nmode = [\"downstream\", \"multifunction\", \"downstream\"]\n\
+         ids = [\"1022:43c6\", \"1022:43C6\"]\npackages = \"{path}\"\n"
+    );
     let config = Config::from_toml(&text, "t.toml").unwrap();
     let plan = plan_with(config, CpuChoice::Amd, &[], &[]).unwrap();
     assert!(plan.kargs.contains(
@@ -216,7 +223,7 @@ fn a_gpu_vendor_given_twice_plans_its_drivers_once() {
     let modprobe = plan.files.iter().find(|f| f.path == MODPROBE_CONF).unwrap();
     assert_eq!(modprobe.content.matches("softdep nvidia").count(), 1);
     assert!(
-        plan.image_mode_warning().is_none(),
+        plan.image_mode_warnings().is_empty(),
         "an explicit vendor needs no warning"
     );
 }
