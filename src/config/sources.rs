@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 
 use camino::{Utf8Path, Utf8PathBuf};
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 
 use super::{AcsOverrideConfig, VendorResetConfig};
 use crate::error::InputError;
@@ -54,6 +55,25 @@ pub enum KernelSource {
 pub struct KernelPackage {
     pub name: String,
     pub sha256: Option<String>,
+}
+
+impl KernelPackage {
+    /// Reads the package from `dir` and checks it against its configured sum. Returns the bytes and their
+    /// sha256 (lowercase hex), so callers can pass the sum on to the build.
+    pub fn read_checked(&self, dir: &Utf8Path) -> Result<(Vec<u8>, String), InputError> {
+        let path = dir.join(&self.name);
+        let content = std::fs::read(&path).map_err(|e| {
+            InputError::new("acs-override.packages", format!("cannot read {path}: {e}"))
+        })?;
+        let actual = format!("{:x}", Sha256::digest(&content));
+        match &self.sha256 {
+            Some(expected) if *expected != actual => Err(InputError::new(
+                format!("acs-override.sha256.{}", self.name),
+                format!("{path} has sha256 {actual}, the config expects {expected}"),
+            )),
+            _ => Ok((content, actual)),
+        }
+    }
 }
 
 pub(super) fn vendor_reset_source(c: &VendorResetConfig) -> Result<ModuleSource, InputError> {

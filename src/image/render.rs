@@ -205,20 +205,7 @@ fn kernel_packages(
     let mut out = Vec::new();
     let mut sums = BTreeMap::new();
     for package in packages {
-        let path = dir.join(&package.name);
-        let content = std::fs::read(&path).map_err(|e| {
-            InputError::new("acs-override.packages", format!("cannot read {path}: {e}"))
-        })?;
-        let actual = format!("{:x}", Sha256::digest(&content));
-        if let Some(expected) = &package.sha256
-            && *expected != actual
-        {
-            return Err(InputError::new(
-                format!("acs-override.sha256.{}", package.name),
-                format!("{path} has sha256 {actual}, the config expects {expected}"),
-            )
-            .into());
-        }
+        let (content, actual) = package.read_checked(dir)?;
         sums.insert(package.name.clone(), actual);
         out.push(ContextFile {
             path: Utf8Path::new("kernel").join(&package.name),

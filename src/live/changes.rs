@@ -3,7 +3,6 @@
 use anyhow::{Context, Result};
 use camino::{Utf8Path, Utf8PathBuf};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 use super::deployment::{self, DeploymentState};
 use crate::config::KernelSource;
@@ -273,19 +272,8 @@ pub fn kernel_change(
             )
             .into());
         };
-        let path = dir.join(&file.name);
-        if let Some(expected) = &file.sha256 {
-            let bytes = std::fs::read(&path).with_context(|| format!("reading {path}"))?;
-            let actual = format!("{:x}", Sha256::digest(&bytes));
-            if &actual != expected {
-                return Err(InputError::new(
-                    format!("acs-override.sha256.{}", file.name),
-                    format!("{path} has sha256 {actual}, not the configured {expected}"),
-                )
-                .into());
-            }
-        }
-        paths.push(path);
+        file.read_checked(dir)?;
+        paths.push(dir.join(&file.name));
         stems.push(stem.to_owned());
     }
     let recorded = |list: &[String]| {
