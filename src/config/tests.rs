@@ -272,3 +272,24 @@ fn serialized_config_has_no_empty_tables_or_unset_keys_and_reads_back() {
     assert!(text.contains(&sum), "{text}");
     assert_eq!(Config::from_toml(&text, "t.toml").unwrap(), config);
 }
+
+#[test]
+fn a_kernel_package_that_does_not_match_its_sum_is_bad_input() {
+    use crate::config::sources::KernelPackage;
+    let dir = tempfile::tempdir().unwrap();
+    let path = camino::Utf8Path::from_path(dir.path()).unwrap();
+    std::fs::write(path.join("k.deb"), b"kernel").unwrap();
+    // sha256 of "kernel".
+    let sum = "6923dd1bc0460082c5d55a831908c24a282860b7f1cd6c2b79cf1bc8857c639c";
+    let package = |sha256: &str| KernelPackage {
+        name: "k.deb".into(),
+        sha256: Some(sha256.into()),
+    };
+    let (bytes, actual) = package(sum)
+        .read_checked(path)
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!((bytes.as_slice(), actual.as_str()), (&b"kernel"[..], sum));
+    let err = package(&"0".repeat(64)).read_checked(path).unwrap_err();
+    assert_eq!(err.field, "acs-override.sha256.k.deb");
+    assert!(err.message.contains(sum), "{err}");
+}
