@@ -836,7 +836,7 @@ fn revert_failing_half_way_records_what_was_undone_and_a_second_revert_finishes(
     let host = Host::new(&[], "");
     let before = host.pending();
     let planned = host.planned_kargs();
-    // Renamed packages: apply removes the base kernel and installs these; revert needs two commands for it.
+    // Renamed packages: apply removes the base kernel and installs these; revert undoes both in one call.
     let packages = host.base.join("kernel-acs");
     std::fs::create_dir_all(&packages).unwrap();
     let rpm = "kernel-acs-core-6.11.4-301.fc41.x86_64.rpm";
@@ -847,15 +847,15 @@ fn revert_failing_half_way_records_what_was_undone_and_a_second_revert_finishes(
     assert_eq!(applied.requested_local.len(), 1);
     assert!(applied.removed.contains(&"kernel-core".to_owned()));
 
-    // Revert's calls: 1 status, 2 kargs, 3 initramfs --disable, 4 uninstall, 5 override reset (fails).
+    // Revert's calls: 1 status, 2 kargs, 3 initramfs --disable, 4 override reset --uninstall (fails).
     let mut failing = host.revert();
     failing.env(
         "PT_RPM_OSTREE_FAIL_AT",
-        (host.calls().len() + 5).to_string(),
+        (host.calls().len() + 4).to_string(),
     );
     let err = fails_with(&mut failing, 1);
     assert!(
-        err.contains("half-way") && err.contains("rpm-ostree uninstall"),
+        err.contains("half-way") && err.contains("rpm-ostree initramfs"),
         "{err}"
     );
 
@@ -864,27 +864,32 @@ fn revert_failing_half_way_records_what_was_undone_and_a_second_revert_finishes(
     assert!(record["files"].as_array().unwrap().is_empty(), "{record}");
     assert!(strings(&record["kargs_appended"]).is_empty(), "{record}");
     assert_eq!(record["initramfs_enabled"], false, "{record}");
-    assert!(strings(&record["kernel"]["install"]).is_empty(), "{record}");
+    assert_eq!(strings(&record["kernel"]["install"]).len(), 1, "{record}");
     assert!(
         strings(&record["kernel"]["remove"]).contains(&"kernel-core".to_owned()),
         "{record}"
     );
+    // The failed call changed nothing: the ACS kernel is still the only kernel, none is missing.
     let half = host.pending();
     assert!(planned.iter().all(|k| !words(&half).contains(k)));
     assert!(!half.regenerate_initramfs);
-    assert!(half.requested_local.is_empty());
+    assert_eq!(half.requested_local, applied.requested_local);
     assert_eq!(half.removed, applied.removed);
     assert!(!host.etc(DRACUT).exists() && !host.etc(MODPROBE).exists());
 
-    // The double refuses to uninstall or reset what is not there: a redone step would fail this run.
+    // The double refuses to reset or uninstall what is not there: a redone step would fail this run.
     let count = host.transactions().len();
     host.revert().assert().success();
     let rest: Vec<Vec<String>> = host.transactions().split_off(count);
     assert_eq!(rest.len(), 1, "{rest:?}");
     assert_eq!(rest[0][..2], ["override".to_owned(), "reset".to_owned()]);
     assert!(rest[0].contains(&"kernel-core".to_owned()), "{rest:?}");
+    assert!(
+        rest[0].contains(&"--uninstall=kernel-acs-core".to_owned()),
+        "{rest:?}"
+    );
     let after = host.pending();
-    assert!(after.removed.is_empty());
+    assert!(after.removed.is_empty() && after.requested_local.is_empty());
     assert_eq!(words(&after), words(&before));
     assert!(!host.etc(STATE).exists());
 }

@@ -8,7 +8,7 @@ use super::deployment::{self, DeploymentState};
 use super::files;
 use super::initramfs;
 use super::preflight;
-use super::rpm_ostree::{Invocation, RpmOstree};
+use super::rpm_ostree::RpmOstree;
 use super::state::{self, LiveState};
 use crate::error::ChecksFailed;
 use crate::kargs::Karg;
@@ -141,37 +141,27 @@ fn undo_initramfs(
     state::save(root, record)
 }
 
-/// Renamed packages take two commands; after the first, the record keeps the kernel change without its
-/// installed packages, so a rerun goes straight to the second.
+/// One transaction undoes the kernel change: for renamed packages, `override reset` of the base packages
+/// with `--uninstall` of the installed ones.
 fn undo_kernel(
     root: &Root,
     rpm: &RpmOstree,
     record: &mut LiveState,
     done: &mut Vec<String>,
 ) -> Result<()> {
-    while let Some(kernel) = record.kernel.clone() {
-        let (command, left) = next_kernel_undo(rpm, &kernel);
-        rpm.run(&command)?;
-        done.push(rpm.display(&command));
-        record.kernel = left;
-        state::save(root, record)?;
-    }
-    Ok(())
-}
-
-/// The next command that undoes `kernel`, and what is left to undo after it.
-fn next_kernel_undo(rpm: &RpmOstree, kernel: &KernelChange) -> (Invocation, Option<KernelChange>) {
-    match kernel {
-        KernelChange::Replace { packages } => (rpm.override_reset(&package_names(packages)), None),
-        KernelChange::RemoveInstall { remove, install } if !install.is_empty() => (
-            rpm.uninstall(&package_names(install)),
-            Some(KernelChange::RemoveInstall {
-                remove: remove.clone(),
-                install: Vec::new(),
-            }),
-        ),
-        KernelChange::RemoveInstall { remove, .. } => (rpm.override_reset(remove), None),
-    }
+    let Some(kernel) = &record.kernel else {
+        return Ok(());
+    };
+    let command = match kernel {
+        KernelChange::Replace { packages } => rpm.override_reset(&package_names(packages), &[]),
+        KernelChange::RemoveInstall { remove, install } => {
+            rpm.override_reset(remove, &package_names(install))
+        }
+    };
+    rpm.run(&command)?;
+    done.push(rpm.display(&command));
+    record.kernel = None;
+    state::save(root, record)
 }
 
 fn package_names(files: &[Utf8PathBuf]) -> Vec<String> {

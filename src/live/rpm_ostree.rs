@@ -99,14 +99,15 @@ impl RpmOstree {
         )
     }
 
-    /// Undoes overrides of the named packages.
-    pub fn override_reset(&self, names: &[String]) -> Invocation {
-        self.build(&["override", "reset"], names.iter().cloned())
-    }
-
-    /// Removes layered packages (the other half of undoing remove + install).
-    pub fn uninstall(&self, names: &[String]) -> Invocation {
-        self.build(&["uninstall"], names.iter().cloned())
+    /// Undoes overrides of the named packages and removes the layered packages `uninstall` in the same
+    /// transaction (the override commands take `--uninstall` like `--install`), so no deployment in between
+    /// is left without a kernel.
+    pub fn override_reset(&self, names: &[String], uninstall: &[String]) -> Invocation {
+        let uninstall = uninstall.iter().map(|n| format!("--uninstall={n}"));
+        self.build(
+            &["override", "reset"],
+            names.iter().cloned().chain(uninstall),
+        )
     }
 
     /// Runs a command; its output goes to the user's terminal (rpm-ostree reports progress there).
