@@ -14,6 +14,7 @@ pub mod error;
 pub mod host;
 pub mod image;
 pub mod image_ref;
+pub mod interrupt;
 pub mod kargs;
 pub mod kargs_d;
 pub mod live;

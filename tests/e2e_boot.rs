@@ -356,6 +356,73 @@ fn an_image_whose_kargs_d_was_emptied_fails_kargs_and_binding() {
     );
 }
 
+/// Ctrl-C while the VM runs: test-boot stops QEMU itself, unmounts the image, removes its scratch disk and
+/// exits 130. The signal goes to test-boot alone (not its process group), so QEMU is stopped by the tool,
+/// not by the terminal.
+#[test]
+fn an_interrupted_boot_stops_qemu_and_leaves_nothing_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let (config, tag) = build_for(dir.path(), "intel", "interrupted");
+    let _cleanup = RemoveImages::new(std::slice::from_ref(&tag));
+    let scratch = dir.path().join("tmp");
+    std::fs::create_dir(&scratch).unwrap();
+    let _one_at_a_time = BOOTS.lock().unwrap_or_else(|e| e.into_inner());
+    let child = std::process::Command::new(assert_cmd::cargo::cargo_bin("passthru-image"))
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env("TMPDIR", &scratch)
+        .arg("--config")
+        .arg(&config)
+        .args(["test-boot", "--timeout", "240"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // QEMU is running once its console log exists in the work directory.
+    let started = Instant::now();
+    let console = loop {
+        let found = std::fs::read_dir(&scratch)
+            .unwrap()
+            .map(|e| e.unwrap().path().join("console.log"))
+            .find(|p| p.exists());
+        if let Some(console) = found {
+            break console;
+        }
+        assert!(
+            started.elapsed().as_secs() < 180,
+            "QEMU did not start within 180 s"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    // SAFETY: kill(2) on the pid of a child we spawned and have not waited for.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGINT) }, 0);
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "{stderr}");
+    assert!(stderr.contains("interrupted"), "{stderr}");
+    assert!(
+        std::fs::read_dir(&scratch).unwrap().next().is_none(),
+        "the work directory with the disk is removed"
+    );
+    let qemu = std::process::Command::new("pgrep")
+        .args(["-f", console.parent().unwrap().to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(
+        qemu.stdout.is_empty(),
+        "QEMU still runs: {}",
+        String::from_utf8_lossy(&qemu.stdout)
+    );
+    let mounts = std::process::Command::new("podman")
+        .args(["image", "mount"])
+        .output()
+        .unwrap();
+    assert!(
+        !String::from_utf8_lossy(&mounts.stdout).contains(&tag),
+        "the image is still mounted"
+    );
+}
+
 #[test]
 fn bad_input_exits_2_before_anything_boots() {
     bin()

@@ -94,6 +94,7 @@ pub fn test_boot(options: &Options, progress: &dyn Fn(&str)) -> Result<BootRepor
     let disk_path = work.join("root.img");
     disk::make_disk(mounted.root(), &work, &disk_path)?;
     drop(mounted);
+    crate::interrupt::check()?;
 
     let mut spec = VmSpec {
         kernel,

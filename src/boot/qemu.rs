@@ -212,6 +212,10 @@ pub fn run(spec: &VmSpec, timeout: Duration) -> Result<VmRun> {
         if probe_done_after.is_none() && read_console(&spec.console).contains("ptprobe:end") {
             probe_done_after = Some(elapsed);
         }
+        if crate::interrupt::requested() {
+            handle.kill().context("killing QEMU")?;
+            return Err(crate::interrupt::Interrupted.into());
+        }
         let grace_over = probe_done_after.is_some_and(|done| elapsed > done + POWER_OFF_GRACE);
         if elapsed > timeout || grace_over {
             timed_out = probe_done_after.is_none();

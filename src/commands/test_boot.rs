@@ -33,6 +33,8 @@ pub fn run(cli: &Cli, args: &TestBootArgs) -> Result<()> {
         capture: args.capture.clone(),
     };
     let quiet = cli.quiet || args.json;
+    // A Ctrl-C must not leave the image mounted and the scratch disk behind.
+    crate::interrupt::catch();
     let report = boot::test_boot(&options, &|step| {
         if !quiet {
             eprintln!("{step}");

@@ -1,0 +1,49 @@
+//! Ctrl-C (SIGINT) and SIGTERM during a long command that holds resources: instead of dying on the spot,
+//! the command notices, stops its child (QEMU) and returns an error, so every guard runs its cleanup (the
+//! image is unmounted, the multi-gigabyte scratch disk removed). Children in the same terminal get the
+//! signal too and end on their own.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+
+static REQUESTED: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_signal(_signal: libc::c_int) {
+    // Only an atomic store: the one thing a signal handler may safely do here.
+    REQUESTED.store(true, Ordering::SeqCst);
+}
+
+/// From now on SIGINT and SIGTERM set a flag instead of ending the process.
+pub fn catch() {
+    let handler = on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t;
+    // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+    unsafe {
+        libc::signal(libc::SIGINT, handler);
+        libc::signal(libc::SIGTERM, handler);
+    }
+}
+
+/// Whether a caught signal asked the process to stop.
+pub fn requested() -> bool {
+    REQUESTED.load(Ordering::SeqCst)
+}
+
+/// The error a command returns when it stopped for a signal: exit code 130, like a shell's.
+#[derive(Debug)]
+pub struct Interrupted;
+
+impl std::fmt::Display for Interrupted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("interrupted; cleaned up")
+    }
+}
+
+impl std::error::Error for Interrupted {}
+
+/// Returns [`Interrupted`] when a signal asked to stop: call between steps.
+pub fn check() -> anyhow::Result<()> {
+    if requested() {
+        Err(Interrupted.into())
+    } else {
+        Ok(())
+    }
+}
