@@ -99,17 +99,21 @@ fn modinfo(root: &Path, kver: &str, module: &str) -> String {
         .args(["-k", kver, module]))
 }
 
-/// The directory of the alternative kernel's .debs for the test base's kernel ABI.
-fn alt_kernel_debs(base_kver: &str) -> String {
-    let out = run(Command::new("bash")
-        .arg(repo_dir().join("tests/base/fetch-alt-kernel.sh"))
-        .arg(base_kver)
-        .stderr(std::process::Stdio::inherit()));
-    out.lines()
-        .last()
-        .expect("fetch-alt-kernel.sh printed its directory")
-        .trim()
-        .to_owned()
+/// The directory of the alternative kernel's .debs for the test base's kernel ABI, fetched once per run
+/// (the script also serialises concurrent callers itself).
+fn alt_kernel_debs(base_kver: &str) -> &'static str {
+    static DIR: OnceLock<String> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let out = run(Command::new("bash")
+            .arg(repo_dir().join("tests/base/fetch-alt-kernel.sh"))
+            .arg(base_kver)
+            .stderr(std::process::Stdio::inherit()));
+        out.lines()
+            .last()
+            .expect("fetch-alt-kernel.sh printed its directory")
+            .trim()
+            .to_owned()
+    })
 }
 
 fn base_kernel() -> &'static str {

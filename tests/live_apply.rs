@@ -194,14 +194,8 @@ impl Host {
     }
 
     fn planned_kargs(&self) -> Vec<String> {
-        let out = self
-            .tool(&["plan", "--json"])
-            .assert()
-            .success()
-            .get_output()
-            .stdout
-            .clone();
-        let plan: Value = serde_json::from_slice(&out).unwrap();
+        let out = succeeds(&mut self.tool(&["plan", "--json"]));
+        let plan: Value = serde_json::from_str(&out).unwrap();
         strings(&plan["kargs"])
     }
 
@@ -252,6 +246,12 @@ fn words(state: &DeploymentState) -> Vec<String> {
     state.kargs.iter().map(|k| k.to_string()).collect()
 }
 
+/// Runs `cmd` once, checks that it succeeds and returns its stdout.
+fn succeeds(cmd: &mut Command) -> String {
+    let assert = cmd.assert().success();
+    String::from_utf8_lossy(&assert.get_output().stdout).into_owned()
+}
+
 /// Runs `cmd` once, checks its exit code and returns its stderr.
 fn fails_with(cmd: &mut Command, code: i32) -> String {
     let assert = cmd.assert().code(code);
@@ -268,14 +268,8 @@ fn first_apply_appends_planned_kargs_writes_dropins_enables_initramfs_and_verifi
     let planned = host.planned_kargs();
     assert!(planned.contains(&"amd_iommu=on".to_owned()), "{planned:?}");
 
-    let out = host
-        .apply(&[])
-        .assert()
-        .success()
-        .get_output()
-        .stdout
-        .clone();
-    assert!(String::from_utf8_lossy(&out).contains("Reboot"));
+    let out = succeeds(&mut host.apply(&[]));
+    assert!(out.contains("Reboot"));
 
     let pending = host.pending();
     let mut expected: Vec<String> = BASE_KARGS.iter().map(|s| s.to_string()).collect();
@@ -316,14 +310,8 @@ fn second_apply_runs_no_transaction() {
     let before = host.pending().id;
     let transactions = host.transactions().len();
 
-    let out = host
-        .apply(&[])
-        .assert()
-        .success()
-        .get_output()
-        .stdout
-        .clone();
-    assert!(String::from_utf8_lossy(&out).contains("Nothing to change"));
+    let out = succeeds(&mut host.apply(&[]));
+    assert!(out.contains("Nothing to change"));
     assert_eq!(
         host.transactions().len(),
         transactions,
@@ -397,8 +385,8 @@ fn revert_restores_kargs_files_and_initramfs_state() {
         "options snd_hda_intel power_save=0\n"
     );
 
-    let out = host.revert().assert().success().get_output().stdout.clone();
-    assert!(String::from_utf8_lossy(&out).contains("Reverted"));
+    let out = succeeds(&mut host.revert());
+    assert!(out.contains("Reverted"));
     let after = host.pending();
     assert_eq!(words(&after), words(&before));
     assert!(!after.regenerate_initramfs);
@@ -463,14 +451,8 @@ fn a_double_failing_half_way_leaves_a_consistent_record_and_a_rerun_completes() 
 fn dry_run_shows_the_plan_kargs_and_changes_nothing() {
     let host = Host::new(&[], "");
     let planned = host.planned_kargs();
-    let out = host
-        .apply(&["--dry-run", "--json"])
-        .assert()
-        .success()
-        .get_output()
-        .stdout
-        .clone();
-    let proposal: Value = serde_json::from_slice(&out).unwrap();
+    let out = succeeds(&mut host.apply(&["--dry-run", "--json"]));
+    let proposal: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(strings(&proposal["kargs"]), planned);
     assert_eq!(strings(&proposal["append"]), planned);
     let steps = proposal["steps"].as_array().unwrap();
@@ -480,14 +462,7 @@ fn dry_run_shows_the_plan_kargs_and_changes_nothing() {
         assert!(command.contains(&format!("--append-if-missing={karg}")));
     }
 
-    let text = host
-        .apply(&["--dry-run"])
-        .assert()
-        .success()
-        .get_output()
-        .stdout
-        .clone();
-    let text = String::from_utf8(text).unwrap();
+    let text = succeeds(&mut host.apply(&["--dry-run"]));
     for karg in &planned {
         assert!(text.contains(karg), "{text}");
     }
@@ -623,8 +598,7 @@ fn kargs_already_added_by_someone_else_exit_77_and_are_not_recorded_as_ours() {
     // Another client adds every planned karg between our read and our transaction: rpm-ostree exits 77.
     let mut apply = host.apply(&[]);
     apply.env("PT_RPM_OSTREE_CONCURRENT_KARGS", planned.join(" "));
-    let out = apply.assert().success().get_output().stdout.clone();
-    let out = String::from_utf8_lossy(&out);
+    let out = succeeds(&mut apply);
     assert!(out.contains("nothing changed"), "{out}");
 
     let kargs_calls: Vec<Vec<String>> = host
@@ -664,14 +638,7 @@ fn changed_dropins_alone_rerun_initramfs_enable_with_the_origins_own_args() {
     let before = host.pending();
     assert!(planned.iter().all(|k| words(&before).contains(k)));
 
-    let out = host
-        .apply(&[])
-        .assert()
-        .success()
-        .get_output()
-        .stdout
-        .clone();
-    let out = String::from_utf8_lossy(&out);
+    let out = succeeds(&mut host.apply(&[]));
     assert!(
         out.contains("Reboot") && !out.contains("NOT COMPLETE"),
         "{out}"
@@ -732,14 +699,7 @@ fn changed_dropins_alone_without_origin_args_are_reported_not_complete() {
     host.deploy_with_kargs(&planned);
     let before = host.pending();
 
-    let dry = host
-        .apply(&["--dry-run"])
-        .assert()
-        .success()
-        .get_output()
-        .stdout
-        .clone();
-    let dry = String::from_utf8_lossy(&dry);
+    let dry = succeeds(&mut host.apply(&["--dry-run"]));
     assert!(dry.contains("NOT COMPLETE"), "{dry}");
 
     // The files are written and verified, but the job is not done: exit 3, the reason on stderr.
@@ -769,14 +729,7 @@ fn changed_dropins_alone_without_origin_args_are_reported_not_complete() {
     // The user follows the advice: the newer deployment has a regenerated initramfs.
     host.rpm_ostree(&["initramfs", "--disable"]);
     host.rpm_ostree(&["initramfs", "--enable"]);
-    let done = host
-        .apply(&[])
-        .assert()
-        .success()
-        .get_output()
-        .stdout
-        .clone();
-    let done = String::from_utf8_lossy(&done);
+    let done = succeeds(&mut host.apply(&[]));
     assert!(
         done.contains("Nothing to change") && !done.contains("NOT COMPLETE"),
         "{done}"

@@ -44,22 +44,31 @@ pub fn run(
     }
     if applied.steps_run.is_empty() {
         println!("Nothing to change: the pending deployment already carries the plan.");
-    } else {
-        println!("Applied:");
-        for step in &applied.steps_run {
+    }
+    report_live_steps("Applied", &applied.steps_run, applied.incomplete)
+}
+
+/// Prints what `apply` or `revert` ran and how it ended. An incomplete change is returned as the error, so
+/// it exits 3 with its reason on stderr.
+pub(super) fn report_live_steps(
+    heading: &str,
+    steps: &[String],
+    incomplete: Option<&str>,
+) -> Result<()> {
+    if !steps.is_empty() {
+        println!("{heading}:");
+        for step in steps {
             println!("  {step}");
         }
         println!("Verified on the pending deployment.");
     }
-    match applied.incomplete {
-        Some(why) => Err(Incomplete(why.to_string()).into()),
-        None => {
-            if !applied.steps_run.is_empty() {
-                println!("Reboot to use it.");
-            }
-            Ok(())
-        }
+    if let Some(why) = incomplete {
+        return Err(Incomplete(why.to_owned()).into());
     }
+    if !steps.is_empty() {
+        println!("Reboot to use it.");
+    }
+    Ok(())
 }
 
 fn print_proposal(p: &Proposal, rpm: &RpmOstree) {

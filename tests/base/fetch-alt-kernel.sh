@@ -24,6 +24,12 @@ cache=${PASSTHRU_TEST_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/passthru-image}
 
 log() { echo "fetch-alt-kernel: $*" >&2; }
 
+# Tests run in parallel and may all want the kernel at once: one fetch at a time (apt locks its lists,
+# and a second download would race the first into the same directory); the others then find it done.
+mkdir -p "$cache"
+exec 9>"$cache/fetch-alt-kernel.lock"
+flock 9
+
 # A private apt state with only "$suite main", like the base image's
 # sources.list: the host's own sources (security, backports) would resolve
 # other versions than the ones the base image got.
