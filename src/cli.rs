@@ -26,9 +26,9 @@ pub struct Cli {
     #[arg(long, global = true, value_name = "DIR", default_value = "/", value_parser = parse_existing_dir)]
     pub root: Utf8PathBuf,
 
-    /// More output (repeat for more)
-    #[arg(short, long, global = true, action = clap::ArgAction::Count, conflicts_with = "quiet")]
-    pub verbose: u8,
+    /// Show the container engine's whole output during build, instead of one progress line
+    #[arg(short, long, global = true, conflicts_with = "quiet")]
+    pub verbose: bool,
 
     /// Only errors
     #[arg(short, long, global = true)]
@@ -48,6 +48,7 @@ impl Cli {
 pub enum Command {
     /// Show the resolved plan: kernel arguments, initramfs drivers, files, kernel, modules
     Plan {
+        /// Print the plan as JSON
         #[arg(long)]
         json: bool,
         #[command(flatten)]
@@ -84,6 +85,7 @@ pub enum Command {
     },
     /// List IOMMU groups like ls-iommu, with a passthrough verdict per GPU
     Groups {
+        /// Print the groups and the GPU verdicts as JSON
         #[arg(long)]
         json: bool,
         /// Only the groups that hold a GPU
@@ -104,6 +106,7 @@ pub enum Command {
     },
     /// Check the running host against the plan: kargs, IOMMU, vfio-pci binding, groups, vendor-reset
     Doctor {
+        /// Print the checks as JSON
         #[arg(long)]
         json: bool,
         #[command(flatten)]

@@ -1,15 +1,21 @@
 //! Ctrl-C (SIGINT) and SIGTERM during a long command that holds resources: instead of dying on the spot,
 //! the command notices, stops its child (QEMU) and returns an error, so every guard runs its cleanup (the
-//! image is unmounted, the multi-gigabyte scratch disk removed). Children in the same terminal get the
-//! signal too and end on their own.
+//! image is unmounted, the multi-gigabyte scratch disk removed). A terminal's Ctrl-C also reaches the
+//! children, which then fail on their own; `main` reports any error after a signal as the interruption
+//! (exit 130), not as that child's failure.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
 static REQUESTED: AtomicBool = AtomicBool::new(false);
 
-extern "C" fn on_signal(_signal: libc::c_int) {
-    // Only an atomic store: the one thing a signal handler may safely do here.
+extern "C" fn on_signal(signal: libc::c_int) {
+    // Only async-signal-safe work here: an atomic store, and signal(2) so that a second Ctrl-C ends the
+    // process at once if the cleanup hangs.
     REQUESTED.store(true, Ordering::SeqCst);
+    // SAFETY: signal(2) is async-signal-safe; SIG_DFL is a valid disposition.
+    unsafe {
+        libc::signal(signal, libc::SIG_DFL);
+    }
 }
 
 /// From now on SIGINT and SIGTERM set a flag instead of ending the process.

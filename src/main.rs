@@ -1,12 +1,17 @@
 use clap::Parser;
 
 use passthru_image::cli::Cli;
-use passthru_image::{commands, error};
+use passthru_image::{commands, error, interrupt};
 
 fn main() {
     restore_default_sigpipe();
     let cli = Cli::parse();
     if let Err(err) = commands::run(&cli) {
+        // After Ctrl-C the children fail too (they got the signal): that failure is not the story.
+        if interrupt::requested() {
+            eprintln!("error: {}", interrupt::Interrupted);
+            std::process::exit(error::EXIT_INTERRUPTED);
+        }
         eprintln!("error: {err:#}");
         std::process::exit(error::exit_code(&err));
     }

@@ -350,7 +350,10 @@ fn udev_rule(ids: &[PciId]) -> String {
 fn config_warnings(config: &Config) -> Vec<String> {
     let mut warnings = Vec::new();
     if config.vendor_reset.enabled == crate::config::Switch::Off {
-        for id in config.vfio.ids.iter().copied() {
+        let mut ids = config.vfio.ids.clone();
+        ids.sort();
+        ids.dedup();
+        for id in ids {
             if let Some(family) = vendor_reset::family(id) {
                 warnings.push(format!(
                     "vfio.ids: {id} is an AMD {family} GPU, which cannot reset itself between VM starts; \

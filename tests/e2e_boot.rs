@@ -356,36 +356,49 @@ fn an_image_whose_kargs_d_was_emptied_fails_kargs_and_binding() {
     );
 }
 
-/// Ctrl-C while the VM runs: test-boot stops QEMU itself, unmounts the image, removes its scratch disk and
-/// exits 130. The signal goes to test-boot alone (not its process group), so QEMU is stopped by the tool,
-/// not by the terminal.
-#[test]
-fn an_interrupted_boot_stops_qemu_and_leaves_nothing_behind() {
-    let dir = tempfile::tempdir().unwrap();
-    let (config, tag) = build_for(dir.path(), "intel", "interrupted");
-    let _cleanup = RemoveImages::new(std::slice::from_ref(&tag));
-    let scratch = dir.path().join("tmp");
-    std::fs::create_dir(&scratch).unwrap();
-    let _one_at_a_time = BOOTS.lock().unwrap_or_else(|e| e.into_inner());
+/// Kills the whole process group of a test-boot the test spawned, should the test fail before it ends.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        // SAFETY: kill(2) on the process group of a child we spawned as its leader.
+        unsafe { libc::kill(-(self.0.id() as i32), libc::SIGKILL) };
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts test-boot in a process group of its own, waits until QEMU runs (its console log exists in the work
+/// directory), sends `signal` to the group (a terminal's Ctrl-C) or to test-boot alone (`kill PID`), and
+/// checks what is left: exit 130, no QEMU, no work directory, the image not mounted.
+fn interrupt_boot(
+    config: &Path,
+    tag: &str,
+    scratch: &Path,
+    signal: libc::c_int,
+    whole_group: bool,
+) {
+    use std::os::unix::process::CommandExt;
     let child = std::process::Command::new(assert_cmd::cargo::cargo_bin("passthru-image"))
         .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .env("TMPDIR", &scratch)
+        .env("TMPDIR", scratch)
         .arg("--config")
-        .arg(&config)
+        .arg(config)
         .args(["test-boot", "--timeout", "240"])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
+        .process_group(0)
         .spawn()
         .unwrap();
-    // QEMU is running once its console log exists in the work directory.
+    let mut child = KillOnDrop(child);
+    let pid = child.0.id() as i32;
     let started = Instant::now();
-    let console = loop {
-        let found = std::fs::read_dir(&scratch)
+    let work = loop {
+        let found = std::fs::read_dir(scratch)
             .unwrap()
-            .map(|e| e.unwrap().path().join("console.log"))
-            .find(|p| p.exists());
-        if let Some(console) = found {
-            break console;
+            .map(|e| e.unwrap().path())
+            .find(|p| p.join("console.log").exists());
+        if let Some(work) = found {
+            break work;
         }
         assert!(
             started.elapsed().as_secs() < 180,
@@ -394,18 +407,35 @@ fn an_interrupted_boot_stops_qemu_and_leaves_nothing_behind() {
         std::thread::sleep(std::time::Duration::from_millis(200));
     };
     std::thread::sleep(std::time::Duration::from_secs(2));
-    // SAFETY: kill(2) on the pid of a child we spawned and have not waited for.
-    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGINT) }, 0);
-    let out = child.wait_with_output().unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(130), "{stderr}");
+    let target = if whole_group { -pid } else { pid };
+    // SAFETY: kill(2) on a child (or its group) that we spawned and have not waited for.
+    assert_eq!(unsafe { libc::kill(target, signal) }, 0);
+    let mut pipe = child.0.stderr.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = std::io::Read::read_to_string(&mut pipe, &mut text);
+        text
+    });
+    let stopping = Instant::now();
+    let status = loop {
+        if let Some(status) = child.0.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            stopping.elapsed().as_secs() < 60,
+            "test-boot did not stop within 60 s of the signal"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
+    let stderr = reader.join().unwrap();
+    assert_eq!(status.code(), Some(130), "{stderr}");
     assert!(stderr.contains("interrupted"), "{stderr}");
     assert!(
-        std::fs::read_dir(&scratch).unwrap().next().is_none(),
+        std::fs::read_dir(scratch).unwrap().next().is_none(),
         "the work directory with the disk is removed"
     );
     let qemu = std::process::Command::new("pgrep")
-        .args(["-f", console.parent().unwrap().to_str().unwrap()])
+        .args(["-f", work.to_str().unwrap()])
         .output()
         .unwrap();
     assert!(
@@ -418,9 +448,23 @@ fn an_interrupted_boot_stops_qemu_and_leaves_nothing_behind() {
         .output()
         .unwrap();
     assert!(
-        !String::from_utf8_lossy(&mounts.stdout).contains(&tag),
+        !String::from_utf8_lossy(&mounts.stdout).contains(tag),
         "the image is still mounted"
     );
+}
+
+/// Ctrl-C in a terminal (SIGINT to the whole process group, QEMU included) and `kill` of test-boot alone
+/// (SIGTERM: test-boot stops QEMU itself) both end with exit 130 and nothing left behind.
+#[test]
+fn an_interrupted_boot_stops_qemu_and_leaves_nothing_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let (config, tag) = build_for(dir.path(), "intel", "interrupted");
+    let _cleanup = RemoveImages::new(std::slice::from_ref(&tag));
+    let scratch = dir.path().join("tmp");
+    std::fs::create_dir(&scratch).unwrap();
+    let _one_at_a_time = BOOTS.lock().unwrap_or_else(|e| e.into_inner());
+    interrupt_boot(&config, &tag, &scratch, libc::SIGINT, true);
+    interrupt_boot(&config, &tag, &scratch, libc::SIGTERM, false);
 }
 
 #[test]

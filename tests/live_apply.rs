@@ -409,6 +409,26 @@ fn revert_restores_kargs_files_and_initramfs_state() {
 }
 
 #[test]
+fn a_revert_that_died_right_after_restoring_a_file_is_finished_by_the_next() {
+    let host = Host::new(&[], "");
+    std::fs::create_dir_all(host.etc("/etc/modprobe.d")).unwrap();
+    std::fs::write(host.etc(MODPROBE), "options snd_hda_intel power_save=0\n").unwrap();
+    host.apply(&[]).assert().success();
+    // What the earlier revert did before it died: the user's file back in place, the copy gone, the record
+    // not yet saved.
+    let backup = host.etc(&format!("/etc/passthru-image/backup{MODPROBE}"));
+    std::fs::rename(&backup, host.etc(MODPROBE)).unwrap();
+
+    host.revert().assert().success();
+    assert_eq!(
+        std::fs::read_to_string(host.etc(MODPROBE)).unwrap(),
+        "options snd_hda_intel power_save=0\n"
+    );
+    assert!(!host.etc(DRACUT).exists());
+    assert!(!host.etc(STATE).exists());
+}
+
+#[test]
 fn a_double_failing_half_way_leaves_a_consistent_record_and_a_rerun_completes() {
     let host = Host::new(&[], "");
     let planned = host.planned_kargs();
@@ -492,6 +512,26 @@ fn refuses_while_a_transaction_is_in_progress_or_off_an_ostree_host() {
     std::fs::remove_file(host.root.join("run/ostree-booted")).unwrap();
     let mut not_ostree = host.apply(&[]);
     assert!(fails_with(&mut not_ostree, 1).contains("ostree-booted"));
+}
+
+#[test]
+fn a_sysroot_that_is_not_one_is_bad_input() {
+    let host = Host::new(&[], "");
+    let not_a_sysroot = host.base.join("empty");
+    std::fs::create_dir(&not_a_sysroot).unwrap();
+    for args in [
+        vec!["apply", "--dry-run", "--sysroot", not_a_sysroot.as_str()],
+        vec!["apply", "--sysroot", not_a_sysroot.as_str()],
+        vec!["revert", "--sysroot", "/nonexistent"],
+    ] {
+        let err = fails_with(&mut host.tool(&args), 2);
+        assert!(
+            err.contains("--sysroot") && err.contains("not an ostree sysroot"),
+            "{args:?}: {err}"
+        );
+    }
+    assert!(host.transactions().is_empty());
+    assert!(!host.etc(DRACUT).exists());
 }
 
 #[test]

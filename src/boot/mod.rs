@@ -119,6 +119,8 @@ pub fn test_boot(options: &Options, progress: &dyn Fn(&str)) -> Result<BootRepor
         options.timeout.as_secs()
     ));
     let mut run = qemu::run(&spec, options.timeout)?;
+    // A terminal's Ctrl-C reaches QEMU first: it exits on its own, and that is no boot result to judge.
+    crate::interrupt::check()?;
     // /dev/kvm can open and still not run a guest (nested or restricted hosts: QEMU aborts setting MSRs).
     if spec.accel == Accel::Kvm && !run.exit_ok && run.console.trim().is_empty() {
         progress(&format!(
@@ -131,6 +133,7 @@ pub fn test_boot(options: &Options, progress: &dyn Fn(&str)) -> Result<BootRepor
             let _ = std::fs::remove_file(file);
         }
         run = qemu::run(&spec, options.timeout)?;
+        crate::interrupt::check()?;
     }
     let parsed = probe::parse(&run.console);
     if !run.exit_ok && matches!(parsed, probe::Parsed::NotStarted) && !run.timed_out {

@@ -213,7 +213,9 @@ pub fn run(spec: &VmSpec, timeout: Duration) -> Result<VmRun> {
             probe_done_after = Some(elapsed);
         }
         if crate::interrupt::requested() {
+            // Waited for, so QEMU no longer holds the disk when the scratch directory goes.
             handle.kill().context("killing QEMU")?;
+            let _ = handle.wait();
             return Err(crate::interrupt::Interrupted.into());
         }
         let grace_over = probe_done_after.is_some_and(|done| elapsed > done + POWER_OFF_GRACE);

@@ -67,10 +67,10 @@ pub fn run(cli: &Cli, args: &BuildArgs) -> Result<()> {
             ctx.files.len()
         );
     }
-    progress::run_streamed(&engine.build_argv(dir, &options), cli.verbose > 0)
+    progress::run_streamed(&engine.build_argv(dir, &options), cli.verbose)
         .context("the image build failed")?;
     if args.push {
-        progress::run_streamed(&engine.push_argv(&plan.image.tag), cli.verbose > 0)
+        progress::run_streamed(&engine.push_argv(&plan.image.tag), cli.verbose)
             .with_context(|| format!("pushing {} failed", plan.image.tag))?;
     }
     if !cli.quiet {

@@ -141,6 +141,7 @@ pub struct Applied {
 }
 
 pub fn apply(plan: &Plan, root: &Root, options: &Options, is_root: bool) -> Result<Applied> {
+    deployment::check_sysroot(&options.sysroot)?;
     let rpm = RpmOstree::new(&options.sysroot);
     let _lock = preflight::check(root, &rpm, is_root)?;
     let proposal = propose(plan, root, &rpm, options)?;

@@ -7,6 +7,7 @@ use camino::{Utf8Path, Utf8PathBuf};
 use ostree::{gio, glib};
 use serde::Serialize;
 
+use crate::error::InputError;
 use crate::kargs::{Karg, split_cmdline};
 
 /// The origin group rpm-ostree keeps its client-side settings in (initramfs, kargs history).
@@ -55,8 +56,25 @@ pub fn lists_local_package(list: &[String], nevra: &str) -> bool {
         .any(|entry| entry.split_once(':').map(|(_, n)| n) == Some(nevra))
 }
 
+/// `--sysroot` names an ostree sysroot. libostree's own message for a wrong directory is about a file deep
+/// inside it, and rpm-ostree's is worse; this one names the flag (bad input, exit 2).
+pub fn check_sysroot(path: &Utf8Path) -> Result<(), InputError> {
+    if path.join("ostree/repo").is_dir() && path.join("ostree/deploy").is_dir() {
+        Ok(())
+    } else {
+        Err(InputError::new(
+            "--sysroot",
+            format!(
+                "{path} is not an ostree sysroot (it has no ostree/repo and ostree/deploy); give the root of \
+                 an ostree system, / on a running Silverblue host"
+            ),
+        ))
+    }
+}
+
 /// Reads the sysroot at `path` (`/` on a real host).
 pub fn read(path: &Utf8Path) -> Result<HostState> {
+    check_sysroot(path)?;
     let sysroot = ostree::Sysroot::new(Some(&gio::File::for_path(path)));
     sysroot
         .load(gio::Cancellable::NONE)

@@ -22,6 +22,7 @@ pub struct Reverted {
 }
 
 pub fn revert(root: &Root, sysroot: &Utf8PathBuf, is_root: bool) -> Result<Reverted> {
+    deployment::check_sysroot(sysroot)?;
     let rpm = RpmOstree::new(sysroot);
     let _lock = preflight::check(root, &rpm, is_root)?;
     let mut record = state::load(root)?;
@@ -77,6 +78,9 @@ fn undo_files(
     state::save(root, record)?;
     while let Some(file) = record.files.first().cloned() {
         match &file.backup {
+            // Restored already: a revert that stopped between restoring (which removes the copy) and saving
+            // the record.
+            Some(backup) if !root.exists(backup) && root.exists(&file.path) => {}
             Some(backup) => {
                 files::restore(root, &file.path, backup)?;
                 done.push(format!("restore {} from {backup}", file.path));
@@ -180,24 +184,23 @@ fn package_name(file: &camino::Utf8Path) -> String {
 }
 
 /// What each file apply touched must hold after revert: the backed-up bytes, or nothing. Read before
-/// the revert, which removes the backups.
+/// the revert, which removes the backups; a backup already gone was restored by an earlier, interrupted
+/// revert, and its file is left out.
 fn expected_files(root: &Root, record: &LiveState) -> Result<Vec<(Utf8PathBuf, Option<Vec<u8>>)>> {
-    record
-        .files
-        .iter()
-        .map(|file| {
-            let bytes = match &file.backup {
-                None => None,
-                Some(backup) => {
-                    let copy = root.join(backup);
-                    let bytes = std::fs::read(&copy)
-                        .with_context(|| format!("reading the backup {copy}"))?;
-                    Some(bytes)
-                }
-            };
-            Ok((file.path.clone(), bytes))
-        })
-        .collect()
+    let mut expected = Vec::new();
+    for file in &record.files {
+        match &file.backup {
+            None => expected.push((file.path.clone(), None)),
+            Some(backup) if !root.exists(backup) => {}
+            Some(backup) => {
+                let copy = root.join(backup);
+                let bytes =
+                    std::fs::read(&copy).with_context(|| format!("reading the backup {copy}"))?;
+                expected.push((file.path.clone(), Some(bytes)));
+            }
+        }
+    }
+    Ok(expected)
 }
 
 /// Reads the host again: nothing apply added is left, everything it removed or replaced is back.

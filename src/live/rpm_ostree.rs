@@ -69,9 +69,10 @@ impl RpmOstree {
     ///
     /// rpm-ostree documents `--arg` as deprecated in favour of dracut config in /etc, which is what apply
     /// writes; but the args are already in this origin, and passing the same list again is the only call
-    /// rpm-ostree accepts to regenerate while regeneration is on. When a future rpm-ostree drops `--arg`, this
-    /// call fails loudly (the step is reported as not applied) and [`super::changes::InitramfsRebuild`]
-    /// should fall back to `NotPossible`, which tells the user to run `--disable` and `--enable`.
+    /// rpm-ostree accepts to regenerate while regeneration is on. Should a future rpm-ostree drop `--arg`, this
+    /// call fails loudly (apply reports the step as not applied and the next apply retries it); the fix then
+    /// is to plan [`super::changes::InitramfsRebuild::NotPossible`] instead, which tells the user to run
+    /// `--disable` and `--enable`.
     pub fn initramfs_rerun(&self, args: &[String]) -> Invocation {
         let rest =
             std::iter::once("--enable".to_owned()).chain(args.iter().map(|a| format!("--arg={a}")));

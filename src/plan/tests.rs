@@ -178,9 +178,16 @@ fn vendor_reset_auto_follows_the_table_and_can_be_forced() {
     assert!(polaris.warnings.is_empty(), "{:?}", polaris.warnings);
     let mut config = Config::default();
     config.vendor_reset.enabled = crate::config::Switch::Off;
-    let off = plan_with(config, CpuChoice::Amd, &[], &["1002:67df", "1002:aaf0"]).unwrap();
+    let off = plan_with(
+        config,
+        CpuChoice::Amd,
+        &[],
+        &["1002:67df", "1002:aaf0", "1002:67DF"],
+    )
+    .unwrap();
     assert!(off.modules.is_empty());
-    // Turned off for a GPU that needs it: said once, for that GPU only (1002:aaf0 is its HDMI audio).
+    // Turned off for a GPU that needs it: said once (however often it is listed), for that GPU only
+    // (1002:aaf0 is its HDMI audio).
     assert_eq!(off.warnings.len(), 1, "{:?}", off.warnings);
     assert!(
         off.warnings[0].contains("1002:67df") && off.warnings[0].contains("Polaris"),
