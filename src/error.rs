@@ -62,21 +62,16 @@ impl std::error::Error for Incomplete {}
 pub const EXIT_FAILED: i32 = 1;
 pub const EXIT_BAD_INPUT: i32 = 2;
 pub const EXIT_INCOMPLETE: i32 = 3;
-/// Stopped by Ctrl-C or SIGTERM after cleaning up, as a shell reports SIGINT.
+/// Stopped by a caught Ctrl-C or SIGTERM after cleaning up (see `interrupt`), as a shell reports SIGINT.
 pub const EXIT_INTERRUPTED: i32 = 130;
 
 /// The exit code for an error: 2 when anything in its chain is bad input, 3 when the error is that a live
-/// change is incomplete, 130 when a signal stopped the command, else 1.
+/// change is incomplete, else 1. (After a caught signal `main` exits 130 whatever the error.)
 pub fn exit_code(err: &anyhow::Error) -> i32 {
     if err.chain().any(|cause| cause.is::<InputError>()) {
         EXIT_BAD_INPUT
     } else if err.chain().any(|cause| cause.is::<Incomplete>()) {
         EXIT_INCOMPLETE
-    } else if err
-        .chain()
-        .any(|cause| cause.is::<crate::interrupt::Interrupted>())
-    {
-        EXIT_INTERRUPTED
     } else {
         EXIT_FAILED
     }

@@ -21,7 +21,7 @@ extern "C" fn on_signal(signal: libc::c_int) {
 /// From now on SIGINT and SIGTERM set a flag instead of ending the process.
 pub fn catch() {
     let handler = on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t;
-    // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+    // SAFETY: the handler does only async-signal-safe work (an atomic store and signal(2)).
     unsafe {
         libc::signal(libc::SIGINT, handler);
         libc::signal(libc::SIGTERM, handler);
@@ -33,7 +33,7 @@ pub fn requested() -> bool {
     REQUESTED.load(Ordering::SeqCst)
 }
 
-/// The error a command returns when it stopped for a signal: exit code 130, like a shell's.
+/// The error a command returns when it stopped for a signal (`main` exits 130 for it, like a shell).
 #[derive(Debug)]
 pub struct Interrupted;
 
