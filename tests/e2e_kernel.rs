@@ -46,7 +46,9 @@ impl Drop for Images {
     }
 }
 
-/// The kernel tests build the same image; one at a time, so the second takes it from the layer cache.
+/// Builds in this file run one at a time. Two kernel tests build the same image, so the second takes it from
+/// the layer cache. And with another module build running beside it on a cold cache, podman 4.3 re-ran
+/// `COPY --from=kmods` in the cache test's rebuild (reproduced twice; never with the builds in turn).
 fn kernel_builds() -> std::sync::MutexGuard<'static, ()> {
     static LOCK: Mutex<()> = Mutex::new(());
     LOCK.lock().unwrap_or_else(|e| e.into_inner())
@@ -189,7 +191,10 @@ fn vendor_reset_from_a_local_source_leaves_only_the_module() {
         "[cpu]\nvendor = \"amd\"\n\n[gpu]\nvendors = [\"amd\"]\n\n[vfio]\nids = [\"{POLARIS}\", \"1002:aaf0\"]\n\n{}",
         vendor_reset_toml()
     );
-    build_image(&write_config(dir.path(), &tag, &body), &tag);
+    {
+        let _one_at_a_time = kernel_builds();
+        build_image(&write_config(dir.path(), &tag, &body), &tag);
+    }
 
     let base = MountedImage::new(test_base());
     let image = MountedImage::new(&tag);

@@ -132,6 +132,7 @@ fn containerfile(plan: &Plan, kernel_sums: Option<&str>) -> Result<String> {
     struct Module<'a> {
         name: &'a str,
         version: &'a str,
+        kernel_modules: &'a [String],
         source: &'a ModuleSource,
     }
     let mut env = minijinja::Environment::new();
@@ -144,6 +145,7 @@ fn containerfile(plan: &Plan, kernel_sums: Option<&str>) -> Result<String> {
         .map(|m| Module {
             name: &m.name,
             version: &m.version,
+            kernel_modules: &m.kernel_modules,
             source: &m.source,
         })
         .collect();
@@ -325,6 +327,15 @@ mod tests {
             ]
         );
         assert!(text.contains("COPY --from=kmods /out/ /"), "{text}");
+        // The modules the image loads at boot go to the build, which fails when the source builds others.
+        assert!(
+            text.contains(&format!(
+                "[\"/usr/libexec/passthru-image/build-kmods\",\"vendor-reset\",\"0.1.1\",\"vendor-reset\",\"git\",\"{}\",\"{}\"]",
+                crate::config::sources::VENDOR_RESET_GIT,
+                crate::config::sources::VENDOR_RESET_COMMIT
+            )),
+            "{text}"
+        );
         assert_host_layer_last(&text);
     }
 }
