@@ -7,8 +7,8 @@ use std::collections::BTreeSet;
 use std::path::Path;
 
 use common::{
-    MountedImage, RemoveImages, bin, build_command, build_image, image_label, test_base,
-    write_config,
+    MountedImage, RemoveImages, bin, build_command, build_image, build_steps, image_label,
+    test_base, write_config,
 };
 
 const AMD_NVIDIA: &str = "[cpu]\nvendor = \"amd\"\n\n[gpu]\nvendors = [\"nvidia\"]\n\n";
@@ -114,23 +114,6 @@ fn initramfs_modules(initramfs: &Path) -> BTreeSet<String> {
         .collect()
 }
 
-/// Instructions the engine ran for real in a build (not taken from its layer cache), e.g. `COPY layers/host/ /`.
-/// podman prints `STEP n/m: INSTRUCTION` for each step and `--> Using cache ID` right after a cached one.
-fn steps_not_from_cache(output: &str) -> Vec<String> {
-    let lines: Vec<&str> = output.lines().collect();
-    lines
-        .iter()
-        .enumerate()
-        .filter_map(|(i, line)| {
-            let step = line.split_once("STEP ")?.1.split_once(": ")?.1;
-            let cached = lines
-                .get(i + 1)
-                .is_some_and(|next| next.contains("Using cache"));
-            (!cached && !step.starts_with("FROM ")).then(|| step.to_owned())
-        })
-        .collect()
-}
-
 #[test]
 fn built_image_has_the_planned_kargs_vfio_initramfs_one_kernel_and_the_bootc_label() {
     let dir = tempfile::tempdir().unwrap();
@@ -219,7 +202,13 @@ fn changing_only_device_ids_rebuilds_only_the_host_layer() {
         &format!("{AMD_NVIDIA}[vfio]\nids = [\"10de:1401\", \"10de:0fba\"]\n"),
     );
     let output = build_image(&config, second);
-    let rerun = steps_not_from_cache(&output);
+    // Instructions podman ran for real, e.g. `COPY layers/host/ /`.
+    let rerun: Vec<String> = build_steps(&output)
+        .into_iter()
+        .filter(|s| !s.cached)
+        .filter_map(|s| s.line.split_once(": ").map(|(_, i)| i.to_owned()))
+        .filter(|i| !i.starts_with("FROM "))
+        .collect();
     // The host layer is the last COPY; the step after it (the bootc lint) has a new parent, so it re-runs too.
     assert_eq!(
         rerun.first().map(String::as_str),

@@ -14,7 +14,9 @@ use std::path::Path;
 use std::process::Command;
 use std::sync::{Mutex, OnceLock};
 
-use common::{MountedImage, build_image, image_label, repo_dir, test_base, write_config};
+use common::{
+    MountedImage, build_image, build_steps, image_label, repo_dir, test_base, write_config,
+};
 
 /// The module the kmod-hello fixture builds (its dkms.conf BUILT_MODULE_NAME).
 const MODULE: &str = "kmod_hello";
@@ -46,9 +48,7 @@ impl Drop for Images {
     }
 }
 
-/// Builds in this file run one at a time. Two kernel tests build the same image, so the second takes it from
-/// the layer cache. And with another module build running beside it on a cold cache, podman 4.3 re-ran
-/// `COPY --from=kmods` in the cache test's rebuild (reproduced twice; never with the builds in turn).
+/// The kernel tests build the same image; one at a time, so the second takes it from the layer cache.
 fn kernel_builds() -> std::sync::MutexGuard<'static, ()> {
     static LOCK: Mutex<()> = Mutex::new(());
     LOCK.lock().unwrap_or_else(|e| e.into_inner())
@@ -191,10 +191,7 @@ fn vendor_reset_from_a_local_source_leaves_only_the_module() {
         "[cpu]\nvendor = \"amd\"\n\n[gpu]\nvendors = [\"amd\"]\n\n[vfio]\nids = [\"{POLARIS}\", \"1002:aaf0\"]\n\n{}",
         vendor_reset_toml()
     );
-    {
-        let _one_at_a_time = kernel_builds();
-        build_image(&write_config(dir.path(), &tag, &body), &tag);
-    }
+    build_image(&write_config(dir.path(), &tag, &body), &tag);
 
     let base = MountedImage::new(test_base());
     let image = MountedImage::new(&tag);
@@ -363,32 +360,45 @@ fn acs_kernel_swap_from_local_debs_leaves_exactly_the_new_kernel() {
     assert!(!image.path("/var/tmp/passthru-kernel").exists());
 }
 
-/// One step of the engine's output: its `STEP n/m: ...` line and whether the engine took it from cache.
-#[derive(Debug)]
-struct Step {
-    line: String,
-    cached: bool,
-}
-
-fn steps(output: &str) -> Vec<Step> {
-    let mut steps: Vec<Step> = Vec::new();
-    for line in output.lines() {
-        // podman prints `STEP 3/9: ...`, prefixed with `[2/3] ` in multi-stage builds.
-        let bare = line.trim_start_matches(|c: char| {
-            c == '[' || c == ']' || c == '/' || c.is_ascii_digit() || c == ' '
-        });
-        if bare.starts_with("STEP ") && bare.contains(": ") {
-            steps.push(Step {
-                line: bare.to_owned(),
-                cached: false,
-            });
-        } else if line.starts_with("--> Using cache")
-            && let Some(step) = steps.last_mut()
-        {
-            step.cached = true;
-        }
-    }
-    steps
+/// podman 4.3's output for a rebuild whose `COPY --from=kmods` makes it build the kmods stage in between
+/// (from a CI run): the cache line after the stage belongs to the COPY, not to the stage's last step.
+#[test]
+fn build_steps_give_each_cache_line_to_its_own_step() {
+    let output = "\
+[3/3] STEP 2/9: COPY scripts/image-kernel scripts/regenerate-initramfs /usr/libexec/passthru-image/
+--> Using cache 1809df32212f
+--> 1809df32212
+[3/3] STEP 3/9: COPY --from=kmods /out/ /
+[2/3] STEP 1/4: FROM 77d83e6f18ef AS kmods
+[2/3] STEP 2/4: COPY scripts/image-kernel scripts/build-kmods /usr/libexec/passthru-image/
+--> Using cache 2af32615e55f
+--> 2af32615e55
+[2/3] STEP 4/4: RUN [\"/usr/libexec/passthru-image/build-kmods\",\"kmod-hello\",\"0.1\",\"kmod_hello\",\"path\"]
+--> Using cache 1918e717ba54
+--> 1918e717ba5
+--> Using cache 5a37fcc10e9f
+--> 5a37fcc10e9
+[3/3] STEP 8/9: COPY layers/host/ /
+--> 9875e305ad3
+[3/3] STEP 9/9: RUN [\"/bin/sh\", \"-c\", \"bootc container lint\"]
+[3/3] COMMIT localhost/passthru-e2e-kernel-cache-b:7414
+--> fddf2c66877
+";
+    let seen: Vec<(String, bool)> = build_steps(output)
+        .into_iter()
+        .map(|s| (s.line.split(": ").next().unwrap().to_owned(), s.cached))
+        .collect();
+    let expected = [
+        ("STEP 2/9", true),
+        ("STEP 3/9", true),
+        ("STEP 1/4", false),
+        ("STEP 2/4", true),
+        ("STEP 4/4", true),
+        ("STEP 8/9", false),
+        ("STEP 9/9", false),
+    ];
+    let expected: Vec<(String, bool)> = expected.iter().map(|(l, c)| (l.to_string(), *c)).collect();
+    assert_eq!(seen, expected);
 }
 
 #[test]
@@ -408,7 +418,7 @@ fn changing_only_device_ids_rebuilds_only_the_host_layer() {
         &second,
     );
 
-    let steps = steps(&output);
+    let steps = build_steps(&output);
     let host = steps
         .iter()
         .position(|s| s.line.contains("COPY layers/host/"))

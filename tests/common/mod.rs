@@ -78,6 +78,50 @@ pub fn build_image(config: &Path, tag: &str) -> String {
     text
 }
 
+/// One step of a podman build, as its output tells it: the `STEP n/m: INSTRUCTION` line (without the
+/// `[k/s] ` stage prefix of multi-stage builds) and whether podman took it from its layer cache.
+#[derive(Debug)]
+pub struct BuildStep {
+    pub line: String,
+    pub cached: bool,
+}
+
+/// The steps of a podman build's output, in the order they started.
+///
+/// podman ends each step but FROM with `--> ID`, preceded by `--> Using cache ID` when it was cached. The
+/// two cannot simply be given to the last STEP line: a `COPY --from=STAGE` prints its STEP line, then builds
+/// STAGE (whose steps print theirs), and only then its own `-->` lines. So open steps are kept on a stack and
+/// each `-->` line belongs to the innermost one.
+pub fn build_steps(output: &str) -> Vec<BuildStep> {
+    let mut steps: Vec<BuildStep> = Vec::new();
+    let mut open: Vec<usize> = Vec::new();
+    for line in output.lines() {
+        let bare = line.trim_start_matches(|c: char| {
+            c == '[' || c == ']' || c == '/' || c.is_ascii_digit() || c == ' '
+        });
+        if bare.starts_with("STEP ") && bare.contains(": ") {
+            steps.push(BuildStep {
+                line: bare.to_owned(),
+                cached: false,
+            });
+            // FROM prints no `-->` line of its own.
+            if !bare
+                .split_once(": ")
+                .is_some_and(|(_, i)| i.starts_with("FROM "))
+            {
+                open.push(steps.len() - 1);
+            }
+        } else if line.starts_with("--> Using cache") {
+            if let Some(&i) = open.last() {
+                steps[i].cached = true;
+            }
+        } else if line.starts_with("--> ") {
+            open.pop();
+        }
+    }
+    steps
+}
+
 /// An image's root filesystem, mounted read-only by podman for as long as this value lives. Tests inspect
 /// images through it, never through the tool that built them.
 pub struct MountedImage {
