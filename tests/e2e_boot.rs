@@ -93,6 +93,11 @@ fn assert_boot_passed(report: &Value, code: i32, iommu: &str) {
         .collect();
     assert!(cmdline.contains(&"vfio_pci.ids=10de:2684,10de:22ba,8086:10d3"));
     assert!(cmdline.contains(&"rd.driver.pre=vfio-pci"));
+    // iommu=pt reached the IOMMU layer: the kernel says so itself.
+    assert_eq!(
+        report["probe"]["iommu_domain"], "Passthrough (set via kernel command line)",
+        "{report:#}"
+    );
     assert!(report["console_tail"].is_null());
 }
 

@@ -29,6 +29,10 @@ pub struct ProbeReport {
     pub modules: Vec<String>,
     /// /sys/module/vfio* entries (built-in modules show only there).
     pub sys_modules: Vec<String>,
+    /// What the kernel itself logged on the console as its default IOMMU domain type, e.g. `Passthrough (set
+    /// via kernel command line)`: the proof that `iommu=pt` took effect. None when it logged nothing (an
+    /// image with `quiet` keeps info messages off the console).
+    pub iommu_domain: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -68,11 +72,19 @@ impl ProbeReport {
     }
 }
 
+/// The kernel's own message (drivers/iommu/iommu.c) naming the default domain type, logged long before the
+/// probe runs.
+const DOMAIN_MESSAGE: &str = "iommu: Default domain type: ";
+
 /// Parses the serial console output of a test boot.
 pub fn parse(console: &str) -> Parsed {
     let mut report = ProbeReport::default();
     let mut started = false;
+    let mut iommu_domain = None;
     for line in console.lines() {
+        if let Some((_, domain)) = line.split_once(DOMAIN_MESSAGE) {
+            iommu_domain = Some(domain.trim_end_matches(['\r', '\n']).trim().to_owned());
+        }
         // A kernel message can still land before our prefix on the same line: look for it anywhere.
         let Some(at) = line.find(PREFIX) else {
             continue;
@@ -85,7 +97,10 @@ pub fn parse(console: &str) -> Parsed {
                 started = true;
             }
             _ if !started => {}
-            "end" => return Parsed::Complete(report),
+            "end" => {
+                report.iommu_domain = iommu_domain;
+                return Parsed::Complete(report);
+            }
             "cmdline" => {
                 report.cmdline = split_cmdline(rest)
                     .iter()
@@ -103,6 +118,7 @@ pub fn parse(console: &str) -> Parsed {
             _ => {}
         }
     }
+    report.iommu_domain = iommu_domain;
     match started {
         true => Parsed::Truncated(report),
         false => Parsed::NotStarted,
@@ -132,6 +148,7 @@ mod tests {
     use super::*;
 
     const CONSOLE: &str = "\
+[    0.987005] iommu: Default domain type: Passthrough (set via kernel command line)\r
 [    6.147844] Run /init as init process\r
 [   12.383109] vfio_pci: add [8086:10d3[ffffffff:ffffffff]] class 0x000000/00000000\r
 ptprobe:begin 1\r
@@ -176,6 +193,11 @@ ptprobe:end 1\r
         assert!(report.has_module("vfio-pci"));
         assert!(report.has_module("vfio_iommu_type1"));
         assert!(!report.has_module("vfio_virqfd"));
+        assert_eq!(
+            report.iommu_domain.as_deref(),
+            Some("Passthrough (set via kernel command line)"),
+            "the kernel's message before the report is read too"
+        );
     }
 
     #[test]

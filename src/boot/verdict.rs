@@ -79,7 +79,7 @@ pub fn judge(parsed: &Parsed, expect: &Expectations) -> Vec<Check> {
             "the image's kernel and initramfs mounted the root filesystem and ran the probe".into(),
         ),
         kargs(report, expect.image_kargs),
-        iommu(report, expect.stand_in),
+        iommu(report, expect),
         stand_in(report, expect),
         vfio_modules(report),
     ]
@@ -124,7 +124,8 @@ fn kargs(report: &ProbeReport, image_kargs: &[Karg]) -> Check {
     }
 }
 
-fn iommu(report: &ProbeReport, stand_in: PciId) -> Check {
+fn iommu(report: &ProbeReport, expect: &Expectations) -> Check {
+    let stand_in = expect.stand_in;
     let groups = report.iommu_groups.len();
     if groups == 0 {
         return Check::new(
@@ -133,19 +134,35 @@ fn iommu(report: &ProbeReport, stand_in: PciId) -> Check {
             "no IOMMU groups in /sys/kernel/iommu_groups: the IOMMU is off".into(),
         );
     }
-    match report
+    let Some(group) = report
         .device(stand_in)
         .and_then(|d| d.iommu_group.as_deref())
-    {
-        Some(group) => Check::new(
-            "iommu",
-            true,
-            format!("{groups} IOMMU groups; the stand-in {stand_in} is in group {group}"),
-        ),
-        None => Check::new(
+    else {
+        return Check::new(
             "iommu",
             false,
             format!("{groups} IOMMU groups, but the stand-in {stand_in} is in none"),
+        );
+    };
+    let found = format!("{groups} IOMMU groups; the stand-in {stand_in} is in group {group}");
+    // Groups exist on some kernels whatever the kargs say; iommu=pt is proven by the kernel's own log line.
+    let wants_passthrough = expect
+        .image_kargs
+        .iter()
+        .any(|k| k.normalized_key() == "iommu" && k.value() == Some("pt"));
+    match (&report.iommu_domain, wants_passthrough) {
+        (Some(domain), true) if !domain.starts_with("Passthrough") => Check::new(
+            "iommu",
+            false,
+            format!(
+                "{found}, but the kernel's default IOMMU domain is {domain}, not the Passthrough of iommu=pt"
+            ),
+        ),
+        (Some(domain), _) => Check::new("iommu", true, format!("{found}; default domain {domain}")),
+        (None, _) => Check::new(
+            "iommu",
+            true,
+            format!("{found} (the kernel logged no default domain type on the console)"),
         ),
     }
 }
@@ -243,6 +260,7 @@ mod tests {
             iommu_groups: vec!["0".into(), "1".into()],
             modules: vec!["vfio_pci".into(), "vfio_iommu_type1".into(), "vfio".into()],
             sys_modules: vec![],
+            iommu_domain: Some("Passthrough (set via kernel command line)".into()),
         }
     }
 
@@ -263,6 +281,46 @@ mod tests {
             "{checks:#?}"
         );
         assert_eq!(checks.len(), 5);
+    }
+
+    #[test]
+    fn iommu_pt_must_show_in_the_kernels_default_domain() {
+        let image = kargs("intel_iommu=on iommu=pt rd.driver.pre=vfio-pci vfio_pci.ids=10de:2684");
+        let expect = Expectations {
+            image_kargs: &image,
+            stand_in: "8086:10d3".parse().unwrap(),
+        };
+        let iommu = |domain: Option<&str>| {
+            let mut report = good_report();
+            report.iommu_domain = domain.map(str::to_owned);
+            judge(&Parsed::Complete(report), &expect).remove(2)
+        };
+        let translated = iommu(Some("Translated"));
+        assert_eq!(translated.status, Status::Fail);
+        assert!(
+            translated.detail.contains("Translated") && translated.detail.contains("iommu=pt"),
+            "{}",
+            translated.detail
+        );
+        let pt = iommu(Some("Passthrough (set via kernel command line)"));
+        assert_eq!(pt.status, Status::Pass);
+        assert!(pt.detail.contains("Passthrough"), "{}", pt.detail);
+        // A kernel that logged nothing (`quiet`) is not held against the image: the groups still count.
+        let silent = iommu(None);
+        assert_eq!(silent.status, Status::Pass);
+        assert!(silent.detail.contains("logged no default domain"));
+        // Without iommu=pt in the image, the default domain is only reported.
+        let no_pt = kargs("intel_iommu=on rd.driver.pre=vfio-pci vfio_pci.ids=10de:2684");
+        let expect = Expectations {
+            image_kargs: &no_pt,
+            stand_in: "8086:10d3".parse().unwrap(),
+        };
+        let mut report = good_report();
+        report.iommu_domain = Some("Translated".into());
+        assert_eq!(
+            judge(&Parsed::Complete(report), &expect)[2].status,
+            Status::Pass
+        );
     }
 
     #[test]
