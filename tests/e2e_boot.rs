@@ -93,9 +93,14 @@ fn assert_boot_passed(report: &Value, code: i32, iommu: &str) {
         .collect();
     assert!(cmdline.contains(&"vfio_pci.ids=10de:2684,10de:22ba,8086:10d3"));
     assert!(cmdline.contains(&"rd.driver.pre=vfio-pci"));
-    // iommu=pt reached the IOMMU layer: the kernel says so itself.
+    // iommu=pt and intel_iommu=on reached the IOMMU drivers: the kernel says so itself.
     assert_eq!(
         report["probe"]["iommu_domain"], "Passthrough (set via kernel command line)",
+        "{report:#}"
+    );
+    assert_eq!(
+        report["probe"]["intel_iommu_enabled"],
+        iommu == "intel",
         "{report:#}"
     );
     assert!(report["console_tail"].is_null());

@@ -33,6 +33,8 @@ pub struct ProbeReport {
     /// via kernel command line)`: the proof that `iommu=pt` took effect. None when it logged nothing (an
     /// image with `quiet` keeps info messages off the console).
     pub iommu_domain: Option<String>,
+    /// The kernel logged `DMAR: IOMMU enabled`, which it does only when it parsed `intel_iommu=on`.
+    pub intel_iommu_enabled: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -72,19 +74,24 @@ impl ProbeReport {
     }
 }
 
-/// The kernel's own message (drivers/iommu/iommu.c) naming the default domain type, logged long before the
-/// probe runs.
+/// The kernel's own messages, logged long before the probe runs: the default domain type
+/// (drivers/iommu/iommu.c), and the Intel driver's answer to `intel_iommu=on` (drivers/iommu/intel/iommu.c).
 const DOMAIN_MESSAGE: &str = "iommu: Default domain type: ";
+const INTEL_ON_MESSAGE: &str = "DMAR: IOMMU enabled";
 
 /// Parses the serial console output of a test boot.
 pub fn parse(console: &str) -> Parsed {
     let mut report = ProbeReport::default();
     let mut started = false;
     let mut iommu_domain = None;
+    let mut intel_iommu_enabled = false;
     for line in console.lines() {
         if let Some((_, domain)) = line.split_once(DOMAIN_MESSAGE) {
             iommu_domain = Some(domain.trim_end_matches(['\r', '\n']).trim().to_owned());
         }
+        intel_iommu_enabled |= line
+            .trim_end_matches(['\r', '\n'])
+            .ends_with(INTEL_ON_MESSAGE);
         // A kernel message can still land before our prefix on the same line: look for it anywhere.
         let Some(at) = line.find(PREFIX) else {
             continue;
@@ -99,6 +106,7 @@ pub fn parse(console: &str) -> Parsed {
             _ if !started => {}
             "end" => {
                 report.iommu_domain = iommu_domain;
+                report.intel_iommu_enabled = intel_iommu_enabled;
                 return Parsed::Complete(report);
             }
             "cmdline" => {
@@ -119,6 +127,7 @@ pub fn parse(console: &str) -> Parsed {
         }
     }
     report.iommu_domain = iommu_domain;
+    report.intel_iommu_enabled = intel_iommu_enabled;
     match started {
         true => Parsed::Truncated(report),
         false => Parsed::NotStarted,
@@ -148,6 +157,7 @@ mod tests {
     use super::*;
 
     const CONSOLE: &str = "\
+[    0.081744] DMAR: IOMMU enabled\r
 [    0.987005] iommu: Default domain type: Passthrough (set via kernel command line)\r
 [    6.147844] Run /init as init process\r
 [   12.383109] vfio_pci: add [8086:10d3[ffffffff:ffffffff]] class 0x000000/00000000\r
@@ -198,6 +208,13 @@ ptprobe:end 1\r
             Some("Passthrough (set via kernel command line)"),
             "the kernel's message before the report is read too"
         );
+        assert!(report.intel_iommu_enabled);
+        let Parsed::Complete(amd) =
+            parse(&CONSOLE.replace("DMAR: IOMMU enabled", "AMD-Vi: Unknown option - 'on'"))
+        else {
+            panic!("expected a complete report");
+        };
+        assert!(!amd.intel_iommu_enabled);
     }
 
     #[test]

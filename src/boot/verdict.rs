@@ -145,24 +145,38 @@ fn iommu(report: &ProbeReport, expect: &Expectations) -> Check {
         );
     };
     let found = format!("{groups} IOMMU groups; the stand-in {stand_in} is in group {group}");
-    // Groups exist on some kernels whatever the kargs say; iommu=pt is proven by the kernel's own log line.
-    let wants_passthrough = expect
-        .image_kargs
-        .iter()
-        .any(|k| k.normalized_key() == "iommu" && k.value() == Some("pt"));
-    match (&report.iommu_domain, wants_passthrough) {
-        (Some(domain), true) if !domain.starts_with("Passthrough") => Check::new(
-            "iommu",
-            false,
-            format!(
-                "{found}, but the kernel's default IOMMU domain is {domain}, not the Passthrough of iommu=pt"
-            ),
-        ),
-        (Some(domain), _) => Check::new("iommu", true, format!("{found}; default domain {domain}")),
-        (None, _) => Check::new(
+    // Groups alone prove little (Debian's kernel made them under QEMU without any IOMMU karg): the kargs
+    // are proven by the kernel's own log lines. Without the domain line the kernel's info messages did
+    // not reach the console (`quiet`), and nothing can be told from their absence.
+    let Some(domain) = &report.iommu_domain else {
+        return Check::new(
             "iommu",
             true,
             format!("{found} (the kernel logged no default domain type on the console)"),
+        );
+    };
+    let has = |key: &str, value: &str| {
+        expect
+            .image_kargs
+            .iter()
+            .any(|k| k.normalized_key() == key && k.value() == Some(value))
+    };
+    let mut problems = Vec::new();
+    if has("iommu", "pt") && !domain.starts_with("Passthrough") {
+        problems.push(format!(
+            "the kernel's default IOMMU domain is {domain}, not the Passthrough of iommu=pt"
+        ));
+    }
+    if has("intel_iommu", "on") && !report.intel_iommu_enabled {
+        problems
+            .push("the kernel never logged `DMAR: IOMMU enabled` for intel_iommu=on".to_owned());
+    }
+    match problems.is_empty() {
+        true => Check::new("iommu", true, format!("{found}; default domain {domain}")),
+        false => Check::new(
+            "iommu",
+            false,
+            format!("{found}, but {}", problems.join("; ")),
         ),
     }
 }
@@ -261,6 +275,7 @@ mod tests {
             modules: vec!["vfio_pci".into(), "vfio_iommu_type1".into(), "vfio".into()],
             sys_modules: vec![],
             iommu_domain: Some("Passthrough (set via kernel command line)".into()),
+            intel_iommu_enabled: true,
         }
     }
 
@@ -284,7 +299,7 @@ mod tests {
     }
 
     #[test]
-    fn iommu_pt_must_show_in_the_kernels_default_domain() {
+    fn iommu_kargs_must_be_acknowledged_in_the_kernels_log() {
         let image = kargs("intel_iommu=on iommu=pt rd.driver.pre=vfio-pci vfio_pci.ids=10de:2684");
         let expect = Expectations {
             image_kargs: &image,
@@ -305,6 +320,16 @@ mod tests {
         let pt = iommu(Some("Passthrough (set via kernel command line)"));
         assert_eq!(pt.status, Status::Pass);
         assert!(pt.detail.contains("Passthrough"), "{}", pt.detail);
+        // intel_iommu=on that the kernel did not acknowledge.
+        let mut report = good_report();
+        report.intel_iommu_enabled = false;
+        let unacknowledged = judge(&Parsed::Complete(report), &expect).remove(2);
+        assert_eq!(unacknowledged.status, Status::Fail);
+        assert!(
+            unacknowledged.detail.contains("DMAR: IOMMU enabled"),
+            "{}",
+            unacknowledged.detail
+        );
         // A kernel that logged nothing (`quiet`) is not held against the image: the groups still count.
         let silent = iommu(None);
         assert_eq!(silent.status, Status::Pass);
