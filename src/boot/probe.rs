@@ -82,21 +82,20 @@ const INTEL_ON_MESSAGE: &str = "DMAR: IOMMU enabled";
 /// Parses the serial console output of a test boot.
 pub fn parse(console: &str) -> Parsed {
     let mut report = ProbeReport::default();
-    let mut started = false;
+    let (mut started, mut complete) = (false, false);
     let mut iommu_domain = None;
     let mut intel_iommu_enabled = false;
     for line in console.lines() {
+        let line = line.trim_end_matches('\r');
         if let Some((_, domain)) = line.split_once(DOMAIN_MESSAGE) {
-            iommu_domain = Some(domain.trim_end_matches(['\r', '\n']).trim().to_owned());
+            iommu_domain = Some(domain.trim().to_owned());
         }
-        intel_iommu_enabled |= line
-            .trim_end_matches(['\r', '\n'])
-            .ends_with(INTEL_ON_MESSAGE);
+        intel_iommu_enabled |= line.ends_with(INTEL_ON_MESSAGE);
         // A kernel message can still land before our prefix on the same line: look for it anywhere.
         let Some(at) = line.find(PREFIX) else {
             continue;
         };
-        let fact = line[at + PREFIX.len()..].trim_end_matches(['\r', '\n']);
+        let fact = &line[at + PREFIX.len()..];
         let (kind, rest) = fact.split_once(' ').unwrap_or((fact, ""));
         match kind {
             "begin" => {
@@ -105,9 +104,8 @@ pub fn parse(console: &str) -> Parsed {
             }
             _ if !started => {}
             "end" => {
-                report.iommu_domain = iommu_domain;
-                report.intel_iommu_enabled = intel_iommu_enabled;
-                return Parsed::Complete(report);
+                complete = true;
+                break;
             }
             "cmdline" => {
                 report.cmdline = split_cmdline(rest)
@@ -128,9 +126,10 @@ pub fn parse(console: &str) -> Parsed {
     }
     report.iommu_domain = iommu_domain;
     report.intel_iommu_enabled = intel_iommu_enabled;
-    match started {
-        true => Parsed::Truncated(report),
-        false => Parsed::NotStarted,
+    match (started, complete) {
+        (true, true) => Parsed::Complete(report),
+        (true, false) => Parsed::Truncated(report),
+        (false, _) => Parsed::NotStarted,
     }
 }
 

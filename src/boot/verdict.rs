@@ -155,19 +155,17 @@ fn iommu(report: &ProbeReport, expect: &Expectations) -> Check {
             format!("{found} (the kernel logged no default domain type on the console)"),
         );
     };
-    let has = |key: &str, value: &str| {
-        expect
-            .image_kargs
-            .iter()
-            .any(|k| k.normalized_key() == key && k.value() == Some(value))
+    let has = |text: &str| {
+        let wanted = Karg::from_host(text);
+        expect.image_kargs.iter().any(|k| k.same_as(&wanted))
     };
     let mut problems = Vec::new();
-    if has("iommu", "pt") && !domain.starts_with("Passthrough") {
+    if has("iommu=pt") && !domain.starts_with("Passthrough") {
         problems.push(format!(
             "the kernel's default IOMMU domain is {domain}, not the Passthrough of iommu=pt"
         ));
     }
-    if has("intel_iommu", "on") && !report.intel_iommu_enabled {
+    if has("intel_iommu=on") && !report.intel_iommu_enabled {
         problems
             .push("the kernel never logged `DMAR: IOMMU enabled` for intel_iommu=on".to_owned());
     }
