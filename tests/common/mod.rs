@@ -40,6 +40,26 @@ pub fn test_base() -> &'static str {
     })
 }
 
+/// A test base made to show one fact of real bases: tests/base/variants/NAME on top of [`test_base`], built
+/// once per machine by tests/base/make-variant.sh and cached by the hash of its inputs.
+pub fn test_base_variant(name: &str) -> String {
+    let out = std::process::Command::new("bash")
+        .arg(repo_dir().join("tests/base/make-variant.sh"))
+        .arg(name)
+        .env("BUILDAH_ISOLATION", "chroot")
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .expect("run tests/base/make-variant.sh");
+    assert!(out.status.success(), "tests/base/make-variant.sh {name} failed");
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .last()
+        .expect("make-variant.sh printed the image")
+        .trim()
+        .to_owned()
+}
+
 /// A passthru.toml on the test base with `body` appended (everything but `[image]`).
 pub fn write_config(dir: &Path, tag: &str, body: &str) -> PathBuf {
     let path = dir.join("passthru.toml");
