@@ -7,7 +7,7 @@ use camino::{Utf8Path, Utf8PathBuf};
 use super::probe;
 use crate::error::InputError;
 use crate::image_ref::ImageRef;
-use crate::kargs::Karg;
+use crate::kargs::HostKarg;
 use crate::kargs_d::{self, KargsD};
 
 /// An image's root filesystem, mounted read-only by podman for as long as this value lives.
@@ -69,7 +69,7 @@ pub struct BootFiles {
     pub kernel: Utf8PathBuf,
     pub initrd: Utf8PathBuf,
     /// The kargs bootc would apply from kargs.d on x86_64, in its order (file names, then entries).
-    pub kargs: Vec<Karg>,
+    pub kargs: Vec<HostKarg>,
 }
 
 /// Finds the image's kernel (the one directory of /usr/lib/modules with a vmlinuz, as bootc requires), its
@@ -107,7 +107,7 @@ pub fn boot_files(root: &Utf8Path) -> Result<BootFiles> {
 }
 
 /// The kargs of every `kargs.d/*.toml` for x86_64, in lexical file order, parsed by bootc's rules.
-fn kargs_d_kargs(root: &Utf8Path) -> Result<Vec<Karg>> {
+fn kargs_d_kargs(root: &Utf8Path) -> Result<Vec<HostKarg>> {
     let dir = root.join(kargs_d::DIR.trim_start_matches('/'));
     let Ok(entries) = dir.read_dir_utf8() else {
         return Ok(Vec::new());
@@ -227,7 +227,7 @@ mod tests {
         let files = boot_files(&root).unwrap();
         assert_eq!(files.kver, "6.1.0-9-amd64");
         assert!(files.kernel.ends_with("6.1.0-9-amd64/vmlinuz"));
-        let kargs: Vec<&str> = files.kargs.iter().map(Karg::as_str).collect();
+        let kargs: Vec<&str> = files.kargs.iter().map(HostKarg::as_str).collect();
         assert_eq!(kargs, ["quiet", "iommu=pt"]);
     }
 

@@ -132,14 +132,24 @@ pub enum GpuVendor {
 #[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
 pub struct GpuConfig {
     pub vendors: Vec<GpuVendor>,
+    /// `video=vesafb:off video=efifb:off video=simplefb:off`, for kernels before 6.0 (see plan/kargs.rs).
     pub disable_boot_framebuffers: bool,
+    /// `initcall_blacklist=sysfb_init`: no firmware framebuffer at all, the host's firmware console included.
+    pub disable_sysfb: bool,
+    /// `nouveau.modeset=0`; "auto": when the host keeps no GPU on nouveau.
+    pub disable_nouveau: Switch,
+    /// `amdgpu.aspm=0`, for the GPUs the host drives itself.
+    pub disable_amdgpu_aspm: bool,
 }
 
 impl Default for GpuConfig {
     fn default() -> Self {
         GpuConfig {
             vendors: Vec::new(),
-            disable_boot_framebuffers: true,
+            disable_boot_framebuffers: false,
+            disable_sysfb: false,
+            disable_nouveau: Switch::Auto,
+            disable_amdgpu_aspm: false,
         }
     }
 }

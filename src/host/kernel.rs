@@ -2,7 +2,7 @@
 
 use anyhow::Result;
 
-use crate::kargs::{Karg, split_cmdline};
+use crate::kargs::{HostKarg, split_cmdline};
 use crate::root::Root;
 
 pub const CMDLINE: &str = "/proc/cmdline";
@@ -10,7 +10,7 @@ pub const MODULES: &str = "/proc/modules";
 pub const SYS_MODULE_DIR: &str = "/sys/module";
 
 /// The kernel arguments the host booted with.
-pub fn cmdline(root: &Root) -> Result<Vec<Karg>> {
+pub fn cmdline(root: &Root) -> Result<Vec<HostKarg>> {
     Ok(split_cmdline(&root.read(CMDLINE)?))
 }
 

@@ -8,7 +8,7 @@ use anyhow::{Context, Result, bail};
 use camino::{Utf8Path, Utf8PathBuf};
 use serde::Serialize;
 
-use crate::kargs::Karg;
+use crate::kargs::HostKarg;
 
 /// rpm-ostree's `--unchanged-exit-77`: the command succeeded and changed nothing.
 const EXIT_UNCHANGED: i32 = 77;
@@ -51,7 +51,7 @@ impl RpmOstree {
     }
 
     /// All karg changes in one transaction: one new deployment, one reboot.
-    pub fn kargs(&self, append: &[Karg], delete: &[Karg]) -> Invocation {
+    pub fn kargs(&self, append: &[HostKarg], delete: &[HostKarg]) -> Invocation {
         let delete = delete.iter().map(|k| format!("--delete-if-present={k}"));
         let append = append.iter().map(|k| format!("--append-if-missing={k}"));
         let rest = delete
@@ -169,8 +169,8 @@ fn transaction_of(status: &serde_json::Value) -> Option<String> {
 mod tests {
     use super::*;
 
-    fn karg(s: &str) -> Karg {
-        Karg::parse(s).unwrap()
+    fn karg(s: &str) -> HostKarg {
+        HostKarg::parse(s).unwrap()
     }
 
     #[test]

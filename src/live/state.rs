@@ -8,6 +8,7 @@ use camino::Utf8PathBuf;
 use serde::{Deserialize, Serialize};
 
 use super::changes::KernelChange;
+use crate::kargs::HostKarg;
 use crate::root::Root;
 
 pub const DIR: &str = "/etc/passthru-image";
@@ -19,9 +20,9 @@ pub const BACKUP_DIR: &str = "/etc/passthru-image/backup";
 #[serde(deny_unknown_fields)]
 pub struct LiveState {
     /// Kargs `apply` appended (it deletes them on revert).
-    pub kargs_appended: Vec<String>,
+    pub kargs_appended: Vec<HostKarg>,
     /// Host kargs `apply` removed to resolve conflicts (appended again on revert).
-    pub kargs_deleted: Vec<String>,
+    pub kargs_deleted: Vec<HostKarg>,
     /// `apply` turned initramfs regeneration on (it was off).
     pub initramfs_enabled: bool,
     pub files: Vec<FileRecord>,
@@ -88,7 +89,7 @@ mod tests {
         let root = Root::new(Utf8PathBuf::from_path_buf(dir.path().to_owned()).unwrap());
         assert!(load(&root).unwrap().is_empty());
         let state = LiveState {
-            kargs_appended: vec!["iommu=pt".into()],
+            kargs_appended: vec![HostKarg::parse("iommu=pt").unwrap()],
             initramfs_enabled: true,
             ..LiveState::default()
         };
