@@ -33,7 +33,7 @@ impl Container {
             "--",
             "sh",
             "-c",
-            "kver=$(ls /usr/lib/modules) && DRACUT_NO_XATTR=1 dracut --quiet --no-hostonly --kver \"$kver\" \
+            "kver=$(ls /usr/lib/modules) && DRACUT_NO_XATTR=1 dracut --quiet --no-compress --no-hostonly --kver \"$kver\" \
              --force /tmp/initramfs.img && lsinitrd /tmp/initramfs.img",
         ])
     }
