@@ -233,7 +233,7 @@ fn run_step(
                 });
                 state::save(root, record)?;
             }
-            crate::atomic::write_file(&root.join(&file.path), file.content.as_bytes(), file.mode)?;
+            crate::atomic::write_host_file(root, &file.path, file.content.as_bytes(), file.mode)?;
             Ok(StepResult::Changed)
         }
         Step::Kargs {

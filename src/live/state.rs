@@ -4,7 +4,7 @@
 //! It is saved after every step, so a run that fails half-way still leaves an accurate record.
 
 use anyhow::{Context, Result};
-use camino::Utf8PathBuf;
+use camino::{Utf8Path, Utf8PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::changes::KernelChange;
@@ -65,17 +65,11 @@ pub fn load(root: &Root) -> Result<LiveState> {
 
 /// Saves the record, or removes it once there is nothing left to undo.
 pub fn save(root: &Root, state: &LiveState) -> Result<()> {
-    let path = root.join(FILE);
     if state.is_empty() {
-        return match std::fs::remove_file(&path) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                Err(e).with_context(|| format!("removing {path}"))
-            }
-            _ => Ok(()),
-        };
+        return crate::atomic::remove_host_file(root, Utf8Path::new(FILE));
     }
     let text = serde_json::to_string_pretty(state)? + "\n";
-    crate::atomic::write_file(&path, text.as_bytes(), 0o644)
+    crate::atomic::write_host_file(root, Utf8Path::new(FILE), text.as_bytes(), 0o644)
 }
 
 #[cfg(test)]
