@@ -1,6 +1,6 @@
 //! Plan + host state -> the minimal list of changes live mode makes. Pure: reads files, changes nothing.
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use camino::{Utf8Path, Utf8PathBuf};
 use serde::{Deserialize, Serialize};
 
@@ -20,7 +20,7 @@ const LIVE_DIRS: &[(&str, &str)] = &[
 ];
 
 /// The base packages an ACS kernel build replaces when its packages carry other names (`kernel-acs*`).
-const BASE_KERNEL_PACKAGES: &[&str] = &[
+pub(crate) const BASE_KERNEL_PACKAGES: &[&str] = &[
     "kernel",
     "kernel-core",
     "kernel-modules",
@@ -175,12 +175,7 @@ pub fn compute(
         let Some(path) = live_path(&file.path)? else {
             continue;
         };
-        let host_path = root.join(&path);
-        let current = match std::fs::read_to_string(&host_path) {
-            Ok(text) => Some(text),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-            Err(e) => return Err(e).with_context(|| format!("reading {host_path}")),
-        };
+        let current = root.read_optional(&path)?;
         if current.as_deref() != Some(file.content.as_str()) {
             changes.files.push(FileChange {
                 path,
@@ -224,7 +219,7 @@ pub fn compute(
 
 /// The /etc path live mode writes for an image file; `None` for files that do not apply live (kargs.d: the
 /// kargs go through rpm-ostree).
-fn live_path(image_path: &Utf8Path) -> Result<Option<Utf8PathBuf>> {
+pub(crate) fn live_path(image_path: &Utf8Path) -> Result<Option<Utf8PathBuf>> {
     if image_path.starts_with(kargs_d::DIR) {
         return Ok(None);
     }

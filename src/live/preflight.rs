@@ -75,9 +75,9 @@ pub fn lock(root: &Root) -> Result<Lock> {
     }
 }
 
-/// Everything before a change: an ostree host, root, our lock, and rpm-ostree idle.
-pub fn check(root: &Root, rpm: &RpmOstree, is_root: bool) -> Result<Lock> {
-    check_host(root, is_root)?;
+/// Right before the first change: our lock, and rpm-ostree idle. (The host checks and the reading of every
+/// input come first, so bad input never even makes the lock file.)
+pub fn lock_when_idle(root: &Root, rpm: &RpmOstree) -> Result<Lock> {
     let lock = lock(root)?;
     if let Some(transaction) = rpm.transaction_in_progress()? {
         return Err(ChecksFailed(format!(
