@@ -6,6 +6,7 @@
 use anyhow::Result;
 use serde::Serialize;
 
+use crate::cmd::Cmd;
 use crate::host::cpu::CpuInfo;
 use crate::host::firmware;
 use crate::host::kernel;
@@ -351,12 +352,13 @@ fn reset_method(device: &PciDevice) -> Check {
 /// `virt-host-validate qemu` (libvirt), when installed: its own view of the same host.
 pub fn virt_host_validate() -> Option<Check> {
     let program = find_program("virt-host-validate")?;
-    let output = duct::cmd(program, ["qemu"])
-        .stderr_to_stdout()
-        .unchecked()
-        .read();
+    let mut text = String::new();
+    let output = Cmd::new(program).arg("qemu").stream(|line| {
+        text.push_str(line);
+        text.push('\n');
+    });
     Some(match output {
-        Ok(text) => parse_virt_host_validate(&text),
+        Ok(_) => parse_virt_host_validate(&text),
         Err(e) => Check::warn(
             "virt-host-validate",
             format!("could not run virt-host-validate: {e}"),

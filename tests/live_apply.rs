@@ -158,6 +158,8 @@ impl Host {
             .env("PT_RPM_OSTREE_LOG", &self.log)
             .env_remove("PT_RPM_OSTREE_FAIL_AT")
             .env_remove("PT_RPM_OSTREE_BUSY")
+            .env_remove("PT_RPM_OSTREE_CONCURRENT_KARGS")
+            .env_remove("PT_RPM_OSTREE_CONCURRENT_STATUS_KARGS")
             .args([
                 "--root",
                 self.root.as_str(),
@@ -644,15 +646,20 @@ fn sysroot_state_is_read_through_libostree() {
 }
 
 #[test]
-fn kargs_already_added_by_someone_else_exit_77_and_are_not_recorded_as_ours() {
+fn kargs_already_added_by_someone_else_exit_77_are_not_recorded_as_ours_and_apply_stops_on_their_deployment()
+ {
     let host = Host::new(&[], "");
     let planned = host.planned_kargs();
-    // Another client adds every planned karg between our read and our transaction: rpm-ostree exits 77.
+    // Another client adds every planned karg between our read and our transaction: rpm-ostree exits 77. Its
+    // deployment is not the one apply planned the initramfs step on, so apply stops there.
     let mut apply = host.apply(&[]);
     apply.env("PT_RPM_OSTREE_CONCURRENT_KARGS", planned.join(" "));
-    let out = succeeds(&mut apply);
-    assert!(out.contains("nothing changed"), "{out}");
-
+    let err = fails_with(&mut apply, 1);
+    assert!(
+        err.contains("the pending deployment changed while apply ran")
+            && err.contains("run apply again"),
+        "{err}"
+    );
     let kargs_calls: Vec<Vec<String>> = host
         .transactions()
         .into_iter()
@@ -660,6 +667,18 @@ fn kargs_already_added_by_someone_else_exit_77_and_are_not_recorded_as_ours() {
         .collect();
     assert_eq!(kargs_calls.len(), 1, "{kargs_calls:?}");
     assert!(kargs_calls[0].contains(&"--unchanged-exit-77".to_owned()));
+    assert!(
+        host.transactions().iter().all(|c| c[0] != "initramfs"),
+        "{:?}",
+        host.transactions()
+    );
+    let record: Value =
+        serde_json::from_str(&std::fs::read_to_string(host.etc(STATE)).unwrap()).unwrap();
+    assert!(strings(&record["kargs_appended"]).is_empty(), "{record}");
+    assert_eq!(record["initramfs_enabled"], false);
+
+    // Run again, as the message says: it starts from the other client's deployment.
+    host.apply(&[]).assert().success();
     assert!(planned.iter().all(|k| words(&host.pending()).contains(k)));
     let record: Value =
         serde_json::from_str(&std::fs::read_to_string(host.etc(STATE)).unwrap()).unwrap();
@@ -673,6 +692,39 @@ fn kargs_already_added_by_someone_else_exit_77_and_are_not_recorded_as_ours() {
         host.transactions()
             .iter()
             .all(|c| c[0] != "kargs" || c == &kargs_calls[0])
+    );
+}
+
+#[test]
+fn a_deployment_made_between_apply_reading_the_host_and_its_first_change_stops_it_before_any_write()
+{
+    let host = Host::new(&[], "");
+    let before = host.pending();
+    // Another client's transaction ends while apply checks that rpm-ostree is idle: after apply read the
+    // sysroot, before it wrote anything.
+    let mut apply = host.apply(&[]);
+    apply.env("PT_RPM_OSTREE_CONCURRENT_STATUS_KARGS", "quiet");
+    let err = fails_with(&mut apply, 1);
+    assert!(
+        err.contains("the pending deployment changed while apply ran")
+            && err.contains(&before.id)
+            && err.contains("run apply again"),
+        "{err}"
+    );
+    assert!(host.transactions().is_empty(), "{:?}", host.transactions());
+    assert!(!host.etc(DRACUT).exists() && !host.etc(MODPROBE).exists());
+    assert!(!host.etc(STATE).exists());
+    let raced = host.pending();
+    assert_ne!(raced.id, before.id);
+    assert!(words(&raced).contains(&"quiet".to_owned()));
+
+    host.apply(&[]).assert().success();
+    let pending = host.pending();
+    assert!(words(&pending).contains(&"quiet".to_owned()));
+    assert!(
+        host.planned_kargs()
+            .iter()
+            .all(|k| words(&pending).contains(k))
     );
 }
 

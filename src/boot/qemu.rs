@@ -10,10 +10,12 @@ use clap::ValueEnum;
 use serde::Serialize;
 
 use super::{capture, probe};
+use crate::cmd::Cmd;
 use crate::host::cpu::CpuVendor;
 use crate::kargs::params::VFIO_PCI_IDS;
 use crate::kargs::{HostKarg, KernelArg, vfio_pci_ids};
 use crate::pci_id::PciId;
+use crate::root::{Device, Root};
 
 pub const QEMU: &str = "qemu-system-x86_64";
 
@@ -55,11 +57,8 @@ pub enum Accel {
 impl Accel {
     /// KVM when /dev/kvm can be opened for reading and writing, TCG (emulation, slower) otherwise.
     pub fn detect() -> Accel {
-        let usable = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open("/dev/kvm")
-            .is_ok();
+        // QEMU runs on this machine, whatever --root says.
+        let usable = Root::default().open_device(Device::Kvm).is_ok();
         if usable { Accel::Kvm } else { Accel::Tcg }
     }
 }
@@ -178,7 +177,7 @@ pub struct VmRun {
     pub probe_done_after: Option<Duration>,
     pub elapsed: Duration,
     pub timed_out: bool,
-    /// QEMU's stderr, for when QEMU itself failed.
+    /// The end of QEMU's stderr, for when QEMU itself failed.
     pub stderr: String,
     pub exit_ok: bool,
 }
@@ -191,37 +190,32 @@ const POLL: Duration = Duration::from_millis(250);
 pub fn run(spec: &VmSpec, timeout: Duration) -> Result<VmRun> {
     let argv = spec.argv();
     let start = Instant::now();
-    let handle = duct::cmd(&argv[0], &argv[1..])
-        .stdin_null()
-        .stdout_null()
-        .stderr_capture()
-        .unchecked()
+    let qemu = Cmd::new(&argv[0])
+        .args(&argv[1..])
         .start()
-        .with_context(|| format!("starting {QEMU} (install qemu-system-x86)"))?;
+        .context("starting QEMU (install qemu-system-x86)")?;
     let mut probe_done_after = None;
     let mut timed_out = false;
-    let output = loop {
-        if let Some(output) = handle.try_wait()? {
-            break output.clone();
-        }
+    while !qemu.has_exited()? {
         let elapsed = start.elapsed();
         if probe_done_after.is_none() && read_console(&spec.console).contains("ptprobe:end") {
             probe_done_after = Some(elapsed);
         }
         if crate::interrupt::requested() {
             // Waited for, so QEMU no longer holds the disk when the scratch directory goes.
-            handle.kill().context("killing QEMU")?;
-            let _ = handle.wait();
+            qemu.kill()?;
+            let _ = qemu.wait();
             return Err(crate::interrupt::Interrupted.into());
         }
         let grace_over = probe_done_after.is_some_and(|done| elapsed > done + POWER_OFF_GRACE);
         if elapsed > timeout || grace_over {
             timed_out = probe_done_after.is_none();
-            handle.kill().context("killing QEMU")?;
-            break handle.wait()?.clone();
+            qemu.kill()?;
+            break;
         }
         std::thread::sleep(POLL);
-    };
+    }
+    let ended = qemu.wait()?;
     let elapsed = start.elapsed();
     let console = read_console(&spec.console);
     if probe_done_after.is_none() && console.contains("ptprobe:end") {
@@ -232,8 +226,8 @@ pub fn run(spec: &VmSpec, timeout: Duration) -> Result<VmRun> {
         probe_done_after,
         elapsed,
         timed_out,
-        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-        exit_ok: output.status.success(),
+        stderr: ended.stderr.join("\n"),
+        exit_ok: ended.ok,
     })
 }
 

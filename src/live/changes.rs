@@ -1,6 +1,6 @@
 //! Plan + host state -> the minimal list of changes live mode makes. Pure: reads files, changes nothing.
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use camino::Utf8PathBuf;
 use serde::{Deserialize, Serialize};
 
@@ -13,7 +13,7 @@ use crate::plan::Plan;
 use crate::root::Root;
 
 /// The base packages an ACS kernel build replaces when its packages carry other names (`kernel-acs*`).
-const BASE_KERNEL_PACKAGES: &[&str] = &[
+pub(crate) const BASE_KERNEL_PACKAGES: &[&str] = &[
     "kernel",
     "kernel-core",
     "kernel-modules",
@@ -215,12 +215,7 @@ pub fn compute(
 
     for file in &plan.live_files {
         let path = file.path.clone();
-        let host_path = root.join(&path);
-        let current = match std::fs::read_to_string(&host_path) {
-            Ok(text) => Some(text),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-            Err(e) => return Err(e).with_context(|| format!("reading {host_path}")),
-        };
+        let current = root.read_optional(&path)?;
         if current.as_deref() != Some(file.content.as_str()) {
             changes.files.push(FileChange {
                 path,

@@ -5,6 +5,7 @@
 use anyhow::{Context, Result};
 use camino::{Utf8Path, Utf8PathBuf};
 
+use crate::cmd::Cmd;
 use crate::host::kernel::module_name;
 
 /// Whether the deployment's initramfs has every module asked for.
@@ -31,11 +32,7 @@ fn read(dir: &Utf8Path, modules: &[String]) -> Result<Vec<String>> {
     let kernel = kernel_dir(dir)?;
     let image = kernel.join("initramfs.img");
     // lsinitrd is dracut's own lister: it knows the early-microcode cpio and every compression dracut writes.
-    let listing = duct::cmd("lsinitrd", [image.as_str()])
-        .stdout_capture()
-        .stderr_capture()
-        .read()
-        .with_context(|| format!("listing {image} with lsinitrd"))?;
+    let listing = Cmd::new("lsinitrd").arg(image.as_str()).read()?;
     let builtin = std::fs::read_to_string(kernel.join("modules.builtin")).unwrap_or_default();
     Ok(modules
         .iter()
