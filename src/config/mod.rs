@@ -2,7 +2,7 @@
 //!
 //! The serde structs are the schema. `deny_unknown_fields` everywhere: a typo is an error, not a silently
 //! ignored key. Values that later land in a Containerfile, a TOML file or a command line are parsed into
-//! checked types here ([`PciId`], [`ImageRef`], [`Karg`]), so the rest of the tool never sees raw strings.
+//! checked types here ([`PciId`], [`PciAddress`], [`ImageRef`], [`Karg`]), so the rest of the tool never sees raw strings.
 
 pub mod sources;
 
@@ -11,6 +11,7 @@ use camino::{Utf8Path, Utf8PathBuf};
 use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::error::InputError;
+use crate::host::pci::PciAddress;
 use crate::image_ref::{Digest, ImageRef};
 use crate::kargs::Karg;
 use crate::pci_id::PciId;
@@ -110,6 +111,9 @@ impl Default for CpuConfig {
 #[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
 pub struct VfioConfig {
     pub ids: Vec<PciId>,
+    /// Functions bound by address (`driver_override`), for devices whose ID a device the host keeps also has.
+    /// Written `0000:02:00.0` or `02:00.0`; kept in the kernel's form.
+    pub addresses: Vec<PciAddress>,
     pub early_binding: bool,
 }
 
@@ -117,6 +121,7 @@ impl Default for VfioConfig {
     fn default() -> Self {
         VfioConfig {
             ids: Vec::new(),
+            addresses: Vec::new(),
             early_binding: true,
         }
     }

@@ -16,7 +16,7 @@ use crate::text_rules::{PLAIN_NAME_RULE, is_lower_hex, is_plain_name};
 pub const VENDOR_RESET_GIT: &str = "https://github.com/gnif/vendor-reset.git";
 pub const VENDOR_RESET_COMMIT: &str = "084881c6e9e11bdadaf05798e669568848e698a3";
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case", tag = "kind")]
 pub enum ModuleSource {
     Git { url: String, commit: String },
@@ -39,7 +39,7 @@ impl AcsMode {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case", tag = "kind")]
 pub enum KernelSource {
     /// A dnf `.repo` file URL (Fedora-family bases).
@@ -51,7 +51,7 @@ pub enum KernelSource {
     },
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KernelPackage {
     pub name: String,
     pub sha256: Option<String>,

@@ -3,7 +3,7 @@
 //! today's kernels want; each one left out is recorded with its reason, so `plan` can say why.
 
 use anyhow::Result;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::config::{Config, GpuVendor, Switch};
 use crate::error::InputError;
@@ -18,9 +18,10 @@ use crate::pci_id::PciId;
 const HOST_ARGS_RESERVE: usize = 512;
 
 /// An argument of the guide that the plan leaves out, and why in one line.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct OmittedKarg {
-    pub karg: &'static str,
+    pub karg: String,
     pub reason: String,
 }
 
@@ -46,6 +47,8 @@ pub(crate) struct KargFacts<'a> {
     pub cpu: CpuVendor,
     /// The devices bound to vfio-pci by ID.
     pub vfio_ids: &'a [PciId],
+    /// The devices bound to vfio-pci by address.
+    pub vfio_addresses: &'a [PciAddress],
     pub host: Option<&'a HostGpus>,
 }
 
@@ -62,7 +65,7 @@ impl Planner {
 
     fn omit(&mut self, karg: &'static str, reason: impl Into<String>) {
         self.omitted.push(OmittedKarg {
-            karg,
+            karg: karg.to_owned(),
             reason: reason.into(),
         });
     }
@@ -256,6 +259,13 @@ fn vfio(p: &mut Planner, facts: &KargFacts) {
     match facts.vfio_ids.is_empty() {
         true => p.omit("vfio_pci.ids=…", "vfio.ids is empty"),
         false => p.plan(&params::VFIO_PCI_IDS, join(facts.vfio_ids.iter())),
+    }
+    // Not the guide's: nothing to record when it is left out.
+    if !facts.vfio_addresses.is_empty() {
+        p.plan(
+            &params::RD_PASSTHRU_VFIO_ADDRESSES,
+            join(facts.vfio_addresses.iter()),
+        );
     }
 }
 
