@@ -210,6 +210,20 @@ pub struct OverrideArgs {
     pub tag: Option<ImageRef>,
 }
 
+impl OverrideArgs {
+    /// No override given on the command line.
+    pub fn is_empty(&self) -> bool {
+        let OverrideArgs {
+            cpu,
+            gpu,
+            vfio_ids,
+            base,
+            tag,
+        } = self;
+        cpu.is_none() && gpu.is_none() && vfio_ids.is_none() && base.is_none() && tag.is_none()
+    }
+}
+
 impl From<&OverrideArgs> for Overrides {
     fn from(a: &OverrideArgs) -> Overrides {
         Overrides {

@@ -13,7 +13,6 @@ use crate::host::kernel;
 use crate::host::pci::PciDevice;
 use crate::host::topology::Topology;
 use crate::kargs::{HostKarg, Karg, Kargs};
-use crate::pci_id::PciId;
 use crate::plan::Plan;
 use crate::root::Root;
 use crate::vendor_reset;
@@ -110,10 +109,10 @@ pub fn check(plan: &Plan, root: &Root, extra: Vec<Check>) -> Result<Report> {
     );
 
     let ids = &plan.vfio.ids;
-    if ids.is_empty() {
+    if ids.is_empty() && plan.vfio.addresses.is_empty() {
         checks.push(Check::warn(
             "devices",
-            "the plan binds no device to vfio-pci (vfio.ids is empty)",
+            "the plan binds no device to vfio-pci (vfio.ids and vfio.addresses are empty)",
             "run `passthru-image detect --write passthru.toml`, review it, and rebuild or re-apply",
         ));
     }
@@ -141,22 +140,32 @@ pub fn check(plan: &Plan, root: &Root, extra: Vec<Check>) -> Result<Report> {
             checks.push(Check::warn(
                 format!("identical-ids:{id}"),
                 format!("{id} matches {} devices ({}): vfio_pci.ids binds all of them", matching.len(), addresses.join(", ")),
-                "identical devices cannot be told apart by ID: bind the guest's by address (driver_override) instead",
+                "identical devices cannot be told apart by ID: bind the guest's by address (vfio.addresses) instead",
             ));
         }
-        for device in matching {
-            checks.push(bound_to_vfio(device));
-            if device.boot_vga == Some(true) {
-                checks.push(Check::warn(
-                    format!("boot-gpu:{}", device.address),
-                    format!("{} is the boot GPU and is planned for vfio-pci: the host has no display from it", device.address),
-                    "keep it only for single-GPU passthrough; else pass another GPU (passthru-image detect --device ADDRESS)",
-                ));
-            }
-            checks.push(group_viable(&topology, device, ids));
-            if vendor_reset_planned && vendor_reset::needs_vendor_reset(device.id) {
-                checks.push(reset_method(device));
-            }
+    }
+    for address in &plan.vfio.addresses {
+        if topology.device(address).is_none() {
+            checks.push(Check::fail(
+                format!("device:{address}"),
+                format!("vfio.addresses lists {address} but no device is there on this host"),
+                "run `passthru-image groups` and correct vfio.addresses",
+            ));
+        }
+    }
+    let planned = planned_devices(&topology, plan);
+    for device in &planned {
+        checks.push(bound_to_vfio(device));
+        if device.boot_vga == Some(true) {
+            checks.push(Check::warn(
+                format!("boot-gpu:{}", device.address),
+                format!("{} is the boot GPU and is planned for vfio-pci: the host has no display from it", device.address),
+                "keep it only for single-GPU passthrough; else pass another GPU (passthru-image detect --device ADDRESS)",
+            ));
+        }
+        checks.push(group_viable(&topology, device, &planned));
+        if vendor_reset_planned && vendor_reset::needs_vendor_reset(device.id) {
+            checks.push(reset_method(device));
         }
     }
     checks.extend(extra);
@@ -164,6 +173,15 @@ pub fn check(plan: &Plan, root: &Root, extra: Vec<Check>) -> Result<Report> {
         ok: checks.iter().all(|c| c.status != Status::Fail),
         checks,
     })
+}
+
+/// The host's devices the plan gives to vfio-pci, by ID or by address, each once, in address order.
+fn planned_devices<'a>(topology: &'a Topology, plan: &Plan) -> Vec<&'a PciDevice> {
+    topology
+        .devices
+        .iter()
+        .filter(|d| plan.vfio.ids.contains(&d.id) || plan.vfio.addresses.contains(&d.address))
+        .collect()
 }
 
 fn virtualization(cpu: &CpuInfo) -> Check {
@@ -271,14 +289,14 @@ fn bound_to_vfio(device: &PciDevice) -> Check {
                 Some(driver) => format!("{} is bound to {driver}, not vfio-pci", device.id),
                 None => format!("{} has no driver bound, not vfio-pci", device.id),
             },
-            "vfio-pci must claim it first: rd.driver.pre=vfio-pci and vfio_pci.ids in effect, vfio-pci in the initramfs (see the karg and module checks); then reboot",
+            "vfio-pci must claim it first: rd.driver.pre=vfio-pci and vfio_pci.ids (or rd.passthru.vfio_addresses, image mode) in effect, vfio-pci in the initramfs (see the karg and module checks); then reboot",
         ),
     }
 }
 
 /// The kernel's rule: a group can be used by a VM when every device in it, bridges aside, is bound to
 /// vfio-pci (or pci-stub) or to no driver.
-fn group_viable(topology: &Topology, device: &PciDevice, planned: &[PciId]) -> Check {
+fn group_viable(topology: &Topology, device: &PciDevice, planned: &[&PciDevice]) -> Check {
     let name = format!("group:{}", device.address);
     let Some(group) = topology.group_of(&device.address) else {
         return Check::fail(
@@ -297,7 +315,7 @@ fn group_viable(topology: &Topology, device: &PciDevice, planned: &[PciId]) -> C
     }
     let foreign: Vec<String> = blockers
         .iter()
-        .filter(|d| !planned.contains(&d.id))
+        .filter(|d| !planned.iter().any(|p| p.address == d.address))
         .map(|d| format!("{} ({})", d.address, d.id))
         .collect();
     let detail = format!(
@@ -317,7 +335,7 @@ fn group_viable(topology: &Topology, device: &PciDevice, planned: &[PciId]) -> C
         "these are planned: see their bound checks".to_owned()
     } else {
         format!(
-            "pass {} to the VM too (add to vfio.ids), move the card to a slot with its own group, or enable [acs-override]",
+            "pass {} to the VM too (add to vfio.ids or vfio.addresses), move the card to a slot with its own group, or enable [acs-override]",
             foreign.join(", ")
         )
     };
@@ -403,6 +421,7 @@ fn find_program(name: &str) -> Option<std::path::PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::pci_id::PciId;
 
     fn karg_of(s: &str) -> Karg {
         Karg::parse(s).unwrap()

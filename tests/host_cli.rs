@@ -799,3 +799,126 @@ fn a_root_that_is_not_a_host_tree_is_bad_input() {
         assert!(String::from_utf8_lossy(&out.stderr).contains("--root"));
     }
 }
+
+/// A copy of a fixture tree the test may add files to (`cp -a` keeps the sysfs symlinks).
+fn fixture_copy(host: &str, dir: &Path) -> PathBuf {
+    let tree = dir.join(host);
+    let status = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(fixture(host))
+        .arg(&tree)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    tree
+}
+
+/// The record `generate` puts in an image's host layer for `config`: plan.json and passthru.toml.
+fn generated_record(config: &Path, dir: &Path) -> PathBuf {
+    let ctx = dir.join("ctx");
+    Command::cargo_bin("passthru-image")
+        .unwrap()
+        .current_dir(dir)
+        .arg("--config")
+        .arg(config)
+        .args(["generate", "-q", "-o"])
+        .arg(&ctx)
+        .assert()
+        .success();
+    ctx.join("layers/host/usr/share/passthru-image")
+}
+
+fn doctor_without_config(tree: &Path, cwd: &Path) -> (Option<i32>, Value) {
+    let output = Command::cargo_bin("passthru-image")
+        .unwrap()
+        .current_dir(cwd)
+        .arg("--root")
+        .arg(tree)
+        .args(["doctor", "--json"])
+        .output()
+        .unwrap();
+    (output.status.code(), json_of(&output))
+}
+
+/// After `bootc switch` to a built image, doctor needs no config: it checks the host against the plan the image
+/// carries under /usr/share/passthru-image, and says so. A config the user gives still comes first.
+#[test]
+fn doctor_without_a_config_checks_the_plan_the_running_image_recorded() {
+    let dir = tempfile::tempdir().unwrap();
+    let (config, _, _) = detect("amd-polaris", dir.path());
+    let record = generated_record(&config, dir.path());
+    assert!(record.join("passthru.toml").is_file());
+    let tree = fixture_copy("amd-polaris", dir.path());
+    std::fs::create_dir_all(tree.join("usr/share")).unwrap();
+    std::fs::rename(&record, tree.join("usr/share/passthru-image")).unwrap();
+    let cwd = dir.path().join("empty");
+    std::fs::create_dir(&cwd).unwrap();
+
+    let (code, report) = doctor_without_config(&tree, &cwd);
+    assert_eq!(code, Some(0), "{report:#}");
+    let from = report["plan_from"].as_str().unwrap();
+    assert!(
+        from.contains("the running image")
+            && from.contains("/usr/share/passthru-image/plan.json")
+            && from.contains("made by passthru-image"),
+        "{from}"
+    );
+    // Only the recorded plan binds these IDs; the embedded default binds none.
+    assert_eq!(
+        status_of(&report, "karg:vfio_pci.ids=1002:67df,1002:aaf0"),
+        "pass"
+    );
+    assert_eq!(status_of(&report, "module:vendor_reset"), "pass");
+
+    // The user's ./passthru.toml is the plan to check, not the image's.
+    std::fs::write(cwd.join("passthru.toml"), "[cpu]\nvendor = \"amd\"\n").unwrap();
+    let (_, report) = doctor_without_config(&tree, &cwd);
+    assert_eq!(report["plan_from"], "the plan from passthru.toml");
+    assert_eq!(status_of(&report, "devices"), "warn");
+    std::fs::remove_file(cwd.join("passthru.toml")).unwrap();
+
+    // A record that is not a plan is bad input naming the file, not a silent fallback.
+    let plan_json = tree.join("usr/share/passthru-image/plan.json");
+    let text = std::fs::read_to_string(&plan_json).unwrap();
+    std::fs::write(&plan_json, text.replace("\"format\": 1", "\"format\": 7")).unwrap();
+    let output = Command::cargo_bin("passthru-image")
+        .unwrap()
+        .current_dir(&cwd)
+        .arg("--root")
+        .arg(&tree)
+        .arg("doctor")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2), "{output:?}");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("plan.json: format"), "{stderr}");
+}
+
+/// Live mode's record comes first: apply changed the host after its image was made.
+#[test]
+fn doctor_without_a_config_prefers_the_plan_live_mode_recorded() {
+    let dir = tempfile::tempdir().unwrap();
+    let (config, _, _) = detect("amd-polaris", dir.path());
+    let record = generated_record(&config, dir.path());
+    let plan: Value =
+        serde_json::from_str(&std::fs::read_to_string(record.join("plan.json")).unwrap()).unwrap();
+    let tree = fixture_copy("amd-polaris", dir.path());
+    std::fs::create_dir_all(tree.join("etc/passthru-image")).unwrap();
+    let state = serde_json::json!({
+        "kargs_appended": ["iommu=pt"], "kargs_deleted": [], "initramfs_enabled": true, "files": [],
+        "kernel": null, "plan": plan,
+    });
+    std::fs::write(
+        tree.join("etc/passthru-image/live-state.json"),
+        state.to_string(),
+    )
+    .unwrap();
+    let (code, report) = doctor_without_config(&tree, dir.path());
+    assert_eq!(code, Some(0), "{report:#}");
+    let from = report["plan_from"].as_str().unwrap();
+    assert!(
+        from.contains("`apply` recorded") && from.contains("live-state.json"),
+        "{from}"
+    );
+    assert_eq!(status_of(&report, "bound:0000:09:00.0"), "pass");
+}

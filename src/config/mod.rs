@@ -312,12 +312,17 @@ impl Config {
         let implicit = Utf8Path::new(DEFAULT_FILE);
         let (path, field) = match explicit {
             Some(path) => (path, "--config"),
-            None if std::fs::symlink_metadata(implicit).is_ok() => (implicit, DEFAULT_FILE),
+            None if Config::given(None) => (implicit, DEFAULT_FILE),
             None => return Ok((Config::default(), ConfigSource::Embedded)),
         };
         let text = crate::root::read_user_text(path, UserFile::Config, field)?;
         let config = Config::from_toml(&text, path.as_str())?;
         Ok((config, ConfigSource::File(path.to_owned())))
+    }
+
+    /// Whether the user gave a config: `--config FILE`, or a `./passthru.toml` in any form (see [`Config::load`]).
+    pub fn given(explicit: Option<&Utf8Path>) -> bool {
+        explicit.is_some() || std::fs::symlink_metadata(DEFAULT_FILE).is_ok()
     }
 
     /// Parses and validates a config. `origin` names the file in messages, and relative paths in it
