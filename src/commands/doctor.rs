@@ -52,13 +52,14 @@ pub fn run(cli: &Cli, overrides: &OverrideArgs, json: bool) -> Result<()> {
 /// without overrides, the plan recorded on the host: live mode's, as it changed the host after its image was
 /// made, else the running image's. Only then the embedded default. Returns the plan and where it came from.
 fn plan_to_check(cli: &Cli, overrides: &OverrideArgs, root: &Root) -> Result<(Plan, String)> {
-    if !Config::given(cli.config.as_deref()) && overrides.is_empty() {
-        if let Some((recorded, from)) = recorded_plan(root)? {
-            return Ok((
-                recorded.plan,
-                format!("{from} (made by {})", recorded.made_by),
-            ));
-        }
+    if !Config::given(cli.config.as_deref())
+        && overrides.is_empty()
+        && let Some((recorded, from)) = recorded_plan(root)?
+    {
+        return Ok((
+            recorded.plan,
+            format!("{from} (made by {})", recorded.made_by),
+        ));
     }
     let (config, source) = load_config(cli, overrides)?;
     Ok((

@@ -36,8 +36,22 @@ pub fn run(cli: &Cli) -> Result<()> {
         Command::Detect {
             write,
             force,
+            merge,
             device,
-        } => detect::run(cli, write.as_deref(), *force, *device),
+            sysroot,
+        } => detect::run(
+            cli,
+            &detect::Options {
+                write: write.as_deref(),
+                existing: match (*force, *merge) {
+                    (true, _) => detect::Existing::Replace,
+                    (_, true) => detect::Existing::Merge,
+                    _ => detect::Existing::Refuse,
+                },
+                device: *device,
+                sysroot: sysroot.as_deref(),
+            },
+        ),
         Command::Doctor { json, overrides } => doctor::run(cli, overrides, *json),
         Command::TestBoot(args) => test_boot::run(cli, args),
     }

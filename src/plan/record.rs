@@ -181,7 +181,8 @@ mod tests {
     #[test]
     fn records_that_are_not_plans_of_this_format_are_bad_input_naming_the_field() {
         let good = serde_json::to_value(PlanRecord::of(&plan())).unwrap();
-        let cases: Vec<(Box<dyn Fn(&mut serde_json::Value)>, &str)> = vec![
+        type Change = Box<dyn Fn(&mut serde_json::Value)>;
+        let cases: Vec<(Change, &str)> = vec![
             (Box::new(|r| r["format"] = 2.into()), "format"),
             (
                 Box::new(|r| r["plan"]["kargs"][0] = "quiet splash".into()),
