@@ -3,8 +3,12 @@
 
 use serde::Serialize;
 
-use super::probe::{Parsed, ProbeReport};
-use crate::kargs::params::{AMD_IOMMU, INTEL_IOMMU, IOMMU, RD_DRIVER_PRE, VFIO_PCI_IDS};
+use super::probe::{Parsed, ProbeReport, ProbedDevice};
+use super::qemu::{STAND_IN_DRIVER, StandIns};
+use crate::host::pci::PciAddress;
+use crate::kargs::params::{
+    AMD_IOMMU, INTEL_IOMMU, IOMMU, RD_DRIVER_PRE, RD_PASSTHRU_VFIO_ADDRESSES, VFIO_PCI_IDS,
+};
 use crate::kargs::{HostKarg, KernelArg, normalize_key};
 use crate::pci_id::PciId;
 use crate::plan::VFIO_DRIVERS;
@@ -53,6 +57,27 @@ pub struct Expectations<'a> {
     pub image_kargs: &'a [HostKarg],
     /// The emulated device that stands in for the planned one.
     pub stand_in: PciId,
+    /// One stand-in bound by ID, or twins, one bound by address.
+    pub stand_ins: StandIns,
+}
+
+impl Expectations<'_> {
+    /// The stand-in that must come up on vfio-pci: the one with the ID, or the twin named by address.
+    fn stand_in_device<'r>(&self, report: &'r ProbeReport) -> Option<&'r ProbedDevice> {
+        match self.stand_ins {
+            StandIns::Id => report.device(self.stand_in),
+            StandIns::Address { bound, .. } => report.device_at(bound),
+        }
+    }
+
+    fn stand_in_name(&self) -> String {
+        match self.stand_ins {
+            StandIns::Id => format!("the stand-in {}", self.stand_in),
+            StandIns::Address { bound, .. } => {
+                format!("the stand-in {} at {bound}", self.stand_in)
+            }
+        }
+    }
 }
 
 /// One verdict per check, in a fixed order; `boot` first.
@@ -65,7 +90,7 @@ pub fn judge(parsed: &Parsed, expect: &Expectations) -> Vec<Check> {
                 _ => "the VM never reached the probe (no `ptprobe:begin` on the console)",
             };
             let mut checks = vec![Check::new("boot", false, detail.to_owned())];
-            checks.extend(NAMES.iter().map(|&name| Check {
+            checks.extend(names(expect.stand_ins).map(|name| Check {
                 name,
                 status: Status::NotRun,
                 detail: "not checked: no probe report".into(),
@@ -73,7 +98,7 @@ pub fn judge(parsed: &Parsed, expect: &Expectations) -> Vec<Check> {
             return checks;
         }
     };
-    vec![
+    let mut checks = vec![
         Check::new(
             "boot",
             true,
@@ -83,10 +108,22 @@ pub fn judge(parsed: &Parsed, expect: &Expectations) -> Vec<Check> {
         iommu(report, expect),
         stand_in(report, expect),
         vfio_modules(report),
-    ]
+    ];
+    if let StandIns::Address { twin, .. } = expect.stand_ins {
+        checks.push(twin_on_own_driver(report, expect.stand_in, twin));
+    }
+    checks
 }
 
-const NAMES: [&str; 4] = ["kargs", "iommu", "stand-in-on-vfio-pci", "vfio-modules"];
+/// The checks after `boot`, in order.
+fn names(stand_ins: StandIns) -> impl Iterator<Item = &'static str> {
+    let twin = matches!(stand_ins, StandIns::Address { .. }).then_some(TWIN_CHECK);
+    ["kargs", "iommu", "stand-in-on-vfio-pci", "vfio-modules"]
+        .into_iter()
+        .chain(twin)
+}
+
+const TWIN_CHECK: &str = "twin-on-own-driver";
 
 fn kargs(report: &ProbeReport, image_kargs: &[HostKarg]) -> Check {
     let cmdline = report.cmdline_kargs();
@@ -94,9 +131,10 @@ fn kargs(report: &ProbeReport, image_kargs: &[HostKarg]) -> Check {
     if image_kargs.is_empty() {
         problems.push("the image's kargs.d sets no kernel arguments".to_owned());
     }
+    // Test-boot adds its stand-in to these two.
     let missing: Vec<&str> = image_kargs
         .iter()
-        .filter(|k| !k.is(&VFIO_PCI_IDS))
+        .filter(|k| !k.is(&VFIO_PCI_IDS) && !k.is(&RD_PASSTHRU_VFIO_ADDRESSES))
         .filter(|k| !cmdline.iter().any(|c| c.same_as(*k)))
         .map(HostKarg::as_str)
         .collect();
@@ -106,8 +144,11 @@ fn kargs(report: &ProbeReport, image_kargs: &[HostKarg]) -> Check {
             missing.join(" ")
         ));
     }
-    if !image_kargs.iter().any(|k| k.is(&VFIO_PCI_IDS)) {
-        problems.push("kargs.d has no vfio_pci.ids".into());
+    if !image_kargs
+        .iter()
+        .any(|k| k.is(&VFIO_PCI_IDS) || k.is(&RD_PASSTHRU_VFIO_ADDRESSES))
+    {
+        problems.push("kargs.d has no vfio_pci.ids (nor rd.passthru.vfio_addresses)".into());
     }
     if !image_kargs.iter().any(is_driver_pre_vfio) {
         problems.push("kargs.d has no rd.driver.pre=vfio-pci".into());
@@ -118,8 +159,8 @@ fn kargs(report: &ProbeReport, image_kargs: &[HostKarg]) -> Check {
             "kargs",
             true,
             format!(
-                "all {} kargs.d arguments reached the kernel, with vfio_pci.ids and rd.driver.pre, and the \
-                 kernel refused none",
+                "all {} kargs.d arguments reached the kernel, with the devices to bind and rd.driver.pre, and \
+                 the kernel refused none",
                 image_kargs.len()
             ),
         ),
@@ -162,7 +203,7 @@ fn refused_by_the_kernel(report: &ProbeReport, image_kargs: &[HostKarg]) -> Vec<
 }
 
 fn iommu(report: &ProbeReport, expect: &Expectations) -> Check {
-    let stand_in = expect.stand_in;
+    let stand_in = expect.stand_in_name();
     let groups = report.iommu_groups.len();
     if groups == 0 {
         return Check::new(
@@ -171,17 +212,17 @@ fn iommu(report: &ProbeReport, expect: &Expectations) -> Check {
             "no IOMMU groups in /sys/kernel/iommu_groups: the IOMMU is off".into(),
         );
     }
-    let Some(group) = report
-        .device(stand_in)
+    let Some(group) = expect
+        .stand_in_device(report)
         .and_then(|d| d.iommu_group.as_deref())
     else {
         return Check::new(
             "iommu",
             false,
-            format!("{groups} IOMMU groups, but the stand-in {stand_in} is in none"),
+            format!("{groups} IOMMU groups, but {stand_in} is in none"),
         );
     };
-    let found = format!("{groups} IOMMU groups; the stand-in {stand_in} is in group {group}");
+    let found = format!("{groups} IOMMU groups; {stand_in} is in group {group}");
     // Groups alone prove little (Debian's kernel made them under QEMU without any IOMMU karg): the kargs
     // are proven by the kernel's own log lines. Without the domain line the kernel's info messages did
     // not reach the console (`quiet`), and nothing can be told from their absence.
@@ -221,10 +262,15 @@ fn iommu(report: &ProbeReport, expect: &Expectations) -> Check {
 fn stand_in(report: &ProbeReport, expect: &Expectations) -> Check {
     const NAME: &str = "stand-in-on-vfio-pci";
     let id = expect.stand_in;
-    let Some(device) = report.device(id) else {
-        return Check::new(NAME, false, format!("no {id} device in the VM"));
+    let Some(device) = expect.stand_in_device(report) else {
+        return Check::new(
+            NAME,
+            false,
+            format!("no {} in the VM", expect.stand_in_name()),
+        );
     };
-    let hint = match expect.image_kargs.iter().any(|k| k.is(&VFIO_PCI_IDS)) {
+    let by_id = expect.stand_ins == StandIns::Id;
+    let hint = match !by_id || expect.image_kargs.iter().any(|k| k.is(&VFIO_PCI_IDS)) {
         true => "",
         false => {
             " (the image's kargs.d sets no vfio_pci.ids, so the test boot had nowhere to add it)"
@@ -247,6 +293,44 @@ fn stand_in(report: &ProbeReport, expect: &Expectations) -> Check {
             format!("{id} at {} has no driver{hint}", device.address),
         ),
     }
+}
+
+/// The stand-in's identical twin, not named by address, keeps its own driver: binding by address took exactly
+/// the one device, and the twin's driver (in the initramfs, so it raced vfio-pci there) did not take the other.
+fn twin_on_own_driver(report: &ProbeReport, id: PciId, twin: PciAddress) -> Check {
+    let Some(device) = report.device_at(twin) else {
+        return Check::new(
+            TWIN_CHECK,
+            false,
+            format!("no {id} twin at {twin} in the VM"),
+        );
+    };
+    let (ok, detail) = match device.driver.as_deref() {
+        Some(STAND_IN_DRIVER) => (
+            true,
+            format!(
+                "its twin {id} at {twin} stays on {STAND_IN_DRIVER}: only the address named was bound"
+            ),
+        ),
+        Some("vfio-pci") => (
+            false,
+            format!(
+                "its twin {id} at {twin} is on vfio-pci too: the binding took a device it did not name"
+            ),
+        ),
+        Some(other) => (
+            false,
+            format!("its twin {id} at {twin} is on {other}, not {STAND_IN_DRIVER}"),
+        ),
+        None => (
+            false,
+            format!(
+                "its twin {id} at {twin} has no driver: {STAND_IN_DRIVER} is not in the image's initramfs, so the \
+                 race between the twins' driver and vfio-pci was never run"
+            ),
+        ),
+    };
+    Check::new(TWIN_CHECK, ok, detail)
 }
 
 fn vfio_modules(report: &ProbeReport) -> Check {
@@ -320,6 +404,7 @@ mod tests {
         let expect = Expectations {
             image_kargs: &image,
             stand_in: "8086:10d3".parse().unwrap(),
+            stand_ins: StandIns::Id,
         };
         let checks = judge(&Parsed::Complete(good_report()), &expect);
         assert!(
@@ -329,12 +414,103 @@ mod tests {
         assert_eq!(checks.len(), 5);
     }
 
+    fn twins_report(twin_driver: Option<&str>) -> ProbeReport {
+        let mut report = good_report();
+        report.cmdline =
+            "iommu=pt rd.driver.pre=vfio-pci rd.passthru.vfio_addresses=0000:02:00.0,0000:00:10.0"
+                .split(' ')
+                .map(str::to_owned)
+                .collect();
+        report.devices = vec![
+            ProbedDevice {
+                address: "0000:00:10.0".into(),
+                id: "8086:10d3".parse().unwrap(),
+                class: "020000".into(),
+                driver: Some("vfio-pci".into()),
+                iommu_group: Some("3".into()),
+            },
+            ProbedDevice {
+                address: "0000:00:11.0".into(),
+                id: "8086:10d3".parse().unwrap(),
+                class: "020000".into(),
+                driver: twin_driver.map(str::to_owned),
+                iommu_group: Some("4".into()),
+            },
+        ];
+        report
+    }
+
+    /// An image that binds by address is judged with twins: the named one on vfio-pci, the other on its own
+    /// driver, which must have been in the initramfs to race at all.
+    #[test]
+    fn twins_pass_only_when_the_named_one_alone_is_on_vfio_pci() {
+        let image =
+            kargs("iommu=pt rd.driver.pre=vfio-pci rd.passthru.vfio_addresses=0000:02:00.0");
+        let expect = Expectations {
+            image_kargs: &image,
+            stand_in: "8086:10d3".parse().unwrap(),
+            stand_ins: StandIns::Address {
+                bound: crate::boot::qemu::TWIN_BOUND,
+                twin: crate::boot::qemu::TWIN_KEPT,
+            },
+        };
+        let checks = judge(&Parsed::Complete(twins_report(Some("e1000e"))), &expect);
+        assert!(
+            checks.iter().all(|c| c.status == Status::Pass),
+            "{checks:#?}"
+        );
+        assert_eq!(checks.len(), 6);
+        assert!(
+            checks[3]
+                .detail
+                .contains("at 0000:00:10.0 is bound to vfio-pci"),
+            "{}",
+            checks[3].detail
+        );
+        assert!(
+            checks[2].detail.contains("at 0000:00:10.0 is in group 3"),
+            "{}",
+            checks[2].detail
+        );
+
+        let both = judge(&Parsed::Complete(twins_report(Some("vfio-pci"))), &expect);
+        assert_eq!(both[5].status, Status::Fail);
+        assert!(
+            both[5].detail.contains("did not name"),
+            "{}",
+            both[5].detail
+        );
+        let never_raced = judge(&Parsed::Complete(twins_report(None)), &expect);
+        assert_eq!(never_raced[5].status, Status::Fail);
+        assert!(
+            never_raced[5]
+                .detail
+                .contains("not in the image's initramfs")
+        );
+        let mut swapped = twins_report(Some("e1000e"));
+        swapped.devices[0].driver = Some("e1000e".into());
+        let unbound = judge(&Parsed::Complete(swapped), &expect);
+        assert_eq!(unbound[3].status, Status::Fail);
+        assert!(
+            !unbound[3].detail.contains("sets no vfio_pci.ids"),
+            "{}",
+            unbound[3].detail
+        );
+
+        let not_run = judge(&Parsed::NotStarted, &expect);
+        assert_eq!(
+            statuses(&not_run)[5],
+            ("twin-on-own-driver", Status::NotRun)
+        );
+    }
+
     #[test]
     fn iommu_kargs_must_be_acknowledged_in_the_kernels_log() {
         let image = kargs("intel_iommu=on iommu=pt rd.driver.pre=vfio-pci vfio_pci.ids=10de:2684");
         let expect = Expectations {
             image_kargs: &image,
             stand_in: "8086:10d3".parse().unwrap(),
+            stand_ins: StandIns::Id,
         };
         let iommu = |domain: Option<&str>| {
             let mut report = good_report();
@@ -370,6 +546,7 @@ mod tests {
         let expect = Expectations {
             image_kargs: &no_pt,
             stand_in: "8086:10d3".parse().unwrap(),
+            stand_ins: StandIns::Id,
         };
         let mut report = good_report();
         report.iommu_domain = Some("Translated".into());
@@ -389,6 +566,7 @@ mod tests {
         let expect = Expectations {
             image_kargs: &[],
             stand_in: "8086:10d3".parse().unwrap(),
+            stand_ins: StandIns::Id,
         };
         let checks = judge(&Parsed::Complete(report), &expect);
         assert_eq!(
@@ -417,6 +595,7 @@ mod tests {
         let expect = Expectations {
             image_kargs: &image,
             stand_in: "8086:10d3".parse().unwrap(),
+            stand_ins: StandIns::Id,
         };
         let checks = judge(&Parsed::Complete(report), &expect);
         assert_eq!(checks[1].status, Status::Fail);
@@ -435,6 +614,7 @@ mod tests {
         let expect = Expectations {
             image_kargs: &image,
             stand_in: "8086:10d3".parse().unwrap(),
+            stand_ins: StandIns::Id,
         };
         for parsed in [Parsed::NotStarted, Parsed::Truncated(good_report())] {
             let checks = judge(&parsed, &expect);
@@ -467,6 +647,7 @@ mod tests {
         let expect = Expectations {
             image_kargs: &image,
             stand_in: "8086:10d3".parse().unwrap(),
+            stand_ins: StandIns::Id,
         };
         let check = kargs_check(&report, &expect);
         assert_eq!(check.status, Status::Fail);
@@ -486,6 +667,7 @@ mod tests {
         let expect = Expectations {
             image_kargs: &plain,
             stand_in: "8086:10d3".parse().unwrap(),
+            stand_ins: StandIns::Id,
         };
         assert_eq!(kargs_check(&report, &expect).status, Status::Pass);
     }
