@@ -79,9 +79,9 @@ fn made_by() -> String {
 
 /// The effective config (the file, the embedded default, and the run's overrides), for the image's host layer.
 pub(super) fn config_file(config: &Config) -> Result<PlannedFile> {
-    let header = "# The effective config this image was planned from (passthru.toml with the build's overrides), by \
-                  passthru-image.\n# Local paths in it (vendor-reset.path, acs-override.packages) are the build \
-                  machine's. Copy it to start a config of your own; doctor checks against plan.json beside it.\n\n";
+    let header = "# The config this image was planned from: passthru.toml with the build's command-line overrides.\n\
+                  # Local paths in it (vendor-reset.path, acs-override.packages) are the build machine's. A starting\n\
+                  # point for a config of your own; `passthru-image doctor` checks the host against plan.json.\n\n";
     Ok(PlannedFile {
         path: CONFIG_FILE.into(),
         mode: 0o644,
