@@ -5,7 +5,7 @@ use super::load_config;
 use crate::cli::{BuildArgs, Cli};
 use crate::error::InputError;
 use crate::image::engine::{BuildOptions, Engine, Pull};
-use crate::image::{context, progress, render};
+use crate::image::{context, fetch, progress, render};
 use crate::plan::Plan;
 
 pub fn run(cli: &Cli, args: &BuildArgs) -> Result<()> {
@@ -46,6 +46,8 @@ pub fn run(cli: &Cli, args: &BuildArgs) -> Result<()> {
         ));
     }
 
+    let fetched = fetch::fetch_git_sources(&plan, cli.quiet)?;
+    let plan = Plan::resolve_fetched(&config, &cli.root(), &fetched.checkouts)?;
     let ctx = render::render(&plan)?;
     // Always made (it is cheap) so the context's lifetime is plain: it goes when `build` returns.
     let scratch = tempfile::Builder::new()
