@@ -396,7 +396,11 @@ fn plan_names_the_commit_of_a_git_source_without_fetching_it() {
             cmd.arg("--json");
         }
         let out = cmd.output().unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8(out.stdout).unwrap()
     };
     let text = plan(false);
@@ -434,5 +438,8 @@ fn an_ssh_url_whose_host_is_an_option_is_bad_input() {
         .unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(2), "{stderr}");
-    assert!(stderr.contains("vendor-reset.git") && stderr.contains("may not start with `-`"), "{stderr}");
+    assert!(
+        stderr.contains("vendor-reset.git") && stderr.contains("may not start with `-`"),
+        "{stderr}"
+    );
 }

@@ -354,7 +354,10 @@ fn local_header_packages_are_relative_to_the_config_and_checked_like_kernel_pack
     assert_eq!(headers.files[0].name, deb);
     // The sum is checked where the package is read (the build context), naming the key.
     let err = headers.files[0]
-        .read_checked_as(&headers.dir, crate::config::sources::PackageKeys::ModuleHeaders)
+        .read_checked_as(
+            &headers.dir,
+            crate::config::sources::PackageKeys::ModuleHeaders,
+        )
         .unwrap_err();
     assert_eq!(err.field, format!("vendor-reset.headers-sha256.{deb}"));
     // The written config reads back the same.

@@ -236,7 +236,12 @@ pub fn git_repository_of(
         let out = std::process::Command::new("git")
             .arg("-C")
             .arg(repo.path())
-            .args(["-c", "user.name=passthru-tests", "-c", "user.email=tests@invalid"])
+            .args([
+                "-c",
+                "user.name=passthru-tests",
+                "-c",
+                "user.email=tests@invalid",
+            ])
             .args(args)
             .output()
             .expect("run git");
@@ -250,7 +255,13 @@ pub fn git_repository_of(
     let mut commits = vec![git(&["rev-parse", "HEAD"])];
     for (file, content) in later {
         std::fs::write(repo.path().join(file), content).unwrap();
-        git(&["commit", "--quiet", "--all", "-m", &format!("change {file}")]);
+        git(&[
+            "commit",
+            "--quiet",
+            "--all",
+            "-m",
+            &format!("change {file}"),
+        ]);
         commits.push(git(&["rev-parse", "HEAD"]));
     }
     (repo, commits)
