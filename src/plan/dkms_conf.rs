@@ -388,7 +388,7 @@ fn built_modules(scope: &Scope, package: &Package) -> Result<Vec<BuiltModule>, C
         let (name, line) = match text_of("BUILT_MODULE_NAME", index)? {
             Some(found) => found,
             // dkms's default, for a single module only.
-            None if count == 1 => (package.name.to_owned(), 0),
+            None if count == 1 => (package.name.to_owned(), first_line(scope, "PACKAGE_NAME")),
             None => {
                 return Err(ConfError::whole(format!(
                     "no BUILT_MODULE_NAME[{index}]; dkms needs one for each of its {count} modules"
