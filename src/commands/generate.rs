@@ -8,9 +8,10 @@ use crate::plan::Plan;
 
 pub fn run(cli: &Cli, overrides: &OverrideArgs, output: &Utf8Path, force: bool) -> Result<()> {
     let (config, source) = load_config(cli, overrides)?;
-    let unfetched = Plan::resolve(&config, &cli.root())?;
+    let target = cli.image_target();
+    let unfetched = Plan::resolve(&config, &target)?;
     let fetched = fetch::fetch_git_sources(&unfetched, cli.quiet)?;
-    let plan = Plan::resolve_fetched(&config, &cli.root(), &fetched.checkouts)?;
+    let plan = Plan::resolve_fetched(&config, &target, &fetched.checkouts)?;
     for warning in plan.image_mode_warnings() {
         eprintln!("warning: {warning}");
     }

@@ -110,8 +110,8 @@ impl KernelPackage {
         keys: PackageKeys,
     ) -> Result<(Vec<u8>, String), InputError> {
         let path = dir.join(&self.name);
-        let content = std::fs::read(&path)
-            .map_err(|e| InputError::new(keys.dir(), format!("cannot read {path}: {e}")))?;
+        let content =
+            crate::root::read_user_file(&path, crate::root::UserFile::KernelPackage, keys.dir())?;
         let actual = format!("{:x}", Sha256::digest(&content));
         match &self.sha256 {
             Some(expected) if *expected != actual => Err(InputError::new(

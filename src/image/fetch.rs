@@ -7,11 +7,10 @@
 //! checkout lives in a scratch directory that goes with [`Fetched`]; the build context takes its files, never
 //! its `.git`.
 
-use std::ffi::OsString;
-
 use anyhow::{Context, Result, bail};
 use camino::Utf8Path;
 
+use crate::cmd::Cmd;
 use crate::config::ModuleSource;
 use crate::plan::{Checkouts, ModuleConf, Plan};
 
@@ -77,14 +76,15 @@ pub(crate) fn fetch_git_sources(plan: &Plan, quiet: bool) -> Result<Fetched> {
 
 /// Fetches `commit` alone from `url` into a new repository in `dir` and checks it out.
 fn fetch(url: &str, commit: &str, dir: &Utf8Path) -> Result<()> {
-    for argv in [
-        init_argv(dir),
-        fetch_argv(dir, url, commit),
-        checkout_argv(dir, commit),
+    for git in [
+        init_cmd(dir),
+        fetch_cmd(dir, url, commit),
+        checkout_cmd(dir, commit),
     ] {
-        run_git(&argv).with_context(|| format!("fetching {url} at {commit}"))?;
+        git.read()
+            .with_context(|| format!("fetching {url} at {commit}"))?;
     }
-    let head = run_git(&head_argv(dir))?;
+    let head = head_cmd(dir).read()?;
     if head.trim() != commit {
         bail!(
             "fetching {url} at {commit} checked out {}, not the pinned commit",
@@ -94,69 +94,41 @@ fn fetch(url: &str, commit: &str, dir: &Utf8Path) -> Result<()> {
     Ok(())
 }
 
-fn git(dir: Option<&Utf8Path>, args: &[&str]) -> Vec<OsString> {
-    let mut argv: Vec<OsString> = vec!["git".into()];
-    if let Some(dir) = dir {
-        argv.extend(["-C".into(), dir.as_os_str().to_owned()]);
-    }
-    argv.extend(GIT_OPTIONS.iter().chain(args).map(OsString::from));
-    argv
+/// git without a terminal prompt (a private repository would otherwise wait for a password).
+fn git(dir: Option<&Utf8Path>) -> Cmd {
+    let git = Cmd::new("git").env("GIT_TERMINAL_PROMPT", "0");
+    let git = match dir {
+        Some(dir) => git.arg("-C").arg(dir.as_str()),
+        None => git,
+    };
+    git.args(GIT_OPTIONS)
 }
 
 /// An empty repository without the user's template directory (whose hooks would run on checkout).
-fn init_argv(dir: &Utf8Path) -> Vec<OsString> {
-    let mut argv = git(None, &["init", "--quiet", "--template=", "--"]);
-    argv.push(dir.as_os_str().to_owned());
-    argv
+fn init_cmd(dir: &Utf8Path) -> Cmd {
+    git(None)
+        .args(["init", "--quiet", "--template=", "--"])
+        .arg(dir.as_str())
 }
 
-fn fetch_argv(dir: &Utf8Path, url: &str, commit: &str) -> Vec<OsString> {
-    git(
-        Some(dir),
-        &[
-            "fetch",
-            "--quiet",
-            "--depth=1",
-            "--no-tags",
-            "--",
-            url,
-            commit,
-        ],
-    )
+fn fetch_cmd(dir: &Utf8Path, url: &str, commit: &str) -> Cmd {
+    git(Some(dir)).args([
+        "fetch",
+        "--quiet",
+        "--depth=1",
+        "--no-tags",
+        "--",
+        url,
+        commit,
+    ])
 }
 
-fn checkout_argv(dir: &Utf8Path, commit: &str) -> Vec<OsString> {
-    git(
-        Some(dir),
-        &["checkout", "--quiet", "--detach", commit, "--"],
-    )
+fn checkout_cmd(dir: &Utf8Path, commit: &str) -> Cmd {
+    git(Some(dir)).args(["checkout", "--quiet", "--detach", commit, "--"])
 }
 
-fn head_argv(dir: &Utf8Path) -> Vec<OsString> {
-    git(Some(dir), &["rev-parse", "--verify", "HEAD^{commit}"])
-}
-
-/// Runs git without a terminal prompt; its stdout, or an error with its stderr.
-fn run_git(argv: &[OsString]) -> Result<String> {
-    let output = duct::cmd(&argv[0], &argv[1..])
-        .env("GIT_TERMINAL_PROMPT", "0")
-        .stdin_null()
-        .stdout_capture()
-        .stderr_capture()
-        .unchecked()
-        .run()
-        .context("cannot run git, which fetching a git module source needs: install it")?;
-    if !output.status.success() {
-        bail!(
-            "{} failed: {}",
-            argv.iter()
-                .map(|a| a.to_string_lossy())
-                .collect::<Vec<_>>()
-                .join(" "),
-            String::from_utf8_lossy(&output.stderr).trim()
-        );
-    }
-    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+fn head_cmd(dir: &Utf8Path) -> Cmd {
+    git(Some(dir)).args(["rev-parse", "--verify", "HEAD^{commit}"])
 }
 
 #[cfg(test)]
@@ -165,34 +137,34 @@ mod tests {
 
     const COMMIT: &str = "29b25fd6929a2215477a5e39b29a0d5c4d45b6e9";
 
-    fn strings(argv: &[OsString]) -> Vec<String> {
-        argv.iter()
-            .map(|a| a.to_string_lossy().into_owned())
-            .collect()
+    fn words(cmd: &Cmd) -> Vec<String> {
+        cmd.display().split(' ').map(str::to_owned).collect()
     }
 
     #[test]
     fn every_git_call_allows_only_https_ssh_and_file() {
         let dir = Utf8Path::new("/tmp/x");
-        for argv in [
-            init_argv(dir),
-            fetch_argv(dir, "https://example.org/vr.git", COMMIT),
-            checkout_argv(dir, COMMIT),
-            head_argv(dir),
+        for cmd in [
+            init_cmd(dir),
+            fetch_cmd(dir, "https://example.org/vr.git", COMMIT),
+            checkout_cmd(dir, COMMIT),
+            head_cmd(dir),
         ] {
-            let argv = strings(&argv);
-            let options = argv.join(" ");
+            let options = cmd.display();
             assert!(
                 options.contains("-c protocol.allow=never -c protocol.https.allow=always -c protocol.ssh.allow=always -c protocol.file.allow=always"),
                 "{options}"
             );
-            assert!(options.contains("core.sshCommand=ssh -o BatchMode=yes"));
+            assert!(
+                options.contains("-c \"core.sshCommand=ssh -o BatchMode=yes\""),
+                "{options}"
+            );
         }
     }
 
     #[test]
     fn the_url_and_the_commit_come_after_a_double_dash() {
-        let argv = strings(&fetch_argv(
+        let argv = words(&fetch_cmd(
             Utf8Path::new("/tmp/x"),
             "ssh://git@example.org/vr.git",
             COMMIT,
@@ -211,7 +183,7 @@ mod tests {
                 COMMIT
             ]
         );
-        let init = strings(&init_argv(Utf8Path::new("/tmp/-x")));
+        let init = words(&init_cmd(Utf8Path::new("/tmp/-x")));
         assert_eq!(&init[init.len() - 2..], ["--", "/tmp/-x"]);
     }
 

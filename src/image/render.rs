@@ -302,7 +302,6 @@ fn bind_mounted_packages(
 mod tests {
     use super::*;
     use crate::config::{Config, CpuChoice, GpuVendor, Overrides};
-    use crate::root::Root;
 
     fn containerfile_for(toml: &str, ids: &[&str]) -> String {
         let overrides = Overrides {
@@ -314,7 +313,7 @@ mod tests {
         let config = Config::from_toml(toml, "t.toml")
             .unwrap()
             .with_overrides(&overrides);
-        let plan = Plan::resolve(&config, &Root::new("/nonexistent")).unwrap();
+        let plan = Plan::resolve(&config, &crate::plan::Target::Image).unwrap();
         render(&plan).unwrap().containerfile().to_string()
     }
 
@@ -455,7 +454,7 @@ mod tests {
                 cpu: Some(CpuChoice::Amd),
                 ..Default::default()
             }),
-            &Root::new("/nonexistent"),
+            &crate::plan::Target::Image,
         )
         .unwrap();
         let ctx = render(&plan).unwrap();
@@ -511,7 +510,7 @@ mod tests {
             vfio_ids: Some(vec!["1002:67df".parse().unwrap()]),
             ..Default::default()
         });
-        let plan = Plan::resolve(&config, &Root::new("/nonexistent")).unwrap();
+        let plan = Plan::resolve(&config, &crate::plan::Target::Image).unwrap();
         let err = render(&plan).unwrap_err();
         assert!(err.to_string().contains("was not fetched"), "{err}");
     }

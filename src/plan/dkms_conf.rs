@@ -142,8 +142,9 @@ impl Serialize for Word {
 /// Reads `dir/dkms.conf`; `origin` names it in messages (a path, or a commit for a fetched source).
 pub(crate) fn read(dir: &Utf8Path, origin: &str) -> Result<DkmsConf, String> {
     let path = dir.join("dkms.conf");
-    let text = std::fs::read_to_string(&path)
-        .map_err(|e| format!("cannot read {origin}: {e}; a module source needs a dkms.conf"))?;
+    // Capped and regular files only: a dkms.conf is a few lines, not a device or a FIFO.
+    let text = crate::root::read_user_text(&path, crate::root::UserFile::DkmsConf, "dkms.conf")
+        .map_err(|e| format!("{origin}: {}; a module source needs a dkms.conf", e.message))?;
     parse(&text).map_err(|e| match e.line {
         Some(line) => format!("{origin}, line {line}: {}", e.message),
         None => format!("{origin}: {}", e.message),
