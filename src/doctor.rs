@@ -117,14 +117,11 @@ pub fn check(plan: &Plan, root: &Root, extra: Vec<Check>) -> Result<Report> {
             "run `passthru-image detect --write passthru.toml`, review it, and rebuild or re-apply",
         ));
     }
-    let vendor_reset_planned = plan
-        .modules
-        .iter()
-        .flat_map(|m| &m.kernel_modules)
-        .any(|m| kernel::module_name(m) == "vendor_reset");
+    // The plan's only module is [vendor-reset]'s; a git source's kernel modules are known once fetched.
+    let vendor_reset_planned = !plan.modules.is_empty();
     for module_plan in &plan.modules {
-        for name in &module_plan.kernel_modules {
-            checks.push(module(root, &loaded, name, &module_plan.name));
+        for name in module_plan.kernel_modules() {
+            checks.push(module(root, &loaded, name, module_plan.label()));
         }
     }
     for id in ids {

@@ -3,14 +3,14 @@
 //! The image renderer, the live applier and doctor all read a `Plan`; none of them decides a karg, a driver
 //! or a file of its own.
 
-mod dkms_conf;
+pub mod dkms_conf;
 pub(crate) mod kargs;
 
 use anyhow::Result;
-use camino::Utf8PathBuf;
+use camino::{Utf8Path, Utf8PathBuf};
 use serde::{Serialize, Serializer};
 
-use crate::config::{Config, CpuChoice, GpuVendor, KernelSource, ModuleSource};
+use crate::config::{Config, CpuChoice, GpuVendor, HeaderPackages, KernelSource, ModuleSource};
 use crate::error::InputError;
 use crate::host::cpu::{CpuInfo, CpuVendor};
 use crate::host::topology::Topology;
@@ -20,6 +20,7 @@ use crate::kargs_d::{self, KargsD};
 use crate::pci_id::PciId;
 use crate::root::Root;
 use crate::vendor_reset;
+use dkms_conf::{BuiltModule, DkmsConf, Word};
 use kargs::{HostGpus, KargFacts, OmittedKarg};
 
 /// Drivers forced into the initramfs so vfio-pci binds before any graphics driver.
@@ -124,19 +125,111 @@ pub struct KernelPlan {
     pub source: KernelSource,
 }
 
-/// An out-of-tree module built with dkms against the image's own kernel.
-#[derive(Debug, Clone, Serialize)]
+/// An out-of-tree module built against the image's own kernel, the way its dkms.conf says.
+#[derive(Debug, Clone)]
 pub struct ModulePlan {
-    /// dkms PACKAGE_NAME and PACKAGE_VERSION.
-    pub name: String,
-    pub version: String,
-    /// The kernel modules it builds (BUILT_MODULE_NAME), loaded at boot.
-    pub kernel_modules: Vec<String>,
     pub source: ModuleSource,
+    /// Local kernel headers for an image kernel the base's repositories carry none for.
+    pub headers: Option<HeaderPackages>,
+    pub conf: ModuleConf,
+}
+
+/// Whether the module's dkms.conf has been read.
+#[derive(Debug, Clone)]
+pub enum ModuleConf {
+    /// A git source `plan` does not fetch: its dkms.conf is read once `generate` or `build` fetched the commit.
+    AtCommit,
+    /// Read from the source tree in `dir`: the configured path, or the checkout of the pinned commit.
+    Read { dir: Utf8PathBuf, conf: DkmsConf },
+}
+
+impl ModulePlan {
+    /// The dkms.conf it is built by, once read.
+    pub fn dkms_conf(&self) -> Option<&DkmsConf> {
+        match &self.conf {
+            ModuleConf::Read { conf, .. } => Some(conf),
+            ModuleConf::AtCommit => None,
+        }
+    }
+
+    /// The kernel modules it builds, which the image loads at boot; none known before its dkms.conf is read.
+    pub fn kernel_modules(&self) -> Vec<&str> {
+        self.dkms_conf()
+            .map(|conf| conf.modules.iter().map(|m| m.name.as_str()).collect())
+            .unwrap_or_default()
+    }
+
+    /// Its name in messages: PACKAGE_NAME once read, else the config section it comes from.
+    pub fn label(&self) -> &str {
+        self.dkms_conf()
+            .map_or("vendor-reset", |conf| conf.name.as_str())
+    }
+
+    /// Which dkms.conf the module is built by.
+    pub fn origin(&self) -> String {
+        match &self.source {
+            ModuleSource::Path { path } => format!("dkms.conf in {path}"),
+            ModuleSource::Git { url, commit } => format!("dkms.conf at {commit} of {url}"),
+        }
+    }
+}
+
+/// `plan --json`: where the module comes from, and what its dkms.conf says (null until it is read).
+impl Serialize for ModulePlan {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        #[derive(Serialize)]
+        struct Json<'a> {
+            from: String,
+            source: &'a ModuleSource,
+            name: Option<&'a str>,
+            version: Option<&'a str>,
+            kernel_modules: Option<&'a [BuiltModule]>,
+            make: Option<&'a [Word]>,
+            headers: &'a Option<HeaderPackages>,
+        }
+        let conf = self.dkms_conf();
+        Json {
+            from: self.origin(),
+            source: &self.source,
+            name: conf.map(|c| c.name.as_str()),
+            version: conf.map(|c| c.version.as_str()),
+            kernel_modules: conf.map(|c| c.modules.as_slice()),
+            make: conf.map(|c| c.make.as_slice()),
+            headers: &self.headers,
+        }
+        .serialize(s)
+    }
+}
+
+/// Local checkouts of git module sources by URL and commit: what `image::fetch` made for this run.
+#[derive(Debug, Default)]
+pub struct Checkouts(Vec<(String, String, Utf8PathBuf)>);
+
+impl Checkouts {
+    pub(crate) fn add(&mut self, url: &str, commit: &str, dir: Utf8PathBuf) {
+        self.0.push((url.to_owned(), commit.to_owned(), dir));
+    }
+
+    fn dir_of(&self, url: &str, commit: &str) -> Option<&Utf8Path> {
+        self.0
+            .iter()
+            .find(|(u, c, _)| u == url && c == commit)
+            .map(|(_, _, dir)| dir.as_path())
+    }
 }
 
 impl Plan {
+    /// The plan without fetching anything: a git module source is known by its commit alone.
     pub fn resolve(config: &Config, target: &Target) -> Result<Plan> {
+        Plan::resolve_fetched(config, target, &Checkouts::default())
+    }
+
+    /// The plan with the git module sources in `checkouts` read (`generate` and `build` fetch them first).
+    pub fn resolve_fetched(
+        config: &Config,
+        target: &Target,
+        checkouts: &Checkouts,
+    ) -> Result<Plan> {
         let this_machine = Root::default();
         let cpu_root = match target {
             Target::Host(root) => root,
@@ -147,7 +240,7 @@ impl Plan {
             CpuChoice::Amd => CpuVendor::Amd,
             CpuChoice::Auto => CpuInfo::read(cpu_root)?.require_vendor(cpu_root)?,
         };
-        let modules = plan_modules(config)?;
+        let modules = plan_modules(config, checkouts)?;
         let kernel = match config.acs_override.enabled {
             true => Some(KernelPlan {
                 purpose: "acs-override",
@@ -188,11 +281,8 @@ impl Plan {
                 content,
             });
         }
-        if !modules.is_empty() {
-            let names: Vec<&str> = modules
-                .iter()
-                .flat_map(|m| m.kernel_modules.iter().map(String::as_str))
-                .collect();
+        let names: Vec<&str> = modules.iter().flat_map(|m| m.kernel_modules()).collect();
+        if !names.is_empty() {
             files.push(PlannedFile {
                 path: MODULES_LOAD_CONF.into(),
                 mode: 0o644,
@@ -213,7 +303,7 @@ impl Plan {
                     path: UDEV_RULE.into(),
                     mode: 0o644,
                     layer: Layer::Host,
-                    content: udev_rule(&reset_ids),
+                    content: udev_rule(&reset_ids, &names),
                 });
             }
         }
@@ -365,14 +455,20 @@ fn modprobe_conf(vendors: &[GpuVendor]) -> Option<String> {
     ))
 }
 
-/// On kernels >= 5.15 vendor-reset only acts when the device's reset method is `device_specific`.
-fn udev_rule(ids: &[PciId]) -> String {
-    let mut rule =
-        String::from("# Generated by passthru-image: let vendor-reset reset these GPUs.\n");
+/// On kernels >= 5.15 vendor-reset only acts when the device's reset method is `device_specific`, and the
+/// kernel takes that method only once the module is loaded: the rule loads `modules` first, as upstream's own
+/// rule does. udev runs a rule's match keys (PROGRAM) before its assignments (ATTR{}=), whatever their order
+/// on the line (systemd's udev-rules.c sorts the tokens of each rule by type).
+fn udev_rule(ids: &[PciId], modules: &[&str]) -> String {
+    let mut rule = String::from(
+        "# Generated by passthru-image: load vendor-reset and let it reset these GPUs.\n",
+    );
     for id in ids {
         rule.push_str(&format!(
-            "ACTION==\"add\", SUBSYSTEM==\"pci\", ATTR{{vendor}}==\"0x{:04x}\", ATTR{{device}}==\"0x{:04x}\", ATTR{{reset_method}}=\"device_specific\"\n",
-            id.vendor, id.device
+            "ACTION==\"add\", SUBSYSTEM==\"pci\", ATTR{{vendor}}==\"0x{:04x}\", ATTR{{device}}==\"0x{:04x}\", PROGRAM=\"/sbin/modprobe -a {}\", ATTR{{reset_method}}=\"device_specific\"\n",
+            id.vendor,
+            id.device,
+            modules.join(" ")
         ));
     }
     rule
@@ -397,7 +493,7 @@ fn config_warnings(config: &Config) -> Vec<String> {
     warnings
 }
 
-fn plan_modules(config: &Config) -> Result<Vec<ModulePlan>> {
+fn plan_modules(config: &Config, checkouts: &Checkouts) -> Result<Vec<ModulePlan>> {
     use crate::config::Switch;
     let wanted = match config.vendor_reset.enabled {
         Switch::On => true,
@@ -412,24 +508,23 @@ fn plan_modules(config: &Config) -> Result<Vec<ModulePlan>> {
         return Ok(Vec::new());
     }
     let source = config.vendor_reset_source()?;
-    let module = match &source {
-        ModuleSource::Git { .. } => ModulePlan {
-            name: "vendor-reset".into(),
-            version: "0.1.1".into(),
-            kernel_modules: vec!["vendor-reset".into()],
-            source,
-        },
-        ModuleSource::Path { path } => {
-            let conf = dkms_conf::read(path)
-                .map_err(|message| InputError::new("vendor-reset.path", message))?;
-            ModulePlan {
-                name: conf.name,
-                version: conf.version,
-                kernel_modules: conf.modules,
-                source,
-            }
-        }
+    let (tree, field) = match &source {
+        ModuleSource::Path { path } => (Some(path.clone()), "vendor-reset.path"),
+        ModuleSource::Git { url, commit } => (
+            checkouts.dir_of(url, commit).map(Utf8Path::to_owned),
+            "vendor-reset.git",
+        ),
     };
+    let mut module = ModulePlan {
+        headers: config.vendor_reset_headers()?,
+        conf: ModuleConf::AtCommit,
+        source,
+    };
+    if let Some(dir) = tree {
+        let conf = dkms_conf::read(&dir, &module.origin())
+            .map_err(|message| InputError::new(field, message))?;
+        module.conf = ModuleConf::Read { dir, conf };
+    }
     Ok(vec![module])
 }
 

@@ -385,7 +385,16 @@ fn detect_plans_vendor_reset_for_polaris() {
     assert!(text.contains("Polaris 10"), "{text}");
     let plan = plan_json("amd-polaris", &config, dir.path());
     assert!(planned_kargs(&plan).contains(&"vfio_pci.ids=1002:67df,1002:aaf0"));
-    assert_eq!(plan["modules"][0]["name"], "vendor-reset");
+    // Upstream at its pinned commit: `plan` does not fetch it, so it names the commit.
+    let module = &plan["modules"][0];
+    assert_eq!(module["source"]["kind"], "git");
+    assert!(
+        module["from"]
+            .as_str()
+            .unwrap()
+            .starts_with("dkms.conf at "),
+        "{module}"
+    );
 }
 
 #[test]
@@ -518,7 +527,24 @@ fn failed(report: &Value) -> Vec<&str> {
 #[test]
 fn doctor_passes_on_a_correctly_set_up_host() {
     let dir = tempfile::tempdir().unwrap();
-    let (config, _, _) = detect("amd-polaris", dir.path());
+    let (config, text, _) = detect("amd-polaris", dir.path());
+    // vendor-reset from a local checkout with upstream's dkms.conf: its module names are known without a fetch.
+    let checkout = dir.path().join("vendor-reset");
+    std::fs::create_dir(&checkout).unwrap();
+    std::fs::write(
+        checkout.join("dkms.conf"),
+        "PACKAGE_NAME=\"vendor-reset\"\nPACKAGE_VERSION=\"0.1.1\"\nBUILT_MODULE_NAME[0]=\"${PACKAGE_NAME}\"\n\
+         MAKE[0]=\"make KDIR=${kernel_source_dir}\"\nDEST_MODULE_LOCATION[0]=\"/kernel/drivers/misc\"\n",
+    )
+    .unwrap();
+    std::fs::write(
+        &config,
+        text.replace(
+            "[vendor-reset]\n",
+            &format!("[vendor-reset]\npath = \"{}\"\n", checkout.display()),
+        ),
+    )
+    .unwrap();
     let (code, report) = doctor("amd-polaris", &config, dir.path());
     assert_eq!(code, Some(0), "{report:#}");
     assert_eq!(report["ok"], true);

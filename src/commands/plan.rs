@@ -2,7 +2,7 @@ use anyhow::Result;
 
 use super::{load_config, print_json};
 use crate::cli::{Cli, OverrideArgs};
-use crate::plan::Plan;
+use crate::plan::{ModulePlan, Plan};
 
 pub fn run(cli: &Cli, overrides: &OverrideArgs, json: bool) -> Result<()> {
     let (config, source) = load_config(cli, overrides)?;
@@ -54,10 +54,36 @@ pub fn run(cli: &Cli, overrides: &OverrideArgs, json: bool) -> Result<()> {
         None => println!("Kernel: the base image's"),
     }
     for module in &plan.modules {
-        println!(
-            "Module: {} {} (dkms, built against the image kernel)",
-            module.name, module.version
-        );
+        println!("{}", module_line(module));
     }
     Ok(())
+}
+
+/// What is built and how, or, for a git source `plan` does not fetch, where its dkms.conf will be read.
+fn module_line(module: &ModulePlan) -> String {
+    let mut line = match module.dkms_conf() {
+        Some(conf) => {
+            let make: Vec<String> = conf.make.iter().map(ToString::to_string).collect();
+            format!(
+                "Module: {} {} from {}, built with `{}` against the image kernel; loads {}",
+                conf.name,
+                conf.version,
+                module.origin(),
+                make.join(" "),
+                module.kernel_modules().join(", ")
+            )
+        }
+        None => format!(
+            "Module: from {}; its name, version and kernel modules are read once `generate` or `build` \
+             fetched it",
+            module.origin()
+        ),
+    };
+    if let Some(headers) = &module.headers {
+        line += &format!(
+            "\n  kernel headers from {} when the image has none for its kernel",
+            headers.dir
+        );
+    }
+    line
 }
