@@ -11,19 +11,25 @@
 # It shows (a) Secure Boot is on in the guest (the SecureBoot EFI variable, the kernel's lockdown line and
 # /sys/kernel/security/lockdown), (b) the test module signed with the MOK by the kernel's own sign-file
 # loads, while the same module unsigned, or signed with a key that is not enrolled, is refused with the
-# kernel's lockdown message, and (c) the same kernel without a signature does not boot (shim refuses it).
+# kernel's rejection line, and (c) the same kernel without a signature does not boot (shim refuses it).
+# It also shows why `mok new` gives the certificate no module-signing-only usage: (d) the kernel signed with a
+# key like the MOK's but whose extended key usage adds 1.3.6.1.4.1.2312.16.1.2, enrolled the same way, does
+# not boot either. A fourth boot reports facts about the kernel's keyrings rather than checking ours: with
+# shim told not to trust MokList for the kernel (MokListTrusted set) and the second key enrolled in db, which
+# keyring each key lands in and whether modules signed with them load.
 # Module signatures are also checked independently of the kernel: the PKCS#7 signature appended to the
 # module is cut out and verified with `openssl cms` against the certificate.
 #
 # Not part of the suite (.ci/run): it needs the Secure Boot firmware and Microsoft-signed shim (Debian's
 # ovmf, shim-signed, grub-efi-amd64-signed), sbsigntool, mtools, dosfstools, busybox-static, keyutils and
-# PyPI's virt-firmware, and takes minutes under TCG. Run as root (podman image mount, buildah):
+# PyPI's virt-firmware, and takes about 90 s under TCG with the test base cached. Run as root (buildah):
 #
 #   bash tests/secureboot/ovmf-secureboot.sh            # work files in a new /var/tmp/sbproof.* dir
-#   SBPROOF_WORK=DIR bash tests/secureboot/ovmf-secureboot.sh
+#   SBPROOF_WORK=DIR bash tests/secureboot/ovmf-secureboot.sh    # ... in DIR, kept
 #
 # Every check prints PASS or FAIL; the script exits 1 at the first failure, leaving the work dir (console
-# logs, keys, images) for a look. The last lines give the time each stage took.
+# logs, keys, images) for a look; after a pass it removes a work dir it made. The last lines give the time
+# each stage took.
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -99,6 +105,7 @@ check_prerequisites() {
 }
 
 work=${SBPROOF_WORK:-$(mktemp -d /var/tmp/sbproof.XXXXXX)}
+keep_work=${SBPROOF_WORK:+yes}
 mkdir -p "$work"
 ctr=""
 cleanup() {
@@ -119,6 +126,39 @@ make_keys() {
     openssl x509 -in "$work/mok/MOK.pem" -noout -text >"$work/mok.txt"
     grep -q "Code Signing" "$work/mok.txt" || fail "the MOK has no codeSigning usage"
     pass "mok new made the test MOK and a second key that is never enrolled"
+}
+
+# A key made like mok new's (the same extensions as src/mok.rs) except that its extended key usage also names
+# the module-signing-only OID, as some guides make keys for modules; shim must refuse to boot a kernel signed
+# with it (its verify_eku).
+make_modsign_key() {
+    local dir=$work/modsign
+    rm -rf "$dir"
+    mkdir -m 0700 "$dir"
+    cat >"$dir/req.cnf" <<'EOF'
+[ req ]
+distinguished_name = mok_subject
+x509_extensions = mok_extensions
+prompt = no
+string_mask = utf8only
+
+[ mok_subject ]
+
+[ mok_extensions ]
+basicConstraints = critical, CA:FALSE
+keyUsage = digitalSignature
+extendedKeyUsage = codeSigning, 1.3.6.1.4.1.2312.16.1.2
+subjectKeyIdentifier = hash
+EOF
+    openssl req -new -x509 -newkey rsa:2048 -nodes -sha256 -days 3650 -config "$dir/req.cnf" \
+        -subj "/CN=sbproof module-signing-only key" -keyout "$dir/MOK.key" -out "$dir/MOK.pem" 2>"$dir/req.err" ||
+        fail "openssl req: $(cat "$dir/req.err")"
+    openssl x509 -in "$dir/MOK.pem" -outform DER -out "$dir/MOK.der"
+    sbsign --key "$dir/MOK.key" --cert "$dir/MOK.pem" --output "$work/vmlinuz.modsign" "$work/vmlinuz.unsigned" \
+        2>"$dir/sbsign.err" || fail "sbsign: $(cat "$dir/sbsign.err")"
+    virt-fw-vars --input "$OVMF_VARS_MS" --output "$work/vars-modsign.fd" \
+        --add-mok "$SHIM_LOCK_GUID" "$dir/MOK.der" >>"$work/vars.log" 2>&1 ||
+        fail "virt-fw-vars: $(tail -n3 "$work/vars.log")"
 }
 
 # --- the test base's kernel and the module, built and signed against its own headers ----------------------
@@ -263,13 +303,14 @@ make_vars() {
     grep -q "SecureBootEnable *: bool: ON" "$work/vars.txt" || fail "the variable store has Secure Boot off"
     grep -q "^MokList " "$work/vars.txt" || fail "the variable store has no MokList"
     pass "OVMF variables: Microsoft keys, Secure Boot on, the MOK pre-enrolled in MokList"
-    # shim >= 15.6 publishes MokListTrustedRT (the kernel then puts MOKs in .machine) unless the NV variable
-    # MokListTrusted exists, which `mokutil --untrust-mok` makes. A store with it shows where a MOK goes then.
+    # For the facts boot: shim >= 15.6 publishes MokListTrustedRT (which tells the kernel to put MOKs in
+    # .machine) unless the NV variable MokListTrusted exists, as `mokutil --untrust-mok` leaves it; and the
+    # other key, never a MOK, goes into db, whose keys the kernel puts in .platform.
     printf '{"version": 2, "variables": [{"name": "MokListTrusted", "guid": "%s", "attr": 3, "data": "01"}]}\n' \
         "$SHIM_LOCK_GUID" >"$work/untrust.json"
-    virt-fw-vars --input "$work/vars.fd" --output "$work/vars-untrusted.fd" \
-        --set-json "$work/untrust.json" >>"$work/vars.log" 2>&1 ||
-        fail "virt-fw-vars --set-json: $(tail -n3 "$work/vars.log")"
+    virt-fw-vars --input "$work/vars.fd" --output "$work/vars-facts.fd" \
+        --set-json "$work/untrust.json" --add-db "$SHIM_LOCK_GUID" "$work/stranger/MOK.der" >>"$work/vars.log" 2>&1 ||
+        fail "virt-fw-vars --set-json --add-db: $(tail -n3 "$work/vars.log")"
 }
 
 # --- booting --------------------------------------------------------------------------------------------------
@@ -348,13 +389,14 @@ report_keyrings() {
     grep -E "SBPROOF (keyring|sig_enforce|mok-variables)" "$work/$1.log.txt" | sed 's/^SBPROOF /  /'
 }
 
-# Where a MOK lands when shim does not publish MokListTrustedRT, and whether the kernel still takes it for
-# modules: not a pass/fail of ours, a fact about this kernel (Debian 12's) to report.
-report_untrusted_mok() {
-    local c=untrusted-mok
-    console_has $c "SBPROOF-END" || fail "the boot with MokListTrusted set did not finish (see $work/$c.log.txt)"
+# Facts about this kernel (Debian 12's) to report, not pass/fail of ours: where a MOK lands when shim does not
+# publish MokListTrustedRT, where a db key lands, and whether the kernel takes either for modules.
+report_facts() {
+    local c=facts
+    console_has $c "SBPROOF-END" || fail "the facts boot did not finish (see $work/$c.log.txt)"
     report_keyrings $c
-    echo "  MOK-signed module: $(console_line $c 'SBPROOF insmod signed' | sed 's/SBPROOF insmod signed: //')"
+    echo "  module signed with the MOK: $(console_line $c 'SBPROOF insmod signed' | sed 's/SBPROOF insmod signed: //')"
+    echo "  module signed with the db key: $(console_line $c 'SBPROOF insmod stranger' | sed 's/SBPROOF insmod stranger: //')"
 }
 
 check_unsigned_boot() {
@@ -364,6 +406,15 @@ check_unsigned_boot() {
     refusal=$(grep -iE "bad shim signature|verification failed|Access Denied|Security Violation" "$work/$c.log.txt" | head -n1 || true)
     [[ -n $refusal ]] || fail "no refusal seen for the unsigned kernel (see $work/$c.log.txt)"
     pass "(c) the unsigned kernel does not boot: '$refusal'"
+}
+
+check_modsign_boot() {
+    local c=modsign
+    console_has $c "Linux version" && fail "the kernel signed with a module-signing-only key started (see $work/$c.log.txt)"
+    local refusal
+    refusal=$(grep -m1 -E "bad shim signature" "$work/$c.log.txt" || true)
+    [[ -n $refusal ]] || fail "no refusal seen for the kernel signed with a module-signing-only key (see $work/$c.log.txt)"
+    pass "(d) the kernel signed with an enrolled key whose usage names 1.3.6.1.4.1.2312.16.1.2 does not boot: '$refusal'"
 }
 
 main() {
@@ -379,19 +430,27 @@ main() {
     make_esp "$work/vmlinuz.signed" "$work/esp-signed.img"
     make_esp "$work/vmlinuz.unsigned" "$work/esp-unsigned.img"
     make_vars
+    make_modsign_key
+    make_esp "$work/vmlinuz.modsign" "$work/esp-modsign.img"
     stage_done "kernel, initramfs, ESP, vars"
     boot signed "$work/esp-signed.img" "$work/vars.fd"
     check_signed_boot
     stage_done "boot: MOK-signed kernel"
-    boot untrusted-mok "$work/esp-signed.img" "$work/vars-untrusted.fd"
-    report_untrusted_mok
-    stage_done "boot: MOK not trusted"
+    boot facts "$work/esp-signed.img" "$work/vars-facts.fd"
+    report_facts
+    stage_done "boot: keyring facts"
     boot unsigned "$work/esp-unsigned.img" "$work/vars.fd"
     check_unsigned_boot
     stage_done "boot: unsigned kernel"
+    boot modsign "$work/esp-modsign.img" "$work/vars-modsign.fd"
+    check_modsign_boot
+    stage_done "boot: module-signing key"
     echo "timings:"
     printf '  %s\n' "${timings[@]}"
     echo "  total                        $((SECONDS - t_start))s"
+    if [[ -z $keep_work ]]; then
+        rm -rf "$work"
+    fi
 }
 
 main "$@"
