@@ -5,12 +5,12 @@
 //! Each attribute of the certificate answers a check made by shim or the kernel (README "Secure Boot"):
 //! - RSA 2048 with SHA-256: what shim, MokManager and the kernel's module verifier all accept, and what
 //!   Ubuntu's and Fedora's own MOK tools make;
-//! - extended key usage codeSigning and nothing else: shim refuses to load an image whose signer carries the
-//!   module-signing-only OID 1.3.6.1.4.1.2312.16.1.2, and its OpenSSL callback accepts the purpose only when
-//!   codeSigning is the one standard usage; the kernel reads no extended key usage for modules;
-//! - basicConstraints CA:FALSE and keyUsage digitalSignature: a plain signing key. On kernels with
-//!   CONFIG_INTEGRITY_CA_MACHINE_KEYRING (Fedora, RHEL) such a MOK lands in `.platform`, which their module
-//!   verifier consults; on Debian 12 (6.1) it lands in `.machine`;
+//! - extended key usage codeSigning and nothing else: shim (its verify_eku) refuses to boot an image whose
+//!   signer carries the module-signing-only OID 1.3.6.1.4.1.2312.16.1.2 (tests/secureboot shows it), and
+//!   the kernel reads no extended key usage for modules, so one key signs both;
+//! - basicConstraints CA:FALSE and keyUsage digitalSignature: a plain signing key. Kernels built with
+//!   CONFIG_INTEGRITY_CA_MACHINE_KEYRING (RHEL 10) put such a MOK in `.platform`, which Fedora's and RHEL's
+//!   module verifier also consults (a patch they and Debian carry); Debian 12's 6.1 puts it in `.machine`;
 //! - ten years of validity: neither shim nor the kernel checks the dates, so a long one only spares a renewal.
 
 use std::ffi::OsString;
