@@ -14,6 +14,8 @@ packages=(
     ostree python3
     # test-boot: QEMU and the ext4 disk made from the image
     qemu-system-x86 e2fsprogs
+    # mok new: the key pair and certificate are made by the openssl program
+    openssl
 )
 
 missing=()
