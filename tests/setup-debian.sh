@@ -12,6 +12,8 @@ packages=(
     ostree python3
     # test-boot: QEMU and the ext4 disk made from the image
     qemu-system-x86 e2fsprogs
+    # lint: every script in layers/ and tests/ (tests/shellcheck.rs)
+    shellcheck
 )
 
 missing=()
