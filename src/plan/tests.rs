@@ -221,6 +221,46 @@ fn acs_override_karg_only_with_the_kernel() {
 }
 
 #[test]
+fn the_kernel_swap_is_conditional_and_removes_only_kernel_packages() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = camino::Utf8Path::from_path(dir.path()).unwrap();
+    std::fs::write(path.join("linux-image-6.1.0-50-cloud-amd64.deb"), b"deb").unwrap();
+    let text = format!("[acs-override]\nenabled = true\npackages = \"{path}\"\n");
+    let config = Config::from_toml(&text, "t.toml").unwrap();
+    let kernel = plan_with(config, CpuChoice::Amd, &[], &[])
+        .unwrap()
+        .kernel
+        .unwrap();
+    // A base kernel that has the patch's setup function already takes the karg: the build swaps nothing.
+    assert_eq!(kernel.unless_symbol, "pcie_acs_override_setup");
+    let rpm = &kernel.removes.rpm;
+    for name in [
+        "kernel",
+        "kernel-core",
+        "kernel-modules-extra",
+        "kernel-devel-matched",
+        "kernel-uki-virt",
+    ] {
+        assert!(rpm.iter().any(|n| n == name), "{name} missing from {rpm:?}");
+        let acs = name.replacen("kernel", "kernel-acs", 1);
+        assert!(rpm.contains(&acs), "{acs} missing from {rpm:?}");
+    }
+    // They share the kernel's version string on CentOS/RHEL, but are no part of the kernel.
+    for other in [
+        "kernel-tools",
+        "kernel-tools-libs",
+        "kernel-headers",
+        "kernel-acs-tools",
+    ] {
+        assert!(!rpm.iter().any(|n| n == other), "{other} would be removed");
+    }
+    assert_eq!(
+        kernel.removes.deb,
+        ["linux-image-{kver}", "linux-headers-{kver}"]
+    );
+}
+
+#[test]
 fn a_gpu_vendor_given_twice_plans_its_drivers_once() {
     let plan = plan(
         CpuChoice::Intel,
