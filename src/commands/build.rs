@@ -10,7 +10,7 @@ use crate::plan::Plan;
 
 pub fn run(cli: &Cli, args: &BuildArgs) -> Result<()> {
     let (config, source) = load_config(cli, &args.overrides)?;
-    let plan = Plan::resolve(&config, &cli.root())?;
+    let plan = Plan::resolve(&config, &cli.image_target())?;
     let engine = match args.engine {
         Some(engine) if !engine.is_installed() => bail!(InputError::new(
             "--engine",
@@ -109,11 +109,10 @@ fn usage(plan: &Plan, pushed: bool) -> String {
 mod tests {
     use super::*;
     use crate::config::Config;
-    use crate::root::Root;
 
     fn plan(toml: &str) -> Plan {
         let config = Config::from_toml(toml, "t.toml").unwrap();
-        Plan::resolve(&config, &Root::default()).unwrap()
+        Plan::resolve(&config, &crate::plan::Target::Image).unwrap()
     }
 
     #[test]

@@ -8,7 +8,7 @@ use crate::plan::Plan;
 
 pub fn run(cli: &Cli, overrides: &OverrideArgs, output: &Utf8Path, force: bool) -> Result<()> {
     let (config, source) = load_config(cli, overrides)?;
-    let plan = Plan::resolve(&config, &cli.root())?;
+    let plan = Plan::resolve(&config, &cli.image_target())?;
     for warning in plan.image_mode_warnings() {
         eprintln!("warning: {warning}");
     }

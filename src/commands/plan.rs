@@ -6,7 +6,7 @@ use crate::plan::Plan;
 
 pub fn run(cli: &Cli, overrides: &OverrideArgs, json: bool) -> Result<()> {
     let (config, source) = load_config(cli, overrides)?;
-    let plan = Plan::resolve(&config, &cli.root())?;
+    let plan = Plan::resolve(&config, &cli.image_target())?;
     for warning in &plan.warnings {
         eprintln!("warning: {warning}");
     }
@@ -17,10 +17,23 @@ pub fn run(cli: &Cli, overrides: &OverrideArgs, json: bool) -> Result<()> {
         "Plan from {source}, CPU vendor {}",
         plan.cpu_vendor.as_str()
     );
+    match &plan.host {
+        Some(root) => println!("For the host under {root}: its devices were read"),
+        None => println!(
+            "For an image: from the config alone; no host was read, so host checks do not apply (give --root \
+             to plan for a host)"
+        ),
+    }
     println!("Image: {} -> {}", plan.image.base, plan.image.tag);
     println!("Kernel arguments:");
     for karg in &plan.kargs {
         println!("  {karg}");
+    }
+    if !plan.omitted_kargs.is_empty() {
+        println!("Left out of the guide's kernel arguments:");
+        for omitted in &plan.omitted_kargs {
+            println!("  {}: {}", omitted.karg, omitted.reason);
+        }
     }
     println!("Initramfs drivers: {}", plan.initramfs_drivers.join(" "));
     println!("Files:");

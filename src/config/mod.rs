@@ -14,11 +14,15 @@ use crate::error::InputError;
 use crate::image_ref::{Digest, ImageRef};
 use crate::kargs::Karg;
 use crate::pci_id::PciId;
+use crate::root::UserFile;
 
 pub use sources::{AcsMode, KernelSource, ModuleSource};
 
 /// The embedded default, shown to users as the reference and used when no config file exists.
 pub const DEFAULT_TOML: &str = include_str!("default.toml");
+
+/// The config read from the working directory when no `--config` is given.
+pub const DEFAULT_FILE: &str = "passthru.toml";
 
 /// Most `id:` entries the ACS-override patch accepts in `pcie_acs_override`.
 pub const MAX_ACS_IDS: usize = 15;
@@ -132,14 +136,24 @@ pub enum GpuVendor {
 #[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
 pub struct GpuConfig {
     pub vendors: Vec<GpuVendor>,
+    /// `video=vesafb:off video=efifb:off video=simplefb:off`, for kernels before 6.0 (see plan/kargs.rs).
     pub disable_boot_framebuffers: bool,
+    /// `initcall_blacklist=sysfb_init`: no firmware framebuffer at all, the host's firmware console included.
+    pub disable_sysfb: bool,
+    /// `nouveau.modeset=0`; "auto": when the host keeps no GPU on nouveau.
+    pub disable_nouveau: Switch,
+    /// `amdgpu.aspm=0`, for the GPUs the host drives itself.
+    pub disable_amdgpu_aspm: bool,
 }
 
 impl Default for GpuConfig {
     fn default() -> Self {
         GpuConfig {
             vendors: Vec::new(),
-            disable_boot_framebuffers: true,
+            disable_boot_framebuffers: false,
+            disable_sysfb: false,
+            disable_nouveau: Switch::Auto,
+            disable_amdgpu_aspm: false,
         }
     }
 }
@@ -286,26 +300,19 @@ impl std::fmt::Display for ConfigSource {
 }
 
 impl Config {
-    /// Loads `--config FILE`, else `./passthru.toml` when present, else the embedded default.
+    /// Loads `--config FILE`, else `./passthru.toml` when present, else the embedded default. A
+    /// `./passthru.toml` that is there in any form (a directory, a FIFO, a dangling link) is the user's config
+    /// and must read as one: it is never passed over for the embedded default.
     pub fn load(explicit: Option<&Utf8Path>) -> Result<(Config, ConfigSource)> {
-        let path = match explicit {
-            Some(path) => {
-                if !path.is_file() {
-                    return Err(InputError::new(
-                        "--config",
-                        format!("{path} does not exist or is not a file"),
-                    )
-                    .into());
-                }
-                path.to_owned()
-            }
-            None if Utf8Path::new("passthru.toml").is_file() => Utf8PathBuf::from("passthru.toml"),
+        let implicit = Utf8Path::new(DEFAULT_FILE);
+        let (path, field) = match explicit {
+            Some(path) => (path, "--config"),
+            None if std::fs::symlink_metadata(implicit).is_ok() => (implicit, DEFAULT_FILE),
             None => return Ok((Config::default(), ConfigSource::Embedded)),
         };
-        let text = std::fs::read_to_string(&path)
-            .map_err(|e| InputError::new("--config", format!("cannot read {path}: {e}")))?;
+        let text = crate::root::read_user_text(path, UserFile::Config, field)?;
         let config = Config::from_toml(&text, path.as_str())?;
-        Ok((config, ConfigSource::File(path)))
+        Ok((config, ConfigSource::File(path.to_owned())))
     }
 
     /// Parses and validates a config. `origin` names the file in messages, and relative paths in it

@@ -62,9 +62,11 @@ impl KernelPackage {
     /// sha256 (lowercase hex), so callers can pass the sum on to the build.
     pub fn read_checked(&self, dir: &Utf8Path) -> Result<(Vec<u8>, String), InputError> {
         let path = dir.join(&self.name);
-        let content = std::fs::read(&path).map_err(|e| {
-            InputError::new("acs-override.packages", format!("cannot read {path}: {e}"))
-        })?;
+        let content = crate::root::read_user_file(
+            &path,
+            crate::root::UserFile::KernelPackage,
+            "acs-override.packages",
+        )?;
         let actual = format!("{:x}", Sha256::digest(&content));
         match &self.sha256 {
             Some(expected) if *expected != actual => Err(InputError::new(

@@ -1,10 +1,8 @@
 //! The running kernel: its command line, its loaded modules and whether it carries the ACS override patch.
 
-use std::io::BufRead;
+use anyhow::Result;
 
-use anyhow::{Context, Result};
-
-use crate::kargs::{Karg, split_cmdline};
+use crate::kargs::{HostKarg, split_cmdline};
 use crate::root::Root;
 
 pub const CMDLINE: &str = "/proc/cmdline";
@@ -18,18 +16,23 @@ pub const KALLSYMS: &str = "/proc/kallsyms";
 pub(crate) const ACS_OVERRIDE_SYMBOL: &str = "pcie_acs_override_setup";
 
 /// The kernel arguments the host booted with.
-pub fn cmdline(root: &Root) -> Result<Vec<Karg>> {
+pub fn cmdline(root: &Root) -> Result<Vec<HostKarg>> {
     Ok(split_cmdline(&root.read(CMDLINE)?))
 }
 
-/// Names of the loadable modules in memory, as /proc/modules writes them (`vfio_pci`).
+/// Names of the loadable modules in memory, as /proc/modules writes them (`vfio_pci`). A kernel without
+/// module support has no /proc/modules.
 pub fn loaded_modules(root: &Root) -> Result<Vec<String>> {
-    let text = root.read_optional(MODULES)?.unwrap_or_default();
-    Ok(text
-        .lines()
-        .filter_map(|line| line.split_whitespace().next())
-        .map(str::to_owned)
-        .collect())
+    if !root.exists(MODULES) {
+        return Ok(Vec::new());
+    }
+    let mut names = Vec::new();
+    for line in root.lines(MODULES)? {
+        if let Some(name) = line?.split_whitespace().next() {
+            names.push(name.to_owned());
+        }
+    }
+    Ok(names)
 }
 
 /// The kernel's spelling of a module name: `-` and `_` are the same, /proc/modules writes `_`.
@@ -41,22 +44,18 @@ pub fn module_name(name: &str) -> String {
 /// show up in /sys/module without a line in /proc/modules.
 pub fn module_present(root: &Root, loaded: &[String], name: &str) -> bool {
     let name = module_name(name);
-    loaded.contains(&name) || root.join(SYS_MODULE_DIR).join(&name).is_dir()
+    loaded.contains(&name) || root.is_dir(camino::Utf8Path::new(SYS_MODULE_DIR).join(&name))
 }
 
 /// Whether the running kernel carries the ACS override patch: [`ACS_OVERRIDE_SYMBOL`] among its symbols.
 /// Without /proc/kallsyms (a kernel built without CONFIG_KALLSYMS) this cannot be told, and the answer is no:
 /// the caller then plans the replacement kernel, as it would without this check.
 pub fn has_acs_override(root: &Root) -> Result<bool> {
-    let path = root.join(KALLSYMS);
-    let file = match std::fs::File::open(&path) {
-        Ok(file) => file,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
-        Err(e) => return Err(e).with_context(|| format!("reading {path}")),
-    };
-    for line in std::io::BufReader::new(file).lines() {
-        let line = line.with_context(|| format!("reading {path}"))?;
-        if names_symbol(&line, ACS_OVERRIDE_SYMBOL) {
+    if !root.exists(KALLSYMS) {
+        return Ok(false);
+    }
+    for line in root.lines(KALLSYMS)? {
+        if names_symbol(&line?, ACS_OVERRIDE_SYMBOL) {
             return Ok(true);
         }
     }

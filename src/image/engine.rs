@@ -10,6 +10,7 @@ use anyhow::{Result, bail};
 use camino::Utf8Path;
 use clap::ValueEnum;
 
+use crate::cmd::Cmd;
 use crate::error::InputError;
 use crate::image_ref::ImageRef;
 
@@ -165,12 +166,7 @@ impl Engine {
             Engine::Buildah => vec!["buildah", "inspect", "--type", "image", image.as_str()],
             Engine::Docker => vec!["docker", "image", "inspect", image.as_str()],
         };
-        let output = duct::cmd(argv[0], &argv[1..])
-            .stdout_null()
-            .stderr_null()
-            .unchecked()
-            .run()?;
-        Ok(output.status.success())
+        Cmd::new(argv[0]).args(&argv[1..]).answers_yes()
     }
 }
 

@@ -243,7 +243,6 @@ fn kernel_packages(
 mod tests {
     use super::*;
     use crate::config::{Config, CpuChoice, GpuVendor, Overrides};
-    use crate::root::Root;
 
     fn containerfile_for(toml: &str, ids: &[&str]) -> String {
         let overrides = Overrides {
@@ -255,7 +254,7 @@ mod tests {
         let config = Config::from_toml(toml, "t.toml")
             .unwrap()
             .with_overrides(&overrides);
-        let plan = Plan::resolve(&config, &Root::new("/nonexistent")).unwrap();
+        let plan = Plan::resolve(&config, &crate::plan::Target::Image).unwrap();
         render(&plan).unwrap().containerfile().to_string()
     }
 

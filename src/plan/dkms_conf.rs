@@ -12,8 +12,8 @@ pub struct DkmsConf {
 
 pub fn read(dir: &Utf8Path) -> Result<DkmsConf, String> {
     let path = dir.join("dkms.conf");
-    let text = std::fs::read_to_string(&path)
-        .map_err(|e| format!("cannot read {path}: {e}; a local source needs a dkms.conf"))?;
+    let text = crate::root::read_user_text(&path, crate::root::UserFile::DkmsConf, "dkms.conf")
+        .map_err(|e| format!("{}; a local source needs a dkms.conf", e.message))?;
     parse(&text).map_err(|e| format!("{path}: {e}"))
 }
 
