@@ -16,6 +16,8 @@ packages=(
     qemu-system-x86 e2fsprogs
     # mok new: the key pair and certificate are made by the openssl program
     openssl
+    # lint: every script in layers/ and tests/ (tests/shellcheck.rs)
+    shellcheck
 )
 
 missing=()
