@@ -33,6 +33,8 @@ const TAIL_LINE_BYTES: usize = 4096;
 pub struct Cmd {
     argv: Vec<OsString>,
     stdin: Option<Vec<u8>>,
+    /// Environment variables set for it, beside the inherited ones.
+    env: Vec<(OsString, OsString)>,
 }
 
 /// How a program that did its job ended.
@@ -83,6 +85,7 @@ impl Cmd {
         Cmd {
             argv: vec![program.into()],
             stdin: None,
+            env: Vec::new(),
         }
     }
 
@@ -93,6 +96,12 @@ impl Cmd {
 
     pub fn args<I: IntoIterator<Item = A>, A: Into<OsString>>(mut self, args: I) -> Cmd {
         self.argv.extend(args.into_iter().map(Into::into));
+        self
+    }
+
+    /// Sets an environment variable for the program (git's GIT_TERMINAL_PROMPT=0: no prompt on a terminal).
+    pub fn env(mut self, key: impl Into<OsString>, value: impl Into<OsString>) -> Cmd {
+        self.env.push((key.into(), value.into()));
         self
     }
 
@@ -161,7 +170,10 @@ impl Cmd {
     }
 
     fn expression(&self) -> duct::Expression {
-        let expression = duct::cmd(&self.argv[0], &self.argv[1..]).unchecked();
+        let mut expression = duct::cmd(&self.argv[0], &self.argv[1..]).unchecked();
+        for (key, value) in &self.env {
+            expression = expression.env(key, value);
+        }
         match &self.stdin {
             Some(bytes) => expression.stdin_bytes(bytes.clone()),
             None => expression.stdin_null(),
@@ -392,6 +404,15 @@ mod tests {
 
     fn sh(script: &str) -> Cmd {
         Cmd::new("sh").args(["-c", script])
+    }
+
+    #[test]
+    fn environment_variables_reach_the_program() {
+        let out = sh("echo \"$PASSTHRU_TEST_VALUE\"")
+            .env("PASSTHRU_TEST_VALUE", "set")
+            .read()
+            .unwrap();
+        assert_eq!(out, "set\n");
     }
 
     #[test]

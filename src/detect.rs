@@ -282,9 +282,9 @@ fn propose_base(d: &mut Detection, sysroot: &Sysroot) -> Result<()> {
     if let Some(record) = record::read_image_record(&Root::new(running.dir.clone()))? {
         d.findings.push(format!(
             "image.base: {}, the base of the passthru-image image the {which} deployment runs ({reference})",
-            record.plan.image.base
+            record.image.base
         ));
-        d.config.image.base = record.plan.image.base;
+        d.config.image.base = record.image.base;
         d.decided.push(Decided::ImageBase);
         return Ok(());
     }

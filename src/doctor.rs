@@ -1,6 +1,7 @@
 //! `doctor`: checks the running host against the plan, after the reboot ("is it working?").
 //!
-//! Every expectation comes from the [`Plan`]: its kargs, its initramfs drivers, its `vfio_pci.ids`, its
+//! Every expectation comes from a plan ([`Expectations`]: of the plan the config makes, or of the plan recorded
+//! in the running image or by live mode): its kargs, its initramfs drivers, its devices by ID and address, its
 //! modules. Doctor adds no karg or device of its own; it only reads the host through the [`Root`].
 
 use anyhow::Result;
@@ -13,7 +14,7 @@ use crate::host::kernel;
 use crate::host::pci::PciDevice;
 use crate::host::topology::Topology;
 use crate::kargs::{HostKarg, Karg, Kargs};
-use crate::plan::Plan;
+use crate::plan::record::Expectations;
 use crate::root::Root;
 use crate::vendor_reset;
 
@@ -93,7 +94,7 @@ impl Report {
 const APPLY_FIX: &str = "image mode: `bootc switch`/`bootc upgrade` to the image `passthru-image build` made (kargs.d is applied by bootc, not rpm-ostree); live mode: `passthru-image apply`; then reboot";
 
 /// Runs every check. `extra` are checks made outside the root (virt-host-validate), appended as they are.
-pub fn check(plan: &Plan, root: &Root, extra: Vec<Check>) -> Result<Report> {
+pub fn check(plan: &Expectations, root: &Root, extra: Vec<Check>) -> Result<Report> {
     let cpu = CpuInfo::read(root)?;
     let topology = Topology::read(root)?;
     let cmdline = kernel::cmdline(root)?;
@@ -116,14 +117,11 @@ pub fn check(plan: &Plan, root: &Root, extra: Vec<Check>) -> Result<Report> {
             "run `passthru-image detect --write passthru.toml`, review it, and rebuild or re-apply",
         ));
     }
-    let vendor_reset_planned = plan
-        .modules
-        .iter()
-        .flat_map(|m| &m.kernel_modules)
-        .any(|m| kernel::module_name(m) == "vendor_reset");
+    // The plan's only module is [vendor-reset]'s; a git source's kernel modules are known once fetched.
+    let vendor_reset_planned = !plan.modules.is_empty();
     for module_plan in &plan.modules {
-        for name in &module_plan.kernel_modules {
-            checks.push(module(root, &loaded, name, &module_plan.name));
+        for name in module_plan.kernel_modules() {
+            checks.push(module(root, &loaded, name, module_plan.label()));
         }
     }
     for id in ids {
@@ -176,7 +174,7 @@ pub fn check(plan: &Plan, root: &Root, extra: Vec<Check>) -> Result<Report> {
 }
 
 /// The host's devices the plan gives to vfio-pci, by ID or by address, each once, in address order.
-fn planned_devices<'a>(topology: &'a Topology, plan: &Plan) -> Vec<&'a PciDevice> {
+fn planned_devices<'a>(topology: &'a Topology, plan: &Expectations) -> Vec<&'a PciDevice> {
     topology
         .devices
         .iter()
@@ -196,7 +194,7 @@ fn virtualization(cpu: &CpuInfo) -> Check {
     }
 }
 
-fn iommu(topology: &Topology, plan: &Plan) -> Check {
+fn iommu(topology: &Topology, plan: &Expectations) -> Check {
     if topology.iommu_enabled() {
         Check::pass("iommu", format!("{} IOMMU groups", topology.groups.len()))
     } else {

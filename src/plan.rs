@@ -3,17 +3,18 @@
 //! The image renderer, the live applier and doctor all read a `Plan`; none of them decides a karg, a driver
 //! or a file of its own.
 
-mod dkms_conf;
+pub mod dkms_conf;
 pub(crate) mod kargs;
 pub mod record;
 
 use anyhow::Result;
-use camino::Utf8PathBuf;
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use camino::{Utf8Path, Utf8PathBuf};
+use serde::{Deserialize, Serialize, Serializer};
 
-use crate::config::{Config, CpuChoice, GpuVendor, KernelSource, ModuleSource};
+use crate::config::{Config, CpuChoice, GpuVendor, HeaderPackages, KernelSource, ModuleSource};
 use crate::error::InputError;
 use crate::host::cpu::{CpuInfo, CpuVendor};
+use crate::host::kernel;
 use crate::host::pci::PciAddress;
 use crate::host::topology::Topology;
 use crate::image_ref::ImageRef;
@@ -22,6 +23,7 @@ use crate::kargs_d::{self, KargsD};
 use crate::pci_id::PciId;
 use crate::root::Root;
 use crate::vendor_reset;
+use dkms_conf::{BuiltModule, DkmsConf, Word};
 use kargs::{HostGpus, KargFacts, OmittedKarg};
 
 /// Drivers forced into the initramfs so vfio-pci binds before any graphics driver.
@@ -60,9 +62,7 @@ pub enum Target {
     Image,
 }
 
-/// Deserialised only from a record of a plan ([`record`]), which doctor checks a host against.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, Serialize)]
 pub struct Plan {
     pub cpu_vendor: CpuVendor,
     /// The vendor was read from a host (`cpu.vendor = "auto"`).
@@ -84,6 +84,8 @@ pub struct Plan {
     pub modules: Vec<ModulePlan>,
     /// Things in the config that will work, but probably not as the user hopes.
     pub warnings: Vec<String>,
+    /// What the plan decided from the host it is for, that the config alone does not say.
+    pub notes: Vec<String>,
 }
 
 /// The devices vfio-pci claims, as typed facts (the kernel arguments are rendered from them).
@@ -108,7 +110,7 @@ pub struct ImagePlan {
 }
 
 /// Which layer of the image a file belongs to, which decides what a change to it rebuilds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Layer {
     /// Read while the initramfs is generated; host-agnostic (no device IDs).
@@ -117,11 +119,10 @@ pub enum Layer {
     Host,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, Serialize)]
 pub struct PlannedFile {
     pub path: Utf8PathBuf,
-    #[serde(serialize_with = "octal", deserialize_with = "from_octal")]
+    #[serde(serialize_with = "octal")]
     pub mode: u32,
     pub layer: Layer,
     pub content: String,
@@ -130,11 +131,10 @@ pub struct PlannedFile {
 /// A drop-in live mode writes into the host's /etc, where modprobe and rpm-ostree's initramfs regeneration read
 /// it. Other planned files have no live place: kargs.d becomes `rpm-ostree kargs`, and out-of-tree modules (the
 /// only source of the other files) are refused in live mode.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, Serialize)]
 pub struct LiveFile {
     pub path: Utf8PathBuf,
-    #[serde(serialize_with = "octal", deserialize_with = "from_octal")]
+    #[serde(serialize_with = "octal")]
     pub mode: u32,
     pub content: String,
 }
@@ -143,38 +143,177 @@ fn octal<S: Serializer>(mode: &u32, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(&format!("{mode:04o}"))
 }
 
-/// `"0644"`: permission bits as [`octal`] writes them, nothing above 07777.
-fn from_octal<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
-    let text = String::deserialize(d)?;
-    u32::from_str_radix(&text, 8)
-        .ok()
-        .filter(|mode| *mode <= 0o7777 && text.len() == 4)
-        .ok_or_else(|| {
-            serde::de::Error::custom(format!("{text:?} is not a file mode such as \"0644\""))
-        })
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// A replacement kernel, swapped in at build time unless the image's own kernel makes it needless.
+#[derive(Debug, Clone, Serialize)]
 pub struct KernelPlan {
-    pub purpose: String,
+    pub purpose: &'static str,
     pub source: KernelSource,
+    /// The swap is skipped when the image kernel's System.map names this symbol: the base's kernel already
+    /// carries the ACS override patch (Bazzite's does), and the planned `pcie_acs_override` karg is enough.
+    /// The plan is made without the base image's files, so only the build can tell.
+    pub unless_symbol: &'static str,
+    /// The old kernel's packages the swap removes, and nothing else.
+    pub removes: OldKernelPackages,
 }
 
-/// An out-of-tree module built with dkms against the image's own kernel.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// The packages of the replaced kernel, by name: the one list the swap script receives (never kernel-tools,
+/// kernel-headers or linux-headers-*-common, which share the kernel's version string on CentOS/RHEL and
+/// Debian but are no part of the kernel).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct OldKernelPackages {
+    /// Fedora/CentOS names, removed only at the old kernel's version-release.arch. ACS builds' own names
+    /// (`kernel-acs-core`) are included, so an image whose kernel came from one can be swapped again.
+    pub rpm: Vec<String>,
+    /// Debian names, [`KVER_PLACEHOLDER`] standing for the old kernel's release. The installed meta packages
+    /// that strictly depend on them and share their name's prefix (`linux-image-amd64`) go with them.
+    pub deb: Vec<String>,
+}
+
+/// Stands for the old kernel's release in [`OldKernelPackages::deb`].
+pub(crate) const KVER_PLACEHOLDER: &str = "{kver}";
+
+/// Fedora's kernel packages that own files of a kernel release (kernel-modules-internal and
+/// kernel-uki-virt-addons too: left behind, their modules would block the swap as foreign files).
+const RPM_KERNEL_PACKAGES: &[&str] = &[
+    "kernel",
+    "kernel-core",
+    "kernel-modules",
+    "kernel-modules-core",
+    "kernel-modules-extra",
+    "kernel-modules-internal",
+    "kernel-uki-virt",
+    "kernel-uki-virt-addons",
+    "kernel-devel",
+    "kernel-devel-matched",
+];
+
+/// Debian's kernel packages are these prefixes followed by the kernel release.
+const DEB_KERNEL_PACKAGE_PREFIXES: &[&str] = &["linux-image-", "linux-headers-"];
+
+impl OldKernelPackages {
+    pub(crate) fn all() -> OldKernelPackages {
+        let acs = RPM_KERNEL_PACKAGES
+            .iter()
+            .map(|name| name.replacen("kernel", "kernel-acs", 1));
+        OldKernelPackages {
+            rpm: RPM_KERNEL_PACKAGES
+                .iter()
+                .map(|name| name.to_string())
+                .chain(acs)
+                .collect(),
+            deb: DEB_KERNEL_PACKAGE_PREFIXES
+                .iter()
+                .map(|prefix| format!("{prefix}{KVER_PLACEHOLDER}"))
+                .collect(),
+        }
+    }
+}
+
+/// An out-of-tree module built against the image's own kernel, the way its dkms.conf says.
+#[derive(Debug, Clone)]
 pub struct ModulePlan {
-    /// dkms PACKAGE_NAME and PACKAGE_VERSION.
-    pub name: String,
-    pub version: String,
-    /// The kernel modules it builds (BUILT_MODULE_NAME), loaded at boot.
-    pub kernel_modules: Vec<String>,
     pub source: ModuleSource,
+    /// Local kernel headers for an image kernel the base's repositories carry none for.
+    pub headers: Option<HeaderPackages>,
+    pub conf: ModuleConf,
+}
+
+/// Whether the module's dkms.conf has been read.
+#[derive(Debug, Clone)]
+pub enum ModuleConf {
+    /// A git source `plan` does not fetch: its dkms.conf is read once `generate` or `build` fetched the commit.
+    AtCommit,
+    /// Read from the source tree in `dir`: the configured path, or the checkout of the pinned commit.
+    Read { dir: Utf8PathBuf, conf: DkmsConf },
+}
+
+impl ModulePlan {
+    /// The dkms.conf it is built by, once read.
+    pub fn dkms_conf(&self) -> Option<&DkmsConf> {
+        match &self.conf {
+            ModuleConf::Read { conf, .. } => Some(conf),
+            ModuleConf::AtCommit => None,
+        }
+    }
+
+    /// The kernel modules it builds, which the image loads at boot; none known before its dkms.conf is read.
+    pub fn kernel_modules(&self) -> Vec<&str> {
+        self.dkms_conf()
+            .map(|conf| conf.modules.iter().map(|m| m.name.as_str()).collect())
+            .unwrap_or_default()
+    }
+
+    /// Its name in messages: PACKAGE_NAME once read, else the config section it comes from.
+    pub fn label(&self) -> &str {
+        self.dkms_conf()
+            .map_or("vendor-reset", |conf| conf.name.as_str())
+    }
+
+    /// Which dkms.conf the module is built by.
+    pub fn origin(&self) -> String {
+        match &self.source {
+            ModuleSource::Path { path } => format!("dkms.conf in {path}"),
+            ModuleSource::Git { url, commit } => format!("dkms.conf at {commit} of {url}"),
+        }
+    }
+}
+
+/// `plan --json`: where the module comes from, and what its dkms.conf says (null until it is read).
+impl Serialize for ModulePlan {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        #[derive(Serialize)]
+        struct Json<'a> {
+            from: String,
+            source: &'a ModuleSource,
+            name: Option<&'a str>,
+            version: Option<&'a str>,
+            kernel_modules: Option<&'a [BuiltModule]>,
+            make: Option<&'a [Word]>,
+            headers: &'a Option<HeaderPackages>,
+        }
+        let conf = self.dkms_conf();
+        Json {
+            from: self.origin(),
+            source: &self.source,
+            name: conf.map(|c| c.name.as_str()),
+            version: conf.map(|c| c.version.as_str()),
+            kernel_modules: conf.map(|c| c.modules.as_slice()),
+            make: conf.map(|c| c.make.as_slice()),
+            headers: &self.headers,
+        }
+        .serialize(s)
+    }
+}
+
+/// Local checkouts of git module sources by URL and commit: what `image::fetch` made for this run.
+#[derive(Debug, Default)]
+pub struct Checkouts(Vec<(String, String, Utf8PathBuf)>);
+
+impl Checkouts {
+    pub(crate) fn add(&mut self, url: &str, commit: &str, dir: Utf8PathBuf) {
+        self.0.push((url.to_owned(), commit.to_owned(), dir));
+    }
+
+    fn dir_of(&self, url: &str, commit: &str) -> Option<&Utf8Path> {
+        self.0
+            .iter()
+            .find(|(u, c, _)| u == url && c == commit)
+            .map(|(_, _, dir)| dir.as_path())
+    }
 }
 
 impl Plan {
+    /// The plan without fetching anything: a git module source is known by its commit alone.
     pub fn resolve(config: &Config, target: &Target) -> Result<Plan> {
+        Plan::resolve_fetched(config, target, &Checkouts::default())
+    }
+
+    /// The plan with the git module sources in `checkouts` read (`generate` and `build` fetch them first).
+    pub fn resolve_fetched(
+        config: &Config,
+        target: &Target,
+        checkouts: &Checkouts,
+    ) -> Result<Plan> {
         let this_machine = Root::default();
         let cpu_root = match target {
             Target::Host(root) => root,
@@ -185,11 +324,22 @@ impl Plan {
             CpuChoice::Amd => CpuVendor::Amd,
             CpuChoice::Auto => CpuInfo::read(cpu_root)?.require_vendor(cpu_root)?,
         };
-        let modules = plan_modules(config)?;
+        let modules = plan_modules(config, checkouts)?;
+        let mut notes = Vec::new();
         let kernel = match config.acs_override.enabled {
+            true if host_kernel_has_acs_override(target)? => {
+                notes.push(format!(
+                    "the host's kernel already carries the ACS override patch ({} in /proc/kallsyms): \
+                     pcie_acs_override is planned, no kernel is replaced",
+                    kernel::ACS_OVERRIDE_SYMBOL
+                ));
+                None
+            }
             true => Some(KernelPlan {
-                purpose: "acs-override".into(),
+                purpose: "acs-override",
                 source: config.kernel_source()?,
+                unless_symbol: kernel::ACS_OVERRIDE_SYMBOL,
+                removes: OldKernelPackages::all(),
             }),
             false => None,
         };
@@ -229,11 +379,8 @@ impl Plan {
                 content,
             });
         }
-        if !modules.is_empty() {
-            let names: Vec<&str> = modules
-                .iter()
-                .flat_map(|m| m.kernel_modules.iter().map(String::as_str))
-                .collect();
+        let names: Vec<&str> = modules.iter().flat_map(|m| m.kernel_modules()).collect();
+        if !names.is_empty() {
             files.push(PlannedFile {
                 path: MODULES_LOAD_CONF.into(),
                 mode: 0o644,
@@ -254,7 +401,7 @@ impl Plan {
                     path: UDEV_RULE.into(),
                     mode: 0o644,
                     layer: Layer::Host,
-                    content: udev_rule(&reset_ids),
+                    content: udev_rule(&reset_ids, &names),
                 });
             }
         }
@@ -293,6 +440,7 @@ impl Plan {
             kernel,
             modules,
             warnings,
+            notes,
         };
         // Last: the record holds the plan with every other file.
         let recorded = record::plan_file(&plan);
@@ -315,6 +463,15 @@ impl Plan {
 
     pub fn files_in(&self, layer: Layer) -> impl Iterator<Item = &PlannedFile> {
         self.files.iter().filter(move |f| f.layer == layer)
+    }
+}
+
+/// Whether the kernel of the host a plan is for already carries the ACS override patch (Bazzite's does): then
+/// only the kernel argument is planned. An image plan cannot tell; its build checks the base's System.map.
+fn host_kernel_has_acs_override(target: &Target) -> Result<bool> {
+    match target {
+        Target::Host(root) => kernel::has_acs_override(root),
+        Target::Image => Ok(false),
     }
 }
 
@@ -444,14 +601,20 @@ fn modprobe_conf(vendors: &[GpuVendor]) -> Option<String> {
     ))
 }
 
-/// On kernels >= 5.15 vendor-reset only acts when the device's reset method is `device_specific`.
-fn udev_rule(ids: &[PciId]) -> String {
-    let mut rule =
-        String::from("# Generated by passthru-image: let vendor-reset reset these GPUs.\n");
+/// On kernels >= 5.15 vendor-reset only acts when the device's reset method is `device_specific`, and the
+/// kernel takes that method only once the module is loaded: the rule loads `modules` first, as upstream's own
+/// rule does. udev runs a rule's match keys (PROGRAM) before its assignments (ATTR{}=), whatever their order
+/// on the line (systemd's udev-rules.c sorts the tokens of each rule by type).
+fn udev_rule(ids: &[PciId], modules: &[&str]) -> String {
+    let mut rule = String::from(
+        "# Generated by passthru-image: load vendor-reset and let it reset these GPUs.\n",
+    );
     for id in ids {
         rule.push_str(&format!(
-            "ACTION==\"add\", SUBSYSTEM==\"pci\", ATTR{{vendor}}==\"0x{:04x}\", ATTR{{device}}==\"0x{:04x}\", ATTR{{reset_method}}=\"device_specific\"\n",
-            id.vendor, id.device
+            "ACTION==\"add\", SUBSYSTEM==\"pci\", ATTR{{vendor}}==\"0x{:04x}\", ATTR{{device}}==\"0x{:04x}\", PROGRAM=\"/sbin/modprobe -a {}\", ATTR{{reset_method}}=\"device_specific\"\n",
+            id.vendor,
+            id.device,
+            modules.join(" ")
         ));
     }
     rule
@@ -476,7 +639,7 @@ fn config_warnings(config: &Config) -> Vec<String> {
     warnings
 }
 
-fn plan_modules(config: &Config) -> Result<Vec<ModulePlan>> {
+fn plan_modules(config: &Config, checkouts: &Checkouts) -> Result<Vec<ModulePlan>> {
     use crate::config::Switch;
     let wanted = match config.vendor_reset.enabled {
         Switch::On => true,
@@ -491,24 +654,23 @@ fn plan_modules(config: &Config) -> Result<Vec<ModulePlan>> {
         return Ok(Vec::new());
     }
     let source = config.vendor_reset_source()?;
-    let module = match &source {
-        ModuleSource::Git { .. } => ModulePlan {
-            name: "vendor-reset".into(),
-            version: "0.1.1".into(),
-            kernel_modules: vec!["vendor-reset".into()],
-            source,
-        },
-        ModuleSource::Path { path } => {
-            let conf = dkms_conf::read(path)
-                .map_err(|message| InputError::new("vendor-reset.path", message))?;
-            ModulePlan {
-                name: conf.name,
-                version: conf.version,
-                kernel_modules: conf.modules,
-                source,
-            }
-        }
+    let (tree, field) = match &source {
+        ModuleSource::Path { path } => (Some(path.clone()), "vendor-reset.path"),
+        ModuleSource::Git { url, commit } => (
+            checkouts.dir_of(url, commit).map(Utf8Path::to_owned),
+            "vendor-reset.git",
+        ),
     };
+    let mut module = ModulePlan {
+        headers: config.vendor_reset_headers()?,
+        conf: ModuleConf::AtCommit,
+        source,
+    };
+    if let Some(dir) = tree {
+        let conf = dkms_conf::read(&dir, &module.origin())
+            .map_err(|message| InputError::new(field, message))?;
+        module.conf = ModuleConf::Read { dir, conf };
+    }
     Ok(vec![module])
 }
 

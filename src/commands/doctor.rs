@@ -8,7 +8,7 @@ use crate::doctor;
 use crate::error::ChecksFailed;
 use crate::live;
 use crate::plan::Plan;
-use crate::plan::record::{self, RecordSource};
+use crate::plan::record::{self, Expectations, RecordSource};
 use crate::root::Root;
 
 /// `doctor --json`: the checks, and which plan they were made against.
@@ -21,13 +21,13 @@ struct Output<'a> {
 
 pub fn run(cli: &Cli, overrides: &OverrideArgs, json: bool) -> Result<()> {
     let root = cli.root();
-    let (plan, source) = plan_to_check(cli, overrides, &root)?;
+    let (expected, source) = expectations(cli, overrides, &root)?;
     // virt-host-validate looks at the machine it runs on, so only when that machine is the one checked.
     let extra = match root.path() == "/" {
         true => doctor::virt_host_validate().into_iter().collect(),
         false => Vec::new(),
     };
-    let report = doctor::check(&plan, &root, extra)?;
+    let report = doctor::check(&expected, &root, extra)?;
     if json {
         print_json(&Output {
             plan_from: source,
@@ -48,24 +48,27 @@ pub fn run(cli: &Cli, overrides: &OverrideArgs, json: bool) -> Result<()> {
     }
 }
 
-/// The plan a user's config makes for this host; without a config (no --config, no ./passthru.toml) and
-/// without overrides, the plan recorded on the host: live mode's, as it changed the host after its image was
-/// made, else the running image's. Only then the embedded default. Returns the plan and where it came from.
-fn plan_to_check(cli: &Cli, overrides: &OverrideArgs, root: &Root) -> Result<(Plan, String)> {
+/// What the plan a user's config makes for this host expects; without a config (no --config, no
+/// ./passthru.toml) and without overrides, what the plan recorded on the host expects: live mode's, as it
+/// changed the host after its image was made, else the running image's. Only then the embedded default's.
+/// Returns the expectations and the plan they come from.
+fn expectations(
+    cli: &Cli,
+    overrides: &OverrideArgs,
+    root: &Root,
+) -> Result<(Expectations, String)> {
     if !Config::given(cli.config.as_deref())
         && overrides.is_empty()
         && let Some((recorded, from)) = recorded_plan(root)?
     {
         return Ok((
-            recorded.plan,
+            recorded.expect,
             format!("{from} (made by {})", recorded.made_by),
         ));
     }
     let (config, source) = load_config(cli, overrides)?;
-    Ok((
-        Plan::resolve(&config, &cli.host_target())?,
-        format!("the plan from {source}"),
-    ))
+    let plan = Plan::resolve(&config, &cli.host_target())?;
+    Ok((Expectations::of(&plan), format!("the plan from {source}")))
 }
 
 fn recorded_plan(root: &Root) -> Result<Option<(record::PlanRecord, RecordSource)>> {

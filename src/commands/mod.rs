@@ -6,6 +6,7 @@ mod detect;
 mod doctor;
 mod generate;
 mod groups;
+mod mok;
 mod plan;
 mod revert;
 mod test_boot;
@@ -54,6 +55,7 @@ pub fn run(cli: &Cli) -> Result<()> {
         ),
         Command::Doctor { json, overrides } => doctor::run(cli, overrides, *json),
         Command::TestBoot(args) => test_boot::run(cli, args),
+        Command::Mok { command } => mok::run(cli, command),
     }
 }
 

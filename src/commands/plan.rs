@@ -2,13 +2,16 @@ use anyhow::Result;
 
 use super::{load_config, print_json};
 use crate::cli::{Cli, OverrideArgs};
-use crate::plan::Plan;
+use crate::plan::{ModulePlan, Plan};
 
 pub fn run(cli: &Cli, overrides: &OverrideArgs, json: bool) -> Result<()> {
     let (config, source) = load_config(cli, overrides)?;
     let plan = Plan::resolve(&config, &cli.image_target())?;
     for warning in &plan.warnings {
         eprintln!("warning: {warning}");
+    }
+    for note in &plan.notes {
+        eprintln!("note: {note}");
     }
     if json {
         return print_json(&plan);
@@ -46,18 +49,55 @@ pub fn run(cli: &Cli, overrides: &OverrideArgs, json: bool) -> Result<()> {
         );
     }
     match &plan.kernel {
-        Some(kernel) => println!(
-            "Kernel: replaced ({}) from {}",
-            kernel.purpose,
-            serde_json::to_string(&kernel.source)?
-        ),
+        Some(kernel) => {
+            println!(
+                "Kernel: replaced ({}) from {}",
+                kernel.purpose,
+                serde_json::to_string(&kernel.source)?
+            );
+            println!(
+                "  unless the base's kernel already carries the ACS override patch (checked at build time: \
+                 {} in its System.map); then only the kernel argument is added",
+                kernel.unless_symbol
+            );
+            println!(
+                "  removes only the old kernel's own packages (kernel.removes in `plan --json`), and refuses \
+                 when other packages or build steps put modules in its directory"
+            );
+        }
         None => println!("Kernel: the base image's"),
     }
     for module in &plan.modules {
-        println!(
-            "Module: {} {} (dkms, built against the image kernel)",
-            module.name, module.version
-        );
+        println!("{}", module_line(module));
     }
     Ok(())
+}
+
+/// What is built and how, or, for a git source `plan` does not fetch, where its dkms.conf will be read.
+fn module_line(module: &ModulePlan) -> String {
+    let mut line = match module.dkms_conf() {
+        Some(conf) => {
+            let make: Vec<String> = conf.make.iter().map(ToString::to_string).collect();
+            format!(
+                "Module: {} {} from {}, built with `{}` against the image kernel; loads {}",
+                conf.name,
+                conf.version,
+                module.origin(),
+                make.join(" "),
+                module.kernel_modules().join(", ")
+            )
+        }
+        None => format!(
+            "Module: from {}; its name, version and kernel modules are read once `generate` or `build` \
+             fetched it",
+            module.origin()
+        ),
+    };
+    if let Some(headers) = &module.headers {
+        line += &format!(
+            "\n  kernel headers from {} when the image has none for its kernel",
+            headers.dir
+        );
+    }
+    line
 }

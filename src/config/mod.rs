@@ -17,7 +17,7 @@ use crate::kargs::Karg;
 use crate::pci_id::PciId;
 use crate::root::UserFile;
 
-pub use sources::{AcsMode, KernelSource, ModuleSource};
+pub use sources::{AcsMode, HeaderPackages, KernelSource, ModuleSource};
 
 /// The embedded default, shown to users as the reference and used when no config file exists.
 pub const DEFAULT_TOML: &str = include_str!("default.toml");
@@ -237,6 +237,12 @@ pub struct VendorResetConfig {
     pub commit: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub path: Option<Utf8PathBuf>,
+    /// Kernel headers as local .rpm/.deb files, for an image kernel whose headers the base's repositories
+    /// no longer carry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub headers: Option<Utf8PathBuf>,
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub headers_sha256: std::collections::BTreeMap<String, String>,
 }
 
 fn auto() -> Switch {
@@ -250,6 +256,8 @@ impl Default for VendorResetConfig {
             git: None,
             commit: None,
             path: None,
+            headers: None,
+            headers_sha256: Default::default(),
         }
     }
 }
@@ -326,8 +334,8 @@ impl Config {
     }
 
     /// Parses and validates a config. `origin` names the file in messages, and relative paths in it
-    /// (`vendor-reset.path`, `acs-override.packages`) are taken relative to that file's directory, so a
-    /// config means the same wherever the tool is run from.
+    /// (`vendor-reset.path`, `vendor-reset.headers`, `acs-override.packages`) are taken relative to that file's
+    /// directory, so a config means the same wherever the tool is run from.
     pub fn from_toml(text: &str, origin: &str) -> Result<Config> {
         let deserializer = toml::Deserializer::parse(text)
             .map_err(|e| InputError::new(origin, format!("not valid TOML: {e}")))?;
@@ -348,6 +356,7 @@ impl Config {
         let base = Utf8Path::new(origin).parent().unwrap_or(Utf8Path::new(""));
         for path in [
             &mut config.vendor_reset.path,
+            &mut config.vendor_reset.headers,
             &mut config.acs_override.packages,
         ]
         .into_iter()
@@ -381,6 +390,7 @@ impl Config {
             ));
         }
         self.vendor_reset_source()?;
+        self.vendor_reset_headers()?;
         if self.acs_override.enabled {
             self.kernel_source()?;
         }
@@ -390,6 +400,11 @@ impl Config {
     /// The vendor-reset source: a local directory, or git URL + full commit hash (the default, upstream).
     pub fn vendor_reset_source(&self) -> Result<ModuleSource, InputError> {
         sources::vendor_reset_source(&self.vendor_reset)
+    }
+
+    /// Local kernel headers for the module build, when configured.
+    pub fn vendor_reset_headers(&self) -> Result<Option<HeaderPackages>, InputError> {
+        sources::vendor_reset_headers(&self.vendor_reset)
     }
 
     /// The ACS-override kernel source. Only meaningful when `acs-override.enabled`.

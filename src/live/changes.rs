@@ -152,7 +152,7 @@ pub fn compute(
                 "live mode cannot build the {} module: /usr is read-only on an rpm-ostree host and the module must \
                  be built against the deployed kernel. Use image mode (`passthru-image build`) or set \
                  vendor-reset.enabled = false",
-                module.name
+                module.label()
             ),
         )
         .into());

@@ -313,12 +313,12 @@ mod tests {
         bad["plan"]["format"] = 99.into();
         assert_eq!(state(&bad.to_string()).unwrap_err().field, "plan.format");
         bad["plan"]["format"] = 1.into();
-        bad["plan"]["plan"]["kargs"][0] = "--unchanged-exit-77".into();
+        bad["plan"]["expect"]["kargs"][0] = "--unchanged-exit-77".into();
         assert!(
             state(&bad.to_string())
                 .unwrap_err()
                 .field
-                .starts_with("plan.plan.kargs"),
+                .starts_with("plan.expect.kargs"),
         );
         let plan_only = LiveState {
             plan: with_plan.plan.clone(),

@@ -3,7 +3,7 @@
 //! today's kernels want; each one left out is recorded with its reason, so `plan` can say why.
 
 use anyhow::Result;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use crate::config::{Config, GpuVendor, Switch};
 use crate::error::InputError;
@@ -18,10 +18,9 @@ use crate::pci_id::PciId;
 const HOST_ARGS_RESERVE: usize = 512;
 
 /// An argument of the guide that the plan leaves out, and why in one line.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct OmittedKarg {
-    pub karg: String,
+    pub karg: &'static str,
     pub reason: String,
 }
 
@@ -65,7 +64,7 @@ impl Planner {
 
     fn omit(&mut self, karg: &'static str, reason: impl Into<String>) {
         self.omitted.push(OmittedKarg {
-            karg: karg.to_owned(),
+            karg,
             reason: reason.into(),
         });
     }

@@ -1,20 +1,24 @@
 //! The plan a host carries out, kept where `doctor` finds it without a config: in the image it was built into
 //! (/usr/share/passthru-image/, host layer) and in live mode's state file.
 //!
-//! Doctor reads the recorded plan back as it was made, rather than planning the recorded config again: the
-//! config may name sources only the build machine has (`vendor-reset.path`, `acs-override.packages`), its
-//! `"auto"` values were decided for the machine that planned it (an image plan leaves `nouveau.modeset=0` out,
-//! a plan for this host might not), and the passthru-image on the host may plan differently from the one that
-//! built the image. What the image holds is the plan it was built from, so that is what doctor checks. The
-//! effective config travels beside it as a readable starting point, not as the source of truth.
+//! Doctor reads back what the plan expects of the host rather than planning the recorded config again: the
+//! config may name sources only the build machine has (`vendor-reset.path`, `acs-override.packages`), a git
+//! module source's kernel modules are known only once the build fetched it, its `"auto"` values were decided for
+//! the machine that planned it (an image plan leaves `nouveau.modeset=0` out, a plan for this host might not),
+//! and the passthru-image on the host may plan differently from the one that built the image. What the image
+//! holds is the plan it was built from, so that is what doctor checks. The record carries those expectations
+//! typed (and checked as they are read), the whole plan as `plan --json` shows it for people, and the effective
+//! config travels beside it as a readable starting point.
 
 use anyhow::Result;
 use camino::{Utf8Path, Utf8PathBuf};
 use serde::{Deserialize, Serialize};
 
-use super::{Layer, Plan, PlannedFile};
+use super::{ImagePlan, Layer, Plan, PlannedFile, VfioPlan};
 use crate::config::Config;
 use crate::error::InputError;
+use crate::host::cpu::CpuVendor;
+use crate::kargs::Kargs;
 use crate::root::Root;
 
 /// Where an image keeps its record.
@@ -25,14 +29,70 @@ pub const PLAN_FILE: &str = "/usr/share/passthru-image/plan.json";
 /// Raised when a record would no longer read right with an older passthru-image.
 pub const FORMAT: u32 = 1;
 
-/// A plan as it is recorded: its format, the passthru-image that made it, and the plan itself.
+/// A plan as it is recorded: its format, the passthru-image that made it, what it expects of the host, and the
+/// plan itself.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PlanRecord {
     pub format: u32,
     /// `passthru-image 0.1.0`.
     pub made_by: String,
-    pub plan: Plan,
+    /// The base the image was built from (what `detect` proposes again on a host that runs it) and its tag.
+    pub image: ImagePlan,
+    pub expect: Expectations,
+    /// The plan as `plan --json` shows it, for people and scripts; never read back.
+    pub plan: serde_json::Value,
+}
+
+/// What a host shows when a plan is in effect, as doctor checks it: the CPU vendor (for the IOMMU advice), the
+/// kernel arguments, the drivers the initramfs loads, the devices on vfio-pci and the out-of-tree modules.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Expectations {
+    pub cpu_vendor: CpuVendor,
+    pub kargs: Kargs,
+    pub initramfs_drivers: Vec<String>,
+    pub vfio: VfioPlan,
+    pub modules: Vec<ExpectedModule>,
+}
+
+/// An out-of-tree module of the plan, as the host shows it: loaded kernel modules.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExpectedModule {
+    label: String,
+    /// None known for a git source that was not fetched (`plan` alone does not fetch).
+    kernel_modules: Vec<String>,
+}
+
+impl ExpectedModule {
+    /// Its name in messages (dkms PACKAGE_NAME once its dkms.conf was read).
+    pub fn label(&self) -> &str {
+        &self.label
+    }
+
+    pub fn kernel_modules(&self) -> Vec<&str> {
+        self.kernel_modules.iter().map(String::as_str).collect()
+    }
+}
+
+impl Expectations {
+    pub fn of(plan: &Plan) -> Expectations {
+        Expectations {
+            cpu_vendor: plan.cpu_vendor,
+            kargs: plan.kargs.clone(),
+            initramfs_drivers: plan.initramfs_drivers.clone(),
+            vfio: plan.vfio.clone(),
+            modules: plan
+                .modules
+                .iter()
+                .map(|m| ExpectedModule {
+                    label: m.label().to_owned(),
+                    kernel_modules: m.kernel_modules().into_iter().map(str::to_owned).collect(),
+                })
+                .collect(),
+        }
+    }
 }
 
 impl PlanRecord {
@@ -40,11 +100,13 @@ impl PlanRecord {
         PlanRecord {
             format: FORMAT,
             made_by: made_by(),
-            plan: plan.clone(),
+            image: plan.image.clone(),
+            expect: Expectations::of(plan),
+            plan: serde_json::to_value(plan).expect("a plan serialises"),
         }
     }
 
-    /// Reads a record; anything that does not read as a plan of this format is bad input naming the field.
+    /// Reads a record; anything that does not read as a record of this format is bad input naming the field.
     pub fn parse(text: &str, origin: &str) -> Result<PlanRecord, InputError> {
         let record: PlanRecord =
             serde_path_to_error::deserialize(&mut serde_json::Deserializer::from_str(text))
@@ -168,10 +230,12 @@ mod tests {
         let record = PlanRecord::parse(&file.content, "plan.json").unwrap();
         assert_eq!(record.format, FORMAT);
         assert!(record.made_by.starts_with("passthru-image "));
-        // The record holds every file but itself.
-        let mut without_record = plan.clone();
-        without_record.files.retain(|f| f.path != PLAN_FILE);
-        assert_eq!(record.plan, without_record);
+        assert_eq!(record.expect, Expectations::of(&plan));
+        assert_eq!(record.expect.vfio.addresses, plan.vfio.addresses);
+        // The plan as `plan --json` shows it, with every file but the record itself.
+        let mut shown = serde_json::to_value(&plan).unwrap();
+        shown["files"].as_array_mut().unwrap().pop();
+        assert_eq!(record.plan, shown);
         let config = plan.files.iter().find(|f| f.path == CONFIG_FILE).unwrap();
         let reread = Config::from_toml(&config.content, "passthru.toml").unwrap();
         assert_eq!(reread.vfio.addresses, plan.vfio.addresses);
@@ -185,22 +249,22 @@ mod tests {
         let cases: Vec<(Change, &str)> = vec![
             (Box::new(|r| r["format"] = 2.into()), "format"),
             (
-                Box::new(|r| r["plan"]["kargs"][0] = "quiet splash".into()),
-                "plan.kargs",
+                Box::new(|r| r["expect"]["kargs"][0] = "quiet splash".into()),
+                "expect.kargs",
             ),
             (
-                Box::new(|r| r["plan"]["kargs"][1] = "iommu=nopt".into()),
-                "plan.kargs",
+                Box::new(|r| r["expect"]["kargs"][1] = "iommu=nopt".into()),
+                "expect.kargs",
             ),
             (
-                Box::new(|r| r["plan"]["vfio"]["addresses"][0] = "../..".into()),
-                "plan.vfio.addresses[0]",
+                Box::new(|r| r["expect"]["vfio"]["addresses"][0] = "../..".into()),
+                "expect.vfio.addresses[0]",
             ),
             (
-                Box::new(|r| r["plan"]["files"][0]["mode"] = "9999".into()),
-                "plan.files[0].mode",
+                Box::new(|r| r["expect"]["cpu_vendor"] = "arm".into()),
+                "expect.cpu_vendor",
             ),
-            (Box::new(|r| r["plan"]["extra"] = true.into()), "plan"),
+            (Box::new(|r| r["expect"]["extra"] = true.into()), "expect"),
         ];
         for (change, field) in cases {
             let mut bad = good.clone();
@@ -223,6 +287,6 @@ mod tests {
         std::fs::create_dir_all(root.join(DIR)).unwrap();
         std::fs::write(root.join(PLAN_FILE), &file.content).unwrap();
         let record = read_image_record(&root).unwrap().unwrap();
-        assert_eq!(record.plan.kargs, plan.kargs);
+        assert_eq!(record.expect.kargs, plan.kargs);
     }
 }

