@@ -564,8 +564,9 @@ fn bad_input_exits_2_before_anything_boots() {
 
 /// Identical twins: an image that binds by address (and by ID: both mixed) boots with two identical e1000e
 /// stand-ins; the one test-boot adds to the image's address argument comes up on vfio-pci, its twin on e1000e.
-/// The base puts e1000e into the initramfs (tests/base/variants/nic-in-initramfs), so the twins' driver loads
-/// there and races vfio-pci, which is the race binding by address must win. The built image also carries its
+/// The base's own initramfs was built with e1000e (tests/base/variants/nic-in-initramfs), which the build keeps,
+/// so the twins' driver loads in the image's initramfs and races vfio-pci there: the race binding by address
+/// must win. The built image also carries its
 /// plan and config under /usr/share/passthru-image for doctor.
 #[test]
 fn an_image_that_binds_by_address_splits_identical_twins() {
