@@ -49,7 +49,7 @@ pub enum Decided {
 pub enum Sysroot {
     /// `--sysroot DIR`: it must be an ostree sysroot.
     Given(Utf8PathBuf),
-    /// The host's root (`--root`, default /): a host that is no ostree system keeps the default base.
+    /// The host's root (`--root`, default /): a host that is not an ostree system keeps the default base.
     HostRoot(Utf8PathBuf),
 }
 
@@ -159,6 +159,13 @@ fn pass_device(d: &mut Detection, topology: &Topology, device: &GpuReport) {
         }
         bind(d, topology, member, &passed);
     }
+    if !d.config.vfio.addresses.is_empty() {
+        d.findings.push(
+            "vfio.addresses: bound with driver_override by an initramfs hook before udev starts; image mode only \
+             (live mode cannot add the hook and refuses addresses)"
+                .into(),
+        );
+    }
     let id = topology
         .device(&device.address)
         .expect("the device comes from the device list")
@@ -224,8 +231,7 @@ fn bind(d: &mut Detection, topology: &Topology, member: &PciDevice, passed: &[Pc
     }
     d.config.vfio.addresses.push(member.address);
     d.findings.push(format!(
-        "  {} bound by address (vfio.addresses, driver_override): the host keeps {} with the same ID [{}], which \
-         vfio_pci.ids would take too. Binding by address needs image mode (an initramfs hook)",
+        "  {} bound by address: the host keeps {} with the same ID [{}], which vfio_pci.ids would take too",
         member.address,
         twins.join(", "),
         member.id
@@ -260,7 +266,7 @@ fn propose_base(d: &mut Detection, sysroot: &Sysroot) -> Result<()> {
         Sysroot::Given(path) => path,
         Sysroot::HostRoot(path) if deployment::check_sysroot(path).is_err() => {
             d.findings.push(format!(
-                "image.base: the default; {path} is no ostree system, so no deployment tells what the host runs"
+                "image.base: the default; {path} is not an ostree system, so no deployment tells what the host runs"
             ));
             return Ok(());
         }

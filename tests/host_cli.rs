@@ -427,7 +427,11 @@ fn detect_binds_identical_twins_by_address() {
     );
     assert!(text.contains("\nids = []\n"), "{text}");
     assert!(
-        text.contains("0000:02:00.0 bound by address (vfio.addresses, driver_override): the host keeps 0000:01:00.0 with the same ID [10de:1b80]"),
+        text.contains("0000:02:00.0 bound by address: the host keeps 0000:01:00.0 with the same ID [10de:1b80]"),
+        "{text}"
+    );
+    assert!(
+        text.contains("# vfio.addresses: bound with driver_override"),
         "{text}"
     );
     assert!(!stderr.contains("identical IDs"), "{stderr}");
