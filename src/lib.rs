@@ -5,12 +5,14 @@
 
 pub mod atomic;
 pub mod boot;
+pub(crate) mod ci_workflow;
 pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod detect;
 pub mod doctor;
 pub mod error;
+pub(crate) mod fleet;
 pub mod host;
 pub mod image;
 pub mod image_ref;

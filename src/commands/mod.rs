@@ -2,6 +2,7 @@
 
 mod apply;
 mod build;
+mod ci;
 mod detect;
 mod doctor;
 mod generate;
@@ -12,12 +13,21 @@ mod test_boot;
 
 use anyhow::Result;
 
-use crate::cli::{Cli, Command, OverrideArgs};
+use crate::cli::{CiTarget, Cli, Command, OverrideArgs};
 use crate::config::{Config, ConfigSource};
 
 pub fn run(cli: &Cli) -> Result<()> {
     match &cli.command {
-        Command::Plan { json, overrides } => plan::run(cli, overrides, *json),
+        Command::Plan {
+            json,
+            hosts: None,
+            overrides,
+        } => plan::run(cli, overrides, *json),
+        Command::Plan {
+            json,
+            hosts: Some(dir),
+            overrides,
+        } => plan::run_fleet(cli, overrides, dir, *json),
         Command::Generate {
             output,
             force,
@@ -40,6 +50,9 @@ pub fn run(cli: &Cli) -> Result<()> {
         } => detect::run(cli, write.as_deref(), *force, *device),
         Command::Doctor { json, overrides } => doctor::run(cli, overrides, *json),
         Command::TestBoot(args) => test_boot::run(cli, args),
+        Command::Ci {
+            target: CiTarget::Github(args),
+        } => ci::github(cli, args),
     }
 }
 
