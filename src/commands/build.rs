@@ -192,10 +192,11 @@ impl<'a> Builder<'a> {
                 .iter()
                 .find(|(b, _)| **b == image.plan.image.base)
                 .and_then(|(_, digest)| digest.as_ref());
-            if !self.cli.quiet && images.len() > 1 {
-                eprintln!("[{}/{}] {}", i + 1, images.len(), image.origin);
-            }
-            self.build(image, base_digest, context_dir)?;
+            let count = match images.len() {
+                1 => String::new(),
+                n => format!(" [{}/{n}]", i + 1),
+            };
+            self.build(image, &count, base_digest, context_dir)?;
             pushed.push(match self.args.push {
                 true => Some(self.push(&image.plan.image.tag)?),
                 false => None,
@@ -234,9 +235,11 @@ impl<'a> Builder<'a> {
         Ok(digest)
     }
 
+    /// Builds one image; `count` says which of the run's images it is (" [2/10]"), empty for a single one.
     fn build(
         &self,
         image: &Image,
+        count: &str,
         base_digest: Option<&Digest>,
         keep_in: Option<&Utf8Path>,
     ) -> Result<()> {
@@ -264,7 +267,7 @@ impl<'a> Builder<'a> {
         context::write(&ctx, &dir, false)?;
         if !self.cli.quiet {
             eprintln!(
-                "Building {} with {} from {} ({} files in {dir})",
+                "Building {}{count} with {} from {} ({} files in {dir})",
                 plan.image.tag,
                 self.engine.program(),
                 image.origin,
@@ -320,8 +323,8 @@ fn fleet_usage(hosts: &[&Host], pushed: &[Option<Digest>], stacks: usize) -> Str
             host.name, host.plan.image.tag
         );
     }
-    text + "Hosts without bootc: `passthru-image --config HOST-FILE build --help` and README (rpm-ostree does not \
-            apply kargs.d).\n"
+    text + "Hosts without bootc: rpm-ostree does not apply kargs.d; `passthru-image --config HOST-FILE plan` lists \
+            the kernel arguments to add with `rpm-ostree kargs --append-if-missing`.\n"
 }
 
 /// How to put the image on a host. bootc applies the image's kargs.d itself; rpm-ostree does not, so its

@@ -244,17 +244,18 @@ impl Engine {
             .map_err(|e| anyhow::anyhow!("{} wrote no digest for {image}: {e}", self.program()))
     }
 
-    /// The digest of `image` (in local storage) as the registry it came from knows it, which is what
-    /// `skopeo inspect docker://IMAGE` reports while the registry still serves the same image. An image kept
-    /// under several names holds a digest per repository: the one of `image`'s repository counts. None for
-    /// an image that never came from or went to a registry (docker keeps no digest for those).
+    /// The digest of the manifest the engine last stored for `image`: right after a pull, the digest the registry
+    /// serves for it, which `skopeo inspect docker://IMAGE` reports while the registry still serves that image.
+    /// None for an image docker holds no registry digest of (built locally).
     pub(crate) fn image_digest(self, image: &ImageRef) -> Result<Option<Digest>> {
         if let Some(digest) = image.digest() {
             return Ok(Some(digest));
         }
-        let repo_digests = self.repo_digests(image)?;
-        let main = match self {
-            Engine::Podman => query(&[
+        let text = match self {
+            // podman's `.Digest` is the first manifest the image was ever stored with: when the same image was
+            // also pulled under another name (a mirror, a copy) it is not the one this pull got. buildah
+            // reports the manifest stored last, from the same storage; podman alone has nothing better.
+            Engine::Podman if !Engine::Buildah.is_installed() => query(&[
                 "podman",
                 "image",
                 "inspect",
@@ -262,7 +263,7 @@ impl Engine {
                 "{{.Digest}}",
                 image.as_str(),
             ])?,
-            Engine::Buildah => query(&[
+            Engine::Podman | Engine::Buildah => query(&[
                 "buildah",
                 "inspect",
                 "--type",
@@ -271,34 +272,28 @@ impl Engine {
                 "{{.FromImageDigest}}",
                 image.as_str(),
             ])?,
-            Engine::Docker => return Ok(repo_digests.into_iter().next()),
+            Engine::Docker => return Ok(self.repo_digests(image)?.into_iter().next()),
         };
-        let main = main.trim().parse::<Digest>().ok();
-        Ok(match main {
-            // A manifest list's digest is the main one, with its instance's beside it: keep the list's, the
-            // one a registry query returns.
-            Some(main) if repo_digests.is_empty() || repo_digests.contains(&main) => Some(main),
-            _ => repo_digests.into_iter().next(),
-        })
+        let text = text.trim();
+        text.parse::<Digest>()
+            .map(Some)
+            .map_err(|e| anyhow::anyhow!("{} reported no digest for {image}: {e}", self.program()))
     }
 
-    /// The digests the engine recorded for `image`'s repository (`RepoDigests`), in its order.
+    /// The registry digests docker recorded for `image`'s repository (`RepoDigests`), in its order.
     fn repo_digests(self, image: &ImageRef) -> Result<Vec<Digest>> {
-        let argv: Vec<&str> = match self {
-            Engine::Podman => vec!["podman", "image", "inspect"],
-            // buildah keeps no repository digests of its own; the storage is podman's.
-            Engine::Buildah => return Ok(Vec::new()),
-            Engine::Docker => vec!["docker", "image", "inspect"],
-        };
-        let argv: Vec<&str> = argv
-            .into_iter()
-            .chain(["--format", "{{json .RepoDigests}}", image.as_str()])
-            .collect();
-        let text = query(&argv)?;
+        let text = query(&[
+            self.program(),
+            "image",
+            "inspect",
+            "--format",
+            "{{json .RepoDigests}}",
+            image.as_str(),
+        ])?;
         let entries: Vec<String> = serde_json::from_str(text.trim()).with_context(|| {
             format!(
                 "reading the repository digests {} reported for {image}",
-                argv[0]
+                self.program()
             )
         })?;
         Ok(digests_of_repository(&entries, image.repository()))

@@ -50,7 +50,10 @@ pub fn test_base_variant(name: &str) -> String {
         .stderr(std::process::Stdio::inherit())
         .output()
         .expect("run tests/base/make-variant.sh");
-    assert!(out.status.success(), "tests/base/make-variant.sh {name} failed");
+    assert!(
+        out.status.success(),
+        "tests/base/make-variant.sh {name} failed"
+    );
     String::from_utf8(out.stdout)
         .unwrap()
         .lines()
