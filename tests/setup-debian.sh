@@ -15,6 +15,8 @@ packages=(
     # push: the reference registry (docker-registry), a test CA and an htpasswd file for it, skopeo to read
     # pushed images back independently; the generated CI workflow's linters live in a Python venv
     docker-registry skopeo openssl apache2-utils python3-venv
+    # the generated workflow reads `plan --hosts --json` with jq; tests/ci_workflow.rs runs its program
+    jq
     # actionlint runs shellcheck on the workflow's run: scripts when it is on PATH
     shellcheck
 )
