@@ -5,13 +5,14 @@
 use anyhow::{Context, Result, bail};
 use camino::{Utf8Path, Utf8PathBuf};
 
-use super::load_config;
+use super::{load_config, refuse_with_hosts};
+use crate::atomic;
 use crate::cli::{BuildArgs, Cli};
 use crate::config::Config;
 use crate::error::InputError;
 use crate::fleet::{Fleet, Host};
 use crate::image::engine::{
-    BuildOptions, BuildSecret, Engine, Pull, PushOptions, SECURE_BOOT_SECRETS, TlsVerify,
+    BuildOptions, BuildSecret, Engine, Pull, PushOptions, SECURE_BOOT_SECRETS,
 };
 use crate::image::labels::{self, Provenance};
 use crate::image::{context, progress, render};
@@ -19,106 +20,86 @@ use crate::image_ref::{Digest, ImageRef};
 use crate::plan::Plan;
 
 pub fn run(cli: &Cli, args: &BuildArgs) -> Result<()> {
-    check_args(cli, args)?;
+    check_digest_file(args)?;
     match &args.hosts {
-        None => {
-            let (config, source) = load_config(cli, &args.overrides)?;
-            let plan = Plan::resolve(&config, &cli.root())?;
-            let builder = Builder::new(cli, args)?;
-            let images = [Image {
-                config: &config,
-                plan: &plan,
-                origin: source.to_string(),
-            }];
-            let built = builder.build_all(&images, args.context.as_deref())?;
-            if let (Some(file), Some(digest)) = (&args.digest_file, &built[0]) {
-                // podman's --digestfile format, which CI steps already read.
-                crate::atomic::write_file(file, digest.to_string().as_bytes(), 0o644)?;
-            }
-            if !cli.quiet {
-                print!("{}", usage(&plan, built[0].as_ref()));
-            }
-        }
-        Some(dir) => {
-            let fleet = Fleet::load(dir, &(&args.overrides).into(), &cli.root())?;
-            let builder = Builder::new(cli, args)?;
-            let stacks = fleet.stacks();
-            // Each stack's hosts one after another, so its layers are built once and then found in the cache.
-            let hosts: Vec<&Host> = stacks
-                .iter()
-                .flat_map(|s| s.hosts.iter().copied())
-                .collect();
-            let images: Vec<Image> = hosts
-                .iter()
-                .map(|host| Image {
-                    config: &host.config,
-                    plan: &host.plan,
-                    origin: format!("{} (stack {})", host.file, host.stack.short()),
-                })
-                .collect();
-            let built = builder.build_all(&images, None)?;
-            if let Some(file) = &args.digest_file {
-                let lines: String = hosts
-                    .iter()
-                    .zip(&built)
-                    .filter_map(|(host, digest)| {
-                        let digest = digest.as_ref()?;
-                        Some(format!("{}@{digest}\n", host.plan.image.tag.repository()))
-                    })
-                    .collect();
-                crate::atomic::write_file(file, lines.as_bytes(), 0o644)?;
-            }
-            if !cli.quiet {
-                print!("{}", fleet_usage(&hosts, &built, stacks.len()));
-            }
-        }
+        None => build_one(cli, args),
+        Some(dir) => build_fleet(cli, args, dir),
+    }
+}
+
+fn build_one(cli: &Cli, args: &BuildArgs) -> Result<()> {
+    let (config, source) = load_config(cli, &args.overrides)?;
+    let plan = Plan::resolve(&config, &cli.root())?;
+    let builder = Builder::new(cli, args)?;
+    let image = Image {
+        config: &config,
+        plan: &plan,
+        origin: source.to_string(),
+    };
+    let pushed = builder.build_all(&[image], args.context.as_deref())?;
+    if let (Some(file), Some(digest)) = (&args.digest_file, &pushed[0]) {
+        // podman's --digestfile format, which CI steps already read.
+        atomic::write_file(file, digest.to_string().as_bytes(), 0o644)?;
+    }
+    if !cli.quiet {
+        print!("{}", usage(&plan, pushed[0].as_ref()));
     }
     Ok(())
 }
 
-/// Flag rules clap cannot say, checked before anything is read or built.
-fn check_args(cli: &Cli, args: &BuildArgs) -> Result<()> {
-    if let Some(file) = &args.digest_file {
-        let dir = file.parent().filter(|d| !d.as_str().is_empty());
-        if file.file_name().is_none() || file.is_dir() || dir.is_some_and(|d| !d.is_dir()) {
-            bail!(InputError::new(
-                "--digest-file",
-                format!("{file} is not a file in an existing directory")
-            ));
-        }
-    }
-    if args.hosts.is_none() {
-        return Ok(());
-    }
-    let refused = [
-        (
-            "--config",
-            cli.config.is_some(),
-            "each host file is a config",
-        ),
-        (
-            "--tag",
-            args.overrides.tag.is_some(),
-            "each host's tag comes from its file name",
-        ),
-        (
-            "--vfio-ids",
-            args.overrides.vfio_ids.is_some(),
-            "device IDs are what tells the hosts apart",
-        ),
-        (
+fn build_fleet(cli: &Cli, args: &BuildArgs, dir: &Utf8Path) -> Result<()> {
+    refuse_with_hosts(cli, &args.overrides)?;
+    if args.context.is_some() {
+        bail!(InputError::new(
             "--context",
-            args.context.is_some(),
-            "see one host's context with `generate --config HOSTS/NAME.toml`",
-        ),
-    ];
-    for (flag, given, why) in refused {
-        if given {
-            bail!(InputError::new(
-                flag,
-                format!("cannot be used with --hosts: {why}")
-            ));
-        }
+            "cannot be used with --hosts: see one host's context with `generate --config HOSTS/NAME.toml`"
+        ));
+    }
+    let fleet = Fleet::load(dir, &(&args.overrides).into(), &cli.root())?;
+    let builder = Builder::new(cli, args)?;
+    let stacks = fleet.stacks();
+    // Each stack's hosts one after another, so its layers are built once and then found in the cache.
+    let hosts: Vec<&Host> = stacks
+        .iter()
+        .flat_map(|s| s.hosts.iter().copied())
+        .collect();
+    let images: Vec<Image> = hosts
+        .iter()
+        .map(|host| Image {
+            config: &host.config,
+            plan: &host.plan,
+            origin: format!("{} (stack {})", host.file, host.stack.short()),
+        })
+        .collect();
+    let pushed = builder.build_all(&images, None)?;
+    if let Some(file) = &args.digest_file {
+        let lines: String = hosts
+            .iter()
+            .zip(&pushed)
+            .filter_map(|(host, digest)| {
+                let digest = digest.as_ref()?;
+                Some(format!("{}@{digest}\n", host.plan.image.tag.repository()))
+            })
+            .collect();
+        atomic::write_file(file, lines.as_bytes(), 0o644)?;
+    }
+    if !cli.quiet {
+        print!("{}", fleet_usage(&hosts, &pushed, stacks.len()));
+    }
+    Ok(())
+}
+
+/// `--digest-file` must be writable where it is named, before a build of many minutes.
+fn check_digest_file(args: &BuildArgs) -> Result<()> {
+    let Some(file) = &args.digest_file else {
+        return Ok(());
+    };
+    let dir = file.parent().filter(|d| !d.as_str().is_empty());
+    if file.file_name().is_none() || file.is_dir() || dir.is_some_and(|d| !d.is_dir()) {
+        bail!(InputError::new(
+            "--digest-file",
+            format!("{file} is not a file in an existing directory")
+        ));
     }
     Ok(())
 }
@@ -176,9 +157,13 @@ impl<'a> Builder<'a> {
     ) -> Result<Vec<Option<Digest>>> {
         for image in images {
             for warning in image.plan.image_mode_warnings() {
-                eprintln!("warning: {}: {warning}", image.origin);
+                match images.len() {
+                    1 => eprintln!("warning: {warning}"),
+                    _ => eprintln!("warning: {}: {warning}", image.origin),
+                }
             }
         }
+        // Each base once, before any build: with --pull always, all images get the same pull of it.
         let mut bases: Vec<(&ImageRef, Option<Digest>)> = Vec::new();
         for image in images {
             let base = &image.plan.image.base;
@@ -284,7 +269,7 @@ impl<'a> Builder<'a> {
         let digest_file = Utf8PathBuf::try_from(scratch.path().join("digest"))
             .context("the temporary directory's path is not UTF-8")?;
         let options = PushOptions {
-            tls_verify: self.args.tls_verify.unwrap_or(TlsVerify::Verify),
+            tls_verify: self.args.tls_verify.unwrap_or_default(),
             digest_file: &digest_file,
         };
         progress::run_streamed(&self.engine.push_argv(tag, &options), self.cli.verbose)

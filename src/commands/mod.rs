@@ -62,6 +62,36 @@ pub fn load_config(cli: &Cli, overrides: &OverrideArgs) -> Result<(Config, Confi
     Ok((config.with_overrides(&overrides.into()), source))
 }
 
+/// `--hosts` takes each host's config, tag and device IDs from its file: flags that would replace them for every
+/// host are refused.
+pub fn refuse_with_hosts(cli: &Cli, overrides: &OverrideArgs) -> Result<()> {
+    let refused = [
+        (
+            "--config",
+            cli.config.is_some(),
+            "each host file is a config",
+        ),
+        (
+            "--tag",
+            overrides.tag.is_some(),
+            "each host's tag comes from its file name",
+        ),
+        (
+            "--vfio-ids",
+            overrides.vfio_ids.is_some(),
+            "device IDs are what tells the hosts apart",
+        ),
+    ];
+    match refused.into_iter().find(|(_, given, _)| *given) {
+        Some((flag, _, why)) => Err(crate::error::InputError::new(
+            flag,
+            format!("cannot be used with --hosts: {why}"),
+        )
+        .into()),
+        None => Ok(()),
+    }
+}
+
 /// Prints `value` as pretty JSON on stdout: the machine-readable contract of `--json`.
 pub fn print_json(value: &impl serde::Serialize) -> Result<()> {
     println!("{}", serde_json::to_string_pretty(value)?);

@@ -1,9 +1,8 @@
-use anyhow::{Result, bail};
+use anyhow::Result;
 use camino::Utf8Path;
 
-use super::{load_config, print_json};
+use super::{load_config, print_json, refuse_with_hosts};
 use crate::cli::{Cli, OverrideArgs};
-use crate::error::InputError;
 use crate::fleet::{Fleet, Stack};
 use crate::image::labels;
 use crate::plan::{Layer, Plan};
@@ -55,23 +54,7 @@ pub fn run(cli: &Cli, overrides: &OverrideArgs, json: bool) -> Result<()> {
 
 /// `plan --hosts DIR`: every host's plan, grouped by the stack (base, kernel, modules, initramfs) it shares.
 pub fn run_fleet(cli: &Cli, overrides: &OverrideArgs, dir: &Utf8Path, json: bool) -> Result<()> {
-    if cli.config.is_some() {
-        bail!(InputError::new(
-            "--config",
-            "cannot be used with --hosts: each host file is a config"
-        ));
-    }
-    for (flag, given) in [
-        ("--tag", overrides.tag.is_some()),
-        ("--vfio-ids", overrides.vfio_ids.is_some()),
-    ] {
-        if given {
-            bail!(InputError::new(
-                flag,
-                "cannot be used with --hosts: tags and device IDs are each host's own"
-            ));
-        }
-    }
+    refuse_with_hosts(cli, overrides)?;
     let fleet = Fleet::load(dir, &overrides.into(), &cli.root())?;
     for host in &fleet.hosts {
         for warning in &host.plan.warnings {
