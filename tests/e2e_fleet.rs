@@ -172,8 +172,10 @@ fn three_hosts_build_one_shared_stack_and_differ_only_in_their_host_layers() {
     );
 
     // Each host has its own device IDs, its own config hash (the one `plan --hosts` shows) and the base's digest.
-    let base_digest = std::process::Command::new("podman")
-        .args(["image", "inspect", "--format", "{{.Digest}}", test_base()])
+    // skopeo reads the manifest local storage holds for the base, as buildah does when the tool asks it.
+    let base_digest = std::process::Command::new("skopeo")
+        .args(["inspect", "--format", "{{.Digest}}"])
+        .arg(format!("containers-storage:{}", test_base()))
         .output()
         .unwrap();
     let base_digest = String::from_utf8(base_digest.stdout).unwrap();
