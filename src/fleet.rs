@@ -14,8 +14,7 @@ use sha2::{Digest as _, Sha256};
 use crate::config::{Config, Overrides};
 use crate::error::InputError;
 use crate::image_ref::ImageRef;
-use crate::plan::{KernelPlan, Layer, ModulePlan, Plan, PlannedFile};
-use crate::root::Root;
+use crate::plan::{Checkouts, KernelPlan, Layer, ModulePlan, Plan, PlannedFile, Target};
 
 #[derive(Debug)]
 pub(crate) struct Fleet {
@@ -74,12 +73,19 @@ impl StackKey {
     }
 }
 
+impl Host {
+    /// The host's plan with its git module sources read from `checkouts` (`build` fetches them per stack).
+    pub(crate) fn resolve_fetched(&self, target: &Target, checkouts: &Checkouts) -> Result<Plan> {
+        Plan::resolve_fetched(&self.config, target, checkouts).map_err(|e| in_file(&self.file, e))
+    }
+}
+
 impl Fleet {
     /// Reads and plans every host of `dir`. Any bad file fails the whole fleet, before anything is built.
-    pub(crate) fn load(dir: &Utf8Path, overrides: &Overrides, root: &Root) -> Result<Fleet> {
+    pub(crate) fn load(dir: &Utf8Path, overrides: &Overrides, target: &Target) -> Result<Fleet> {
         let hosts = host_files(dir)?
             .iter()
-            .map(|file| load_host(file, overrides, root))
+            .map(|file| load_host(file, overrides, target))
             .collect::<Result<Vec<_>>>()?;
         Ok(Fleet { hosts })
     }
@@ -124,7 +130,7 @@ fn host_files(dir: &Utf8Path) -> Result<Vec<Utf8PathBuf>> {
     Ok(files)
 }
 
-fn load_host(file: &Utf8Path, overrides: &Overrides, root: &Root) -> Result<Host> {
+fn load_host(file: &Utf8Path, overrides: &Overrides, target: &Target) -> Result<Host> {
     let name = file.file_stem().unwrap_or_default();
     if !is_tag(name) {
         return Err(InputError::new(
@@ -143,7 +149,7 @@ fn load_host(file: &Utf8Path, overrides: &Overrides, root: &Root) -> Result<Host
         tag: Some(tag),
         ..Default::default()
     });
-    let plan = Plan::resolve(&config, root).map_err(|e| in_file(file, e))?;
+    let plan = Plan::resolve(&config, target).map_err(|e| in_file(file, e))?;
     Ok(Host {
         name: name.to_owned(),
         file: file.to_owned(),
@@ -200,7 +206,7 @@ mod tests {
     }
 
     fn load(dir: &Utf8Path) -> Result<Fleet> {
-        Fleet::load(dir, &Overrides::default(), &Root::new("/nonexistent"))
+        Fleet::load(dir, &Overrides::default(), &Target::Image)
     }
 
     fn with_ids(ids: &str) -> String {

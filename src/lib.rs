@@ -7,6 +7,7 @@ pub mod atomic;
 pub mod boot;
 pub(crate) mod ci_workflow;
 pub mod cli;
+pub mod cmd;
 pub mod commands;
 pub mod config;
 pub mod detect;

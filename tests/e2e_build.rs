@@ -330,7 +330,8 @@ fn bad_build_flags_exit_2_naming_the_flag_and_build_nothing() {
 /// it were not.
 fn fake_engine(dir: &Path, name: &str) {
     let lookup = match name {
-        "docker" => String::new(),
+        // docker's "no such image" is exit 1.
+        "docker" => "[ \"$1 $2\" = \"image inspect\" ] && exit 1\n".to_owned(),
         _ => format!(
             "[ \"$1\" = inspect ] && {{ echo sha256:{}; exit 0; }}\n",
             "0".repeat(64)

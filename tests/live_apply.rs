@@ -50,6 +50,11 @@ fn run(program: &str, args: &[&str]) {
 impl Host {
     /// A sysroot whose only deployment has `BASE_KARGS` plus `kargs`, and `origin_extra` in its origin.
     fn new(kargs: &[&str], origin_extra: &str) -> Host {
+        Host::with_initramfs(kargs, origin_extra, b"not an initramfs\n")
+    }
+
+    /// As [`Host::new`], with `initramfs` as the deployment's own initramfs.
+    fn with_initramfs(kargs: &[&str], origin_extra: &str, initramfs: &[u8]) -> Host {
         let started = Instant::now();
         let dir = tempfile::Builder::new()
             .prefix("pt-live-")
@@ -60,6 +65,8 @@ impl Host {
         let sysroot = base.join("sysroot");
         std::fs::create_dir_all(root.join("run")).unwrap();
         std::fs::create_dir_all(root.join("etc")).unwrap();
+        // A host without PCI devices of its own: the plan reads them (nouveau.modeset=0 depends on them).
+        std::fs::create_dir_all(root.join("sys/bus/pci/devices")).unwrap();
         std::fs::write(root.join("run/ostree-booted"), "").unwrap();
         std::fs::create_dir_all(&sysroot).unwrap();
 
@@ -68,9 +75,10 @@ impl Host {
         let modules = tree.join("usr/lib/modules").join(kver);
         std::fs::create_dir_all(&modules).unwrap();
         std::fs::create_dir_all(tree.join("usr/etc")).unwrap();
-        // Never booted: the kernel and initramfs only have to exist for ostree to make a BLS entry.
+        // Never booted: the kernel and initramfs only have to exist for ostree to make a BLS entry (and for
+        // apply to list the initramfs).
         std::fs::write(modules.join("vmlinuz"), "not a kernel\n").unwrap();
-        std::fs::write(modules.join("initramfs.img"), "not an initramfs\n").unwrap();
+        std::fs::write(modules.join("initramfs.img"), initramfs).unwrap();
         std::fs::write(tree.join("usr/etc/os-release"), "ID=testos\nNAME=TestOS\n").unwrap();
 
         run(
@@ -150,6 +158,8 @@ impl Host {
             .env("PT_RPM_OSTREE_LOG", &self.log)
             .env_remove("PT_RPM_OSTREE_FAIL_AT")
             .env_remove("PT_RPM_OSTREE_BUSY")
+            .env_remove("PT_RPM_OSTREE_CONCURRENT_KARGS")
+            .env_remove("PT_RPM_OSTREE_CONCURRENT_STATUS_KARGS")
             .args([
                 "--root",
                 self.root.as_str(),
@@ -266,7 +276,11 @@ const STATE: &str = "/etc/passthru-image/live-state.json";
 fn first_apply_appends_planned_kargs_writes_dropins_enables_initramfs_and_verifies() {
     let host = Host::new(&[], "");
     let planned = host.planned_kargs();
-    assert!(planned.contains(&"amd_iommu=on".to_owned()), "{planned:?}");
+    assert!(planned.contains(&"iommu=pt".to_owned()), "{planned:?}");
+    assert!(
+        !planned.contains(&"amd_iommu=on".to_owned()),
+        "not an option of the AMD driver"
+    );
 
     let out = succeeds(&mut host.apply(&[]));
     assert!(out.contains("Reboot"));
@@ -632,15 +646,20 @@ fn sysroot_state_is_read_through_libostree() {
 }
 
 #[test]
-fn kargs_already_added_by_someone_else_exit_77_and_are_not_recorded_as_ours() {
+fn kargs_already_added_by_someone_else_exit_77_are_not_recorded_as_ours_and_apply_stops_on_their_deployment()
+ {
     let host = Host::new(&[], "");
     let planned = host.planned_kargs();
-    // Another client adds every planned karg between our read and our transaction: rpm-ostree exits 77.
+    // Another client adds every planned karg between our read and our transaction: rpm-ostree exits 77. Its
+    // deployment is not the one apply planned the initramfs step on, so apply stops there.
     let mut apply = host.apply(&[]);
     apply.env("PT_RPM_OSTREE_CONCURRENT_KARGS", planned.join(" "));
-    let out = succeeds(&mut apply);
-    assert!(out.contains("nothing changed"), "{out}");
-
+    let err = fails_with(&mut apply, 1);
+    assert!(
+        err.contains("the pending deployment changed while apply ran")
+            && err.contains("run apply again"),
+        "{err}"
+    );
     let kargs_calls: Vec<Vec<String>> = host
         .transactions()
         .into_iter()
@@ -648,6 +667,18 @@ fn kargs_already_added_by_someone_else_exit_77_and_are_not_recorded_as_ours() {
         .collect();
     assert_eq!(kargs_calls.len(), 1, "{kargs_calls:?}");
     assert!(kargs_calls[0].contains(&"--unchanged-exit-77".to_owned()));
+    assert!(
+        host.transactions().iter().all(|c| c[0] != "initramfs"),
+        "{:?}",
+        host.transactions()
+    );
+    let record: Value =
+        serde_json::from_str(&std::fs::read_to_string(host.etc(STATE)).unwrap()).unwrap();
+    assert!(strings(&record["kargs_appended"]).is_empty(), "{record}");
+    assert_eq!(record["initramfs_enabled"], false);
+
+    // Run again, as the message says: it starts from the other client's deployment.
+    host.apply(&[]).assert().success();
     assert!(planned.iter().all(|k| words(&host.pending()).contains(k)));
     let record: Value =
         serde_json::from_str(&std::fs::read_to_string(host.etc(STATE)).unwrap()).unwrap();
@@ -661,6 +692,39 @@ fn kargs_already_added_by_someone_else_exit_77_and_are_not_recorded_as_ours() {
         host.transactions()
             .iter()
             .all(|c| c[0] != "kargs" || c == &kargs_calls[0])
+    );
+}
+
+#[test]
+fn a_deployment_made_between_apply_reading_the_host_and_its_first_change_stops_it_before_any_write()
+{
+    let host = Host::new(&[], "");
+    let before = host.pending();
+    // Another client's transaction ends while apply checks that rpm-ostree is idle: after apply read the
+    // sysroot, before it wrote anything.
+    let mut apply = host.apply(&[]);
+    apply.env("PT_RPM_OSTREE_CONCURRENT_STATUS_KARGS", "quiet");
+    let err = fails_with(&mut apply, 1);
+    assert!(
+        err.contains("the pending deployment changed while apply ran")
+            && err.contains(&before.id)
+            && err.contains("run apply again"),
+        "{err}"
+    );
+    assert!(host.transactions().is_empty(), "{:?}", host.transactions());
+    assert!(!host.etc(DRACUT).exists() && !host.etc(MODPROBE).exists());
+    assert!(!host.etc(STATE).exists());
+    let raced = host.pending();
+    assert_ne!(raced.id, before.id);
+    assert!(words(&raced).contains(&"quiet".to_owned()));
+
+    host.apply(&[]).assert().success();
+    let pending = host.pending();
+    assert!(words(&pending).contains(&"quiet".to_owned()));
+    assert!(
+        host.planned_kargs()
+            .iter()
+            .all(|k| words(&pending).contains(k))
     );
 }
 
@@ -885,4 +949,75 @@ fn revert_failing_half_way_records_what_was_undone_and_a_second_revert_finishes(
     assert!(after.removed.is_empty() && after.requested_local.is_empty());
     assert_eq!(words(&after), words(&before));
     assert!(!host.etc(STATE).exists());
+}
+
+/// A gzip-compressed newc cpio, as dracut writes an initramfs, holding the VFIO modules of KVER.
+fn initramfs_with_vfio() -> Vec<u8> {
+    let dir = tempfile::tempdir().unwrap();
+    let vfio = dir
+        .path()
+        .join("usr/lib/modules/6.1.0-pt-live/kernel/drivers/vfio");
+    std::fs::create_dir_all(vfio.join("pci")).unwrap();
+    for module in ["vfio.ko.xz", "vfio_iommu_type1.ko.xz", "pci/vfio-pci.ko.xz"] {
+        std::fs::write(vfio.join(module), "module").unwrap();
+    }
+    duct::cmd!("find", ".")
+        .pipe(duct::cmd!("cpio", "--quiet", "-o", "-H", "newc"))
+        .pipe(duct::cmd!("gzip", "-n"))
+        .dir(dir.path())
+        .stdout_capture()
+        .run()
+        .unwrap()
+        .stdout
+}
+
+/// Bazzite's initramfs holds vfio-pci: with `rd.driver.pre=vfio-pci` planned, apply turns no client-side
+/// regeneration on (which would make `bootc upgrade` refuse the host), and says so.
+#[test]
+fn a_deployed_initramfs_with_the_vfio_drivers_is_not_regenerated() {
+    let host = Host::with_initramfs(&[], "", &initramfs_with_vfio());
+    let out = succeeds(&mut host.apply(&[]));
+    assert!(out.contains("already holds the VFIO drivers"), "{out}");
+    assert!(
+        !host.transactions().iter().any(|c| c[0] == "initramfs"),
+        "{:?}",
+        host.transactions()
+    );
+    let pending = host.pending();
+    assert!(!pending.regenerate_initramfs);
+    assert!(words(&pending).contains(&"rd.driver.pre=vfio-pci".to_owned()));
+    // The drop-ins are still written, for modprobe after the switch to the real root and for any later
+    // regeneration.
+    assert!(host.etc(DRACUT).is_file());
+}
+
+/// rpm-ostree refuses to regenerate an initramfs while `initramfs-etc` tracks files: apply stops before it
+/// writes or runs anything, and says what to do.
+#[test]
+fn a_deployment_using_initramfs_etc_is_refused_before_any_change() {
+    let host = Host::new(&[], "[rpmostree]\ninitramfs-etc=/etc/crypttab;\n");
+    let err = fails_with(&mut host.apply(&[]), 1);
+    assert!(err.contains("initramfs-etc"), "{err}");
+    assert!(err.contains("--untrack-all"), "{err}");
+    assert!(host.transactions().is_empty(), "{:?}", host.transactions());
+    assert!(!host.etc(DRACUT).exists() && !host.etc(MODPROBE).exists());
+    assert!(!host.etc(STATE).exists());
+}
+
+/// rpm-ostree regenerates with --no-hostonly, where dracut copies /etc/modprobe.d only when named: the
+/// dracut drop-in apply writes names the modprobe drop-in in install_items.
+#[test]
+fn the_live_dracut_dropin_carries_the_modprobe_dropin_into_the_initramfs() {
+    let host = Host::new(&[], "");
+    let assert = host.apply(&[]).assert().success();
+    let stderr = String::from_utf8_lossy(&assert.get_output().stderr).into_owned();
+    let dracut = std::fs::read_to_string(host.etc(DRACUT)).unwrap();
+    assert!(
+        dracut.contains(&format!("install_items+=\" {MODPROBE} \"")),
+        "{dracut}"
+    );
+    assert!(host.etc(MODPROBE).is_file());
+    // Regeneration was turned on, and the user is told what that costs on a bootc host.
+    assert!(host.pending().regenerate_initramfs);
+    assert!(stderr.contains("`bootc upgrade` refuses"), "{stderr}");
 }

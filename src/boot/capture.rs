@@ -10,6 +10,7 @@ use camino::{Utf8Path, Utf8PathBuf};
 use serde::Serialize;
 
 use crate::atomic;
+use crate::cmd::Cmd;
 use crate::error::InputError;
 use crate::host::topology::Topology;
 use crate::root::Root;
@@ -72,30 +73,19 @@ pub fn write(serial: &str, dir: &Utf8Path) -> Result<Captured> {
     })
 }
 
-/// `base64 -d | tar -xz`: GNU tar keeps the symlinks as they are and refuses members outside `into`.
+/// `base64 -d`, then `tar -xz` of its output: GNU tar keeps the symlinks as they are and refuses members outside
+/// `into`.
 fn unpack(base64: &str, into: &Utf8Path) -> Result<()> {
-    let out = duct::cmd!("base64", "-d")
-        .stdin_bytes(base64.as_bytes())
-        .pipe(duct::cmd!(
-            "tar",
-            "-xz",
-            "--no-same-owner",
-            "-f",
-            "-",
-            "-C",
-            into
-        ))
-        .stdout_null()
-        .stderr_capture()
-        .unchecked()
-        .run()
-        .context("running base64 and tar")?;
-    if !out.status.success() {
-        bail!(
-            "the capture did not unpack: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
+    let archive = Cmd::new("base64")
+        .arg("-d")
+        .stdin_bytes(base64)
+        .read_bytes()
+        .context("the capture is not base64")?;
+    Cmd::new("tar")
+        .args(["-xz", "--no-same-owner", "-f", "-", "-C", into.as_str()])
+        .stdin_bytes(archive)
+        .read_bytes()
+        .context("the capture did not unpack")?;
     Ok(())
 }
 

@@ -5,9 +5,10 @@ use anyhow::{Context, Result, bail};
 use camino::{Utf8Path, Utf8PathBuf};
 
 use super::probe;
+use crate::cmd::Cmd;
 use crate::error::InputError;
 use crate::image_ref::ImageRef;
-use crate::kargs::Karg;
+use crate::kargs::HostKarg;
 use crate::kargs_d::{self, KargsD};
 
 /// An image's root filesystem, mounted read-only by podman for as long as this value lives.
@@ -19,13 +20,10 @@ pub struct MountedImage {
 impl MountedImage {
     /// Mounts `image` from podman's local storage. An image that is not there is bad input.
     pub fn mount(image: &ImageRef) -> Result<MountedImage> {
-        let exists = duct::cmd!("podman", "image", "exists", image.as_str())
-            .stdout_null()
-            .stderr_null()
-            .unchecked()
-            .run()
-            .context("running podman (is it installed?)")?;
-        if !exists.status.success() {
+        let exists = Cmd::new("podman")
+            .args(["image", "exists", image.as_str()])
+            .answers_yes()?;
+        if !exists {
             bail!(InputError::new(
                 "IMAGE",
                 format!(
@@ -33,8 +31,8 @@ impl MountedImage {
                 )
             ));
         }
-        let out = duct::cmd!("podman", "image", "mount", image.as_str())
-            .stderr_capture()
+        let out = Cmd::new("podman")
+            .args(["image", "mount", image.as_str()])
             .read()
             .with_context(|| format!("podman image mount {image} (test-boot needs root)"))?;
         Ok(MountedImage {
@@ -54,11 +52,9 @@ impl MountedImage {
 
 impl Drop for MountedImage {
     fn drop(&mut self) {
-        let _ = duct::cmd!("podman", "image", "unmount", self.image.as_str())
-            .stdout_null()
-            .stderr_null()
-            .unchecked()
-            .run();
+        let _ = Cmd::new("podman")
+            .args(["image", "unmount", self.image.as_str()])
+            .read();
     }
 }
 
@@ -69,7 +65,7 @@ pub struct BootFiles {
     pub kernel: Utf8PathBuf,
     pub initrd: Utf8PathBuf,
     /// The kargs bootc would apply from kargs.d on x86_64, in its order (file names, then entries).
-    pub kargs: Vec<Karg>,
+    pub kargs: Vec<HostKarg>,
 }
 
 /// Finds the image's kernel (the one directory of /usr/lib/modules with a vmlinuz, as bootc requires), its
@@ -107,7 +103,7 @@ pub fn boot_files(root: &Utf8Path) -> Result<BootFiles> {
 }
 
 /// The kargs of every `kargs.d/*.toml` for x86_64, in lexical file order, parsed by bootc's rules.
-fn kargs_d_kargs(root: &Utf8Path) -> Result<Vec<Karg>> {
+fn kargs_d_kargs(root: &Utf8Path) -> Result<Vec<HostKarg>> {
     let dir = root.join(kargs_d::DIR.trim_start_matches('/'));
     let Ok(entries) = dir.read_dir_utf8() else {
         return Ok(Vec::new());
@@ -137,7 +133,8 @@ fn kargs_d_kargs(root: &Utf8Path) -> Result<Vec<Karg>> {
 /// [`probe::PATH_IN_IMAGE`]. `mkfs.ext4 -d` copies the tree without mounting anything; `debugfs` adds the
 /// probe. The disk is the VM's own scratch copy: the image is never changed.
 pub fn make_disk(root: &Utf8Path, work: &Utf8Path, disk: &Utf8Path) -> Result<()> {
-    let used_mib: u64 = duct::cmd!("du", "-sm", "-x", root)
+    let used_mib: u64 = Cmd::new("du")
+        .args(["-sm", "-x", root.as_str()])
         .read()
         .with_context(|| format!("measuring {root}"))?
         .split_whitespace()
@@ -146,21 +143,19 @@ pub fn make_disk(root: &Utf8Path, work: &Utf8Path, disk: &Utf8Path) -> Result<()
         .context("reading du's output")?;
     // Room for ext4's own metadata and the journal; the file is sparse, so the margin costs nothing.
     let size_mib = used_mib + used_mib / 4 + 256;
-    duct::cmd!(
-        "mkfs.ext4",
-        "-q",
-        "-F",
-        "-L",
-        "passthru-root",
-        "-d",
-        root,
-        disk,
-        format!("{size_mib}M")
-    )
-    .stdout_null()
-    .stderr_capture()
-    .run()
-    .context("mkfs.ext4 -d failed (is e2fsprogs installed?)")?;
+    Cmd::new("mkfs.ext4")
+        .args([
+            "-q",
+            "-F",
+            "-L",
+            "passthru-root",
+            "-d",
+            root.as_str(),
+            disk.as_str(),
+        ])
+        .arg(format!("{size_mib}M"))
+        .read()
+        .context("mkfs.ext4 -d failed (is e2fsprogs installed?)")?;
 
     let probe_file = work.join("passthru-probe");
     std::fs::write(&probe_file, probe::SCRIPT).with_context(|| format!("writing {probe_file}"))?;
@@ -168,20 +163,19 @@ pub fn make_disk(root: &Utf8Path, work: &Utf8Path, disk: &Utf8Path) -> Result<()
     let commands = format!("write \"{probe_file}\" {name}\nsif {name} mode 0100755\n");
     let script = work.join("debugfs.cmds");
     std::fs::write(&script, commands).with_context(|| format!("writing {script}"))?;
-    let out = duct::cmd!("debugfs", "-w", "-f", &script, disk)
-        .stdout_capture()
-        .stderr_capture()
-        .unchecked()
-        .run()
+    let stderr = Cmd::new("debugfs")
+        .args(["-w", "-f", script.as_str(), disk.as_str()])
+        .read_stderr()
         .context("running debugfs (is e2fsprogs installed?)")?;
-    let stderr = String::from_utf8_lossy(&out.stderr);
     // debugfs exits 0 even when a command fails; its complaints name the command.
-    if !out.status.success()
-        || stderr
-            .lines()
-            .any(|l| l.contains(name) && !l.contains("Allocated inode"))
+    if stderr
+        .iter()
+        .any(|l| l.contains(name) && !l.contains("Allocated inode"))
     {
-        bail!("debugfs could not add the probe to the disk image: {stderr}");
+        bail!(
+            "debugfs could not add the probe to the disk image: {}",
+            stderr.join("\n")
+        );
     }
     Ok(())
 }
@@ -227,7 +221,7 @@ mod tests {
         let files = boot_files(&root).unwrap();
         assert_eq!(files.kver, "6.1.0-9-amd64");
         assert!(files.kernel.ends_with("6.1.0-9-amd64/vmlinuz"));
-        let kargs: Vec<&str> = files.kargs.iter().map(Karg::as_str).collect();
+        let kargs: Vec<&str> = files.kargs.iter().map(HostKarg::as_str).collect();
         assert_eq!(kargs, ["quiet", "iommu=pt"]);
     }
 

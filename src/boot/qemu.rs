@@ -10,9 +10,12 @@ use clap::ValueEnum;
 use serde::Serialize;
 
 use super::{capture, probe};
+use crate::cmd::Cmd;
 use crate::host::cpu::CpuVendor;
-use crate::kargs::Karg;
+use crate::kargs::params::VFIO_PCI_IDS;
+use crate::kargs::{HostKarg, KernelArg, vfio_pci_ids};
 use crate::pci_id::PciId;
+use crate::root::{Device, Root};
 
 pub const QEMU: &str = "qemu-system-x86_64";
 
@@ -54,11 +57,8 @@ pub enum Accel {
 impl Accel {
     /// KVM when /dev/kvm can be opened for reading and writing, TCG (emulation, slower) otherwise.
     pub fn detect() -> Accel {
-        let usable = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open("/dev/kvm")
-            .is_ok();
+        // QEMU runs on this machine, whatever --root says.
+        let usable = Root::default().open_device(Device::Kvm).is_ok();
         if usable { Accel::Kvm } else { Accel::Tcg }
     }
 }
@@ -76,17 +76,12 @@ const STAND_IN_QEMU_DEVICE: &str = "e1000e";
 /// -no-reboot makes QEMU exit; no dracut rescue shell waits for a keyboard). An image without
 /// `vfio_pci.ids` gets none: adding one would hide what is wrong with it.
 /// `capture` adds the karg that asks the probe to send its tree (`test-boot --capture`).
-pub fn cmdline(image_kargs: &[Karg], stand_in: PciId, capture: bool) -> Vec<String> {
+pub fn cmdline(image_kargs: &[HostKarg], stand_in: PciId, capture: bool) -> Vec<String> {
     let mut words: Vec<String> = image_kargs.iter().map(|k| k.as_str().to_owned()).collect();
-    let last_ids = image_kargs
-        .iter()
-        .rposition(|k| k.normalized_key() == "vfio_pci.ids");
+    let last_ids = image_kargs.iter().rposition(|k| k.is(&VFIO_PCI_IDS));
     if let Some(i) = last_ids {
         let ids = image_kargs[i].value().unwrap_or("");
-        let has = ids
-            .split(',')
-            .any(|id| id.eq_ignore_ascii_case(&stand_in.to_string()));
-        if !has {
+        if !vfio_pci_ids(image_kargs).contains(&stand_in) {
             let sep = if ids.is_empty() { "" } else { "," };
             words[i] = format!("{}={ids}{sep}{stand_in}", image_kargs[i].key());
         }
@@ -182,7 +177,7 @@ pub struct VmRun {
     pub probe_done_after: Option<Duration>,
     pub elapsed: Duration,
     pub timed_out: bool,
-    /// QEMU's stderr, for when QEMU itself failed.
+    /// The end of QEMU's stderr, for when QEMU itself failed.
     pub stderr: String,
     pub exit_ok: bool,
 }
@@ -195,37 +190,32 @@ const POLL: Duration = Duration::from_millis(250);
 pub fn run(spec: &VmSpec, timeout: Duration) -> Result<VmRun> {
     let argv = spec.argv();
     let start = Instant::now();
-    let handle = duct::cmd(&argv[0], &argv[1..])
-        .stdin_null()
-        .stdout_null()
-        .stderr_capture()
-        .unchecked()
+    let qemu = Cmd::new(&argv[0])
+        .args(&argv[1..])
         .start()
-        .with_context(|| format!("starting {QEMU} (install qemu-system-x86)"))?;
+        .context("starting QEMU (install qemu-system-x86)")?;
     let mut probe_done_after = None;
     let mut timed_out = false;
-    let output = loop {
-        if let Some(output) = handle.try_wait()? {
-            break output.clone();
-        }
+    while !qemu.has_exited()? {
         let elapsed = start.elapsed();
         if probe_done_after.is_none() && read_console(&spec.console).contains("ptprobe:end") {
             probe_done_after = Some(elapsed);
         }
         if crate::interrupt::requested() {
             // Waited for, so QEMU no longer holds the disk when the scratch directory goes.
-            handle.kill().context("killing QEMU")?;
-            let _ = handle.wait();
+            qemu.kill()?;
+            let _ = qemu.wait();
             return Err(crate::interrupt::Interrupted.into());
         }
         let grace_over = probe_done_after.is_some_and(|done| elapsed > done + POWER_OFF_GRACE);
         if elapsed > timeout || grace_over {
             timed_out = probe_done_after.is_none();
-            handle.kill().context("killing QEMU")?;
-            break handle.wait()?.clone();
+            qemu.kill()?;
+            break;
         }
         std::thread::sleep(POLL);
-    };
+    }
+    let ended = qemu.wait()?;
     let elapsed = start.elapsed();
     let console = read_console(&spec.console);
     if probe_done_after.is_none() && console.contains("ptprobe:end") {
@@ -236,8 +226,8 @@ pub fn run(spec: &VmSpec, timeout: Duration) -> Result<VmRun> {
         probe_done_after,
         elapsed,
         timed_out,
-        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-        exit_ok: output.status.success(),
+        stderr: ended.stderr.join("\n"),
+        exit_ok: ended.ok,
     })
 }
 
@@ -251,8 +241,8 @@ fn read_console(path: &Utf8Path) -> String {
 mod tests {
     use super::*;
 
-    fn kargs(words: &str) -> Vec<Karg> {
-        words.split_whitespace().map(Karg::from_host).collect()
+    fn kargs(words: &str) -> Vec<HostKarg> {
+        crate::kargs::split_cmdline(words)
     }
 
     #[test]

@@ -15,7 +15,7 @@ use crate::image::engine::{
     BuildOptions, BuildSecret, Engine, Pull, PushOptions, SECURE_BOOT_SECRETS,
 };
 use crate::image::labels::{self, Provenance};
-use crate::image::{context, progress, render};
+use crate::image::{context, fetch, progress, render};
 use crate::image_ref::{Digest, ImageRef};
 use crate::plan::Plan;
 
@@ -29,8 +29,11 @@ pub fn run(cli: &Cli, args: &BuildArgs) -> Result<()> {
 
 fn build_one(cli: &Cli, args: &BuildArgs) -> Result<()> {
     let (config, source) = load_config(cli, &args.overrides)?;
-    let plan = Plan::resolve(&config, &cli.root())?;
+    let target = cli.image_target();
+    let unfetched = Plan::resolve(&config, &target)?;
     let builder = Builder::new(cli, args)?;
+    let fetched = fetch::fetch_git_sources(&unfetched, cli.quiet)?;
+    let plan = Plan::resolve_fetched(&config, &target, &fetched.checkouts)?;
     let image = Image {
         config: &config,
         plan: &plan,
@@ -39,7 +42,7 @@ fn build_one(cli: &Cli, args: &BuildArgs) -> Result<()> {
     let pushed = builder.build_all(&[image], args.context.as_deref())?;
     if let (Some(file), Some(digest)) = (&args.digest_file, &pushed[0]) {
         // podman's --digestfile format, which CI steps already read.
-        atomic::write_file(file, digest.to_string().as_bytes(), 0o644)?;
+        atomic::write_file(file, "--digest-file", digest.to_string().as_bytes(), 0o644)?;
     }
     if !cli.quiet {
         print!("{}", usage(&plan, pushed[0].as_ref()));
@@ -55,19 +58,29 @@ fn build_fleet(cli: &Cli, args: &BuildArgs, dir: &Utf8Path) -> Result<()> {
             "cannot be used with --hosts: see one host's context with `generate --config HOSTS/NAME.toml`"
         ));
     }
-    let fleet = Fleet::load(dir, &(&args.overrides).into(), &cli.root())?;
+    let target = cli.image_target();
+    let fleet = Fleet::load(dir, &(&args.overrides).into(), &target)?;
     let builder = Builder::new(cli, args)?;
     let stacks = fleet.stacks();
-    // Each stack's hosts one after another, so its layers are built once and then found in the cache.
-    let hosts: Vec<&Host> = stacks
-        .iter()
-        .flat_map(|s| s.hosts.iter().copied())
-        .collect();
+    // Each stack's hosts one after another, so its layers are built once and then found in the cache. They share
+    // their module sources too: fetched once per stack, and kept until every build has read them.
+    let mut hosts: Vec<&Host> = Vec::new();
+    let mut plans: Vec<Plan> = Vec::new();
+    let mut sources = Vec::new();
+    for stack in &stacks {
+        let fetched = fetch::fetch_git_sources(&stack.hosts[0].plan, cli.quiet)?;
+        for host in &stack.hosts {
+            plans.push(host.resolve_fetched(&target, &fetched.checkouts)?);
+            hosts.push(host);
+        }
+        sources.push(fetched);
+    }
     let images: Vec<Image> = hosts
         .iter()
-        .map(|host| Image {
+        .zip(&plans)
+        .map(|(host, plan)| Image {
             config: &host.config,
-            plan: &host.plan,
+            plan,
             origin: format!("{} (stack {})", host.file, host.stack.short()),
         })
         .collect();
@@ -81,7 +94,7 @@ fn build_fleet(cli: &Cli, args: &BuildArgs, dir: &Utf8Path) -> Result<()> {
                 Some(format!("{}@{digest}\n", host.plan.image.tag.repository()))
             })
             .collect();
-        atomic::write_file(file, lines.as_bytes(), 0o644)?;
+        atomic::write_file(file, "--digest-file", lines.as_bytes(), 0o644)?;
     }
     if !cli.quiet {
         print!("{}", fleet_usage(&hosts, &pushed, stacks.len()));
@@ -344,11 +357,10 @@ fn usage(plan: &Plan, pushed: Option<&Digest>) -> String {
 mod tests {
     use super::*;
     use crate::config::Config;
-    use crate::root::Root;
 
     fn plan(toml: &str) -> Plan {
         let config = Config::from_toml(toml, "t.toml").unwrap();
-        Plan::resolve(&config, &Root::default()).unwrap()
+        Plan::resolve(&config, &crate::plan::Target::Image).unwrap()
     }
 
     #[test]

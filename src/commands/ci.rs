@@ -20,7 +20,7 @@ pub fn github(cli: &Cli, args: &GithubArgs) -> Result<()> {
         )
         .into());
     }
-    let fleet = Fleet::load(&args.hosts, &Overrides::default(), &cli.root())?;
+    let fleet = Fleet::load(&args.hosts, &Overrides::default(), &cli.image_target())?;
     let workflow = Workflow {
         hosts: &args.hosts,
         tool_image: &args.tool_image,
@@ -32,7 +32,7 @@ pub fn github(cli: &Cli, args: &GithubArgs) -> Result<()> {
     match &args.write {
         None => print!("{text}"),
         Some(path) => {
-            atomic::write_file(path, text.as_bytes(), 0o644)?;
+            atomic::write_file(path, "--write", text.as_bytes(), 0o644)?;
             if !cli.quiet {
                 eprintln!(
                     "Wrote {path} for {} hosts; commit it with {}/. The job runs in {}.",

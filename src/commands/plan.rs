@@ -5,11 +5,11 @@ use super::{load_config, print_json, refuse_with_hosts};
 use crate::cli::{Cli, OverrideArgs};
 use crate::fleet::{Fleet, Stack};
 use crate::image::labels;
-use crate::plan::{Layer, Plan};
+use crate::plan::{Layer, ModulePlan, Plan};
 
 pub fn run(cli: &Cli, overrides: &OverrideArgs, json: bool) -> Result<()> {
     let (config, source) = load_config(cli, overrides)?;
-    let plan = Plan::resolve(&config, &cli.root())?;
+    let plan = Plan::resolve(&config, &cli.image_target())?;
     for warning in &plan.warnings {
         eprintln!("warning: {warning}");
     }
@@ -20,10 +20,23 @@ pub fn run(cli: &Cli, overrides: &OverrideArgs, json: bool) -> Result<()> {
         "Plan from {source}, CPU vendor {}",
         plan.cpu_vendor.as_str()
     );
+    match &plan.host {
+        Some(root) => println!("For the host under {root}: its devices were read"),
+        None => println!(
+            "For an image: from the config alone; no host was read, so host checks do not apply (give --root \
+             to plan for a host)"
+        ),
+    }
     println!("Image: {} -> {}", plan.image.base, plan.image.tag);
     println!("Kernel arguments:");
     for karg in &plan.kargs {
         println!("  {karg}");
+    }
+    if !plan.omitted_kargs.is_empty() {
+        println!("Left out of the guide's kernel arguments:");
+        for omitted in &plan.omitted_kargs {
+            println!("  {}: {}", omitted.karg, omitted.reason);
+        }
     }
     println!("Initramfs drivers: {}", plan.initramfs_drivers.join(" "));
     println!("Files:");
@@ -44,18 +57,44 @@ pub fn run(cli: &Cli, overrides: &OverrideArgs, json: bool) -> Result<()> {
         None => println!("Kernel: the base image's"),
     }
     for module in &plan.modules {
-        println!(
-            "Module: {} {} (dkms, built against the image kernel)",
-            module.name, module.version
-        );
+        println!("{}", module_line(module));
     }
     Ok(())
+}
+
+/// What is built and how, or, for a git source `plan` does not fetch, where its dkms.conf will be read.
+fn module_line(module: &ModulePlan) -> String {
+    let mut line = match module.dkms_conf() {
+        Some(conf) => {
+            let make: Vec<String> = conf.make.iter().map(ToString::to_string).collect();
+            format!(
+                "Module: {} {} from {}, built with `{}` against the image kernel; loads {}",
+                conf.name,
+                conf.version,
+                module.origin(),
+                make.join(" "),
+                module.kernel_modules().join(", ")
+            )
+        }
+        None => format!(
+            "Module: from {}; its name, version and kernel modules are read once `generate` or `build` \
+             fetched it",
+            module.origin()
+        ),
+    };
+    if let Some(headers) = &module.headers {
+        line += &format!(
+            "\n  kernel headers from {} when the image has none for its kernel",
+            headers.dir
+        );
+    }
+    line
 }
 
 /// `plan --hosts DIR`: every host's plan, grouped by the stack (base, kernel, modules, initramfs) it shares.
 pub fn run_fleet(cli: &Cli, overrides: &OverrideArgs, dir: &Utf8Path, json: bool) -> Result<()> {
     refuse_with_hosts(cli, overrides)?;
-    let fleet = Fleet::load(dir, &overrides.into(), &cli.root())?;
+    let fleet = Fleet::load(dir, &overrides.into(), &cli.image_target())?;
     for host in &fleet.hosts {
         for warning in &host.plan.warnings {
             eprintln!("warning: {}: {warning}", host.file);
@@ -76,7 +115,7 @@ pub fn run_fleet(cli: &Cli, overrides: &OverrideArgs, dir: &Utf8Path, json: bool
             Some(kernel) => format!("replaced ({})", kernel.purpose),
             None => "the base's".to_owned(),
         };
-        let modules: Vec<&str> = first.modules.iter().map(|m| m.name.as_str()).collect();
+        let modules: Vec<&str> = first.modules.iter().map(|m| m.label()).collect();
         let initramfs: Vec<&str> = first
             .files_in(Layer::Initramfs)
             .map(|f| f.path.as_str())
@@ -123,7 +162,7 @@ fn fleet_json(fleet: &Fleet, stacks: &[Stack]) -> serde_json::Value {
                 "key": stack.key,
                 "base": first.image.base,
                 "kernel": first.kernel,
-                "modules": first.modules.iter().map(|m| &m.name).collect::<Vec<_>>(),
+                "modules": first.modules.iter().map(|m| m.label()).collect::<Vec<_>>(),
                 "initramfs_files": first.files_in(Layer::Initramfs).map(|f| &f.path).collect::<Vec<_>>(),
                 "hosts": stack.hosts.iter().map(|h| &h.name).collect::<Vec<_>>(),
             })

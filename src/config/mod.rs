@@ -14,11 +14,15 @@ use crate::error::InputError;
 use crate::image_ref::{Digest, ImageRef};
 use crate::kargs::Karg;
 use crate::pci_id::PciId;
+use crate::root::UserFile;
 
-pub use sources::{AcsMode, KernelSource, ModuleSource};
+pub use sources::{AcsMode, HeaderPackages, KernelSource, ModuleSource};
 
 /// The embedded default, shown to users as the reference and used when no config file exists.
 pub const DEFAULT_TOML: &str = include_str!("default.toml");
+
+/// The config read from the working directory when no `--config` is given.
+pub const DEFAULT_FILE: &str = "passthru.toml";
 
 /// Most `id:` entries the ACS-override patch accepts in `pcie_acs_override`.
 pub const MAX_ACS_IDS: usize = 15;
@@ -132,14 +136,24 @@ pub enum GpuVendor {
 #[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
 pub struct GpuConfig {
     pub vendors: Vec<GpuVendor>,
+    /// `video=vesafb:off video=efifb:off video=simplefb:off`, for kernels before 6.0 (see plan/kargs.rs).
     pub disable_boot_framebuffers: bool,
+    /// `initcall_blacklist=sysfb_init`: no firmware framebuffer at all, the host's firmware console included.
+    pub disable_sysfb: bool,
+    /// `nouveau.modeset=0`; "auto": when the host keeps no GPU on nouveau.
+    pub disable_nouveau: Switch,
+    /// `amdgpu.aspm=0`, for the GPUs the host drives itself.
+    pub disable_amdgpu_aspm: bool,
 }
 
 impl Default for GpuConfig {
     fn default() -> Self {
         GpuConfig {
             vendors: Vec::new(),
-            disable_boot_framebuffers: true,
+            disable_boot_framebuffers: false,
+            disable_sysfb: false,
+            disable_nouveau: Switch::Auto,
+            disable_amdgpu_aspm: false,
         }
     }
 }
@@ -218,6 +232,12 @@ pub struct VendorResetConfig {
     pub commit: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub path: Option<Utf8PathBuf>,
+    /// Kernel headers as local .rpm/.deb files, for an image kernel whose headers the base's repositories
+    /// no longer carry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub headers: Option<Utf8PathBuf>,
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub headers_sha256: std::collections::BTreeMap<String, String>,
 }
 
 fn auto() -> Switch {
@@ -231,6 +251,8 @@ impl Default for VendorResetConfig {
             git: None,
             commit: None,
             path: None,
+            headers: None,
+            headers_sha256: Default::default(),
         }
     }
 }
@@ -286,31 +308,24 @@ impl std::fmt::Display for ConfigSource {
 }
 
 impl Config {
-    /// Loads `--config FILE`, else `./passthru.toml` when present, else the embedded default.
+    /// Loads `--config FILE`, else `./passthru.toml` when present, else the embedded default. A
+    /// `./passthru.toml` that is there in any form (a directory, a FIFO, a dangling link) is the user's config
+    /// and must read as one: it is never passed over for the embedded default.
     pub fn load(explicit: Option<&Utf8Path>) -> Result<(Config, ConfigSource)> {
-        let path = match explicit {
-            Some(path) => {
-                if !path.is_file() {
-                    return Err(InputError::new(
-                        "--config",
-                        format!("{path} does not exist or is not a file"),
-                    )
-                    .into());
-                }
-                path.to_owned()
-            }
-            None if Utf8Path::new("passthru.toml").is_file() => Utf8PathBuf::from("passthru.toml"),
+        let implicit = Utf8Path::new(DEFAULT_FILE);
+        let (path, field) = match explicit {
+            Some(path) => (path, "--config"),
+            None if std::fs::symlink_metadata(implicit).is_ok() => (implicit, DEFAULT_FILE),
             None => return Ok((Config::default(), ConfigSource::Embedded)),
         };
-        let text = std::fs::read_to_string(&path)
-            .map_err(|e| InputError::new("--config", format!("cannot read {path}: {e}")))?;
+        let text = crate::root::read_user_text(path, UserFile::Config, field)?;
         let config = Config::from_toml(&text, path.as_str())?;
-        Ok((config, ConfigSource::File(path)))
+        Ok((config, ConfigSource::File(path.to_owned())))
     }
 
     /// Parses and validates a config. `origin` names the file in messages, and relative paths in it
-    /// (`vendor-reset.path`, `acs-override.packages`) are taken relative to that file's directory, so a
-    /// config means the same wherever the tool is run from.
+    /// (`vendor-reset.path`, `vendor-reset.headers`, `acs-override.packages`) are taken relative to that file's
+    /// directory, so a config means the same wherever the tool is run from.
     pub fn from_toml(text: &str, origin: &str) -> Result<Config> {
         let deserializer = toml::Deserializer::parse(text)
             .map_err(|e| InputError::new(origin, format!("not valid TOML: {e}")))?;
@@ -331,6 +346,7 @@ impl Config {
         let base = Utf8Path::new(origin).parent().unwrap_or(Utf8Path::new(""));
         for path in [
             &mut config.vendor_reset.path,
+            &mut config.vendor_reset.headers,
             &mut config.acs_override.packages,
         ]
         .into_iter()
@@ -364,6 +380,7 @@ impl Config {
             ));
         }
         self.vendor_reset_source()?;
+        self.vendor_reset_headers()?;
         if self.acs_override.enabled {
             self.kernel_source()?;
         }
@@ -373,6 +390,11 @@ impl Config {
     /// The vendor-reset source: a local directory, or git URL + full commit hash (the default, upstream).
     pub fn vendor_reset_source(&self) -> Result<ModuleSource, InputError> {
         sources::vendor_reset_source(&self.vendor_reset)
+    }
+
+    /// Local kernel headers for the module build, when configured.
+    pub fn vendor_reset_headers(&self) -> Result<Option<HeaderPackages>, InputError> {
+        sources::vendor_reset_headers(&self.vendor_reset)
     }
 
     /// The ACS-override kernel source. Only meaningful when `acs-override.enabled`.

@@ -6,6 +6,8 @@ use serde::Serialize;
 use crate::error::InputError;
 use crate::root::Root;
 
+const CPUINFO: &str = "/proc/cpuinfo";
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum CpuVendor {
@@ -30,29 +32,25 @@ pub struct CpuInfo {
 }
 
 impl CpuInfo {
+    /// Reads /proc/cpuinfo line by line up to the first CPU's `vendor_id` and `flags`: every CPU repeats them.
     pub fn read(root: &Root) -> Result<CpuInfo> {
-        let text = root.read("/proc/cpuinfo")?;
-        Ok(CpuInfo::parse(&text))
+        let mut fields = Fields::default();
+        for line in root.lines(CPUINFO)? {
+            if fields.take(&line?) {
+                break;
+            }
+        }
+        Ok(fields.into_info())
     }
 
     pub fn parse(text: &str) -> CpuInfo {
-        let field = |name: &str| {
-            text.lines()
-                .filter_map(|line| line.split_once(':'))
-                .find(|(key, _)| key.trim() == name)
-                .map(|(_, value)| value.trim().to_owned())
-        };
-        let vendor = match field("vendor_id").as_deref() {
-            Some("GenuineIntel") => Some(CpuVendor::Intel),
-            Some("AuthenticAMD") | Some("HygonGenuine") => Some(CpuVendor::Amd),
-            _ => None,
-        };
-        let flags = field("flags").unwrap_or_default();
-        let virtualization = flags.split_whitespace().any(|f| f == "vmx" || f == "svm");
-        CpuInfo {
-            vendor,
-            virtualization,
+        let mut fields = Fields::default();
+        for line in text.lines() {
+            if fields.take(line) {
+                break;
+            }
         }
+        fields.into_info()
     }
 
     /// The vendor, or bad input telling the user to set it when the host does not say.
@@ -62,11 +60,47 @@ impl CpuInfo {
                 "cpu.vendor",
                 format!(
                     "\"auto\" could not tell the CPU vendor from {}; set cpu.vendor (or --cpu) to intel or amd",
-                    root.join("/proc/cpuinfo")
+                    root.join(CPUINFO)
                 ),
             )
             .into()
         })
+    }
+}
+
+/// The first `vendor_id` and `flags` lines of /proc/cpuinfo.
+#[derive(Default)]
+struct Fields {
+    vendor_id: Option<String>,
+    flags: Option<String>,
+}
+
+impl Fields {
+    /// Takes one line; true once both fields are known.
+    fn take(&mut self, line: &str) -> bool {
+        if let Some((key, value)) = line.split_once(':') {
+            let slot = match key.trim() {
+                "vendor_id" => &mut self.vendor_id,
+                "flags" => &mut self.flags,
+                _ => return false,
+            };
+            slot.get_or_insert_with(|| value.trim().to_owned());
+        }
+        self.vendor_id.is_some() && self.flags.is_some()
+    }
+
+    fn into_info(self) -> CpuInfo {
+        let vendor = match self.vendor_id.as_deref() {
+            Some("GenuineIntel") => Some(CpuVendor::Intel),
+            Some("AuthenticAMD") | Some("HygonGenuine") => Some(CpuVendor::Amd),
+            _ => None,
+        };
+        let flags = self.flags.unwrap_or_default();
+        let virtualization = flags.split_whitespace().any(|f| f == "vmx" || f == "svm");
+        CpuInfo {
+            vendor,
+            virtualization,
+        }
     }
 }
 

@@ -6,5 +6,5 @@ pub const EFI_DIR: &str = "/sys/firmware/efi";
 
 /// `/sys/firmware/efi` exists only when the kernel was started by UEFI firmware.
 pub fn uefi_boot(root: &Root) -> bool {
-    root.join(EFI_DIR).is_dir()
+    root.is_dir(EFI_DIR)
 }

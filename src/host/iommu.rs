@@ -1,45 +1,58 @@
 //! IOMMU groups from `/sys/kernel/iommu_groups/<N>/devices/<address>`. No groups means the IOMMU is off.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
-use anyhow::{Context, Result};
+use anyhow::Result;
+use camino::Utf8PathBuf;
 
-use super::pci::PciAddress;
+use super::pci::{self, PciAddress};
 use crate::error::InputError;
 use crate::root::Root;
 
 pub const GROUPS_DIR: &str = "/sys/kernel/iommu_groups";
 
 /// Group number -> member addresses, both sorted. Empty when the IOMMU is off (the directory is then empty or,
-/// in a fixture tree, absent).
+/// in a fixture tree, absent). A tree that names a group two ways or puts a device in two groups is bad input:
+/// the kernel never writes one.
 pub fn read_groups(root: &Root) -> Result<BTreeMap<u32, Vec<PciAddress>>> {
-    let dir = root.join(GROUPS_DIR);
     let mut groups = BTreeMap::new();
-    let entries = match std::fs::read_dir(&dir) {
-        Ok(entries) => entries,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(groups),
-        Err(e) => return Err(e).with_context(|| format!("listing {dir}")),
+    let Some(names) = root.read_dir(GROUPS_DIR)? else {
+        return Ok(groups);
     };
-    for entry in entries {
-        let entry = entry.with_context(|| format!("listing {dir}"))?;
-        let name = entry.file_name().to_string_lossy().into_owned();
-        let id: u32 = name.parse().map_err(|_| {
+    let dir = root.join(GROUPS_DIR);
+    let mut group_of: HashMap<PciAddress, u32> = HashMap::new();
+    for name in names {
+        let id = pci::parse_group_number(&name).ok_or_else(|| {
             InputError::new(
                 dir.as_str(),
-                format!("{name:?} is not a group number (is --root a host filesystem?)"),
+                format!("{name:?} is not a group number as the kernel writes it (is --root a host filesystem?)"),
             )
         })?;
-        let members_dir = dir.join(&name).join("devices");
+        let members_dir = Utf8PathBuf::from(GROUPS_DIR).join(&name).join("devices");
+        let Some(entries) = root.read_dir(&members_dir)? else {
+            return Err(InputError::new(
+                root.join(&members_dir).as_str(),
+                "is missing: every IOMMU group has a devices directory (is --root a host filesystem?)",
+            )
+            .into());
+        };
         let mut members = Vec::new();
-        for member in
-            std::fs::read_dir(&members_dir).with_context(|| format!("listing {members_dir}"))?
-        {
-            let member = member.with_context(|| format!("listing {members_dir}"))?;
-            let member = member.file_name().to_string_lossy().into_owned();
+        for member in entries {
             // Groups may hold non-PCI (platform) devices on other architectures; only PCI ones matter here.
-            if let Ok(address) = member.parse::<PciAddress>() {
-                members.push(address);
+            if member.parse::<PciAddress>().is_err() {
+                continue;
             }
+            let address = pci::canonical_address(&root.join(&members_dir), &member)?;
+            if let Some(other) = group_of.insert(address, id) {
+                return Err(InputError::new(
+                    dir.as_str(),
+                    format!(
+                        "{address} is in group {other} and in group {id}; a device is in one group"
+                    ),
+                )
+                .into());
+            }
+            members.push(address);
         }
         members.sort();
         groups.insert(id, members);

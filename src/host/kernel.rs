@@ -2,7 +2,7 @@
 
 use anyhow::Result;
 
-use crate::kargs::{Karg, split_cmdline};
+use crate::kargs::{HostKarg, split_cmdline};
 use crate::root::Root;
 
 pub const CMDLINE: &str = "/proc/cmdline";
@@ -10,18 +10,23 @@ pub const MODULES: &str = "/proc/modules";
 pub const SYS_MODULE_DIR: &str = "/sys/module";
 
 /// The kernel arguments the host booted with.
-pub fn cmdline(root: &Root) -> Result<Vec<Karg>> {
+pub fn cmdline(root: &Root) -> Result<Vec<HostKarg>> {
     Ok(split_cmdline(&root.read(CMDLINE)?))
 }
 
-/// Names of the loadable modules in memory, as /proc/modules writes them (`vfio_pci`).
+/// Names of the loadable modules in memory, as /proc/modules writes them (`vfio_pci`). A kernel without
+/// module support has no /proc/modules.
 pub fn loaded_modules(root: &Root) -> Result<Vec<String>> {
-    let text = root.read_optional(MODULES)?.unwrap_or_default();
-    Ok(text
-        .lines()
-        .filter_map(|line| line.split_whitespace().next())
-        .map(str::to_owned)
-        .collect())
+    if !root.exists(MODULES) {
+        return Ok(Vec::new());
+    }
+    let mut names = Vec::new();
+    for line in root.lines(MODULES)? {
+        if let Some(name) = line?.split_whitespace().next() {
+            names.push(name.to_owned());
+        }
+    }
+    Ok(names)
 }
 
 /// The kernel's spelling of a module name: `-` and `_` are the same, /proc/modules writes `_`.
@@ -33,7 +38,7 @@ pub fn module_name(name: &str) -> String {
 /// show up in /sys/module without a line in /proc/modules.
 pub fn module_present(root: &Root, loaded: &[String], name: &str) -> bool {
     let name = module_name(name);
-    loaded.contains(&name) || root.join(SYS_MODULE_DIR).join(&name).is_dir()
+    loaded.contains(&name) || root.is_dir(camino::Utf8Path::new(SYS_MODULE_DIR).join(&name))
 }
 
 #[cfg(test)]

@@ -8,7 +8,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use camino::{Utf8Path, Utf8PathBuf};
 use pci_ids::FromId;
 use serde::Serialize;
@@ -152,12 +152,10 @@ impl PciDevice {
 
 /// Every PCI device of the host, sorted by address.
 pub fn read_devices(root: &Root) -> Result<Vec<PciDevice>> {
-    let dir = root.join(DEVICES_DIR);
-    let entries = match std::fs::read_dir(&dir) {
-        Ok(entries) => entries,
-        // A root without /sys is a wrong --root, not a host without devices: say so instead of
-        // reporting an empty machine.
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !root.exists("/sys") => {
+    let Some(names) = root.read_dir(DEVICES_DIR)? else {
+        // A root without /sys is a wrong --root, not a host without devices: say so instead of reporting an
+        // empty machine.
+        if !root.exists("/sys") {
             return Err(InputError::new(
                 "--root",
                 format!("{} has no sys/: give the root of a Linux host (or of a captured sysfs/procfs tree)", root.path()),
@@ -165,23 +163,33 @@ pub fn read_devices(root: &Root) -> Result<Vec<PciDevice>> {
             .into());
         }
         // No PCI bus at all (a container, a non-PCI machine): nothing to pass through.
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(e).with_context(|| format!("listing {dir}")),
+        return Ok(Vec::new());
     };
-    let mut devices = Vec::new();
-    for entry in entries {
-        let entry = entry.with_context(|| format!("listing {dir}"))?;
-        let name = entry.file_name();
-        let name = name.to_str().ok_or_else(|| {
-            InputError::new(dir.as_str(), format!("{name:?} is not a UTF-8 name"))
-        })?;
-        let address: PciAddress = name
-            .parse()
-            .map_err(|e: String| InputError::new(dir.as_str(), e))?;
-        devices.push(read_device(root, address)?);
+    let dir = root.join(DEVICES_DIR);
+    let mut devices = Vec::with_capacity(names.len());
+    for name in names {
+        devices.push(read_device(root, canonical_address(&dir, &name)?)?);
     }
     devices.sort_by_key(|d| d.address);
     Ok(devices)
+}
+
+/// The address a sysfs entry is named after. The kernel writes each address one way (lowercase hex, fixed
+/// widths); a name written another way would be a second entry for the same device.
+pub fn canonical_address(dir: &Utf8Path, name: &str) -> Result<PciAddress> {
+    let address: PciAddress = name
+        .parse()
+        .map_err(|e: String| InputError::new(dir.as_str(), e))?;
+    if address.to_string() != name {
+        return Err(InputError::new(
+            dir.as_str(),
+            format!(
+                "{name:?} is not written as the kernel writes addresses ({address}); is --root a host filesystem?"
+            ),
+        )
+        .into());
+    }
+    Ok(address)
 }
 
 /// Reads one device's attributes through its `/sys/bus/pci/devices` link.
@@ -212,12 +220,12 @@ pub fn read_device(root: &Root, address: PciAddress) -> Result<PciDevice> {
     };
     let reset_method =
         optional("reset_method")?.map(|t| t.split_whitespace().map(str::to_owned).collect());
-    let driver = link_name(root, &dir.join("driver"))?;
-    let iommu_group = match link_name(root, &dir.join("iommu_group"))? {
+    let driver = root.link_name(dir.join("driver"))?;
+    let iommu_group = match root.link_name(dir.join("iommu_group"))? {
         None => None,
         Some(name) => Some(
-            name.parse()
-                .map_err(|_| bad_attr(&field("iommu_group"), "a link to a numbered group"))?,
+            parse_group_number(&name)
+                .ok_or_else(|| bad_attr(&field("iommu_group"), "a link to a numbered group"))?,
         ),
     };
     Ok(PciDevice {
@@ -231,21 +239,13 @@ pub fn read_device(root: &Root, address: PciAddress) -> Result<PciDevice> {
     })
 }
 
-/// The last component of the symlink's target (`../../bus/pci/drivers/nvidia` -> `nvidia`), `None` when the
-/// link does not exist. The target is not followed: only its name matters.
-fn link_name(root: &Root, abs: &Utf8Path) -> Result<Option<String>> {
-    let path = root.join(abs);
-    match std::fs::read_link(&path) {
-        Ok(target) => {
-            let name = target
-                .file_name()
-                .and_then(|n| n.to_str())
-                .ok_or_else(|| bad_attr(path.as_str(), "a link whose target has a name"))?;
-            Ok(Some(name.to_owned()))
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(e).with_context(|| format!("reading the link {path}")),
-    }
+/// An IOMMU group number as the kernel writes it: decimal digits without sign or leading zeros, so `+13` and
+/// `0013` are not a second group 13.
+pub fn parse_group_number(name: &str) -> Option<u32> {
+    let canonical = !name.is_empty()
+        && name.bytes().all(|b| b.is_ascii_digit())
+        && (name == "0" || !name.starts_with('0'));
+    canonical.then(|| name.parse().ok()).flatten()
 }
 
 /// `0x10de` (or `10de`) with at most `digits` hex digits.
@@ -290,6 +290,19 @@ mod tests {
         ] {
             assert!(bad.parse::<PciAddress>().is_err(), "{bad:?} was accepted");
         }
+    }
+
+    #[test]
+    fn group_numbers_and_entry_names_are_read_only_in_the_kernels_spelling() {
+        assert_eq!(parse_group_number("0"), Some(0));
+        assert_eq!(parse_group_number("13"), Some(13));
+        for bad in ["", "+13", "0013", "-1", "1e3", "13 ", "99999999999"] {
+            assert_eq!(parse_group_number(bad), None, "{bad:?}");
+        }
+        let dir = Utf8Path::new("/r/sys/bus/pci/devices");
+        assert!(canonical_address(dir, "0000:0a:00.0").is_ok());
+        let err = canonical_address(dir, "0000:0A:00.0").unwrap_err();
+        assert_eq!(crate::error::exit_code(&err), 2);
     }
 
     #[test]

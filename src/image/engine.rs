@@ -10,6 +10,7 @@ use anyhow::{Context, Result, bail};
 use camino::Utf8Path;
 use clap::ValueEnum;
 
+use crate::cmd::Cmd;
 use crate::error::InputError;
 use crate::image_ref::{Digest, ImageRef};
 
@@ -282,20 +283,15 @@ impl Engine {
 
     /// The registry digests docker recorded for `image`'s repository (`RepoDigests`), in its order.
     fn repo_digests(self, image: &ImageRef) -> Result<Vec<Digest>> {
-        let text = query(&[
-            self.program(),
-            "image",
-            "inspect",
-            "--format",
-            "{{json .RepoDigests}}",
-            image.as_str(),
-        ])?;
-        let entries: Vec<String> = serde_json::from_str(text.trim()).with_context(|| {
-            format!(
-                "reading the repository digests {} reported for {image}",
-                self.program()
-            )
-        })?;
+        let entries: Vec<String> = Cmd::new(self.program())
+            .args([
+                "image",
+                "inspect",
+                "--format",
+                "{{json .RepoDigests}}",
+                image.as_str(),
+            ])
+            .read_json()?;
         Ok(digests_of_repository(&entries, image.repository()))
     }
 
@@ -306,12 +302,7 @@ impl Engine {
             Engine::Buildah => vec!["buildah", "inspect", "--type", "image", image.as_str()],
             Engine::Docker => vec!["docker", "image", "inspect", image.as_str()],
         };
-        let output = duct::cmd(argv[0], &argv[1..])
-            .stdout_null()
-            .stderr_null()
-            .unchecked()
-            .run()?;
-        Ok(output.status.success())
+        Cmd::new(argv[0]).args(&argv[1..]).answers_yes()
     }
 }
 
@@ -327,21 +318,7 @@ fn digests_of_repository(entries: &[String], repository: &str) -> Vec<Digest> {
 
 /// Runs a query of the engine and returns what it printed; a failure carries the engine's own message.
 fn query(argv: &[&str]) -> Result<String> {
-    let output = duct::cmd(argv[0], &argv[1..])
-        .stdout_capture()
-        .stderr_capture()
-        .unchecked()
-        .run()
-        .with_context(|| format!("cannot run {}", argv[0]))?;
-    if !output.status.success() {
-        bail!(
-            "{} failed ({}): {}",
-            argv.join(" "),
-            output.status,
-            String::from_utf8_lossy(&output.stderr).trim()
-        );
-    }
-    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+    Cmd::new(argv[0]).args(&argv[1..]).read()
 }
 
 trait ValueName {

@@ -1,24 +1,17 @@
 //! Runs an engine command and shows its output: a progress line per build step on a terminal, every line
-//! otherwise (CI logs, `-v`). A failure names the step that failed and ends with the engine's last lines.
+//! otherwise (CI logs, `-v`). A failure names the step that failed; its error ([`crate::cmd::Failed`]) ends
+//! with the engine's last lines.
 
-use std::collections::VecDeque;
 use std::ffi::OsString;
-use std::io::{BufRead, BufReader, IsTerminal};
+use std::io::IsTerminal;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 
-/// How many of the engine's last lines a failure shows.
-const TAIL_LINES: usize = 25;
+use crate::cmd::Cmd;
 
 /// Runs `argv`, stdout and stderr merged, and fails when it exits non-zero.
 pub fn run_streamed(argv: &[OsString], verbose: bool) -> Result<()> {
-    let program = argv[0].to_string_lossy().into_owned();
-    let reader = duct::cmd(&argv[0], &argv[1..])
-        .stderr_to_stdout()
-        .unchecked()
-        .reader()
-        .with_context(|| format!("cannot run {program}"))?;
     let bar = (!verbose && std::io::stderr().is_terminal()).then(|| {
         let bar = ProgressBar::new_spinner();
         bar.set_style(
@@ -27,56 +20,25 @@ pub fn run_streamed(argv: &[OsString], verbose: bool) -> Result<()> {
         bar.enable_steady_tick(std::time::Duration::from_millis(120));
         bar
     });
-    let mut tail = VecDeque::with_capacity(TAIL_LINES);
     let mut step: Option<String> = None;
-    let mut output = BufReader::new(&reader);
-    let mut raw = Vec::new();
-    loop {
-        raw.clear();
-        // Compilers and dracut may print bytes that are not UTF-8: show them lossily rather than fail the build.
-        match output.read_until(b'\n', &mut raw) {
-            Ok(0) => break,
-            Ok(_) => {}
-            Err(e) => {
-                // Dropping the reader does not stop the engine: stop it so it does not build on unattended.
-                let _ = reader.kill();
-                return Err(e).with_context(|| format!("reading the output of {program}"));
-            }
-        }
-        let line = String::from_utf8_lossy(&raw)
-            .trim_end_matches(['\n', '\r'])
-            .to_owned();
-        if is_step(&line) {
-            step = Some(line.clone());
+    let result = Cmd::new(&argv[0]).args(&argv[1..]).stream(|line| {
+        if is_step(line) {
+            step = Some(line.to_owned());
         }
         match &bar {
-            Some(bar) if is_step(&line) => bar.set_message(line.clone()),
+            Some(bar) if is_step(line) => bar.set_message(line.to_owned()),
             Some(_) => {}
             None => eprintln!("{line}"),
         }
-        if tail.len() == TAIL_LINES {
-            tail.pop_front();
-        }
-        tail.push_back(line);
-    }
+    });
     if let Some(bar) = &bar {
         bar.finish_and_clear();
     }
-    let status = reader
-        .try_wait()?
-        .map(|output| output.status)
-        .context("the engine closed its output but did not exit")?;
-    if !status.success() {
-        let at = step.map_or_else(String::new, |step| format!(" at {step}"));
-        // On a terminal the lines were hidden behind the progress display: show the end of them now.
-        let shown = if bar.is_some() {
-            format!("\n{}", Vec::from(tail).join("\n"))
-        } else {
-            String::new()
-        };
-        bail!("{program} failed ({status}){at}{shown}");
+    match (result, step) {
+        (Ok(_), _) => Ok(()),
+        (Err(err), Some(step)) => Err(err).with_context(|| format!("at {step}")),
+        (Err(err), None) => Err(err),
     }
-    Ok(())
 }
 
 /// Whether an engine output line starts a build step:
@@ -129,46 +91,41 @@ mod tests {
         assert!(!is_step("--> Using cache 1234"));
     }
 
+    fn sh(script: &str) -> Vec<OsString> {
+        ["sh", "-c", script]
+            .into_iter()
+            .map(OsString::from)
+            .collect()
+    }
+
     #[test]
     fn output_that_is_not_utf8_is_shown_not_fatal() {
-        let argv: Vec<OsString> = [
-            "sh",
-            "-c",
-            "printf 'STEP 1/1: RUN x\\n\\377\\376 latin-1\\n'; exit 4",
-        ]
-        .into_iter()
-        .map(OsString::from)
-        .collect();
-        let err = run_streamed(&argv, true).unwrap_err().to_string();
+        let err = run_streamed(
+            &sh("printf 'STEP 1/1: RUN x\\n\\377\\376 latin-1\\n'; exit 4"),
+            true,
+        )
+        .unwrap_err();
+        let text = format!("{err:#}");
         assert!(
-            err.contains("exit status: 4") && err.contains("at STEP 1/1: RUN x"),
-            "{err}"
+            text.starts_with("at STEP 1/1: RUN x: sh failed (exit status: 4)")
+                && text.ends_with("\u{fffd}\u{fffd} latin-1"),
+            "{text}"
         );
     }
 
     #[test]
-    fn a_failing_command_names_its_last_step() {
-        let argv: Vec<OsString> = [
-            "sh",
-            "-c",
-            "echo 'STEP 2/5: RUN false'; echo boom >&2; exit 3",
-        ]
-        .into_iter()
-        .map(OsString::from)
-        .collect();
-        let err = run_streamed(&argv, true).unwrap_err().to_string();
-        assert!(err.starts_with("sh failed"), "{err}");
-        assert!(err.contains("at STEP 2/5: RUN false"), "{err}");
+    fn a_failing_command_names_its_last_step_and_ends_with_its_last_lines() {
+        let err = run_streamed(
+            &sh("echo 'STEP 2/5: RUN false'; echo boom >&2; exit 3"),
+            true,
+        )
+        .unwrap_err();
+        let text = format!("{err:#}");
         assert!(
-            run_streamed(
-                &argv[..1]
-                    .iter()
-                    .cloned()
-                    .chain(["-c".into(), "true".into()])
-                    .collect::<Vec<_>>(),
-                true
-            )
-            .is_ok()
+            text.starts_with("at STEP 2/5: RUN false: sh failed (exit status: 3)"),
+            "{text}"
         );
+        assert!(text.ends_with("\n  STEP 2/5: RUN false\n  boom"), "{text}");
+        assert!(run_streamed(&sh("true"), true).is_ok());
     }
 }

@@ -1,19 +1,22 @@
 //! `apply`: bring the pending deployment to the plan with the fewest rpm-ostree transactions, record what was
 //! done, and verify the result by reading the sysroot again.
 
-use anyhow::Result;
+use anyhow::{Result, bail};
 use camino::{Utf8Path, Utf8PathBuf};
 use serde::Serialize;
 
-use super::changes::{self, Changes, FileChange, InitramfsRebuild, KernelChange};
+use super::changes::{
+    self, Changes, DeployedInitramfs, FileChange, InitramfsRebuild, KernelChange,
+};
 use super::deployment::{self, HostState};
 use super::files;
 use super::initramfs;
 use super::preflight;
 use super::rpm_ostree::{Invocation, Outcome, RpmOstree};
 use super::state::{self, FileRecord, LiveState};
+use crate::atomic;
 use crate::error::ChecksFailed;
-use crate::kargs::Karg;
+use crate::kargs::HostKarg;
 use crate::plan::Plan;
 use crate::root::Root;
 
@@ -30,8 +33,8 @@ pub struct Options {
 pub enum Step {
     WriteFile(FileChange),
     Kargs {
-        append: Vec<Karg>,
-        delete: Vec<Karg>,
+        append: Vec<HostKarg>,
+        delete: Vec<HostKarg>,
         command: Invocation,
     },
     EnableInitramfs {
@@ -48,6 +51,11 @@ pub enum Step {
 }
 
 impl Step {
+    /// Whether the step is an rpm-ostree transaction (which stacks on the pending deployment).
+    fn runs_rpm_ostree(&self) -> bool {
+        !matches!(self, Step::WriteFile(_))
+    }
+
     pub fn describe(&self, rpm: &RpmOstree) -> String {
         match self {
             Step::WriteFile(f) => format!(
@@ -82,8 +90,19 @@ pub struct Proposal {
 
 /// Reads the host and works out the steps. Changes nothing.
 pub fn propose(plan: &Plan, root: &Root, rpm: &RpmOstree, options: &Options) -> Result<Proposal> {
+    propose_on(plan, root, rpm, options, &state::load(root)?)
+}
+
+/// [`propose`] with the record already read. Every file the steps write (the drop-ins, their backups, the
+/// record) is checked to be writable without following a symlink, so a bad tree is refused before any write.
+fn propose_on(
+    plan: &Plan,
+    root: &Root,
+    rpm: &RpmOstree,
+    options: &Options,
+    record: &LiveState,
+) -> Result<Proposal> {
     let host = deployment::read(&options.sysroot)?;
-    let record = state::load(root)?;
     let changes = changes::compute(
         plan,
         &host.pending,
@@ -92,6 +111,11 @@ pub fn propose(plan: &Plan, root: &Root, rpm: &RpmOstree, options: &Options) -> 
         &record.kargs_appended,
         record.initramfs_stale_in.as_deref() == Some(host.pending.id.as_str()),
     )?;
+    atomic::check_host_file(root, Utf8Path::new(state::FILE))?;
+    for file in &changes.files {
+        atomic::check_host_file(root, &file.path)?;
+        atomic::check_host_file(root, &files::backup_path(&file.path))?;
+    }
     let mut steps: Vec<Step> = changes.files.iter().cloned().map(Step::WriteFile).collect();
     if changes.needs_kargs_transaction() {
         steps.push(Step::Kargs {
@@ -138,15 +162,31 @@ pub struct Applied {
     pub warnings: Vec<String>,
     /// Why the change is not complete yet, when it is not (the initramfs could not be rebuilt).
     pub incomplete: Option<&'static str>,
+    /// The initramfs the deployment shipped does the job: regeneration stays off.
+    pub deployed_initramfs_suffices: bool,
 }
 
 pub fn apply(plan: &Plan, root: &Root, options: &Options, is_root: bool) -> Result<Applied> {
     deployment::check_sysroot(&options.sysroot)?;
+    preflight::check_host(root, is_root)?;
     let rpm = RpmOstree::new(&options.sysroot);
-    let _lock = preflight::check(root, &rpm, is_root)?;
-    let proposal = propose(plan, root, &rpm, options)?;
+    // Everything is read and checked before anything is written (the lock file included): bad input changes
+    // nothing.
+    let read = state::load(root)?;
+    let proposal = propose_on(plan, root, &rpm, options, &read)?;
+    let _lock = preflight::lock_when_idle(root, &rpm)?;
+    // Another rpm-ostree client, or another passthru-image run before we held the lock, may have changed the
+    // host since the proposal was read: then it is stale, and nothing may be written from it.
     let mut record = state::load(root)?;
-    if !proposal.changes.files.is_empty() && !proposal.changes.enable_initramfs {
+    if record != read {
+        bail!(
+            "{} changed since apply read it (another passthru-image run?); nothing was changed: run apply again",
+            root.join(state::FILE)
+        );
+    }
+    let mut expected = Pending::read_as(&options.sysroot, &proposal.pending)?;
+    let regenerated = proposal.changes.deployed_initramfs == DeployedInitramfs::Regenerated;
+    if !proposal.changes.files.is_empty() && regenerated {
         // Saved before the files change: if no later step makes a new deployment (it fails, or there is
         // none), the next apply still knows this deployment's initramfs lacks the drop-ins.
         record.initramfs_stale_in = Some(proposal.pending.clone());
@@ -154,8 +194,16 @@ pub fn apply(plan: &Plan, root: &Root, options: &Options, is_root: bool) -> Resu
     }
     let mut done: Vec<String> = Vec::new();
     for (i, step) in proposal.steps.iter().enumerate() {
-        match run_step(step, root, &options.sysroot, &rpm, &mut record) {
-            Ok(StepResult::Changed) => done.push(step.describe(&rpm)),
+        let ran = expected
+            .check_unchanged(&options.sysroot, step.runs_rpm_ostree())
+            .and_then(|()| run_step(step, root, &options.sysroot, &rpm, &mut record));
+        match ran {
+            Ok(StepResult::Changed) => {
+                done.push(step.describe(&rpm));
+                if step.runs_rpm_ostree() {
+                    expected = Pending::made_by_us(&options.sysroot)?;
+                }
+            }
             Ok(StepResult::Unchanged) => done.push(format!(
                 "{} (nothing changed: the host already had it)",
                 step.describe(&rpm)
@@ -171,20 +219,71 @@ pub fn apply(plan: &Plan, root: &Root, options: &Options, is_root: bool) -> Resu
     }
     // Whatever ran, the pending deployment must not be the one whose initramfs predates the drop-ins; when it
     // still is and cannot be rebuilt, this says why the change is not complete.
-    let incomplete =
-        initramfs::rebuild_if_stale(root, &options.sysroot, &rpm, &mut record, &mut done).map_err(
-            |err| {
-                let not_done = ["rebuild of the initramfs for the new drop-ins".to_owned()];
-                err.context(half_way_report(root, &done, &not_done))
-            },
-        )?;
+    let incomplete = expected
+        .check_unchanged(&options.sysroot, true)
+        .and_then(|()| {
+            initramfs::rebuild_if_stale(root, &options.sysroot, &rpm, &mut record, &mut done)
+        })
+        .map_err(|err| {
+            let not_done = ["rebuild of the initramfs for the new drop-ins".to_owned()];
+            err.context(half_way_report(root, &done, &not_done))
+        })?;
     let host = deployment::read(&options.sysroot)?;
-    verify(plan, &host)?;
+    verify(plan, &host, &proposal.changes)?;
     Ok(Applied {
         steps_run: done,
+        deployed_initramfs_suffices: proposal.changes.deployed_initramfs
+            == DeployedInitramfs::Suffices,
         warnings: proposal.changes.warnings,
         incomplete,
     })
+}
+
+/// The pending deployment apply expects to find: the one the proposal was computed on, then the one each of
+/// its own rpm-ostree steps made. Another client's deployment in between (rpm-ostree stacks every change on
+/// the pending one) would make the rest of the proposal wrong, so apply stops before its next write.
+struct Pending {
+    id: String,
+    /// How it came to be expected, for the message.
+    origin: &'static str,
+}
+
+impl Pending {
+    /// The proposal's deployment, checked to still be the pending one.
+    fn read_as(sysroot: &Utf8Path, proposed: &str) -> Result<Pending> {
+        let pending = Pending {
+            id: proposed.to_owned(),
+            origin: "apply read",
+        };
+        pending.check_unchanged(sysroot, true)?;
+        Ok(pending)
+    }
+
+    /// What our own last rpm-ostree step made.
+    fn made_by_us(sysroot: &Utf8Path) -> Result<Pending> {
+        Ok(Pending {
+            id: deployment::read(sysroot)?.pending.id,
+            origin: "apply's last step made",
+        })
+    }
+
+    /// Re-reads the sysroot before a step that calls rpm-ostree (`check` false skips the read).
+    fn check_unchanged(&self, sysroot: &Utf8Path, check: bool) -> Result<()> {
+        if !check {
+            return Ok(());
+        }
+        let now = deployment::read(sysroot)?.pending.id;
+        if now != self.id {
+            bail!(
+                "the pending deployment changed while apply ran: it is now {now}, not {} (which {}); another \
+                 rpm-ostree client made a deployment. Nothing more was changed from the old reading: run apply \
+                 again, it starts from the new deployment",
+                self.id,
+                self.origin
+            );
+        }
+        Ok(())
+    }
 }
 
 fn half_way_report(root: &Root, done: &[String], not_done: &[String]) -> String {
@@ -233,7 +332,7 @@ fn run_step(
                 });
                 state::save(root, record)?;
             }
-            crate::atomic::write_file(&root.join(&file.path), file.content.as_bytes(), file.mode)?;
+            crate::atomic::write_host_file(root, &file.path, file.content.as_bytes(), file.mode)?;
             Ok(StepResult::Changed)
         }
         Step::Kargs {
@@ -248,19 +347,17 @@ fn run_step(
             }
             // Record only what the new deployment really shows as changed.
             let pending = deployment::read(sysroot)?.pending;
-            for karg in delete.iter().filter(|k| !pending.has_karg(k)) {
-                let text = karg.to_string();
+            for karg in delete.iter().filter(|k| !pending.has_host_karg(k)) {
                 // Deleting a karg an earlier apply added undoes that apply; anything else was the user's.
-                if let Some(pos) = record.kargs_appended.iter().position(|k| *k == text) {
+                if let Some(pos) = record.kargs_appended.iter().position(|k| k == karg) {
                     record.kargs_appended.remove(pos);
-                } else if !record.kargs_deleted.contains(&text) {
-                    record.kargs_deleted.push(text);
+                } else if !record.kargs_deleted.contains(karg) {
+                    record.kargs_deleted.push(karg.clone());
                 }
             }
-            for karg in append.iter().filter(|k| pending.has_karg(k)) {
-                let text = karg.to_string();
-                if !record.kargs_appended.contains(&text) {
-                    record.kargs_appended.push(text);
+            for karg in append.iter().filter(|k| pending.has_host_karg(k)) {
+                if !record.kargs_appended.contains(karg) {
+                    record.kargs_appended.push(karg.clone());
                 }
             }
             state::save(root, record)?;
@@ -286,19 +383,22 @@ fn run_step(
     }
 }
 
-/// Reads back what the next boot gets: every planned karg, no same-key rival, initramfs regeneration on.
-fn verify(plan: &Plan, host: &HostState) -> Result<()> {
+/// Reads back what the next boot gets: every planned karg, no contradicting one, initramfs regeneration on
+/// unless the deployed initramfs already carries the VFIO drivers.
+fn verify(plan: &Plan, host: &HostState, changes: &Changes) -> Result<()> {
     let pending = &host.pending;
     let mut problems = Vec::new();
     for karg in &plan.kargs {
         if !pending.has_karg(karg) {
             problems.push(format!("kernel argument {karg} is missing"));
         }
-        for rival in pending.kargs.iter().filter(|k| k.conflicts_with(karg)) {
-            problems.push(format!("{rival} is still there beside {karg}"));
+    }
+    for rival in &pending.kargs {
+        if let Some(conflict) = plan.kargs.conflict_with(rival) {
+            problems.push(format!("{rival} is still there: {}", conflict.reason));
         }
     }
-    if !pending.regenerate_initramfs {
+    if !pending.regenerate_initramfs && changes.deployed_initramfs != DeployedInitramfs::Suffices {
         problems.push("initramfs regeneration is off".into());
     }
     if let Some(kernel) = &plan.kernel

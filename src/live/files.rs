@@ -1,7 +1,5 @@
 //! Writing host files so that a crash never leaves half a file, and keeping what they replace.
 
-use std::os::unix::fs::PermissionsExt;
-
 use anyhow::{Context, Result};
 use camino::{Utf8Path, Utf8PathBuf};
 
@@ -17,45 +15,40 @@ pub fn backup_path(abs: &Utf8Path) -> Utf8PathBuf {
 /// Copies host file `abs` to its backup place, keeping its mode. Returns the backup's host path.
 pub fn back_up(root: &Root, abs: &Utf8Path) -> Result<Utf8PathBuf> {
     let backup = backup_path(abs);
-    let source = root.join(abs);
-    let bytes = std::fs::read(&source).with_context(|| format!("reading {source}"))?;
-    let mode = std::fs::metadata(&source)?.permissions().mode() & 0o7777;
-    atomic::write_file(&root.join(&backup), &bytes, mode)?;
+    let file = root
+        .read_bytes_optional(abs)?
+        .with_context(|| format!("{} vanished before it was backed up", root.join(abs)))?;
+    atomic::write_host_file(root, &backup, &file.bytes, file.mode)?;
     Ok(backup)
 }
 
 /// Puts a backup back in place (atomically) and removes the copy.
 pub fn restore(root: &Root, abs: &Utf8Path, backup: &Utf8Path) -> Result<()> {
-    let copy = root.join(backup);
-    let bytes = std::fs::read(&copy).with_context(|| format!("reading the backup {copy}"))?;
-    let mode = std::fs::metadata(&copy)?.permissions().mode() & 0o7777;
-    atomic::write_file(&root.join(abs), &bytes, mode)?;
-    std::fs::remove_file(&copy).with_context(|| format!("removing {copy}"))
+    let file = root
+        .read_bytes_optional(backup)?
+        .with_context(|| format!("the backup {} is gone", root.join(backup)))?;
+    atomic::write_host_file(root, abs, &file.bytes, file.mode)?;
+    atomic::remove_host_file(root, backup)
 }
 
 /// Removes host file `abs`; already gone is fine.
 pub fn remove(root: &Root, abs: &Utf8Path) -> Result<()> {
-    let path = root.join(abs);
-    match std::fs::remove_file(&path) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-            Err(e).with_context(|| format!("removing {path}"))
-        }
-        _ => Ok(()),
-    }
+    atomic::remove_host_file(root, abs)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::PermissionsExt;
 
     #[test]
     fn backs_up_replaces_and_restores() {
         let dir = tempfile::tempdir().unwrap();
         let root = Root::new(Utf8PathBuf::from_path_buf(dir.path().to_owned()).unwrap());
         let abs = Utf8Path::new("/etc/modprobe.d/x.conf");
-        atomic::write_file(&root.join(abs), b"mine\n", 0o600).unwrap();
+        atomic::write_host_file(&root, abs, b"mine\n", 0o600).unwrap();
         let backup = back_up(&root, abs).unwrap();
-        atomic::write_file(&root.join(abs), b"planned\n", 0o644).unwrap();
+        atomic::write_host_file(&root, abs, b"planned\n", 0o644).unwrap();
         assert_eq!(root.read(abs).unwrap(), "planned\n");
         restore(&root, abs, &backup).unwrap();
         assert_eq!(root.read(abs).unwrap(), "mine\n");

@@ -5,7 +5,11 @@ use std::os::unix::fs::MetadataExt;
 
 use anyhow::{Context, Result};
 
+use camino::Utf8Path;
+use rustix::fs::{Mode, OFlags};
+
 use super::rpm_ostree::RpmOstree;
+use crate::atomic::{self, MissingDirs};
 use crate::error::ChecksFailed;
 use crate::root::Root;
 
@@ -41,14 +45,26 @@ pub fn check_host(root: &Root, is_root: bool) -> Result<()> {
     Ok(())
 }
 
+/// Takes the lock file in /run under the root, made if missing; a symlink standing there is not followed.
 pub fn lock(root: &Root) -> Result<Lock> {
     let path = root.join(LOCK_FILE);
-    let file = File::options()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .with_context(|| format!("opening the lock file {path}"))?;
+    let abs = Utf8Path::new(LOCK_FILE);
+    let dir = atomic::host_dir(
+        root,
+        abs.parent().expect("an absolute path"),
+        MissingDirs::Stop,
+    )?
+    .with_context(|| format!("{} does not exist", root.join("/run")))?;
+    let flags = OFlags::WRONLY | OFlags::CREATE | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    let fd = rustix::fs::openat(
+        &dir,
+        abs.file_name().expect("a file name"),
+        flags,
+        Mode::from_raw_mode(0o600),
+    )
+    .map_err(std::io::Error::from)
+    .with_context(|| format!("opening the lock file {path}"))?;
+    let file = File::from(fd);
     match file.try_lock() {
         Ok(()) => Ok(Lock(file)),
         Err(TryLockError::WouldBlock) => Err(ChecksFailed(format!(
@@ -59,9 +75,9 @@ pub fn lock(root: &Root) -> Result<Lock> {
     }
 }
 
-/// Everything before a change: an ostree host, root, our lock, and rpm-ostree idle.
-pub fn check(root: &Root, rpm: &RpmOstree, is_root: bool) -> Result<Lock> {
-    check_host(root, is_root)?;
+/// Right before the first change: our lock, and rpm-ostree idle. (The host checks and the reading of every
+/// input come first, so bad input never even makes the lock file.)
+pub fn lock_when_idle(root: &Root, rpm: &RpmOstree) -> Result<Lock> {
     let lock = lock(root)?;
     if let Some(transaction) = rpm.transaction_in_progress()? {
         return Err(ChecksFailed(format!(

@@ -1,7 +1,7 @@
 //! `revert`: undo exactly what `apply` recorded, nothing the user did on their own.
 
-use anyhow::{Context, Result};
-use camino::Utf8PathBuf;
+use anyhow::Result;
+use camino::{Utf8Path, Utf8PathBuf};
 
 use super::changes::KernelChange;
 use super::deployment::{self, DeploymentState};
@@ -10,8 +10,8 @@ use super::initramfs;
 use super::preflight;
 use super::rpm_ostree::RpmOstree;
 use super::state::{self, LiveState};
+use crate::atomic;
 use crate::error::ChecksFailed;
-use crate::kargs::Karg;
 use crate::root::Root;
 
 #[derive(Debug)]
@@ -23,9 +23,14 @@ pub struct Reverted {
 
 pub fn revert(root: &Root, sysroot: &Utf8PathBuf, is_root: bool) -> Result<Reverted> {
     deployment::check_sysroot(sysroot)?;
+    preflight::check_host(root, is_root)?;
+    // The record is input: read and checked before anything is written (the lock file included), so a record
+    // apply did not write changes nothing.
+    load_checked(root)?;
     let rpm = RpmOstree::new(sysroot);
-    let _lock = preflight::check(root, &rpm, is_root)?;
-    let mut record = state::load(root)?;
+    let _lock = preflight::lock_when_idle(root, &rpm)?;
+    // Again under the lock: another run may have changed it since.
+    let mut record = load_checked(root)?;
     let mut done = Vec::new();
     if record.is_empty() {
         return Ok(Reverted {
@@ -59,6 +64,20 @@ pub fn revert(root: &Root, sysroot: &Utf8PathBuf, is_root: bool) -> Result<Rever
         steps_run: done,
         incomplete,
     })
+}
+
+/// The record, validated, and every file it names reachable without following a symlink: revert writes the
+/// files and the record back, removes the backups, and reads nothing outside the root.
+fn load_checked(root: &Root) -> Result<LiveState> {
+    let record = state::load(root)?;
+    atomic::check_host_file(root, Utf8Path::new(state::FILE))?;
+    for file in &record.files {
+        atomic::check_host_file(root, &file.path)?;
+        if let Some(backup) = &file.backup {
+            atomic::check_host_file(root, backup)?;
+        }
+    }
+    Ok(record)
 }
 
 /// Files first: when initramfs regeneration stays on, the next deployment must read the old /etc.
@@ -105,18 +124,8 @@ fn undo_kargs(
     if record.kargs_appended.is_empty() && record.kargs_deleted.is_empty() {
         return Ok(());
     }
-    let delete: Vec<Karg> = record
-        .kargs_appended
-        .iter()
-        .map(|k| Karg::from_host(k))
-        .collect();
-    let append: Vec<Karg> = record
-        .kargs_deleted
-        .iter()
-        .map(|k| Karg::from_host(k))
-        .collect();
     // One call for both, like apply; `-if-present`/`-if-missing` make it safe to repeat.
-    let command = rpm.kargs(&append, &delete);
+    let command = rpm.kargs(&record.kargs_deleted, &record.kargs_appended);
     rpm.run(&command)?;
     done.push(rpm.display(&command));
     record.kargs_appended.clear();
@@ -191,12 +200,10 @@ fn expected_files(root: &Root, record: &LiveState) -> Result<Vec<(Utf8PathBuf, O
     for file in &record.files {
         match &file.backup {
             None => expected.push((file.path.clone(), None)),
-            Some(backup) if !root.exists(backup) => {}
             Some(backup) => {
-                let copy = root.join(backup);
-                let bytes =
-                    std::fs::read(&copy).with_context(|| format!("reading the backup {copy}"))?;
-                expected.push((file.path.clone(), Some(bytes)));
+                if let Some(copy) = root.read_bytes_optional(backup)? {
+                    expected.push((file.path.clone(), Some(copy.bytes)));
+                }
             }
         }
     }
@@ -213,7 +220,7 @@ fn verify(
     let pending = deployment::read(sysroot)?.pending;
     let mut problems = Vec::new();
     for (path, expected) in expected_files {
-        let actual = std::fs::read(root.join(path)).ok();
+        let actual = root.read_bytes_optional(path)?.map(|file| file.bytes);
         match (expected, actual) {
             (None, Some(_)) => problems.push(format!("{path} is still there")),
             (Some(_), None) => problems.push(format!("{path} was not restored")),
@@ -223,14 +230,14 @@ fn verify(
             _ => {}
         }
     }
-    for text in &undone.kargs_appended {
-        if pending.has_karg(&Karg::from_host(text)) {
-            problems.push(format!("{text} is still there"));
+    for karg in &undone.kargs_appended {
+        if pending.has_host_karg(karg) {
+            problems.push(format!("{karg} is still there"));
         }
     }
-    for text in &undone.kargs_deleted {
-        if !pending.has_karg(&Karg::from_host(text)) {
-            problems.push(format!("{text} was not put back"));
+    for karg in &undone.kargs_deleted {
+        if !pending.has_host_karg(karg) {
+            problems.push(format!("{karg} was not put back"));
         }
     }
     if undone.initramfs_enabled && pending.regenerate_initramfs {
@@ -288,6 +295,8 @@ mod tests {
             kargs: Vec::new(),
             regenerate_initramfs: false,
             initramfs_args: Vec::new(),
+            initramfs_etc: Vec::new(),
+            dir: "/nonexistent/deploy".into(),
             container_image: None,
             replaced_local: strings(replaced),
             removed: strings(removed),

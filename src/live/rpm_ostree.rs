@@ -1,17 +1,17 @@
-//! `rpm-ostree` invocations, built as argument vectors and run with duct.
+//! `rpm-ostree` invocations, built as argument vectors and run through [`crate::cmd`] (which also decides that
+//! exit 77 after `--unchanged-exit-77` means "unchanged").
 //!
 //! Each [`Invocation`] is also what `apply --dry-run` prints, so the dry run shows exactly what would run.
 
 use std::fmt;
 
-use anyhow::{Context, Result, bail};
+use anyhow::Result;
 use camino::{Utf8Path, Utf8PathBuf};
 use serde::Serialize;
 
-use crate::kargs::Karg;
-
-/// rpm-ostree's `--unchanged-exit-77`: the command succeeded and changed nothing.
-const EXIT_UNCHANGED: i32 = 77;
+use crate::cmd::Cmd;
+pub use crate::cmd::Outcome;
+use crate::kargs::HostKarg;
 
 /// How rpm-ostree is reached: the program on PATH, pointed at the sysroot being changed.
 #[derive(Debug, Clone)]
@@ -25,12 +25,6 @@ pub struct RpmOstree {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(transparent)]
 pub struct Invocation(pub Vec<String>);
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
-    Changed,
-    Unchanged,
-}
 
 impl RpmOstree {
     pub fn new(sysroot: &Utf8Path) -> RpmOstree {
@@ -51,7 +45,7 @@ impl RpmOstree {
     }
 
     /// All karg changes in one transaction: one new deployment, one reboot.
-    pub fn kargs(&self, append: &[Karg], delete: &[Karg]) -> Invocation {
+    pub fn kargs(&self, append: &[HostKarg], delete: &[HostKarg]) -> Invocation {
         let delete = delete.iter().map(|k| format!("--delete-if-present={k}"));
         let append = append.iter().map(|k| format!("--append-if-missing={k}"));
         let rest = delete
@@ -111,35 +105,20 @@ impl RpmOstree {
         )
     }
 
-    /// Runs a command; its output goes to the user's terminal (rpm-ostree reports progress there).
+    /// The program with an invocation's arguments.
+    fn command(&self, invocation: &Invocation) -> Cmd {
+        Cmd::new(&self.program).args(&invocation.0)
+    }
+
+    /// Runs a command; its output goes to the user's stderr as it comes (rpm-ostree reports progress there).
     pub fn run(&self, invocation: &Invocation) -> Result<Outcome> {
-        let output = duct::cmd(&self.program, &invocation.0)
-            .unchecked()
-            .stdout_to_stderr()
-            .run()
-            .with_context(|| format!("running {}", self.display(invocation)))?;
-        match output.status.code() {
-            Some(0) => Ok(Outcome::Changed),
-            Some(EXIT_UNCHANGED) if invocation.0.iter().any(|a| a == "--unchanged-exit-77") => {
-                Ok(Outcome::Unchanged)
-            }
-            _ => bail!("{} failed ({})", self.display(invocation), output.status),
-        }
+        self.command(invocation).run()
     }
 
     /// Whether rpm-ostree is in the middle of a transaction (`"transaction"` is null when idle).
     pub fn transaction_in_progress(&self) -> Result<Option<String>> {
         let status = self.build(&["status"], ["--json".to_owned()]);
-        let out = duct::cmd(&self.program, &status.0)
-            .stdout_capture()
-            .unchecked()
-            .run()
-            .with_context(|| format!("running {}", self.display(&status)))?;
-        if !out.status.success() {
-            bail!("{} failed ({})", self.display(&status), out.status);
-        }
-        let json: serde_json::Value = serde_json::from_slice(&out.stdout)
-            .with_context(|| format!("reading the output of {}", self.display(&status)))?;
+        let json: serde_json::Value = self.command(&status).read_json()?;
         Ok(transaction_of(&json))
     }
 
@@ -169,8 +148,8 @@ fn transaction_of(status: &serde_json::Value) -> Option<String> {
 mod tests {
     use super::*;
 
-    fn karg(s: &str) -> Karg {
-        Karg::parse(s).unwrap()
+    fn karg(s: &str) -> HostKarg {
+        HostKarg::parse(s).unwrap()
     }
 
     #[test]
