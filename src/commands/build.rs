@@ -242,7 +242,7 @@ impl<'a> Builder<'a> {
         keep_in: Option<&Utf8Path>,
     ) -> Result<()> {
         let plan = image.plan;
-        let labels = labels::image_labels(
+        let computed = labels::image_labels(
             &self.provenance,
             base_digest,
             &labels::config_sha256(image.config),
@@ -251,10 +251,10 @@ impl<'a> Builder<'a> {
         let options = BuildOptions {
             tag: &plan.image.tag,
             isolation: self.args.isolation,
-            labels: &labels,
+            labels: &self.args.labels,
             secrets: &self.secrets,
         };
-        let ctx = render::render(plan)?;
+        let ctx = render::render_labelled(plan, &computed)?;
         // Always made (it is cheap) so the context's lifetime is plain: it goes when the build returns.
         let scratch = scratch_dir("passthru-image-context.")?;
         let dir = match keep_in {

@@ -193,8 +193,8 @@ impl Engine {
         if let Some(isolation) = options.isolation {
             argv.extend(["--isolation".into(), isolation.name()]);
         }
-        // podman and buildah turn --label into a LABEL step after the last instruction, so a label of its own
-        // (a commit, a config hash) never costs the cached layers below it.
+        // podman and buildah turn each --label into a LABEL step after the last instruction: a user's label
+        // never costs the cached layers below it.
         for label in options.labels {
             argv.extend(["--label".into(), format!("{}={}", label.key, label.value)]);
         }

@@ -156,8 +156,8 @@ pub(crate) fn config_sha256(config: &Config) -> String {
     format!("{:x}", Sha256::digest(json))
 }
 
-/// The labels for one image: the computed ones, then the user's `--label`s, which replace a computed label
-/// with the same key.
+/// The labels `build` computes for one image, but those the user's `--label`s set themselves (theirs win). They go
+/// into the Containerfile, the user's onto the engine's command line.
 pub(crate) fn image_labels(
     provenance: &Provenance,
     base_digest: Option<&Digest>,
@@ -180,8 +180,14 @@ pub(crate) fn image_labels(
             key: key.to_owned(),
             value,
         })
-        .chain(user.iter().cloned())
         .collect()
+}
+
+/// A value a Containerfile holds as it is between double quotes: no `$` (expanded), quote, backslash or space.
+pub(crate) fn is_plain_value(value: &str) -> bool {
+    value
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || "._:/+@=-".contains(c))
 }
 
 /// `seconds` since 1970 as `YYYY-MM-DDTHH:MM:SSZ`.
@@ -275,7 +281,7 @@ mod tests {
     }
 
     #[test]
-    fn user_labels_replace_computed_ones_and_unknown_values_are_left_out() {
+    fn computed_labels_leave_out_what_the_user_labels_and_what_is_unknown() {
         let digest: Digest = format!("sha256:{}", "c".repeat(64)).parse().unwrap();
         let user = [
             "org.opencontainers.image.revision=v1".parse().unwrap(),
@@ -296,10 +302,26 @@ mod tests {
                 (BASE_DIGEST, digest.to_string().as_str()),
                 (CONFIG_SHA256, "abc"),
                 (TOOL_VERSION, env!("CARGO_PKG_VERSION")),
-                (REVISION, "v1"),
-                ("org.example.x", "y"),
             ]
         );
+    }
+
+    #[test]
+    fn every_computed_value_is_plain_enough_for_a_containerfile() {
+        let provenance = provenance(&[
+            ("GITHUB_SERVER_URL", "https://github.example.com:8443"),
+            ("GITHUB_REPOSITORY", "me-2/fleet_x.y"),
+            ("GITHUB_SHA", SHA),
+            ("SOURCE_DATE_EPOCH", "253402300799"),
+        ])
+        .unwrap();
+        let digest: Digest = format!("sha256:{}", "c".repeat(64)).parse().unwrap();
+        for label in image_labels(&provenance, Some(&digest), &"e".repeat(64), &[]) {
+            assert!(is_plain_value(&label.value), "{label:?}");
+        }
+        for not_plain in ["a b", "$HOME", "a\"b", "a\\b", "ü"] {
+            assert!(!is_plain_value(not_plain), "{not_plain}");
+        }
     }
 
     #[test]
