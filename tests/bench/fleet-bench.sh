@@ -50,7 +50,7 @@ seconds_of() { # command... -> wall seconds with millisecond precision, output t
 }
 
 # Layers (digest size), config size and manifest size of an image as its storage manifest lists them.
-manifest_of() { skopeo inspect --raw "containers-storage:$1"; }
+manifest_of() { skopeo inspect --raw "containers-storage:$1" 2>/dev/null; }
 
 # Bytes an image adds to storage beside `first`: its layers the first does not have, its config and manifest.
 added_bytes() { # IMAGE FIRST
