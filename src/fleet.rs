@@ -15,6 +15,7 @@ use crate::config::{Config, Overrides};
 use crate::error::InputError;
 use crate::image_ref::ImageRef;
 use crate::plan::{Checkouts, KernelPlan, Layer, ModulePlan, Plan, PlannedFile, Target};
+use crate::root::UserFile;
 
 #[derive(Debug)]
 pub(crate) struct Fleet {
@@ -140,8 +141,7 @@ fn load_host(file: &Utf8Path, overrides: &Overrides, target: &Target) -> Result<
         )
         .into());
     }
-    let text = std::fs::read_to_string(file)
-        .map_err(|e| InputError::new(file.as_str(), format!("cannot read it: {e}")))?;
+    let text = crate::root::read_user_text(file, UserFile::Config, file.as_str())?;
     let config = Config::from_toml(&text, file.as_str())?.with_overrides(overrides);
     let tag = host_tag(&config.image.tag, name)
         .map_err(|message| InputError::new(format!("{file}: image.tag"), message))?;
