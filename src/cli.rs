@@ -140,10 +140,29 @@ pub enum Command {
     },
     /// Boot a built image under QEMU and check that a stand-in device comes up on vfio-pci
     TestBoot(TestBootArgs),
+    /// Secure Boot: the Machine Owner Key that signs modules and kernels
+    Mok {
+        #[command(subcommand)]
+        command: MokCommand,
+    },
     /// Generate a CI workflow that builds and pushes the fleet's images
     Ci {
         #[command(subcommand)]
         target: CiTarget,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum MokCommand {
+    /// Make a key pair and certificate for shim and the kernel in DIR (new or empty), and print how to
+    /// enroll it with mokutil
+    New {
+        /// Directory for MOK.key, MOK.pem and MOK.der; refused when it is not empty
+        #[arg(value_name = "DIR")]
+        dir: Utf8PathBuf,
+        /// Common name of the certificate [default: passthru-image MOK <this host's name>]
+        #[arg(long, value_name = "NAME")]
+        name: Option<String>,
     },
 }
 

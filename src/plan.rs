@@ -13,6 +13,7 @@ use serde::{Serialize, Serializer};
 use crate::config::{Config, CpuChoice, GpuVendor, HeaderPackages, KernelSource, ModuleSource};
 use crate::error::InputError;
 use crate::host::cpu::{CpuInfo, CpuVendor};
+use crate::host::kernel;
 use crate::host::topology::Topology;
 use crate::image_ref::ImageRef;
 use crate::kargs::Kargs;
@@ -67,6 +68,8 @@ pub struct Plan {
     pub modules: Vec<ModulePlan>,
     /// Things in the config that will work, but probably not as the user hopes.
     pub warnings: Vec<String>,
+    /// What the plan decided from the host it is for, that the config alone does not say.
+    pub notes: Vec<String>,
 }
 
 /// The devices vfio-pci claims, as typed facts (the kernel arguments are rendered from them).
@@ -119,10 +122,70 @@ fn octal<S: Serializer>(mode: &u32, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(&format!("{mode:04o}"))
 }
 
+/// A replacement kernel, swapped in at build time unless the image's own kernel makes it needless.
 #[derive(Debug, Clone, Serialize)]
 pub struct KernelPlan {
     pub purpose: &'static str,
     pub source: KernelSource,
+    /// The swap is skipped when the image kernel's System.map names this symbol: the base's kernel already
+    /// carries the ACS override patch (Bazzite's does), and the planned `pcie_acs_override` karg is enough.
+    /// The plan is made without the base image's files, so only the build can tell.
+    pub unless_symbol: &'static str,
+    /// The old kernel's packages the swap removes, and nothing else.
+    pub removes: OldKernelPackages,
+}
+
+/// The packages of the replaced kernel, by name: the one list the swap script receives (never kernel-tools,
+/// kernel-headers or linux-headers-*-common, which share the kernel's version string on CentOS/RHEL and
+/// Debian but are no part of the kernel).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct OldKernelPackages {
+    /// Fedora/CentOS names, removed only at the old kernel's version-release.arch. ACS builds' own names
+    /// (`kernel-acs-core`) are included, so an image whose kernel came from one can be swapped again.
+    pub rpm: Vec<String>,
+    /// Debian names, [`KVER_PLACEHOLDER`] standing for the old kernel's release. The installed meta packages
+    /// that strictly depend on them and share their name's prefix (`linux-image-amd64`) go with them.
+    pub deb: Vec<String>,
+}
+
+/// Stands for the old kernel's release in [`OldKernelPackages::deb`].
+pub(crate) const KVER_PLACEHOLDER: &str = "{kver}";
+
+/// Fedora's kernel packages that own files of a kernel release (kernel-modules-internal and
+/// kernel-uki-virt-addons too: left behind, their modules would block the swap as foreign files).
+const RPM_KERNEL_PACKAGES: &[&str] = &[
+    "kernel",
+    "kernel-core",
+    "kernel-modules",
+    "kernel-modules-core",
+    "kernel-modules-extra",
+    "kernel-modules-internal",
+    "kernel-uki-virt",
+    "kernel-uki-virt-addons",
+    "kernel-devel",
+    "kernel-devel-matched",
+];
+
+/// Debian's kernel packages are these prefixes followed by the kernel release.
+const DEB_KERNEL_PACKAGE_PREFIXES: &[&str] = &["linux-image-", "linux-headers-"];
+
+impl OldKernelPackages {
+    pub(crate) fn all() -> OldKernelPackages {
+        let acs = RPM_KERNEL_PACKAGES
+            .iter()
+            .map(|name| name.replacen("kernel", "kernel-acs", 1));
+        OldKernelPackages {
+            rpm: RPM_KERNEL_PACKAGES
+                .iter()
+                .map(|name| name.to_string())
+                .chain(acs)
+                .collect(),
+            deb: DEB_KERNEL_PACKAGE_PREFIXES
+                .iter()
+                .map(|prefix| format!("{prefix}{KVER_PLACEHOLDER}"))
+                .collect(),
+        }
+    }
 }
 
 /// An out-of-tree module built against the image's own kernel, the way its dkms.conf says.
@@ -241,10 +304,21 @@ impl Plan {
             CpuChoice::Auto => CpuInfo::read(cpu_root)?.require_vendor(cpu_root)?,
         };
         let modules = plan_modules(config, checkouts)?;
+        let mut notes = Vec::new();
         let kernel = match config.acs_override.enabled {
+            true if host_kernel_has_acs_override(target)? => {
+                notes.push(format!(
+                    "the host's kernel already carries the ACS override patch ({} in /proc/kallsyms): \
+                     pcie_acs_override is planned, no kernel is replaced",
+                    kernel::ACS_OVERRIDE_SYMBOL
+                ));
+                None
+            }
             true => Some(KernelPlan {
                 purpose: "acs-override",
                 source: config.kernel_source()?,
+                unless_symbol: kernel::ACS_OVERRIDE_SYMBOL,
+                removes: OldKernelPackages::all(),
             }),
             false => None,
         };
@@ -341,6 +415,7 @@ impl Plan {
             kernel,
             modules,
             warnings,
+            notes,
         })
     }
 
@@ -359,6 +434,15 @@ impl Plan {
 
     pub fn files_in(&self, layer: Layer) -> impl Iterator<Item = &PlannedFile> {
         self.files.iter().filter(move |f| f.layer == layer)
+    }
+}
+
+/// Whether the kernel of the host a plan is for already carries the ACS override patch (Bazzite's does): then
+/// only the kernel argument is planned. An image plan cannot tell; its build checks the base's System.map.
+fn host_kernel_has_acs_override(target: &Target) -> Result<bool> {
+    match target {
+        Target::Host(root) => kernel::has_acs_override(root),
+        Target::Image => Ok(false),
     }
 }
 

@@ -14,13 +14,15 @@ packages=(
     ostree python3
     # test-boot: QEMU and the ext4 disk made from the image
     qemu-system-x86 e2fsprogs
-    # push: the reference registry (docker-registry), a test CA and an htpasswd file for it, skopeo to read
-    # pushed images back independently; the generated CI workflow's linters live in a Python venv
-    docker-registry skopeo openssl apache2-utils python3-venv
+    # mok new: the key pair and certificate are made by the openssl program (so is the registry tests' CA)
+    openssl
+    # lint: every script in layers/ and tests/ (tests/shellcheck.rs); actionlint runs it on the workflow's scripts
+    shellcheck
+    # push: the reference registry (docker-registry), an htpasswd file for it, skopeo to read pushed images back
+    # independently; the generated CI workflow's linters live in a Python venv
+    docker-registry skopeo apache2-utils python3-venv
     # the generated workflow reads `plan --hosts --json` with jq; tests/ci_workflow.rs runs its program
     jq
-    # actionlint runs shellcheck on the workflow's run: scripts when it is on PATH
-    shellcheck
 )
 
 missing=()

@@ -23,6 +23,9 @@ pub fn run(
     for warning in &plan.warnings {
         eprintln!("warning: {warning}");
     }
+    for note in &plan.notes {
+        eprintln!("note: {note}");
+    }
     let options = Options {
         sysroot: live.sysroot.clone(),
         replace_conflicts,

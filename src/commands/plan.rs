@@ -13,6 +13,9 @@ pub fn run(cli: &Cli, overrides: &OverrideArgs, json: bool) -> Result<()> {
     for warning in &plan.warnings {
         eprintln!("warning: {warning}");
     }
+    for note in &plan.notes {
+        eprintln!("note: {note}");
+    }
     if json {
         return print_json(&plan);
     }
@@ -49,11 +52,22 @@ pub fn run(cli: &Cli, overrides: &OverrideArgs, json: bool) -> Result<()> {
         );
     }
     match &plan.kernel {
-        Some(kernel) => println!(
-            "Kernel: replaced ({}) from {}",
-            kernel.purpose,
-            serde_json::to_string(&kernel.source)?
-        ),
+        Some(kernel) => {
+            println!(
+                "Kernel: replaced ({}) from {}",
+                kernel.purpose,
+                serde_json::to_string(&kernel.source)?
+            );
+            println!(
+                "  unless the base's kernel already carries the ACS override patch (checked at build time: \
+                 {} in its System.map); then only the kernel argument is added",
+                kernel.unless_symbol
+            );
+            println!(
+                "  removes only the old kernel's own packages (kernel.removes in `plan --json`), and refuses \
+                 when other packages or build steps put modules in its directory"
+            );
+        }
         None => println!("Kernel: the base image's"),
     }
     for module in &plan.modules {

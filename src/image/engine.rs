@@ -58,17 +58,18 @@ pub struct BuildSecret {
     pub env: &'static str,
 }
 
-/// The Secure Boot signing key and certificate (for signing the kernel and modules; the `[signing]` config
-/// that uses them comes with a later release). The names are reserved now so CI workflows generated today
-/// already pass them as Actions secrets: `build` hands each one that is set to the engine as a build secret.
+/// The Secure Boot signing key and certificate: `mok new`'s MOK.key and MOK.pem, for signing the kernel and
+/// modules (the `[signing]` config that uses them comes with a later release). The names are reserved now so CI
+/// workflows generated today already pass them as Actions secrets: `build` hands each one that is set to the
+/// engine as a build secret.
 pub(crate) const SECURE_BOOT_SECRETS: &[BuildSecret] = &[
     BuildSecret {
-        id: "secure-boot-key",
-        env: "PASSTHRU_SECURE_BOOT_KEY",
+        id: "mok-key",
+        env: "PASSTHRU_MOK_KEY",
     },
     BuildSecret {
-        id: "secure-boot-cert",
-        env: "PASSTHRU_SECURE_BOOT_CERT",
+        id: "mok-cert",
+        env: "PASSTHRU_MOK_CERT",
     },
 ];
 
@@ -399,8 +400,8 @@ mod tests {
         let text = argv(Engine::Podman, None, &[], SECURE_BOOT_SECRETS);
         assert!(
             text.contains(
-                "--secret id=secure-boot-key,env=PASSTHRU_SECURE_BOOT_KEY \
-                 --secret id=secure-boot-cert,env=PASSTHRU_SECURE_BOOT_CERT --tag"
+                "--secret id=mok-key,env=PASSTHRU_MOK_KEY \
+                 --secret id=mok-cert,env=PASSTHRU_MOK_CERT --tag"
             ),
             "{text}"
         );

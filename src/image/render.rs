@@ -233,19 +233,35 @@ fn containerfile(
     env.set_undefined_behavior(minijinja::UndefinedBehavior::Strict);
     env.set_keep_trailing_newline(true);
     env.add_template("Containerfile", CONTAINERFILE_TEMPLATE)?;
-    let kernel = plan.kernel.as_ref().map(|k| &k.source);
+    let scratch = plan
+        .kernel
+        .as_ref()
+        .map_or(&[][..], |k| package_manager_scratch(&k.source));
     let text = env
         .get_template("Containerfile")?
         .render(minijinja::context! {
             version => env!("CARGO_PKG_VERSION"),
             base => plan.image.base.as_str(),
             tag => plan.image.tag.as_str(),
-            kernel => kernel,
+            kernel => plan.kernel,
             kernel_sums => kernel_sums,
+            kernel_scratch_dirs => scratch,
             modules => modules,
             labels => labels.iter().map(|l| (&l.key, &l.value)).collect::<Vec<_>>(),
         })?;
     Ok(text)
+}
+
+/// Where the package manager that swaps the kernel keeps caches and logs: tmpfs during the swap, so none of
+/// it reaches the layer. All of /var/cache for dnf (dnf4 and dnf5 use different directories); only apt's part
+/// on Debian, whose debconf keeps its database in /var/cache/debconf.
+fn package_manager_scratch(source: &KernelSource) -> &'static [&'static str] {
+    let debs = matches!(source, KernelSource::Packages { files, .. }
+        if files.iter().any(|f| f.name.ends_with(".deb")));
+    match debs {
+        true => &["/var/cache/apt", "/var/log"],
+        false => &["/var/cache", "/var/log"],
+    }
 }
 
 /// Copies a local module source into the context, file by file, so the context stays self-contained.
@@ -354,6 +370,17 @@ mod tests {
         assert!(!containerfile[host..].contains("FROM "), "{containerfile}");
     }
 
+    /// The RUN line that runs `script`: its `--mount` options and its exec-form argument list.
+    fn run_line(containerfile: &str, script: &str) -> (String, Vec<String>) {
+        let line = containerfile
+            .lines()
+            .find(|l| l.starts_with("RUN ") && l.contains(script))
+            .unwrap_or_else(|| panic!("no RUN of {script} in:\n{containerfile}"));
+        let (mounts, argv) = line["RUN ".len()..].split_once('[').unwrap();
+        let argv = serde_json::from_str(&format!("[{argv}")).expect(line);
+        (mounts.trim().to_owned(), argv)
+    }
+
     #[test]
     fn without_kernel_or_modules_there_is_one_unnamed_stage() {
         let text = containerfile_for("", &["1002:73bf"]);
@@ -387,7 +414,9 @@ mod tests {
             &[],
         );
         assert_eq!(from_lines(&text), ["FROM quay.io/fedora/fedora-bootc:44"]);
-        let swap = text.find("swap-kernel\", \"packages\"").expect(&text);
+        let swap = text
+            .find("RUN --mount=type=bind,source=kernel")
+            .expect(&text);
         // Bind-mounted with their checksums' digest on the RUN line, never copied into a layer.
         let sums = format!(
             "{:x}",
@@ -396,10 +425,27 @@ mod tests {
                 Sha256::digest(b"rpm")
             ))
         );
-        assert!(
-            text.contains(&format!("RUN --mount=type=bind,source=kernel,target=/run/passthru-kernel [\"/usr/libexec/passthru-image/swap-kernel\", \"packages\", \"/run/passthru-kernel\", \"{sums}\"]")),
-            "{text}"
+        let (mounts, argv) = run_line(&text, "swap-kernel");
+        assert_eq!(
+            mounts,
+            "--mount=type=bind,source=kernel,target=/run/passthru-kernel \
+             --mount=type=tmpfs,target=/var/cache --mount=type=tmpfs,target=/var/log"
         );
+        // The kernel packages the plan lets it remove come from the plan, as one list.
+        let removes = crate::plan::OldKernelPackages::all();
+        let expected = [
+            "/usr/libexec/passthru-image/swap-kernel",
+            "--unless-symbol",
+            "pcie_acs_override_setup",
+            "--rpm-packages",
+            &removes.rpm.join(","),
+            "--deb-packages",
+            "linux-image-{kver},linux-headers-{kver}",
+            "packages",
+            "/run/passthru-kernel",
+            &sums,
+        ];
+        assert_eq!(argv, expected);
         assert!(!text.contains("COPY kernel"), "{text}");
         assert!(
             swap < text.find("regenerate-initramfs\"]").unwrap(),
@@ -424,6 +470,42 @@ mod tests {
         std::fs::create_dir(path.join(".git")).unwrap();
         std::fs::write(path.join(".git/HEAD"), "ref: refs/heads/master\n").unwrap();
         (dir, path)
+    }
+
+    #[test]
+    fn a_repo_kernel_swap_keeps_dnf_caches_and_logs_in_tmpfs() {
+        let text = containerfile_for(
+            "[acs-override]\nenabled = true\nrepo = \"https://example.org/acs.repo\"\n",
+            &[],
+        );
+        let (mounts, argv) = run_line(&text, "swap-kernel");
+        assert_eq!(
+            mounts,
+            "--mount=type=tmpfs,target=/var/cache --mount=type=tmpfs,target=/var/log"
+        );
+        assert_eq!(argv[1..3], ["--unless-symbol", "pcie_acs_override_setup"]);
+        assert_eq!(
+            argv[argv.len() - 2..],
+            ["repo", "https://example.org/acs.repo"]
+        );
+    }
+
+    #[test]
+    fn a_swap_from_debs_keeps_apt_caches_in_tmpfs_and_debconf_in_place() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = camino::Utf8Path::from_path(dir.path()).unwrap();
+        std::fs::write(path.join("linux-image-6.1.0-50-cloud-amd64.deb"), b"deb").unwrap();
+        let text = containerfile_for(
+            &format!("[acs-override]\nenabled = true\npackages = \"{path}\"\n"),
+            &[],
+        );
+        let (mounts, _) = run_line(&text, "swap-kernel");
+        assert!(
+            mounts.ends_with(
+                "--mount=type=tmpfs,target=/var/cache/apt --mount=type=tmpfs,target=/var/log"
+            ),
+            "{mounts}"
+        );
     }
 
     #[test]

@@ -418,6 +418,46 @@ fn acs_override_karg_only_with_the_kernel() {
 }
 
 #[test]
+fn the_kernel_swap_is_conditional_and_removes_only_kernel_packages() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = camino::Utf8Path::from_path(dir.path()).unwrap();
+    std::fs::write(path.join("linux-image-6.1.0-50-cloud-amd64.deb"), b"deb").unwrap();
+    let text = format!("[acs-override]\nenabled = true\npackages = \"{path}\"\n");
+    let config = Config::from_toml(&text, "t.toml").unwrap();
+    let kernel = plan_with(config, CpuChoice::Amd, &[], &[])
+        .unwrap()
+        .kernel
+        .unwrap();
+    // A base kernel that has the patch's setup function already takes the karg: the build swaps nothing.
+    assert_eq!(kernel.unless_symbol, "pcie_acs_override_setup");
+    let rpm = &kernel.removes.rpm;
+    for name in [
+        "kernel",
+        "kernel-core",
+        "kernel-modules-extra",
+        "kernel-devel-matched",
+        "kernel-uki-virt",
+    ] {
+        assert!(rpm.iter().any(|n| n == name), "{name} missing from {rpm:?}");
+        let acs = name.replacen("kernel", "kernel-acs", 1);
+        assert!(rpm.contains(&acs), "{acs} missing from {rpm:?}");
+    }
+    // They share the kernel's version string on CentOS/RHEL, but are no part of the kernel.
+    for other in [
+        "kernel-tools",
+        "kernel-tools-libs",
+        "kernel-headers",
+        "kernel-acs-tools",
+    ] {
+        assert!(!rpm.iter().any(|n| n == other), "{other} would be removed");
+    }
+    assert_eq!(
+        kernel.removes.deb,
+        ["linux-image-{kver}", "linux-headers-{kver}"]
+    );
+}
+
+#[test]
 fn a_gpu_vendor_given_twice_plans_its_drivers_once() {
     let plan = plan(
         CpuChoice::Intel,
@@ -549,4 +589,45 @@ fn a_local_source_whose_dkms_conf_needs_a_shell_is_bad_input_naming_the_line() {
         )),
         "{input}"
     );
+}
+
+/// Bazzite's kernel carries the ACS override patch: on such a host only the argument is planned.
+#[test]
+fn a_host_kernel_with_the_acs_patch_is_not_replaced() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = Root::new(camino::Utf8Path::from_path(dir.path()).unwrap());
+    std::fs::create_dir_all(root.join("/proc")).unwrap();
+    std::fs::write(
+        root.join("/proc/kallsyms"),
+        "ffffffffb1a2b3c4 T pci_enable_device\nffffffffb1a2b3d0 t pcie_acs_override_setup\n",
+    )
+    .unwrap();
+    let packages = tempfile::tempdir().unwrap();
+    let path = camino::Utf8Path::from_path(packages.path()).unwrap();
+    std::fs::write(
+        path.join("kernel-core-6.11.4-301.acs.fc41.x86_64.rpm"),
+        b"rpm",
+    )
+    .unwrap();
+    let mut config = Config::from_toml(
+        &format!("[acs-override]\nenabled = true\npackages = \"{path}\"\n"),
+        "t.toml",
+    )
+    .unwrap();
+    config.cpu.vendor = CpuChoice::Amd;
+    let plan = Plan::resolve(&config, &Target::Host(root)).unwrap();
+    assert!(plan.kernel.is_none());
+    assert!(
+        plan.kargs
+            .iter()
+            .any(|k| k.is(&crate::kargs::params::PCIE_ACS_OVERRIDE))
+    );
+    assert!(
+        plan.notes[0].contains("already carries the ACS override patch"),
+        "{:?}",
+        plan.notes
+    );
+    // An image plan cannot see the base's kernel: its build checks System.map.
+    let image = Plan::resolve(&config, &Target::Image).unwrap();
+    assert!(image.kernel.is_some() && image.notes.is_empty());
 }
