@@ -5,6 +5,7 @@
 
 pub mod atomic;
 pub mod boot;
+pub(crate) mod ci_workflow;
 pub mod cli;
 pub mod cmd;
 pub mod commands;
@@ -12,6 +13,7 @@ pub mod config;
 pub mod detect;
 pub mod doctor;
 pub mod error;
+pub(crate) mod fleet;
 pub mod host;
 pub mod image;
 pub mod image_ref;
