@@ -156,6 +156,9 @@ pub struct TestBootArgs {
     /// Also write the VM's sysfs/procfs tree (the paths `--root` reads) to DIR, a new or empty directory
     #[arg(long, value_name = "DIR")]
     pub capture: Option<Utf8PathBuf>,
+    /// List the checks and what each verifies; boot nothing
+    #[arg(long)]
+    pub list_checks: bool,
 }
 
 #[derive(Debug, Clone, Args)]
