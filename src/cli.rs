@@ -5,6 +5,7 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::boot::qemu::IommuKind;
 use crate::config::{CpuChoice, GpuVendor, Overrides};
+use crate::host::class::DeviceClass;
 use crate::host::pci::PciAddress;
 use crate::image::engine::{Engine, Isolation, Label, Pull};
 use crate::image_ref::ImageRef;
@@ -100,14 +101,18 @@ pub enum Command {
         #[command(flatten)]
         overrides: OverrideArgs,
     },
-    /// List IOMMU groups like ls-iommu, with a passthrough verdict per GPU
+    /// List IOMMU groups like ls-iommu, with a passthrough verdict per device and the USB devices behind
+    /// each USB controller
     Groups {
-        /// Print the groups and the GPU verdicts as JSON
+        /// Print the groups and the verdicts as JSON
         #[arg(long)]
         json: bool,
-        /// Only the groups that hold a GPU
+        /// Only the groups that hold a GPU (the same as --class gpu)
         #[arg(long)]
         gpus: bool,
+        /// Only the groups that hold a device of this class, and their verdicts (repeatable)
+        #[arg(long, value_enum, value_name = "CLASS")]
+        class: Vec<DeviceClass>,
     },
     /// Read the host and propose a passthru.toml (CPU vendor, GPU to pass and its companion functions)
     Detect {
@@ -121,11 +126,15 @@ pub enum Command {
         #[arg(long, value_name = "ADDRESS", value_parser = parse_pci_address)]
         device: Option<PciAddress>,
     },
-    /// Check the running host against the plan: kargs, IOMMU, vfio-pci binding, groups, vendor-reset
+    /// Check the running host against the plan and the firmware: kargs, IOMMU, KVM, modprobe, vfio-pci
+    /// binding, groups, vendor-reset, BARs
     Doctor {
         /// Print the checks as JSON
         #[arg(long)]
         json: bool,
+        /// List the checks and what each verifies; check nothing
+        #[arg(long)]
+        list_checks: bool,
         #[command(flatten)]
         overrides: OverrideArgs,
     },
