@@ -125,6 +125,9 @@ pub enum Command {
         /// The GPU to pass (e.g. 0000:01:00.0), instead of the one detect picks
         #[arg(long, value_name = "ADDRESS", value_parser = parse_pci_address)]
         device: Option<PciAddress>,
+        /// Print the proposal (config, TOML, findings, warnings) as JSON
+        #[arg(long)]
+        json: bool,
     },
     /// Check the running host against the plan and the firmware: kargs, IOMMU, KVM, modprobe, vfio-pci
     /// binding, groups, vendor-reset, BARs

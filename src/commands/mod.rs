@@ -43,7 +43,8 @@ pub fn run(cli: &Cli) -> Result<()> {
             write,
             force,
             device,
-        } => detect::run(cli, write.as_deref(), *force, *device),
+            json,
+        } => detect::run(cli, write.as_deref(), *force, *device, *json),
         Command::Doctor {
             json,
             list_checks,
