@@ -47,10 +47,9 @@ pub fn run(cli: &Cli, json: bool, classes: &[DeviceClass]) -> Result<()> {
                 ls_iommu_line(device)
             );
             for usb in needs.usb.get(&device.address).into_iter().flatten() {
-                let inputs: Vec<&str> = usb.inputs.iter().map(|i| i.as_str()).collect();
-                let inputs = match inputs.is_empty() {
-                    true => String::new(),
-                    false => format!(" ({})", inputs.join(", ")),
+                let inputs = match usb.is_input() {
+                    false => String::new(),
+                    true => format!(" ({})", usb.input_names()),
                 };
                 println!(
                     "{:indent$}USB {}: {}{inputs}",

@@ -40,15 +40,17 @@ pub(super) static UNITS: Check<Facts> = Check {
     verifies: "the kernel's IOMMU driver registered the IOMMU units (/sys/class/iommu)",
     requires: &[],
     judge: |facts, earlier| {
-        if !facts.root.is_dir(iommu::UNITS_DIR) {
-            return Ok(vec![Finding::not_run(format!(
-                "no {} (a tree without it)",
-                facts.root.join(iommu::UNITS_DIR)
-            ))]);
-        }
         let units = iommu::units(&facts.root)?;
         if !units.is_empty() {
             return Ok(vec![Finding::pass(units.join(", "))]);
+        }
+        // A running kernel with groups always has units: a tree with groups and none did not copy them (a tree
+        // without the directory stands for an empty one, as git keeps no empty directories).
+        if facts.topology.iommu_enabled() {
+            return Ok(vec![Finding::not_run(format!(
+                "no {} although there are IOMMU groups (a tree without it)",
+                facts.root.join(iommu::UNITS_DIR)
+            ))]);
         }
         let intel = intel_iommu_karg(facts);
         let mut causes = vec![(&ACPI_TABLE, None), (&KARG_CONFLICTS, None)];

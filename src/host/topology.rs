@@ -294,6 +294,8 @@ pub enum CaveatKind {
     ThreeDController,
     /// Keyboards or mice hang on this USB controller.
     InputDevices,
+    /// A function of the chipset's slot, with its LPC bridge or SMBus.
+    ChipsetFunction,
     OnlyUsbController,
     RootFilesystem,
     OnlyNetworkController,
@@ -333,6 +335,9 @@ impl Topology {
         let mut add = |caveat, detail: String| caveats.push(Caveat { caveat, detail });
         if device.boot_vga == Some(true) {
             add(CaveatKind::BootGpu, self.boot_gpu_caveat(device));
+        }
+        if let Some(chipset) = self.chipset_companions(device) {
+            add(CaveatKind::ChipsetFunction, chipset);
         }
         if device.class_code() == pci::CLASS_3D {
             add(CaveatKind::ThreeDController, three_d_caveat(needs.portable));
@@ -406,6 +411,24 @@ impl Topology {
         }
     }
 
+    /// A function of the chipset's own slot, beside its LPC/ISA bridge or SMBus: those go with it.
+    fn chipset_companions(&self, device: &PciDevice) -> Option<String> {
+        let chipset: Vec<String> = self
+            .companions(device)
+            .iter()
+            .filter_map(|a| self.device(a))
+            .filter(|d| matches!(d.class_code(), CLASS_ISA_BRIDGE | CLASS_SMBUS))
+            .map(|d| format!("{} ({})", d.address, d.class_name().unwrap_or("chipset")))
+            .collect();
+        (!chipset.is_empty()).then(|| {
+            format!(
+                "a function of the chipset: its slot also holds {}, which would go to the VM with it and which \
+                 the host needs; passing it rarely works",
+                chipset.join(", ")
+            )
+        })
+    }
+
     fn only_of_class(&self, device: &PciDevice, class: DeviceClass) -> bool {
         !self
             .devices
@@ -413,6 +436,10 @@ impl Topology {
             .any(|d| d.address != device.address && class.matches(d.class_code()))
     }
 }
+
+/// The chipset functions that share a slot with devices people try to pass (HD Audio, USB).
+const CLASS_ISA_BRIDGE: u16 = 0x0601;
+const CLASS_SMBUS: u16 = 0x0c05;
 
 fn three_d_caveat(portable: Option<bool>) -> String {
     match portable {
@@ -428,10 +455,7 @@ fn three_d_caveat(portable: Option<bool>) -> String {
 fn input_caveat(inputs: &[&UsbDevice]) -> String {
     let named: Vec<String> = inputs
         .iter()
-        .map(|d| {
-            let kinds: Vec<&str> = d.inputs.iter().map(|i| i.as_str()).collect();
-            format!("{} {} ({})", kinds.join("/"), d.describe(), d.port)
-        })
+        .map(|d| format!("{} {} ({})", d.input_names(), d.describe(), d.port))
         .collect();
     format!(
         "{} behind it: the host loses them while the VM has it",

@@ -58,6 +58,18 @@ impl UsbDevice {
     pub fn is_input(&self) -> bool {
         !self.inputs.is_empty()
     }
+
+    /// `keyboard`, `keyboard, mouse` or `HID device`: a keyboard's extra HID interface (media keys) is no
+    /// other input.
+    pub fn input_names(&self) -> String {
+        let named: Vec<&str> = self
+            .inputs
+            .iter()
+            .filter(|i| **i != Input::Hid || self.inputs.len() == 1)
+            .map(|i| i.as_str())
+            .collect();
+        named.join(", ")
+    }
 }
 
 /// The USB devices behind `controller` (root hubs left out), in port order; none for a device that is no
@@ -70,8 +82,15 @@ pub fn behind(root: &Root, controller: PciAddress) -> Result<Vec<UsbDevice>> {
             walk(root, &dir.join(&hub), &mut devices)?;
         }
     }
-    devices.sort_by(|a, b| a.port.cmp(&b.port));
+    devices.sort_by_key(|d| port_order(&d.port));
     Ok(devices)
+}
+
+/// `1-10` after `1-6`: bus and ports as numbers.
+fn port_order(port: &str) -> Vec<u32> {
+    port.split(['-', '.'])
+        .map(|n| n.parse().unwrap_or(u32::MAX))
+        .collect()
 }
 
 /// The devices in a hub's directory, and the devices behind them.
@@ -208,6 +227,8 @@ mod tests {
         assert_eq!(ports, ["1-1", "1-1.2"]);
         assert!(!devices[0].is_input());
         assert_eq!(devices[1].inputs, [Input::Keyboard, Input::Hid]);
+        assert_eq!(devices[1].input_names(), "keyboard");
+        assert!(port_order("1-6") < port_order("1-10") && port_order("1-1") < port_order("1-1.2"));
         assert_eq!(devices[1].describe(), "046d:c31c Logitech USB Keyboard");
         assert!(
             behind(&root, "0000:00:02.0".parse().unwrap())
