@@ -185,12 +185,6 @@ impl Earlier<'_> {
             .into_iter()
             .find_map(|(check, subject)| self.failed(check, subject))
     }
-
-    /// Outcomes without facts from tests.
-    #[cfg(test)]
-    pub fn none() -> Earlier<'static> {
-        Earlier(&[])
-    }
 }
 
 /// Every outcome of a run, in the order the checks ran.

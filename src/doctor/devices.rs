@@ -61,12 +61,13 @@ pub(super) static IDENTICAL_IDS: Check<Facts> = Check {
     judge: |facts, _| {
         let mut findings = Vec::new();
         for id in &facts.plan.vfio.ids {
-            let matching: Vec<String> = facts
-                .planned_devices()
-                .filter(|d| d.id == *id)
-                .map(|d| d.address.to_string())
+            let devices: Vec<&PciDevice> =
+                facts.planned_devices().filter(|d| d.id == *id).collect();
+            let slots: HashSet<(u32, u8, u8)> = devices
+                .iter()
+                .map(|d| (d.address.domain, d.address.bus, d.address.device))
                 .collect();
-            let slots: HashSet<&str> = matching.iter().map(|a| &a[..a.len() - 2]).collect();
+            let matching: Vec<String> = devices.iter().map(|d| d.address.to_string()).collect();
             if slots.len() > 1 {
                 findings.push(
                     Finding::warn(
