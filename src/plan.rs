@@ -4,12 +4,13 @@
 //! or a file of its own.
 
 pub mod dkms_conf;
+pub(crate) mod host_safety;
 pub(crate) mod kargs;
 pub mod record;
 
 use anyhow::Result;
 use camino::{Utf8Path, Utf8PathBuf};
-use serde::{Deserialize, Serialize, Serializer};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::config::{Config, CpuChoice, GpuVendor, HeaderPackages, KernelSource, ModuleSource};
 use crate::error::InputError;
@@ -110,7 +111,7 @@ pub struct ImagePlan {
 }
 
 /// Which layer of the image a file belongs to, which decides what a change to it rebuilds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Layer {
     /// Read while the initramfs is generated; host-agnostic (no device IDs).
@@ -119,10 +120,12 @@ pub enum Layer {
     Host,
 }
 
-#[derive(Debug, Clone, Serialize)]
+/// Read back only as a record's expectation ([`record::Expectations`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct PlannedFile {
     pub path: Utf8PathBuf,
-    #[serde(serialize_with = "octal")]
+    #[serde(serialize_with = "octal", deserialize_with = "from_octal")]
     pub mode: u32,
     pub layer: Layer,
     pub content: String,
@@ -141,6 +144,17 @@ pub struct LiveFile {
 
 fn octal<S: Serializer>(mode: &u32, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(&format!("{mode:04o}"))
+}
+
+/// `"0644"`: permission bits as [`octal`] writes them, nothing above 07777.
+fn from_octal<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    let text = String::deserialize(d)?;
+    u32::from_str_radix(&text, 8)
+        .ok()
+        .filter(|mode| *mode <= 0o7777 && text.len() == 4)
+        .ok_or_else(|| {
+            serde::de::Error::custom(format!("{text:?} is not a file mode such as \"0644\""))
+        })
 }
 
 /// A replacement kernel, swapped in at build time unless the image's own kernel makes it needless.
@@ -348,13 +362,30 @@ impl Plan {
             addresses: first_of_each(&config.vfio.addresses),
             early_binding: config.vfio.early_binding,
         };
-        // Read only when an argument depends on it.
+        // The host's devices are read only when something depends on them: an argument, or the devices the
+        // plan takes, which must not be what the host needs (checked before anything is written).
         let nouveau_decides = config.gpu.vendors.contains(&GpuVendor::Nvidia)
             && config.gpu.disable_nouveau == crate::config::Switch::Auto;
-        let host_gpus = match target {
-            Target::Host(root) if nouveau_decides => Some(host_gpus(root, &vfio)?),
+        let taken = host_safety::Taken {
+            ids: &vfio.ids,
+            addresses: &vfio.addresses,
+        };
+        let topology = match target {
+            Target::Host(root) if nouveau_decides || !taken.is_empty() => {
+                Some(Topology::read(root)?)
+            }
             _ => None,
         };
+        let host_warnings = match target {
+            Target::Host(root) => {
+                host_safety::check(root, topology.as_ref(), &taken, &config.accept_risk)?
+            }
+            Target::Image => Vec::new(),
+        };
+        let host_gpus = topology
+            .as_ref()
+            .filter(|_| nouveau_decides)
+            .map(|t| host_gpus(t, &vfio));
         let planned = kargs::plan_kargs(&KargFacts {
             config,
             cpu: cpu_vendor,
@@ -420,6 +451,7 @@ impl Plan {
         let live_files = live_files(&files);
         let mut warnings = config_warnings(config);
         warnings.extend(planned.warnings);
+        warnings.extend(host_warnings);
         let mut plan = Plan {
             cpu_vendor,
             cpu_vendor_detected: config.cpu.vendor == CpuChoice::Auto,
@@ -476,16 +508,15 @@ fn host_kernel_has_acs_override(target: &Target) -> Result<bool> {
 }
 
 /// What the host tells about its GPUs that the kernel arguments depend on.
-fn host_gpus(root: &Root, vfio: &VfioPlan) -> Result<HostGpus> {
-    let topology = Topology::read(root)?;
-    Ok(HostGpus {
+fn host_gpus(topology: &Topology, vfio: &VfioPlan) -> HostGpus {
+    HostGpus {
         kept_on_nouveau: topology
             .gpus()
             .filter(|gpu| !vfio.ids.contains(&gpu.id) && !vfio.addresses.contains(&gpu.address))
             .filter(|gpu| gpu.driver.as_deref() == Some("nouveau"))
             .map(|gpu| gpu.address)
             .collect(),
-    })
+    }
 }
 
 /// The arguments that turn the IOMMU on in passthrough mode for a CPU vendor, for messages that tell a user

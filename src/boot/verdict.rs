@@ -1,10 +1,14 @@
 //! From what the probe saw to a verdict per check: did the VM boot, did the image's kargs reach the kernel,
-//! is the IOMMU on, is the stand-in device on vfio-pci, did the initramfs load the VFIO modules.
+//! is the IOMMU on, is the stand-in device on vfio-pci (and its twin, when the image binds by address, on its
+//! own driver), did the initramfs load the VFIO modules.
 
-use serde::Serialize;
+use anyhow::Result;
+use camino::Utf8PathBuf;
 
+use super::capture::Captured;
 use super::probe::{Parsed, ProbeReport, ProbedDevice};
 use super::qemu::{STAND_IN_DRIVER, StandIns};
+use crate::checks::{self, Check, Finding, Report};
 use crate::host::pci::PciAddress;
 use crate::kargs::params::{
     AMD_IOMMU, INTEL_IOMMU, IOMMU, RD_DRIVER_PRE, RD_PASSTHRU_VFIO_ADDRESSES, VFIO_PCI_IDS,
@@ -13,55 +17,44 @@ use crate::kargs::{HostKarg, KernelArg, normalize_key};
 use crate::pci_id::PciId;
 use crate::plan::VFIO_DRIVERS;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Status {
-    Pass,
-    Fail,
-    /// Not decidable: the probe never reported.
-    NotRun,
-}
-
-impl Status {
-    pub fn label(self) -> &'static str {
-        match self {
-            Status::Pass => "PASS",
-            Status::Fail => "FAIL",
-            Status::NotRun => "----",
-        }
-    }
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct Check {
-    pub name: &'static str,
-    pub status: Status,
-    pub detail: String,
-}
-
-impl Check {
-    fn new(name: &'static str, ok: bool, detail: String) -> Check {
-        let status = if ok { Status::Pass } else { Status::Fail };
-        Check {
-            name,
-            status,
-            detail,
-        }
-    }
-}
-
-/// What the verdict is judged against.
+/// What the checks judge: the probe's report, what the image asked for, and how the boot and its capture
+/// ended.
 #[derive(Debug, Clone)]
-pub struct Expectations<'a> {
+pub struct BootFacts {
+    pub parsed: Parsed,
     /// The kargs bootc would apply from the image's kargs.d (before the stand-in was added).
-    pub image_kargs: &'a [HostKarg],
+    pub image_kargs: Vec<HostKarg>,
     /// The emulated device that stands in for the planned one.
     pub stand_in: PciId,
     /// One stand-in bound by ID, or twins, one bound by address.
     pub stand_ins: StandIns,
+    /// Seconds after which the VM was killed, when it was.
+    pub timed_out_after: Option<u64>,
+    pub capture: CaptureState,
 }
 
-impl Expectations<'_> {
+/// How `--capture DIR` went, decided before the checks run (writing DIR is no check's business).
+#[derive(Debug, Clone)]
+pub enum CaptureState {
+    /// No `--capture`.
+    NotAsked,
+    /// Without a probe there is no capture to look for.
+    NoProbe(Utf8PathBuf),
+    Written(Captured),
+    Failed {
+        dir: Utf8PathBuf,
+        error: String,
+    },
+}
+
+impl BootFacts {
+    fn report(&self) -> Option<&ProbeReport> {
+        match &self.parsed {
+            Parsed::Complete(report) => Some(report),
+            _ => None,
+        }
+    }
+
     /// The stand-in that must come up on vfio-pci: the one with the ID, or the twin named by address.
     fn stand_in_device<'r>(&self, report: &'r ProbeReport) -> Option<&'r ProbedDevice> {
         match self.stand_ins {
@@ -73,59 +66,123 @@ impl Expectations<'_> {
     fn stand_in_name(&self) -> String {
         match self.stand_ins {
             StandIns::Id => format!("the stand-in {}", self.stand_in),
-            StandIns::Address { bound, .. } => {
-                format!("the stand-in {} at {bound}", self.stand_in)
+            StandIns::Address { bound, .. } => format!("the stand-in {} at {bound}", self.stand_in),
+        }
+    }
+}
+
+/// Every test-boot check, in the order they run; `boot` first.
+pub const CHECKS: &[&Check<BootFacts>] = &[
+    &CHECK_BOOT,
+    &CHECK_KARGS,
+    &CHECK_IOMMU,
+    &CHECK_STAND_IN,
+    &CHECK_VFIO_MODULES,
+    &CHECK_TWIN,
+    &CHECK_CAPTURE,
+];
+
+/// Runs every check over what the boot left.
+pub fn judge(facts: &BootFacts) -> Result<Report> {
+    checks::run(CHECKS, facts)
+}
+
+static CHECK_BOOT: Check<BootFacts> = Check {
+    name: "boot",
+    verifies: "the image's kernel and initramfs mounted its root filesystem and ran the probe to its end",
+    requires: &[],
+    judge: |facts, _| {
+        let detail = match &facts.parsed {
+            Parsed::Complete(_) => {
+                return Ok(vec![Finding::pass(
+                    "the image's kernel and initramfs mounted the root filesystem and ran the probe",
+                )]);
             }
-        }
-    }
+            Parsed::Truncated(_) => "the probe started but its report was cut off",
+            Parsed::NotStarted => {
+                "the VM never reached the probe (no `ptprobe:begin` on the console)"
+            }
+        };
+        Ok(vec![Finding::fail_plain(match facts.timed_out_after {
+            Some(secs) => format!("timed out after {secs} s: {detail}"),
+            None => detail.to_owned(),
+        })])
+    },
+};
+
+/// Judges the complete probe report; the `boot` check they all require has made sure there is one.
+fn with_report(
+    facts: &BootFacts,
+    judge: impl FnOnce(&ProbeReport) -> Finding,
+) -> Result<Vec<Finding>> {
+    Ok(vec![match facts.report() {
+        Some(report) => judge(report),
+        None => Finding::not_run("no complete probe report"),
+    }])
 }
 
-/// One verdict per check, in a fixed order; `boot` first.
-pub fn judge(parsed: &Parsed, expect: &Expectations) -> Vec<Check> {
-    let report = match parsed {
-        Parsed::Complete(report) => report,
-        other => {
-            let detail = match other {
-                Parsed::Truncated(_) => "the probe started but its report was cut off",
-                _ => "the VM never reached the probe (no `ptprobe:begin` on the console)",
-            };
-            let mut checks = vec![Check::new("boot", false, detail.to_owned())];
-            checks.extend(names(expect.stand_ins).map(|name| Check {
-                name,
-                status: Status::NotRun,
-                detail: "not checked: no probe report".into(),
-            }));
-            return checks;
-        }
-    };
-    let mut checks = vec![
-        Check::new(
-            "boot",
-            true,
-            "the image's kernel and initramfs mounted the root filesystem and ran the probe".into(),
-        ),
-        kargs(report, expect.image_kargs),
-        iommu(report, expect),
-        stand_in(report, expect),
-        vfio_modules(report),
-    ];
-    if let StandIns::Address { twin, .. } = expect.stand_ins {
-        checks.push(twin_on_own_driver(report, expect.stand_in, twin));
-    }
-    checks
-}
+static CHECK_KARGS: Check<BootFacts> = Check {
+    name: "kargs",
+    verifies: "every kargs.d argument reached the kernel, with vfio_pci.ids (or rd.passthru.vfio_addresses) and rd.driver.pre=vfio-pci, and the kernel refused none",
+    requires: &[&CHECK_BOOT],
+    judge: |facts, _| with_report(facts, |report| kargs(report, &facts.image_kargs)),
+};
 
-/// The checks after `boot`, in order.
-fn names(stand_ins: StandIns) -> impl Iterator<Item = &'static str> {
-    let twin = matches!(stand_ins, StandIns::Address { .. }).then_some(TWIN_CHECK);
-    ["kargs", "iommu", "stand-in-on-vfio-pci", "vfio-modules"]
-        .into_iter()
-        .chain(twin)
-}
+static CHECK_IOMMU: Check<BootFacts> = Check {
+    name: "iommu",
+    verifies: "IOMMU groups exist, the stand-in is in one, and the kernel's log acknowledges the IOMMU kargs",
+    requires: &[&CHECK_BOOT],
+    judge: |facts, _| with_report(facts, |report| iommu(report, facts)),
+};
 
-const TWIN_CHECK: &str = "twin-on-own-driver";
+static CHECK_STAND_IN: Check<BootFacts> = Check {
+    name: "stand-in-on-vfio-pci",
+    verifies: "the stand-in device is bound to vfio-pci",
+    requires: &[&CHECK_BOOT],
+    judge: |facts, _| with_report(facts, |report| stand_in(report, facts)),
+};
 
-fn kargs(report: &ProbeReport, image_kargs: &[HostKarg]) -> Check {
+static CHECK_VFIO_MODULES: Check<BootFacts> = Check {
+    name: "vfio-modules",
+    verifies: "the VFIO modules were loaded before the root filesystem's init ran (from the initramfs)",
+    requires: &[&CHECK_BOOT],
+    judge: |facts, _| with_report(facts, vfio_modules),
+};
+
+static CHECK_TWIN: Check<BootFacts> = Check {
+    name: "twin-on-own-driver",
+    verifies: "with an image that binds by address: the stand-in's identical twin, not named, stays on its own driver",
+    requires: &[],
+    judge: |facts, _| match facts.stand_ins {
+        StandIns::Id => Ok(Vec::new()),
+        StandIns::Address { twin, .. } => with_report(facts, |report| {
+            twin_on_own_driver(report, facts.stand_in, twin)
+        }),
+    },
+};
+
+static CHECK_CAPTURE: Check<BootFacts> = Check {
+    name: "capture",
+    verifies: "with --capture: the VM's sysfs/procfs tree arrived whole, reads as a host tree, and was written",
+    requires: &[],
+    judge: |facts, _| {
+        Ok(match &facts.capture {
+            CaptureState::NotAsked => Vec::new(),
+            CaptureState::NoProbe(dir) => vec![Finding::not_run(format!(
+                "nothing written to {dir}: no probe report"
+            ))],
+            CaptureState::Written(captured) => vec![Finding::pass(format!(
+                "{} PCI devices; {} files and {} symlinks written to {}",
+                captured.pci_devices, captured.files, captured.links, captured.dir
+            ))],
+            CaptureState::Failed { dir, error } => vec![Finding::fail_plain(format!(
+                "nothing written to {dir}: {error}"
+            ))],
+        })
+    },
+};
+
+fn kargs(report: &ProbeReport, image_kargs: &[HostKarg]) -> Finding {
     let cmdline = report.cmdline_kargs();
     let mut problems = Vec::new();
     if image_kargs.is_empty() {
@@ -155,16 +212,12 @@ fn kargs(report: &ProbeReport, image_kargs: &[HostKarg]) -> Check {
     }
     problems.extend(refused_by_the_kernel(report, image_kargs));
     match problems.is_empty() {
-        true => Check::new(
-            "kargs",
-            true,
-            format!(
-                "all {} kargs.d arguments reached the kernel, with the devices to bind and rd.driver.pre, and \
-                 the kernel refused none",
-                image_kargs.len()
-            ),
-        ),
-        false => Check::new("kargs", false, problems.join("; ")),
+        true => Finding::pass(format!(
+            "all {} kargs.d arguments reached the kernel, with the devices to bind and rd.driver.pre, and \
+             the kernel refused none",
+            image_kargs.len()
+        )),
+        false => Finding::fail_plain(problems.join("; ")),
     }
 }
 
@@ -202,39 +255,31 @@ fn refused_by_the_kernel(report: &ProbeReport, image_kargs: &[HostKarg]) -> Vec<
     problems
 }
 
-fn iommu(report: &ProbeReport, expect: &Expectations) -> Check {
-    let stand_in = expect.stand_in_name();
+fn iommu(report: &ProbeReport, facts: &BootFacts) -> Finding {
+    let stand_in = facts.stand_in_name();
     let groups = report.iommu_groups.len();
     if groups == 0 {
-        return Check::new(
-            "iommu",
-            false,
-            "no IOMMU groups in /sys/kernel/iommu_groups: the IOMMU is off".into(),
+        return Finding::fail_plain(
+            "no IOMMU groups in /sys/kernel/iommu_groups: the IOMMU is off",
         );
     }
-    let Some(group) = expect
+    let Some(group) = facts
         .stand_in_device(report)
         .and_then(|d| d.iommu_group.as_deref())
     else {
-        return Check::new(
-            "iommu",
-            false,
-            format!("{groups} IOMMU groups, but {stand_in} is in none"),
-        );
+        return Finding::fail_plain(format!("{groups} IOMMU groups, but {stand_in} is in none"));
     };
     let found = format!("{groups} IOMMU groups; {stand_in} is in group {group}");
     // Groups alone prove little (Debian's kernel made them under QEMU without any IOMMU karg): the kargs
     // are proven by the kernel's own log lines. Without the domain line the kernel's info messages did
     // not reach the console (`quiet`), and nothing can be told from their absence.
     let Some(domain) = &report.iommu_domain else {
-        return Check::new(
-            "iommu",
-            true,
-            format!("{found} (the kernel logged no default domain type on the console)"),
-        );
+        return Finding::pass(format!(
+            "{found} (the kernel logged no default domain type on the console)"
+        ));
     };
     let has = |param, token: &str| {
-        expect
+        facts
             .image_kargs
             .iter()
             .any(|k| k.is(param) && k.tokens().contains(&token))
@@ -250,112 +295,73 @@ fn iommu(report: &ProbeReport, expect: &Expectations) -> Check {
             .push("the kernel never logged `DMAR: IOMMU enabled` for intel_iommu=on".to_owned());
     }
     match problems.is_empty() {
-        true => Check::new("iommu", true, format!("{found}; default domain {domain}")),
-        false => Check::new(
-            "iommu",
-            false,
-            format!("{found}, but {}", problems.join("; ")),
-        ),
+        true => Finding::pass(format!("{found}; default domain {domain}")),
+        false => Finding::fail_plain(format!("{found}, but {}", problems.join("; "))),
     }
 }
 
-fn stand_in(report: &ProbeReport, expect: &Expectations) -> Check {
-    const NAME: &str = "stand-in-on-vfio-pci";
-    let id = expect.stand_in;
-    let Some(device) = expect.stand_in_device(report) else {
-        return Check::new(
-            NAME,
-            false,
-            format!("no {} in the VM", expect.stand_in_name()),
-        );
+fn stand_in(report: &ProbeReport, facts: &BootFacts) -> Finding {
+    let id = facts.stand_in;
+    let Some(device) = facts.stand_in_device(report) else {
+        return Finding::fail_plain(format!("no {} in the VM", facts.stand_in_name()));
     };
-    let by_id = expect.stand_ins == StandIns::Id;
-    let hint = match !by_id || expect.image_kargs.iter().any(|k| k.is(&VFIO_PCI_IDS)) {
+    let by_address = matches!(facts.stand_ins, StandIns::Address { .. });
+    let hint = match by_address || facts.image_kargs.iter().any(|k| k.is(&VFIO_PCI_IDS)) {
         true => "",
         false => {
             " (the image's kargs.d sets no vfio_pci.ids, so the test boot had nowhere to add it)"
         }
     };
     match device.driver.as_deref() {
-        Some("vfio-pci") => Check::new(
-            NAME,
-            true,
-            format!("{id} at {} is bound to vfio-pci", device.address),
-        ),
-        Some(driver) => Check::new(
-            NAME,
-            false,
-            format!("{id} at {} is bound to {driver}{hint}", device.address),
-        ),
-        None => Check::new(
-            NAME,
-            false,
-            format!("{id} at {} has no driver{hint}", device.address),
-        ),
+        Some("vfio-pci") => {
+            Finding::pass(format!("{id} at {} is bound to vfio-pci", device.address))
+        }
+        Some(driver) => Finding::fail_plain(format!(
+            "{id} at {} is bound to {driver}{hint}",
+            device.address
+        )),
+        None => Finding::fail_plain(format!("{id} at {} has no driver{hint}", device.address)),
     }
 }
 
 /// The stand-in's identical twin, not named by address, keeps its own driver: binding by address took exactly
 /// the one device, and the twin's driver (in the initramfs, so it raced vfio-pci there) did not take the other.
-fn twin_on_own_driver(report: &ProbeReport, id: PciId, twin: PciAddress) -> Check {
+fn twin_on_own_driver(report: &ProbeReport, id: PciId, twin: PciAddress) -> Finding {
     let Some(device) = report.device_at(twin) else {
-        return Check::new(
-            TWIN_CHECK,
-            false,
-            format!("no {id} twin at {twin} in the VM"),
-        );
+        return Finding::fail_plain(format!("no {id} twin at {twin} in the VM"));
     };
-    let (ok, detail) = match device.driver.as_deref() {
-        Some(STAND_IN_DRIVER) => (
-            true,
-            format!(
-                "its twin {id} at {twin} stays on {STAND_IN_DRIVER}: only the address named was bound"
-            ),
-        ),
-        Some("vfio-pci") => (
-            false,
-            format!(
-                "its twin {id} at {twin} is on vfio-pci too: the binding took a device it did not name"
-            ),
-        ),
-        Some(other) => (
-            false,
-            format!("its twin {id} at {twin} is on {other}, not {STAND_IN_DRIVER}"),
-        ),
-        None => (
-            false,
-            format!(
-                "its twin {id} at {twin} has no driver: {STAND_IN_DRIVER} is not in the image's initramfs, so the \
-                 race between the twins' driver and vfio-pci was never run"
-            ),
-        ),
-    };
-    Check::new(TWIN_CHECK, ok, detail)
+    match device.driver.as_deref() {
+        Some(STAND_IN_DRIVER) => Finding::pass(format!(
+            "its twin {id} at {twin} stays on {STAND_IN_DRIVER}: only the address named was bound"
+        )),
+        Some("vfio-pci") => Finding::fail_plain(format!(
+            "its twin {id} at {twin} is on vfio-pci too: the binding took a device it did not name"
+        )),
+        Some(other) => Finding::fail_plain(format!(
+            "its twin {id} at {twin} is on {other}, not {STAND_IN_DRIVER}"
+        )),
+        None => Finding::fail_plain(format!(
+            "its twin {id} at {twin} has no driver: {STAND_IN_DRIVER} is not in the image's initramfs, so the \
+             race between the twins' driver and vfio-pci was never run"
+        )),
+    }
 }
 
-fn vfio_modules(report: &ProbeReport) -> Check {
+fn vfio_modules(report: &ProbeReport) -> Finding {
     let missing: Vec<&str> = VFIO_DRIVERS
         .iter()
         .copied()
         .filter(|m| !report.has_module(m))
         .collect();
     match missing.is_empty() {
-        true => Check::new(
-            "vfio-modules",
-            true,
-            format!(
-                "{} loaded before the root filesystem's init ran (from the initramfs)",
-                VFIO_DRIVERS.join(", ")
-            ),
-        ),
-        false => Check::new(
-            "vfio-modules",
-            false,
-            format!(
-                "not loaded when the root filesystem's init ran: {} (missing from the initramfs?)",
-                missing.join(", ")
-            ),
-        ),
+        true => Finding::pass(format!(
+            "{} loaded before the root filesystem's init ran (from the initramfs)",
+            VFIO_DRIVERS.join(", ")
+        )),
+        false => Finding::fail_plain(format!(
+            "not loaded when the root filesystem's init ran: {} (missing from the initramfs?)",
+            missing.join(", ")
+        )),
     }
 }
 
@@ -367,6 +373,28 @@ fn is_driver_pre_vfio(karg: &HostKarg) -> bool {
 mod tests {
     use super::*;
     use crate::boot::probe::ProbedDevice;
+    use crate::checks::{Outcome, Status};
+
+    /// What the image asked for, as the tests vary it.
+    struct Expectations<'a> {
+        image_kargs: &'a [HostKarg],
+        stand_in: PciId,
+    }
+
+    fn facts(parsed: &Parsed, expect: &Expectations) -> BootFacts {
+        BootFacts {
+            parsed: parsed.clone(),
+            stand_ins: StandIns::for_image(expect.image_kargs),
+            image_kargs: expect.image_kargs.to_vec(),
+            stand_in: expect.stand_in,
+            timed_out_after: None,
+            capture: CaptureState::NotAsked,
+        }
+    }
+
+    fn judged(parsed: &Parsed, expect: &Expectations) -> Vec<Outcome> {
+        judge(&facts(parsed, expect)).unwrap().outcomes
+    }
 
     fn kargs(words: &str) -> Vec<HostKarg> {
         crate::kargs::split_cmdline(words)
@@ -394,8 +422,8 @@ mod tests {
         }
     }
 
-    fn statuses(checks: &[Check]) -> Vec<(&str, Status)> {
-        checks.iter().map(|c| (c.name, c.status)).collect()
+    fn statuses(checks: &[Outcome]) -> Vec<(&str, Status)> {
+        checks.iter().map(|c| (c.name.as_str(), c.status)).collect()
     }
 
     #[test]
@@ -404,9 +432,8 @@ mod tests {
         let expect = Expectations {
             image_kargs: &image,
             stand_in: "8086:10d3".parse().unwrap(),
-            stand_ins: StandIns::Id,
         };
-        let checks = judge(&Parsed::Complete(good_report()), &expect);
+        let checks = judged(&Parsed::Complete(good_report()), &expect);
         assert!(
             checks.iter().all(|c| c.status == Status::Pass),
             "{checks:#?}"
@@ -421,21 +448,16 @@ mod tests {
                 .split(' ')
                 .map(str::to_owned)
                 .collect();
+        let twin = |address: &str, driver: Option<&str>, group: &str| ProbedDevice {
+            address: address.into(),
+            id: "8086:10d3".parse().unwrap(),
+            class: "020000".into(),
+            driver: driver.map(str::to_owned),
+            iommu_group: Some(group.into()),
+        };
         report.devices = vec![
-            ProbedDevice {
-                address: "0000:00:10.0".into(),
-                id: "8086:10d3".parse().unwrap(),
-                class: "020000".into(),
-                driver: Some("vfio-pci".into()),
-                iommu_group: Some("3".into()),
-            },
-            ProbedDevice {
-                address: "0000:00:11.0".into(),
-                id: "8086:10d3".parse().unwrap(),
-                class: "020000".into(),
-                driver: twin_driver.map(str::to_owned),
-                iommu_group: Some("4".into()),
-            },
+            twin("0000:00:10.0", Some("vfio-pci"), "3"),
+            twin("0000:00:11.0", twin_driver, "4"),
         ];
         report
     }
@@ -449,17 +471,13 @@ mod tests {
         let expect = Expectations {
             image_kargs: &image,
             stand_in: "8086:10d3".parse().unwrap(),
-            stand_ins: StandIns::Address {
-                bound: crate::boot::qemu::TWIN_BOUND,
-                twin: crate::boot::qemu::TWIN_KEPT,
-            },
         };
-        let checks = judge(&Parsed::Complete(twins_report(Some("e1000e"))), &expect);
+        let checks = judged(&Parsed::Complete(twins_report(Some("e1000e"))), &expect);
         assert!(
             checks.iter().all(|c| c.status == Status::Pass),
             "{checks:#?}"
         );
-        assert_eq!(checks.len(), 6);
+        assert_eq!(statuses(&checks)[5], ("twin-on-own-driver", Status::Pass));
         assert!(
             checks[3]
                 .detail
@@ -473,14 +491,14 @@ mod tests {
             checks[2].detail
         );
 
-        let both = judge(&Parsed::Complete(twins_report(Some("vfio-pci"))), &expect);
+        let both = judged(&Parsed::Complete(twins_report(Some("vfio-pci"))), &expect);
         assert_eq!(both[5].status, Status::Fail);
         assert!(
             both[5].detail.contains("did not name"),
             "{}",
             both[5].detail
         );
-        let never_raced = judge(&Parsed::Complete(twins_report(None)), &expect);
+        let never_raced = judged(&Parsed::Complete(twins_report(None)), &expect);
         assert_eq!(never_raced[5].status, Status::Fail);
         assert!(
             never_raced[5]
@@ -489,7 +507,7 @@ mod tests {
         );
         let mut swapped = twins_report(Some("e1000e"));
         swapped.devices[0].driver = Some("e1000e".into());
-        let unbound = judge(&Parsed::Complete(swapped), &expect);
+        let unbound = judged(&Parsed::Complete(swapped), &expect);
         assert_eq!(unbound[3].status, Status::Fail);
         assert!(
             !unbound[3].detail.contains("sets no vfio_pci.ids"),
@@ -497,11 +515,19 @@ mod tests {
             unbound[3].detail
         );
 
-        let not_run = judge(&Parsed::NotStarted, &expect);
+        let not_run = judged(&Parsed::NotStarted, &expect);
         assert_eq!(
             statuses(&not_run)[5],
             ("twin-on-own-driver", Status::NotRun)
         );
+        // An image that binds by ID has no twin to judge.
+        let by_id = kargs("iommu=pt rd.driver.pre=vfio-pci vfio_pci.ids=10de:2684");
+        let expect = Expectations {
+            image_kargs: &by_id,
+            stand_in: "8086:10d3".parse().unwrap(),
+        };
+        let checks = judged(&Parsed::Complete(good_report()), &expect);
+        assert!(!checks.iter().any(|c| c.name == "twin-on-own-driver"));
     }
 
     #[test]
@@ -510,12 +536,11 @@ mod tests {
         let expect = Expectations {
             image_kargs: &image,
             stand_in: "8086:10d3".parse().unwrap(),
-            stand_ins: StandIns::Id,
         };
         let iommu = |domain: Option<&str>| {
             let mut report = good_report();
             report.iommu_domain = domain.map(str::to_owned);
-            judge(&Parsed::Complete(report), &expect).remove(2)
+            judged(&Parsed::Complete(report), &expect).remove(2)
         };
         let translated = iommu(Some("Translated"));
         assert_eq!(translated.status, Status::Fail);
@@ -530,7 +555,7 @@ mod tests {
         // intel_iommu=on that the kernel did not acknowledge.
         let mut report = good_report();
         report.intel_iommu_enabled = false;
-        let unacknowledged = judge(&Parsed::Complete(report), &expect).remove(2);
+        let unacknowledged = judged(&Parsed::Complete(report), &expect).remove(2);
         assert_eq!(unacknowledged.status, Status::Fail);
         assert!(
             unacknowledged.detail.contains("DMAR: IOMMU enabled"),
@@ -546,12 +571,11 @@ mod tests {
         let expect = Expectations {
             image_kargs: &no_pt,
             stand_in: "8086:10d3".parse().unwrap(),
-            stand_ins: StandIns::Id,
         };
         let mut report = good_report();
         report.iommu_domain = Some("Translated".into());
         assert_eq!(
-            judge(&Parsed::Complete(report), &expect)[2].status,
+            judged(&Parsed::Complete(report), &expect)[2].status,
             Status::Pass
         );
     }
@@ -566,9 +590,8 @@ mod tests {
         let expect = Expectations {
             image_kargs: &[],
             stand_in: "8086:10d3".parse().unwrap(),
-            stand_ins: StandIns::Id,
         };
-        let checks = judge(&Parsed::Complete(report), &expect);
+        let checks = judged(&Parsed::Complete(report), &expect);
         assert_eq!(
             statuses(&checks),
             [
@@ -595,9 +618,8 @@ mod tests {
         let expect = Expectations {
             image_kargs: &image,
             stand_in: "8086:10d3".parse().unwrap(),
-            stand_ins: StandIns::Id,
         };
-        let checks = judge(&Parsed::Complete(report), &expect);
+        let checks = judged(&Parsed::Complete(report), &expect);
         assert_eq!(checks[1].status, Status::Fail);
         assert_eq!(
             checks[1].detail,
@@ -614,14 +636,46 @@ mod tests {
         let expect = Expectations {
             image_kargs: &image,
             stand_in: "8086:10d3".parse().unwrap(),
-            stand_ins: StandIns::Id,
         };
         for parsed in [Parsed::NotStarted, Parsed::Truncated(good_report())] {
-            let checks = judge(&parsed, &expect);
+            let checks = judged(&parsed, &expect);
             assert_eq!(checks[0].status, Status::Fail);
             assert!(checks[1..].iter().all(|c| c.status == Status::NotRun));
+            assert_eq!(checks[1].detail, "not checked: boot failed");
             assert_eq!(checks.len(), 5);
         }
+    }
+
+    #[test]
+    fn a_timeout_and_the_capture_are_reported_by_their_checks() {
+        let image = kargs("rd.driver.pre=vfio-pci");
+        let expect = Expectations {
+            image_kargs: &image,
+            stand_in: "8086:10d3".parse().unwrap(),
+        };
+        let mut facts = facts(&Parsed::NotStarted, &expect);
+        facts.timed_out_after = Some(300);
+        facts.capture = CaptureState::NoProbe("/tmp/tree".into());
+        let report = judge(&facts).unwrap();
+        assert!(
+            report.outcomes[0]
+                .detail
+                .starts_with("timed out after 300 s: the VM never reached")
+        );
+        let capture = report.get("capture").unwrap();
+        assert_eq!(
+            (capture.status, capture.detail.as_str()),
+            (
+                Status::NotRun,
+                "nothing written to /tmp/tree: no probe report"
+            )
+        );
+        facts.capture = CaptureState::Failed {
+            dir: "/tmp/tree".into(),
+            error: "the capture was cut off".into(),
+        };
+        let report = judge(&facts).unwrap();
+        assert_eq!(report.get("capture").unwrap().status, Status::Fail);
     }
 
     #[test]
@@ -647,7 +701,6 @@ mod tests {
         let expect = Expectations {
             image_kargs: &image,
             stand_in: "8086:10d3".parse().unwrap(),
-            stand_ins: StandIns::Id,
         };
         let check = kargs_check(&report, &expect);
         assert_eq!(check.status, Status::Fail);
@@ -667,13 +720,12 @@ mod tests {
         let expect = Expectations {
             image_kargs: &plain,
             stand_in: "8086:10d3".parse().unwrap(),
-            stand_ins: StandIns::Id,
         };
         assert_eq!(kargs_check(&report, &expect).status, Status::Pass);
     }
 
-    fn kargs_check(report: &ProbeReport, expect: &Expectations) -> Check {
-        judge(&Parsed::Complete(report.clone()), expect)
+    fn kargs_check(report: &ProbeReport, expect: &Expectations) -> Outcome {
+        judged(&Parsed::Complete(report.clone()), expect)
             .into_iter()
             .find(|c| c.name == "kargs")
             .unwrap()

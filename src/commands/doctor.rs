@@ -1,7 +1,7 @@
 use anyhow::Result;
-use serde::Serialize;
 
 use super::{load_config, print_json};
+use crate::checks::{self, Colour};
 use crate::cli::{Cli, OverrideArgs};
 use crate::config::Config;
 use crate::doctor;
@@ -11,47 +11,36 @@ use crate::plan::Plan;
 use crate::plan::record::{self, Expectations, RecordSource};
 use crate::root::Root;
 
-/// `doctor --json`: the checks, and which plan they were made against.
-#[derive(Serialize)]
-struct Output<'a> {
-    plan_from: String,
-    #[serde(flatten)]
-    report: &'a doctor::Report,
-}
-
-pub fn run(cli: &Cli, overrides: &OverrideArgs, json: bool) -> Result<()> {
+pub fn run(cli: &Cli, overrides: &OverrideArgs, json: bool, list: bool) -> Result<()> {
+    if list {
+        return Ok(checks::list(doctor::CHECKS, &mut std::io::stdout())?);
+    }
     let root = cli.root();
     let (expected, source) = expectations(cli, overrides, &root)?;
-    // virt-host-validate looks at the machine it runs on, so only when that machine is the one checked.
-    let extra = match root.path() == "/" {
-        true => doctor::virt_host_validate().into_iter().collect(),
-        false => Vec::new(),
-    };
-    let report = doctor::check(&expected, &root, extra)?;
+    let report = doctor::check(expected, root, source)?;
     if json {
-        print_json(&Output {
-            plan_from: source,
-            report: &report,
-        })?;
+        print_json(&report)?;
     } else {
-        println!("Checking {} against {source}", root.path());
-        for check in &report.checks {
-            println!("{}  {}: {}", check.status.label(), check.name, check.detail);
-            if let Some(fix) = &check.fix {
-                println!("      fix: {fix}");
-            }
-        }
+        println!(
+            "Checking {} against the plan from {}",
+            report.root, report.config
+        );
+        checks::print(&report.checks, &mut std::io::stdout(), Colour::for_stdout())?;
     }
-    match report.failures() {
+    match report.counts.fail {
         0 => Ok(()),
-        n => Err(ChecksFailed(format!("{n} of {} checks failed", report.checks.len())).into()),
+        n => Err(ChecksFailed(format!(
+            "{n} of {} checks failed",
+            report.checks.outcomes.len()
+        ))
+        .into()),
     }
 }
 
 /// What the plan a user's config makes for this host expects; without a config (no --config, no
 /// ./passthru.toml) and without overrides, what the plan recorded on the host expects: live mode's, as it
 /// changed the host after its image was made, else the running image's. Only then the embedded default's.
-/// Returns the expectations and the plan they come from.
+/// Returns the expectations and where the plan came from.
 fn expectations(
     cli: &Cli,
     overrides: &OverrideArgs,
@@ -68,7 +57,7 @@ fn expectations(
     }
     let (config, source) = load_config(cli, overrides)?;
     let plan = Plan::resolve(&config, &cli.host_target())?;
-    Ok((Expectations::of(&plan), format!("the plan from {source}")))
+    Ok((Expectations::of(&plan), source.to_string()))
 }
 
 fn recorded_plan(root: &Root) -> Result<Option<(record::PlanRecord, RecordSource)>> {

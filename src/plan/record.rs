@@ -14,7 +14,7 @@ use anyhow::Result;
 use camino::{Utf8Path, Utf8PathBuf};
 use serde::{Deserialize, Serialize};
 
-use super::{ImagePlan, Layer, Plan, PlannedFile, VfioPlan};
+use super::{ImagePlan, Layer, MODPROBE_CONF, Plan, PlannedFile, VfioPlan};
 use crate::config::Config;
 use crate::error::InputError;
 use crate::host::cpu::CpuVendor;
@@ -45,7 +45,8 @@ pub struct PlanRecord {
 }
 
 /// What a host shows when a plan is in effect, as doctor checks it: the CPU vendor (for the IOMMU advice), the
-/// kernel arguments, the drivers the initramfs loads, the devices on vfio-pci and the out-of-tree modules.
+/// kernel arguments, the drivers the initramfs loads, the devices on vfio-pci, the out-of-tree modules, and the
+/// modprobe.d drop-in whose softdeps modprobe must use.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Expectations {
@@ -54,6 +55,8 @@ pub struct Expectations {
     pub initramfs_drivers: Vec<String>,
     pub vfio: VfioPlan,
     pub modules: Vec<ExpectedModule>,
+    /// The plan's files doctor reads: its modprobe.d drop-in.
+    pub files: Vec<PlannedFile>,
 }
 
 /// An out-of-tree module of the plan, as the host shows it: loaded kernel modules.
@@ -90,6 +93,12 @@ impl Expectations {
                     label: m.label().to_owned(),
                     kernel_modules: m.kernel_modules().into_iter().map(str::to_owned).collect(),
                 })
+                .collect(),
+            files: plan
+                .files
+                .iter()
+                .filter(|f| f.path == MODPROBE_CONF)
+                .cloned()
                 .collect(),
         }
     }
@@ -196,8 +205,8 @@ impl RecordSource {
 impl std::fmt::Display for RecordSource {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            RecordSource::LiveState(path) => write!(f, "the plan `apply` recorded in {path}"),
-            RecordSource::Image(path) => write!(f, "the plan the running image recorded in {path}"),
+            RecordSource::LiveState(path) => write!(f, "the record `apply` keeps in {path}"),
+            RecordSource::Image(path) => write!(f, "the running image's record {path}"),
         }
     }
 }
