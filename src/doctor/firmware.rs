@@ -3,6 +3,7 @@
 use super::Facts;
 use crate::checks::{Check, Finding};
 use crate::host::firmware::{self, SecureBoot};
+use crate::host::keys;
 
 pub(super) static CPU_VIRTUALIZATION: Check<Facts> = Check {
     name: "cpu-virtualization",
@@ -100,4 +101,99 @@ fn module_names(facts: &Facts) -> String {
         .map(|m| m.label())
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+/// Where the kernel says whether it enforces module signatures (Debian's and Fedora's kernels set it under
+/// Secure Boot).
+const SIG_ENFORCE: &str = "/sys/module/module/parameters/sig_enforce";
+
+pub(super) static MODULE_SIGNER: Check<Facts> = Check {
+    name: "module-signer",
+    verifies: "when the kernel loads only signed modules, each planned out-of-tree module is signed by a key it trusts, and it refused none",
+    requires: &[],
+    judge: |facts, _| {
+        if !facts.plans_modules() {
+            return Ok(Vec::new());
+        }
+        let Some(why) = signatures_enforced(facts)? else {
+            return Ok(vec![Finding::pass(
+                "the kernel loads unsigned modules (no Secure Boot, no lockdown, sig_enforce off)",
+            )]);
+        };
+        let trusted = keys::trusted_signers(&facts.root)?;
+        let mut findings: Vec<Finding> = facts
+            .plan
+            .modules
+            .iter()
+            .flat_map(|m| m.kernel_modules())
+            .map(|module| signer_finding(facts, module, &why, trusted.as_deref()).about(module))
+            .collect();
+        if let Ok(log) = facts.kernel_log()
+            && !log.module_refusals.is_empty()
+        {
+            findings.push(
+                Finding::fail(
+                    format!(
+                        "the kernel refused modules: {}",
+                        log.module_refusals.join(" | ")
+                    ),
+                    SIGN_FIX,
+                )
+                .about("refused"),
+            );
+        }
+        Ok(findings)
+    },
+};
+
+const SIGN_FIX: &str = "sign the modules with your Machine Owner Key: `passthru-image mok new DIR`, [signing] in \
+     passthru.toml, rebuild the image; enroll the key once with `sudo mokutil --import DIR/MOK.der` and reboot";
+
+/// Why the kernel loads only signed modules, or `None` when it loads any.
+fn signatures_enforced(facts: &Facts) -> anyhow::Result<Option<String>> {
+    if firmware::uefi_boot(&facts.root) && firmware::secure_boot(&facts.root)? == SecureBoot::On {
+        return Ok(Some("Secure Boot is on".into()));
+    }
+    if let Some(mode) = firmware::lockdown(&facts.root)?
+        && mode != "none"
+    {
+        return Ok(Some(format!("the kernel is locked down ({mode})")));
+    }
+    let enforce = facts.root.read_optional(SIG_ENFORCE)?;
+    Ok((enforce.as_deref().map(str::trim) == Some("Y")).then(|| "sig_enforce is on".into()))
+}
+
+/// One module: signed, by a key in the kernel's keyrings.
+fn signer_finding(facts: &Facts, module: &str, why: &str, trusted: Option<&[String]>) -> Finding {
+    let signer = match keys::module_signer(&facts.root, facts.machine, module) {
+        Ok(signer) => signer,
+        Err(e) => {
+            return Finding::not_run(format!(
+                "cannot read its signature with modinfo: {}",
+                format!("{e:#}").lines().next().unwrap_or_default()
+            ));
+        }
+    };
+    let Some(signer) = signer else {
+        return Finding::fail(
+            format!("{why}, and {module} is not signed: the kernel refuses it"),
+            SIGN_FIX,
+        );
+    };
+    match trusted {
+        None => Finding::not_run(format!(
+            "signed by \"{signer}\"; no {} to tell whether the kernel trusts it",
+            facts.root.join(keys::PROC_KEYS)
+        )),
+        Some(keys) if keys.iter().any(|k| *k == signer) => {
+            Finding::pass(format!("signed by \"{signer}\", a key the kernel holds"))
+        }
+        Some(_) => Finding::fail(
+            format!(
+                "{why}, and {module} is signed by \"{signer}\", a key the kernel does not hold"
+            ),
+            "enroll that key's certificate once with `sudo mokutil --import MOK.der` and reboot (MokManager asks \
+             for the password), or rebuild with the key that is enrolled",
+        ),
+    }
 }

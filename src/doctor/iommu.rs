@@ -190,7 +190,7 @@ pub(super) static KERNEL_LOG: Check<Facts> = Check {
     verifies: "the kernel's log of this boot shows no IOMMU faults, refused IOMMU options or IOMMU firmware bugs",
     requires: &[],
     judge: |facts, _| {
-        let log = match kmsg::read(&facts.root, facts.machine) {
+        let log = match facts.kernel_log() {
             Ok(log) => log,
             Err(reasons) => {
                 return Ok(vec![Finding::not_run(format!(
@@ -242,7 +242,7 @@ pub(super) static KERNEL_LOG: Check<Facts> = Check {
     },
 };
 
-fn summary(log: &kmsg::IommuLog) -> String {
+fn summary(log: &kmsg::KernelLog) -> String {
     let mut parts = vec![format!("{} lines from {}", log.lines, log.source)];
     parts.extend(log.enabled.first().cloned());
     parts.extend(log.domain.as_ref().map(|d| format!("default domain {d}")));

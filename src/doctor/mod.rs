@@ -24,6 +24,7 @@ use crate::checks::{self, Check, Fix, Report, Status};
 use crate::host::Machine;
 use crate::host::cpu::CpuInfo;
 use crate::host::kernel;
+use crate::host::kmsg;
 use crate::host::modprobe;
 use crate::host::pci::PciDevice;
 use crate::host::topology::Topology;
@@ -45,6 +46,7 @@ pub(crate) const CHECKS: &[&Check<Facts>] = &[
     &firmware::UEFI,
     &firmware::SECURE_BOOT,
     &firmware::LOCKDOWN,
+    &firmware::MODULE_SIGNER,
     &boot::KARG,
     &boot::KARG_CONFLICTS,
     &iommu::ACPI_TABLE,
@@ -84,6 +86,8 @@ pub(crate) struct Facts {
     /// Module names in /proc/modules.
     pub(crate) loaded: Vec<String>,
     pub(crate) modprobe: modprobe::Config,
+    /// This boot's kernel log, read when a check first asks (it may run journalctl), or why it could not be.
+    kernel_log: std::cell::OnceCell<Result<kmsg::KernelLog, Vec<String>>>,
 }
 
 impl Facts {
@@ -98,6 +102,7 @@ impl Facts {
             cmdline,
             plan,
             root,
+            kernel_log: std::cell::OnceCell::new(),
         })
     }
 
@@ -117,6 +122,12 @@ impl Facts {
             .iter()
             .find(|k| k.is(param))
             .map(|k| k.to_string())
+    }
+
+    /// This boot's kernel log, or the reasons none could be read.
+    pub(crate) fn kernel_log(&self) -> &Result<kmsg::KernelLog, Vec<String>> {
+        self.kernel_log
+            .get_or_init(|| kmsg::read(&self.root, self.machine))
     }
 
     /// Whether the plan builds out-of-tree modules (vendor-reset), which Secure Boot and lockdown refuse

@@ -1,5 +1,6 @@
-//! The kernel's log lines about the IOMMU: whether the driver came up, the default domain type, interrupt
-//! remapping, faults, refused options and firmware bugs.
+//! The kernel's log lines doctor reads: the IOMMU's (whether the driver came up, the default domain type,
+//! interrupt remapping, faults, refused options, firmware bugs) and the module loader's refusals under Secure
+//! Boot and lockdown.
 //!
 //! Read from the journal when a program may be run on the host (`journalctl -k -b`, or `journalctl -D` on the
 //! root's own journal, which covers the whole boot), else from `/dev/kmsg` under the root (the ring buffer,
@@ -21,9 +22,9 @@ const MAX_RECORDS: usize = 1_000_000;
 /// Lines of each kind kept for the report; the rest are counted.
 const KEPT: usize = 3;
 
-/// The IOMMU's lines of one boot's kernel log.
+/// The lines of one boot's kernel log that doctor judges.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct IommuLog {
+pub struct KernelLog {
     /// Where the lines came from (`journalctl -k -b`, `/dev/kmsg`).
     pub source: String,
     /// Lines read in all.
@@ -38,6 +39,8 @@ pub struct IommuLog {
     /// Options the IOMMU drivers did not take (`AMD-Vi: Unknown option - 'on'`).
     pub refused: Vec<String>,
     pub firmware_bugs: Vec<String>,
+    /// Modules the kernel refused to load for want of a signature it trusts.
+    pub module_refusals: Vec<String>,
 }
 
 const ENABLED: &[&str] = &[
@@ -59,9 +62,16 @@ const FAULTS: &[&str] = &[
     "AMD-Vi: Event logged [",
 ];
 const REFUSED: &str = "Unknown option - '";
+/// kernel/module/signing.c with sig_enforce (Debian's and Fedora's kernels under Secure Boot), and
+/// security/lockdown/lockdown.c without it (mainline under lockdown).
+const MODULE_REFUSALS: &[&str] = &[
+    "Loading of unsigned module is rejected",
+    "Loading of module with unavailable key is rejected",
+    "unsigned module loading is restricted",
+];
 const IOMMU_WORDS: &[&str] = &["DMAR", "AMD-Vi", "IVRS", "IOMMU", "iommu"];
 
-impl IommuLog {
+impl KernelLog {
     /// Sorts one log line into the kinds above.
     pub fn take(&mut self, line: &str) {
         self.lines += 1;
@@ -84,12 +94,14 @@ impl IommuLog {
             keep(&mut self.refused);
         } else if line.contains("[Firmware Bug]") && IOMMU_WORDS.iter().any(|w| line.contains(w)) {
             keep(&mut self.firmware_bugs);
+        } else if MODULE_REFUSALS.iter().any(|p| line.contains(p)) {
+            keep(&mut self.module_refusals);
         }
     }
 }
 
 /// The log, or why none could be read (one reason per source tried).
-pub fn read(root: &Root, machine: Machine) -> Result<IommuLog, Vec<String>> {
+pub fn read(root: &Root, machine: Machine) -> Result<KernelLog, Vec<String>> {
     let mut reasons = Vec::new();
     match from_journal(root, machine) {
         Ok(log) => return Ok(log),
@@ -104,7 +116,7 @@ pub fn read(root: &Root, machine: Machine) -> Result<IommuLog, Vec<String>> {
 
 /// `journalctl -k -b`: on this machine, or with `-D` on the root's own persistent journal. A journal of
 /// another machine that is not under the root is never read: the program would see this one.
-fn from_journal(root: &Root, machine: Machine) -> Result<IommuLog, String> {
+fn from_journal(root: &Root, machine: Machine) -> Result<KernelLog, String> {
     let mut cmd = Cmd::new("journalctl");
     let source = match machine {
         Machine::This => "journalctl -k -b".to_owned(),
@@ -119,9 +131,9 @@ fn from_journal(root: &Root, machine: Machine) -> Result<IommuLog, String> {
             format!("journalctl -D {dir} -k -b")
         }
     };
-    let mut log = IommuLog {
+    let mut log = KernelLog {
         source,
-        ..IommuLog::default()
+        ..KernelLog::default()
     };
     cmd.args(["-k", "-b", "-o", "cat", "--no-pager", "-q"])
         .stream(|line| log.take(line))
@@ -133,7 +145,7 @@ fn from_journal(root: &Root, machine: Machine) -> Result<IommuLog, String> {
 }
 
 /// Every record of `/dev/kmsg` under the root, opened non-blocking: the read ends where the buffer does.
-fn from_kmsg(root: &Root) -> Result<IommuLog, String> {
+fn from_kmsg(root: &Root) -> Result<KernelLog, String> {
     let path = root.join(KMSG);
     if !root.exists(Utf8Path::new(KMSG)) {
         return Err(format!("no {path}"));
@@ -141,9 +153,9 @@ fn from_kmsg(root: &Root) -> Result<IommuLog, String> {
     let mut file = root
         .open_device(Device::Kmsg)
         .map_err(|e| format!("{e:#}"))?;
-    let mut log = IommuLog {
+    let mut log = KernelLog {
         source: path.to_string(),
-        ..IommuLog::default()
+        ..KernelLog::default()
     };
     // One record per read; a record is at most a little over 1 KiB.
     let mut record = vec![0u8; 16 * 1024];
@@ -173,7 +185,7 @@ mod tests {
 
     #[test]
     fn iommu_lines_are_sorted_by_kind() {
-        let mut log = IommuLog::default();
+        let mut log = KernelLog::default();
         for line in [
             "Command line: BOOT_IMAGE=... amd_iommu=on iommu=pt",
             "AMD-Vi: Unknown option - 'on'",
@@ -184,10 +196,13 @@ mod tests {
             "vfio-pci 0000:0b:00.0: AMD-Vi: Event logged [IO_PAGE_FAULT domain=0x000b address=0xfd001000 flags=0x0020]",
             "AMD-Vi: [Firmware Bug]: : IOAPIC[32] not in IVRS table",
             "usb 1-2: new high-speed USB device number 2 using xhci_hcd",
+            "Loading of module with unavailable key is rejected",
+            "Lockdown: modprobe: unsigned module loading is restricted; see man kernel_lockdown.7",
         ] {
             log.take(line);
         }
-        assert_eq!(log.lines, 9);
+        assert_eq!(log.lines, 11);
+        assert_eq!(log.module_refusals.len(), 2, "{log:?}");
         assert_eq!(log.enabled.len(), 1);
         assert_eq!(
             log.domain.as_deref(),

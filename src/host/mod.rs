@@ -9,6 +9,7 @@ pub mod firmware;
 pub mod iommu;
 pub mod irq;
 pub mod kernel;
+pub mod keys;
 pub mod kmsg;
 pub mod kvm;
 pub mod modprobe;
