@@ -185,7 +185,7 @@ fn signer_finding(facts: &Facts, module: &str, why: &str, trusted: Option<&[Stri
             "signed by \"{signer}\"; no {} to tell whether the kernel trusts it",
             facts.root.join(keys::PROC_KEYS)
         )),
-        Some(keys) if keys.iter().any(|k| *k == signer) => {
+        Some(keys) if keys.contains(&signer) => {
             Finding::pass(format!("signed by \"{signer}\", a key the kernel holds"))
         }
         Some(_) => Finding::fail(

@@ -236,7 +236,7 @@ pub(super) static KERNEL_LOG: Check<Facts> = Check {
             );
         }
         if findings.is_empty() {
-            findings.push(Finding::pass(summary(&log)));
+            findings.push(Finding::pass(summary(log)));
         }
         Ok(findings)
     },
