@@ -4,6 +4,7 @@
 //! ignored key. Values that later land in a Containerfile, a TOML file or a command line are parsed into
 //! checked types here ([`PciId`], [`ImageRef`], [`Karg`]), so the rest of the tool never sees raw strings.
 
+pub mod signing;
 pub mod sources;
 
 use anyhow::Result;
@@ -16,6 +17,7 @@ use crate::kargs::Karg;
 use crate::pci_id::PciId;
 use crate::root::UserFile;
 
+pub use signing::SigningConfig;
 pub use sources::{AcsMode, HeaderPackages, KernelSource, ModuleSource};
 
 /// The embedded default, shown to users as the reference and used when no config file exists.
@@ -38,6 +40,9 @@ pub struct Config {
     pub kargs: KargsConfig,
     pub vendor_reset: VendorResetConfig,
     pub acs_override: AcsOverrideConfig,
+    /// The Machine Owner Key that signs modules and a replacement kernel; nothing is signed without it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub signing: Option<SigningConfig>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -324,8 +329,8 @@ impl Config {
     }
 
     /// Parses and validates a config. `origin` names the file in messages, and relative paths in it
-    /// (`vendor-reset.path`, `vendor-reset.headers`, `acs-override.packages`) are taken relative to that file's
-    /// directory, so a config means the same wherever the tool is run from.
+    /// (`vendor-reset.path`, `vendor-reset.headers`, `acs-override.packages`, `signing.key`, `signing.cert`) are
+    /// taken relative to that file's directory, so a config means the same wherever the tool is run from.
     pub fn from_toml(text: &str, origin: &str) -> Result<Config> {
         let deserializer = toml::Deserializer::parse(text)
             .map_err(|e| InputError::new(origin, format!("not valid TOML: {e}")))?;
@@ -351,6 +356,7 @@ impl Config {
         ]
         .into_iter()
         .flatten()
+        .chain(config.signing.iter_mut().flat_map(SigningConfig::paths_mut))
         {
             if path.is_relative() {
                 *path = base.join(&*path);
