@@ -3,6 +3,8 @@
 //! `--secret id=…,src=…`, and removed when the build ends. The Containerfile mounts them (by these ids) only
 //! in the throwaway stages that sign, so no byte of the key reaches a layer, the history or a label.
 
+use std::os::unix::fs::PermissionsExt;
+
 use anyhow::{Context, Result, bail};
 use camino::Utf8PathBuf;
 
@@ -27,8 +29,10 @@ pub(crate) struct SigningSecrets {
 impl SigningSecrets {
     /// Writes `key` and the certificate (in the one PEM form the build checks the fingerprint of).
     pub(crate) fn write(key: &SigningKey, certificate: &Certificate) -> Result<SigningSecrets> {
+        // Private from its creation on: the key is never in a directory others can list or enter.
         let dir = tempfile::Builder::new()
             .prefix("passthru-image-secrets.")
+            .permissions(std::fs::Permissions::from_mode(0o700))
             .tempdir()
             .context("creating a private directory for the build secrets")?;
         let path = Utf8PathBuf::try_from(dir.path().to_owned())
@@ -73,7 +77,6 @@ impl SigningSecrets {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::os::unix::fs::PermissionsExt;
 
     #[test]
     fn the_secrets_are_private_files_in_a_private_directory_removed_with_it() {
