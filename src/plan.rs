@@ -464,7 +464,7 @@ impl Plan {
     }
 
     /// Whether the build signs anything: `[signing]` with a module to build or a kernel to replace.
-    pub fn signs(&self) -> bool {
+    pub(crate) fn signs(&self) -> bool {
         self.signing.is_some() && (!self.modules.is_empty() || self.kernel.is_some())
     }
 }

@@ -16,9 +16,9 @@ use crate::error::InputError;
 use crate::root::{UserFile, read_user_file};
 
 /// Holds the private key's PEM text when `signing.key` is left out (a CI secret).
-pub const KEY_ENV: &str = "PASSTHRU_MOK_KEY";
+pub(crate) const KEY_ENV: &str = "PASSTHRU_MOK_KEY";
 /// Holds the certificate's PEM text when `signing.cert` is left out.
-pub const CERT_ENV: &str = "PASSTHRU_MOK_CERT";
+pub(crate) const CERT_ENV: &str = "PASSTHRU_MOK_CERT";
 
 /// shim's verify_eku skips a signer whose extended key usage names this OID (module signing only) when it
 /// checks a boot image: a kernel signed with such a certificate does not boot (tests/secureboot shows it).
@@ -40,12 +40,12 @@ pub struct SigningConfig {
 
 impl SigningConfig {
     /// Where the private key comes from. Only `build` reads it.
-    pub fn key_source(&self) -> PemSource {
+    pub(crate) fn key_source(&self) -> PemSource {
         PemSource::of(self.key.as_deref(), KEY_ENV)
     }
 
     /// Where the certificate comes from.
-    pub fn cert_source(&self) -> PemSource {
+    pub(crate) fn cert_source(&self) -> PemSource {
         PemSource::of(self.cert.as_deref(), CERT_ENV)
     }
 
@@ -124,7 +124,7 @@ pub struct Certificate {
     /// Its extended key usages as OpenSSL names them (`Code Signing`), empty when it has none.
     pub extended_key_usage: Vec<String>,
     #[serde(skip)]
-    pub pem: String,
+    pub(crate) pem: String,
     /// Its public key (PEM), which the private key must match.
     #[serde(skip)]
     public_key: String,
@@ -134,7 +134,7 @@ impl Certificate {
     const FIELD: &'static str = "signing.cert";
 
     /// Reads and checks the certificate `signing` names.
-    pub fn read(signing: &SigningConfig) -> Result<Certificate> {
+    pub(crate) fn read(signing: &SigningConfig) -> Result<Certificate> {
         let source = signing.cert_source();
         let field = source.field(Self::FIELD);
         let bytes = source.read(Self::FIELD)?;
@@ -193,7 +193,7 @@ impl Certificate {
     }
 
     /// A kernel signed with this certificate must boot through shim: no module-signing-only usage.
-    pub fn check_signs_kernels(&self) -> Result<(), InputError> {
+    pub(crate) fn check_signs_kernels(&self) -> Result<(), InputError> {
         if !self
             .extended_key_usage
             .iter()
@@ -215,8 +215,8 @@ impl Certificate {
 }
 
 /// The private key, read by `build` alone. Its Debug form never shows the key.
-pub struct SigningKey {
-    pub pem: Vec<u8>,
+pub(crate) struct SigningKey {
+    pub(crate) pem: Vec<u8>,
 }
 
 impl std::fmt::Debug for SigningKey {
@@ -229,7 +229,7 @@ impl SigningKey {
     const FIELD: &'static str = "signing.key";
 
     /// Reads the key from `source` and checks that it is the unencrypted private key of `certificate`.
-    pub fn read(source: &PemSource, certificate: &Certificate) -> Result<SigningKey> {
+    pub(crate) fn read(source: &PemSource, certificate: &Certificate) -> Result<SigningKey> {
         let field = source.field(Self::FIELD);
         let pem = source.read(Self::FIELD)?;
         let text = String::from_utf8_lossy(&pem);
