@@ -6,6 +6,7 @@ use clap::{Args, Parser, Subcommand};
 use crate::boot::qemu::IommuKind;
 use crate::ci_workflow::Signing;
 use crate::config::{CpuChoice, GpuVendor, Overrides};
+use crate::host::class::DeviceClass;
 use crate::host::pci::PciAddress;
 use crate::image::engine::{Engine, Isolation, Label, Pull, TlsVerify};
 use crate::image_ref::ImageRef;
@@ -104,14 +105,18 @@ pub enum Command {
         #[command(flatten)]
         overrides: OverrideArgs,
     },
-    /// List IOMMU groups like ls-iommu, with a passthrough verdict per GPU
+    /// List IOMMU groups like ls-iommu, with a passthrough verdict per device and the USB devices behind
+    /// each USB controller
     Groups {
-        /// Print the groups and the GPU verdicts as JSON
+        /// Print the groups and the verdicts as JSON
         #[arg(long)]
         json: bool,
-        /// Only the groups that hold a GPU
+        /// Only the groups that hold a GPU (the same as --class gpu)
         #[arg(long)]
         gpus: bool,
+        /// Only the groups that hold a device of this class, and their verdicts (repeatable)
+        #[arg(long, value_enum, value_name = "CLASS")]
+        class: Vec<DeviceClass>,
     },
     /// Read the host and propose a passthru.toml (CPU vendor, GPU to pass and its companion functions)
     Detect {
@@ -124,12 +129,19 @@ pub enum Command {
         /// The GPU to pass (e.g. 0000:01:00.0), instead of the one detect picks
         #[arg(long, value_name = "ADDRESS", value_parser = parse_pci_address)]
         device: Option<PciAddress>,
+        /// Print the proposal (config, TOML, findings, warnings) as JSON
+        #[arg(long)]
+        json: bool,
     },
-    /// Check the running host against the plan: kargs, IOMMU, vfio-pci binding, groups, vendor-reset
+    /// Check the running host against the plan and the firmware: kargs, IOMMU, KVM, modprobe, vfio-pci
+    /// binding, groups, vendor-reset, BARs
     Doctor {
         /// Print the checks as JSON
         #[arg(long)]
         json: bool,
+        /// List the checks and what each verifies; check nothing
+        #[arg(long)]
+        list_checks: bool,
         #[command(flatten)]
         overrides: OverrideArgs,
     },
@@ -216,6 +228,9 @@ pub struct TestBootArgs {
     /// Also write the VM's sysfs/procfs tree (the paths `--root` reads) to DIR, a new or empty directory
     #[arg(long, value_name = "DIR")]
     pub capture: Option<Utf8PathBuf>,
+    /// List the checks and what each verifies; boot nothing
+    #[arg(long)]
+    pub list_checks: bool,
 }
 
 #[derive(Debug, Clone, Args)]

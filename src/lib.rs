@@ -5,6 +5,7 @@
 
 pub mod atomic;
 pub mod boot;
+pub mod checks;
 pub(crate) mod ci_workflow;
 pub mod cli;
 pub mod cmd;

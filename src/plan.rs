@@ -4,6 +4,7 @@
 //! or a file of its own.
 
 pub mod dkms_conf;
+pub(crate) mod host_safety;
 pub(crate) mod kargs;
 
 use anyhow::Result;
@@ -203,6 +204,15 @@ pub struct SigningPlan {
     pub key: PemSource,
 }
 
+/// What a plan does about a module or a kernel it leaves unsigned (no `[signing]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum UnsignedCode {
+    /// A plan that makes something: refused for a host that would refuse the code, a warning for an image.
+    Refuse,
+    /// doctor's plan: the host is checked as it is, and doctor reports what it would refuse.
+    Diagnose,
+}
+
 /// How a user who is told that something will not be signed gets a key, enrolls it and names it.
 const SIGNING_WAY_OUT: &str = "Make a Machine Owner Key with `passthru-image mok new DIR`, enroll it on the \
     host with `sudo mokutil --import DIR/MOK.der` (MokManager asks to confirm it at the next boot), and set \
@@ -313,6 +323,26 @@ impl Plan {
         target: &Target,
         checkouts: &Checkouts,
     ) -> Result<Plan> {
+        Plan::resolve_with(config, target, checkouts, UnsignedCode::Refuse)
+    }
+
+    /// The plan `doctor` checks a host against. Unsigned code the host would refuse is one of its findings
+    /// (its Secure Boot and lockdown checks), not a reason to stop.
+    pub(crate) fn resolve_to_diagnose(config: &Config, target: &Target) -> Result<Plan> {
+        Plan::resolve_with(
+            config,
+            target,
+            &Checkouts::default(),
+            UnsignedCode::Diagnose,
+        )
+    }
+
+    fn resolve_with(
+        config: &Config,
+        target: &Target,
+        checkouts: &Checkouts,
+        unsigned_code: UnsignedCode,
+    ) -> Result<Plan> {
         let this_machine = Root::default();
         let cpu_root = match target {
             Target::Host(root) => root,
@@ -343,21 +373,38 @@ impl Plan {
             false => None,
         };
         let signing = plan_signing(config, kernel.as_ref())?;
-        let unsigned_warning = match signing {
-            Some(_) => None,
-            None => check_unsigned(target, &modules, kernel.as_ref())?,
+        let unsigned_warning = match (&signing, unsigned_code) {
+            (None, UnsignedCode::Refuse) => check_unsigned(target, &modules, kernel.as_ref())?,
+            _ => None,
         };
         let vfio = VfioPlan {
             ids: first_of_each(&config.vfio.ids),
             early_binding: config.vfio.early_binding,
         };
-        // Read only when an argument depends on it.
+        // The host's devices are read only when something depends on them: an argument, or the devices the
+        // plan takes, which must not be what the host needs (checked before anything is written).
         let nouveau_decides = config.gpu.vendors.contains(&GpuVendor::Nvidia)
             && config.gpu.disable_nouveau == crate::config::Switch::Auto;
-        let host_gpus = match target {
-            Target::Host(root) if nouveau_decides => Some(host_gpus(root, &vfio)?),
+        let taken = host_safety::Taken {
+            ids: &vfio.ids,
+            addresses: &[],
+        };
+        let topology = match target {
+            Target::Host(root) if nouveau_decides || !taken.is_empty() => {
+                Some(Topology::read(root)?)
+            }
             _ => None,
         };
+        let host_warnings = match target {
+            Target::Host(root) => {
+                host_safety::check(root, topology.as_ref(), &taken, &config.accept_risk)?
+            }
+            Target::Image => Vec::new(),
+        };
+        let host_gpus = topology
+            .as_ref()
+            .filter(|_| nouveau_decides)
+            .map(|t| host_gpus(t, &vfio));
         let planned = kargs::plan_kargs(&KargFacts {
             config,
             cpu: cpu_vendor,
@@ -420,6 +467,7 @@ impl Plan {
         let live_files = live_files(&files);
         let mut warnings = config_warnings(config);
         warnings.extend(planned.warnings);
+        warnings.extend(host_warnings);
         warnings.extend(unsigned_warning);
         Ok(Plan {
             cpu_vendor,
@@ -574,16 +622,15 @@ fn host_kernel_has_acs_override(target: &Target) -> Result<bool> {
 }
 
 /// What the host tells about its GPUs that the kernel arguments depend on.
-fn host_gpus(root: &Root, vfio: &VfioPlan) -> Result<HostGpus> {
-    let topology = Topology::read(root)?;
-    Ok(HostGpus {
+fn host_gpus(topology: &Topology, vfio: &VfioPlan) -> HostGpus {
+    HostGpus {
         kept_on_nouveau: topology
             .gpus()
             .filter(|gpu| !vfio.ids.contains(&gpu.id))
             .filter(|gpu| gpu.driver.as_deref() == Some("nouveau"))
             .map(|gpu| gpu.address)
             .collect(),
-    })
+    }
 }
 
 /// The arguments that turn the IOMMU on in passthrough mode for a CPU vendor, for messages that tell a user

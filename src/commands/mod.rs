@@ -43,13 +43,24 @@ pub fn run(cli: &Cli) -> Result<()> {
         } => apply::run(cli, overrides, live, *dry_run, *replace_conflicts, *json),
         Command::Build(args) => build::run(cli, args),
         Command::Revert { live } => revert::run(cli, live),
-        Command::Groups { json, gpus } => groups::run(cli, *json, *gpus),
+        Command::Groups { json, gpus, class } => {
+            let mut classes = class.clone();
+            if *gpus {
+                classes.push(crate::host::class::DeviceClass::Gpu);
+            }
+            groups::run(cli, *json, &classes)
+        }
         Command::Detect {
             write,
             force,
             device,
-        } => detect::run(cli, write.as_deref(), *force, *device),
-        Command::Doctor { json, overrides } => doctor::run(cli, overrides, *json),
+            json,
+        } => detect::run(cli, write.as_deref(), *force, *device, *json),
+        Command::Doctor {
+            json,
+            list_checks,
+            overrides,
+        } => doctor::run(cli, overrides, *json, *list_checks),
         Command::TestBoot(args) => test_boot::run(cli, args),
         Command::Mok { command } => mok::run(cli, command),
         Command::Ci {

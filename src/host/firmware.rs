@@ -1,4 +1,4 @@
-//! Firmware facts: UEFI or legacy (CSM) boot, Secure Boot and the kernel's lockdown.
+//! Firmware facts: UEFI or legacy (CSM) boot, Secure Boot, the kernel's lockdown, and the machine's chassis.
 
 use anyhow::Result;
 use camino::Utf8Path;
@@ -10,6 +10,7 @@ pub const EFIVARS_DIR: &str = "/sys/firmware/efi/efivars";
 /// The EFI global variable GUID; `SecureBoot` and `SetupMode` live under it.
 const GLOBAL_GUID: &str = "8be4df61-93ca-11d2-aa0d-00e098032b8c";
 pub const LOCKDOWN: &str = "/sys/kernel/security/lockdown";
+pub const CHASSIS_TYPE: &str = "/sys/class/dmi/id/chassis_type";
 
 /// `/sys/firmware/efi` exists only when the kernel was started by UEFI firmware.
 pub fn uefi_boot(root: &Root) -> bool {
@@ -61,6 +62,19 @@ fn selected(text: &str) -> String {
         .to_owned()
 }
 
+/// Whether the DMI chassis type is a portable one: laptop, notebook, sub notebook, convertible, detachable.
+/// `None` when the firmware gives no DMI table.
+pub fn portable(root: &Root) -> Result<Option<bool>> {
+    let Some(text) = root.read_optional(CHASSIS_TYPE)? else {
+        return Ok(None);
+    };
+    // SMBIOS 3.x, 7.4.1: 8 Portable, 9 Laptop, 10 Notebook, 14 Sub Notebook, 31 Convertible, 32 Detachable.
+    Ok(Some(matches!(
+        text.trim().parse::<u8>(),
+        Ok(8 | 9 | 10 | 14 | 31 | 32)
+    )))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -94,11 +108,17 @@ mod tests {
     }
 
     #[test]
-    fn lockdown_is_the_selected_mode() {
+    fn lockdown_and_chassis() {
         let (_dir, root) = tree();
         assert_eq!(lockdown(&root).unwrap(), None);
+        assert_eq!(portable(&root).unwrap(), None);
         std::fs::create_dir_all(root.join("/sys/kernel/security")).unwrap();
         std::fs::write(root.join(LOCKDOWN), "none [integrity] confidentiality\n").unwrap();
         assert_eq!(lockdown(&root).unwrap().as_deref(), Some("integrity"));
+        std::fs::create_dir_all(root.join("/sys/class/dmi/id")).unwrap();
+        std::fs::write(root.join(CHASSIS_TYPE), "10\n").unwrap();
+        assert_eq!(portable(&root).unwrap(), Some(true));
+        std::fs::write(root.join(CHASSIS_TYPE), "3\n").unwrap();
+        assert_eq!(portable(&root).unwrap(), Some(false));
     }
 }

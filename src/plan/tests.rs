@@ -707,8 +707,11 @@ fn a_secure_boot_host_refuses_an_unsigned_module_or_kernel_and_says_how_to_sign(
     let packages = Utf8Path::from_path(packages.path()).unwrap();
     let both = secure_boot_config(&tree, packages, true, "");
     let (_dir, root) = firmware_host(Some(1), Some("none [integrity] confidentiality\n"));
-    let err = refusal(&both, root);
+    let err = refusal(&both, root.clone());
     assert_eq!(err.field, "signing");
+    // doctor checks such a host as it is: its Secure Boot and lockdown checks report the unsigned module.
+    let diagnosed = Plan::resolve_to_diagnose(&both, &Target::Host(root)).unwrap();
+    assert!(diagnosed.signing.is_none() && !diagnosed.modules.is_empty());
     for part in [
         "Secure Boot is on and its kernel is locked down (integrity)",
         "the vendor-reset module would not load",
