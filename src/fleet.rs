@@ -55,6 +55,8 @@ impl StackKey {
             modules: &'a [ModulePlan],
             initramfs_drivers: &'a [String],
             initramfs_files: Vec<&'a PlannedFile>,
+            /// The certificate the modules and kernel are signed for (its fingerprint is on those steps).
+            signing: Option<&'a str>,
         }
         let inputs = StackInputs {
             tool_version: env!("CARGO_PKG_VERSION"),
@@ -63,6 +65,7 @@ impl StackKey {
             modules: &plan.modules,
             initramfs_drivers: &plan.initramfs_drivers,
             initramfs_files: plan.files_in(Layer::Initramfs).collect(),
+            signing: plan.signing.as_ref().map(|s| s.certificate.sha256.as_str()),
         };
         let json = serde_json::to_vec(&inputs).expect("a plan always serializes");
         StackKey(format!("{:x}", Sha256::digest(json)))

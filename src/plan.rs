@@ -12,9 +12,11 @@ use anyhow::Result;
 use camino::{Utf8Path, Utf8PathBuf};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+use crate::config::signing::{Certificate, PemSource};
 use crate::config::{Config, CpuChoice, GpuVendor, HeaderPackages, KernelSource, ModuleSource};
 use crate::error::InputError;
 use crate::host::cpu::{CpuInfo, CpuVendor};
+use crate::host::firmware::{self, SecureBoot};
 use crate::host::kernel;
 use crate::host::pci::PciAddress;
 use crate::host::topology::Topology;
@@ -83,6 +85,8 @@ pub struct Plan {
     pub live_files: Vec<LiveFile>,
     pub kernel: Option<KernelPlan>,
     pub modules: Vec<ModulePlan>,
+    /// The key the modules and the replacement kernel are signed with; `None`: nothing is signed.
+    pub signing: Option<SigningPlan>,
     /// Things in the config that will work, but probably not as the user hopes.
     pub warnings: Vec<String>,
     /// What the plan decided from the host it is for, that the config alone does not say.
@@ -223,6 +227,31 @@ impl OldKernelPackages {
     }
 }
 
+/// Signing with the user's Machine Owner Key (`[signing]`): the modules in the throwaway module stage with
+/// the kernel's own `sign-file`, the replacement kernel for shim with `sbsign`.
+#[derive(Debug, Clone, Serialize)]
+pub struct SigningPlan {
+    /// Checked for what shim and the kernel need; its fingerprint goes on the build steps that sign.
+    pub certificate: Certificate,
+    /// Where `build` reads the private key (no other command reads it): it reaches the engine only as a build
+    /// secret.
+    pub key: PemSource,
+}
+
+/// What a plan does about a module or a kernel it leaves unsigned (no `[signing]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum UnsignedCode {
+    /// A plan that makes something: refused for a host that would refuse the code, a warning for an image.
+    Refuse,
+    /// doctor's plan: the host is checked as it is, and doctor reports what it would refuse.
+    Diagnose,
+}
+
+/// How a user who is told that something will not be signed gets a key, enrolls it and names it.
+const SIGNING_WAY_OUT: &str = "Make a Machine Owner Key with `passthru-image mok new DIR`, enroll it on the \
+    host with `sudo mokutil --import DIR/MOK.der` (MokManager asks to confirm it at the next boot), and set \
+    [signing] key = \"DIR/MOK.key\" and cert = \"DIR/MOK.pem\" in the config";
+
 /// An out-of-tree module built against the image's own kernel, the way its dkms.conf says.
 #[derive(Debug, Clone)]
 pub struct ModulePlan {
@@ -328,6 +357,26 @@ impl Plan {
         target: &Target,
         checkouts: &Checkouts,
     ) -> Result<Plan> {
+        Plan::resolve_with(config, target, checkouts, UnsignedCode::Refuse)
+    }
+
+    /// The plan `doctor` checks a host against. Unsigned code the host would refuse is one of its findings
+    /// (its Secure Boot and lockdown checks), not a reason to stop.
+    pub(crate) fn resolve_to_diagnose(config: &Config, target: &Target) -> Result<Plan> {
+        Plan::resolve_with(
+            config,
+            target,
+            &Checkouts::default(),
+            UnsignedCode::Diagnose,
+        )
+    }
+
+    fn resolve_with(
+        config: &Config,
+        target: &Target,
+        checkouts: &Checkouts,
+        unsigned_code: UnsignedCode,
+    ) -> Result<Plan> {
         let this_machine = Root::default();
         let cpu_root = match target {
             Target::Host(root) => root,
@@ -356,6 +405,11 @@ impl Plan {
                 removes: OldKernelPackages::all(),
             }),
             false => None,
+        };
+        let signing = plan_signing(config, kernel.as_ref())?;
+        let unsigned_warning = match (&signing, unsigned_code) {
+            (None, UnsignedCode::Refuse) => check_unsigned(target, &modules, kernel.as_ref())?,
+            _ => None,
         };
         let vfio = VfioPlan {
             ids: first_of_each(&config.vfio.ids),
@@ -452,6 +506,7 @@ impl Plan {
         let mut warnings = config_warnings(config);
         warnings.extend(planned.warnings);
         warnings.extend(host_warnings);
+        warnings.extend(unsigned_warning);
         let mut plan = Plan {
             cpu_vendor,
             cpu_vendor_detected: config.cpu.vendor == CpuChoice::Auto,
@@ -471,6 +526,7 @@ impl Plan {
             live_files,
             kernel,
             modules,
+            signing,
             warnings,
             notes,
         };
@@ -496,6 +552,106 @@ impl Plan {
     pub fn files_in(&self, layer: Layer) -> impl Iterator<Item = &PlannedFile> {
         self.files.iter().filter(move |f| f.layer == layer)
     }
+
+    /// Whether the build signs anything: `[signing]` with a module to build or a kernel to replace.
+    pub(crate) fn signs(&self) -> bool {
+        self.signing.is_some() && (!self.modules.is_empty() || self.kernel.is_some())
+    }
+}
+
+/// `[signing]` read and checked: a kernel that will be signed needs a certificate shim accepts for it.
+fn plan_signing(config: &Config, kernel: Option<&KernelPlan>) -> Result<Option<SigningPlan>> {
+    let Some(signing) = &config.signing else {
+        return Ok(None);
+    };
+    let certificate = Certificate::read(signing)?;
+    if kernel.is_some() {
+        certificate.check_signs_kernels()?;
+    }
+    Ok(Some(SigningPlan {
+        certificate,
+        key: signing.key_source(),
+    }))
+}
+
+/// Without `[signing]`, the modules and kernel stay unsigned. A host with Secure Boot on (or its kernel locked
+/// down) would refuse them: a plan for such a host is refused. A plan for an image, whose hosts this machine
+/// cannot see, gets a warning instead.
+fn check_unsigned(
+    target: &Target,
+    modules: &[ModulePlan],
+    kernel: Option<&KernelPlan>,
+) -> Result<Option<String>> {
+    if modules.is_empty() && kernel.is_none() {
+        return Ok(None);
+    }
+    let modules_text = match modules.is_empty() {
+        true => None,
+        false => {
+            let names: Vec<&str> = modules.iter().map(ModulePlan::label).collect();
+            Some(format!("the {} module", names.join(" and ")))
+        }
+    };
+    match target {
+        Target::Image => Ok(Some(unsigned_image_warning(
+            modules_text.as_deref(),
+            kernel.is_some(),
+        ))),
+        Target::Host(root) => {
+            refuse_on_secure_boot(root, modules_text.as_deref(), kernel.is_some())?;
+            Ok(None)
+        }
+    }
+}
+
+fn unsigned_image_warning(modules: Option<&str>, kernel: bool) -> String {
+    let unsigned = match (modules, kernel) {
+        (Some(modules), true) => format!("{modules} and the ACS-override kernel are"),
+        (Some(modules), false) => format!("{modules} is"),
+        (None, _) => "the ACS-override kernel is".to_owned(),
+    };
+    format!(
+        "[signing] is not set: {unsigned} built unsigned, and a host booted with Secure Boot refuses unsigned \
+         modules and kernels. {SIGNING_WAY_OUT}"
+    )
+}
+
+/// Exit 2 when the host would not load the unsigned `modules` or boot the unsigned kernel.
+fn refuse_on_secure_boot(root: &Root, modules: Option<&str>, kernel: bool) -> Result<()> {
+    let secure_boot = firmware::secure_boot(root)? == SecureBoot::On;
+    let lockdown = firmware::lockdown(root)?.filter(|mode| mode != "none");
+    let mut refused = Vec::new();
+    if let Some(modules) = modules
+        && (secure_boot || lockdown.is_some())
+    {
+        refused.push(format!(
+            "its kernel loads only signed modules, so {modules} would not load"
+        ));
+    }
+    if kernel && secure_boot {
+        refused.push(
+            "shim boots only a signed kernel, so the ACS-override kernel would not boot".to_owned(),
+        );
+    }
+    if refused.is_empty() {
+        return Ok(());
+    }
+    let why: Vec<String> = [
+        secure_boot.then(|| "Secure Boot is on".to_owned()),
+        lockdown.map(|mode| format!("its kernel is locked down ({mode})")),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    Err(InputError::new(
+        "signing",
+        format!(
+            "not set, but on this host {}: {}. {SIGNING_WAY_OUT}",
+            why.join(" and "),
+            refused.join("; ")
+        ),
+    )
+    .into())
 }
 
 /// Whether the kernel of the host a plan is for already carries the ACS override patch (Bazzite's does): then

@@ -46,12 +46,14 @@ pub enum UserFile {
     DkmsConf,
     /// An ACS-override kernel package: kernel-modules is the largest, well under 200 MiB.
     KernelPackage,
+    /// A Machine Owner Key's private key or certificate (`[signing]`): a few KiB of PEM.
+    SigningPem,
 }
 
 impl UserFile {
     fn limit(self) -> u64 {
         match self {
-            UserFile::Config | UserFile::DkmsConf => MIB,
+            UserFile::Config | UserFile::DkmsConf | UserFile::SigningPem => MIB,
             UserFile::KernelPackage => 1024 * MIB,
         }
     }

@@ -14,8 +14,9 @@ packages=(
     ostree python3
     # test-boot: QEMU and the ext4 disk made from the image
     qemu-system-x86 e2fsprogs
-    # mok new: the key pair and certificate are made by the openssl program (so is the registry tests' CA)
-    openssl
+    # mok new: the key pair and certificate are made by the openssl program (so is the registry tests' CA);
+    # [signing] reads them with it. sbverify checks the kernels `build` signs (tests/e2e_signing.rs)
+    openssl sbsigntool
     # lint: every script in layers/ and tests/ (tests/shellcheck.rs); actionlint runs it on the workflow's scripts
     shellcheck
     # push: the reference registry (docker-registry), an htpasswd file for it, skopeo to read pushed images back

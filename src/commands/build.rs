@@ -9,12 +9,12 @@ use super::{load_config, refuse_with_hosts};
 use crate::atomic;
 use crate::cli::{BuildArgs, Cli};
 use crate::config::Config;
+use crate::config::signing::{KEY_ENV, SigningKey};
 use crate::error::InputError;
 use crate::fleet::{Fleet, Host};
-use crate::image::engine::{
-    BuildOptions, BuildSecret, Engine, Pull, PushOptions, SECURE_BOOT_SECRETS,
-};
+use crate::image::engine::{BuildOptions, Engine, Pull, PushOptions};
 use crate::image::labels::{self, Provenance};
+use crate::image::secrets::SigningSecrets;
 use crate::image::{context, fetch, progress, render};
 use crate::image_ref::{Digest, ImageRef};
 use crate::plan::Plan;
@@ -131,7 +131,6 @@ struct Builder<'a> {
     args: &'a BuildArgs,
     engine: Engine,
     provenance: Provenance,
-    secrets: Vec<BuildSecret>,
 }
 
 impl<'a> Builder<'a> {
@@ -148,17 +147,11 @@ impl<'a> Builder<'a> {
             None => Engine::detect()?,
         };
         engine.check(args.isolation, args.tls_verify.unwrap_or_default())?;
-        let secrets = SECURE_BOOT_SECRETS
-            .iter()
-            .copied()
-            .filter(|secret| std::env::var_os(secret.env).is_some_and(|v| !v.is_empty()))
-            .collect();
         Ok(Builder {
             cli,
             args,
             engine,
             provenance: Provenance::from_env()?,
-            secrets,
         })
     }
 
@@ -168,13 +161,29 @@ impl<'a> Builder<'a> {
         images: &[Image],
         context_dir: Option<&Utf8Path>,
     ) -> Result<Vec<Option<Digest>>> {
+        let in_image = |image: &Image, text: String| match images.len() {
+            1 => text,
+            _ => format!("{}: {text}", image.origin),
+        };
         for image in images {
             for warning in image.plan.image_mode_warnings() {
-                match images.len() {
-                    1 => eprintln!("warning: {warning}"),
-                    _ => eprintln!("warning: {}: {warning}", image.origin),
-                }
+                eprintln!("warning: {}", in_image(image, warning));
             }
+            if let Some(warning) = unused_key_warning(image.plan) {
+                eprintln!("warning: {}", in_image(image, warning));
+            }
+        }
+        // Every key is read and checked before anything is pulled or built.
+        let mut keys = Vec::new();
+        for image in images {
+            keys.push(
+                signing_key(image.plan).map_err(|e| match e.downcast::<InputError>() {
+                    Ok(input) => {
+                        InputError::new(in_image(image, input.field), input.message).into()
+                    }
+                    Err(e) => e,
+                })?,
+            );
         }
         // Each base once, before any build: with --pull always, all images get the same pull of it.
         let mut bases: Vec<(&ImageRef, Option<Digest>)> = Vec::new();
@@ -185,7 +194,7 @@ impl<'a> Builder<'a> {
             }
         }
         let mut pushed = Vec::new();
-        for (i, image) in images.iter().enumerate() {
+        for (i, (image, key)) in images.iter().zip(&keys).enumerate() {
             let base_digest = bases
                 .iter()
                 .find(|(b, _)| **b == image.plan.image.base)
@@ -194,7 +203,7 @@ impl<'a> Builder<'a> {
                 1 => String::new(),
                 n => format!(" [{}/{n}]", i + 1),
             };
-            self.build(image, &count, base_digest, context_dir)?;
+            self.build(image, key.as_ref(), &count, base_digest, context_dir)?;
             pushed.push(match self.args.push {
                 true => Some(self.push(&image.plan.image.tag)?),
                 false => None,
@@ -233,10 +242,12 @@ impl<'a> Builder<'a> {
         Ok(digest)
     }
 
-    /// Builds one image; `count` says which of the run's images it is (" [2/10]"), empty for a single one.
+    /// Builds one image, signed with `key` when its plan signs; `count` says which of the run's images it is
+    /// (" [2/10]"), empty for a single one.
     fn build(
         &self,
         image: &Image,
+        key: Option<&SigningKey>,
         count: &str,
         base_digest: Option<&Digest>,
         keep_in: Option<&Utf8Path>,
@@ -248,11 +259,20 @@ impl<'a> Builder<'a> {
             &labels::config_sha256(image.config),
             &self.args.labels,
         );
+        // Written outside the context for this build only, and removed when it returns.
+        let secrets = match (key, &plan.signing) {
+            (Some(key), Some(signing)) => Some(SigningSecrets::write(key, &signing.certificate)?),
+            _ => None,
+        };
+        let secret_options = secrets
+            .as_ref()
+            .map(SigningSecrets::build_secrets)
+            .unwrap_or_default();
         let options = BuildOptions {
             tag: &plan.image.tag,
             isolation: self.args.isolation,
             labels: &self.args.labels,
-            secrets: &self.secrets,
+            secrets: &secret_options,
         };
         let ctx = render::render_labelled(plan, &computed)?;
         // Always made (it is cheap) so the context's lifetime is plain: it goes when the build returns.
@@ -289,6 +309,25 @@ impl<'a> Builder<'a> {
             .with_context(|| format!("pushing {tag} failed (the image stays in local storage)"))?;
         self.engine.pushed_digest(tag, &options)
     }
+}
+
+/// The private key of an image whose plan signs something, read and checked against the plan's certificate.
+fn signing_key(plan: &Plan) -> Result<Option<SigningKey>> {
+    match &plan.signing {
+        Some(signing) if plan.signs() => {
+            Ok(Some(SigningKey::read(&signing.key, &signing.certificate)?))
+        }
+        _ => Ok(None),
+    }
+}
+
+/// A key in the environment that nothing will use: the config has no `[signing]` for what it builds.
+fn unused_key_warning(plan: &Plan) -> Option<String> {
+    let builds_code = !plan.modules.is_empty() || plan.kernel.is_some();
+    let key_set = std::env::var_os(KEY_ENV).is_some_and(|v| !v.is_empty());
+    (builds_code && key_set && plan.signing.is_none()).then(|| {
+        format!("{KEY_ENV} is set, but the config has no [signing]: nothing is signed with it (add [signing])")
+    })
 }
 
 fn scratch_dir(prefix: &str) -> Result<tempfile::TempDir> {

@@ -56,7 +56,7 @@ fn expectations(
         ));
     }
     let (config, source) = load_config(cli, overrides)?;
-    let plan = Plan::resolve(&config, &cli.host_target())?;
+    let plan = Plan::resolve_to_diagnose(&config, &cli.host_target())?;
     Ok((Expectations::of(&plan), source.to_string()))
 }
 

@@ -3,6 +3,8 @@ use camino::Utf8Path;
 
 use super::load_config;
 use crate::cli::{Cli, OverrideArgs};
+use crate::config::signing::PemSource;
+use crate::image::secrets::{MOK_CERT, MOK_KEY};
 use crate::image::{context, fetch, render};
 use crate::plan::Plan;
 
@@ -23,7 +25,28 @@ pub fn run(cli: &Cli, overrides: &OverrideArgs, output: &Utf8Path, force: bool) 
             plan.image.tag,
             ctx.files.len()
         );
-        eprintln!("Build it with: podman build -t {} {output}", plan.image.tag);
+        eprintln!(
+            "Build it with: podman build {}-t {} {output}",
+            secret_options(&plan),
+            plan.image.tag
+        );
     }
     Ok(())
+}
+
+/// The engine options that lend the signing steps the key and the certificate, when the plan signs.
+fn secret_options(plan: &Plan) -> String {
+    let Some(signing) = plan.signing.as_ref().filter(|_| plan.signs()) else {
+        return String::new();
+    };
+    // An input the environment holds is named by the file of `mok new` it comes from.
+    let src = |source: &PemSource, file: &str| match source {
+        PemSource::File { path } => path.to_string(),
+        PemSource::Environment { .. } => file.to_owned(),
+    };
+    format!(
+        "--secret id={MOK_KEY},src={} --secret id={MOK_CERT},src={} ",
+        src(&signing.key, "MOK.key"),
+        src(&signing.certificate.source, "MOK.pem")
+    )
 }

@@ -3,6 +3,7 @@ use camino::Utf8Path;
 
 use super::{load_config, print_json, refuse_with_hosts};
 use crate::cli::{Cli, OverrideArgs};
+use crate::config::signing::PemSource;
 use crate::fleet::{Fleet, Stack};
 use crate::image::labels;
 use crate::plan::{Layer, ModulePlan, Plan};
@@ -73,7 +74,41 @@ pub fn run(cli: &Cli, overrides: &OverrideArgs, json: bool) -> Result<()> {
     for module in &plan.modules {
         println!("{}", module_line(module));
     }
+    if let Some(line) = signing_line(&plan) {
+        println!("{line}");
+    }
     Ok(())
+}
+
+/// What is signed, with which certificate, and where `build` reads the key; nothing when nothing is built.
+fn signing_line(plan: &Plan) -> Option<String> {
+    let signed = match (plan.modules.is_empty(), plan.kernel.is_some()) {
+        (false, true) => "the modules and the kernel",
+        (false, false) => "the modules",
+        (true, true) => "the kernel",
+        (true, false) => return None,
+    };
+    let Some(signing) = &plan.signing else {
+        return Some(format!(
+            "Signing: none ([signing] is not set): {signed} stay unsigned"
+        ));
+    };
+    let cert = &signing.certificate;
+    Some(format!(
+        "Signing: {signed}, with the Machine Owner Key {} (certificate sha256 {}, from {}); `build` reads \
+         the private key from {}",
+        cert.subject,
+        cert.sha256,
+        source_text(&cert.source),
+        source_text(&signing.key)
+    ))
+}
+
+fn source_text(source: &PemSource) -> String {
+    match source {
+        PemSource::File { path } => path.to_string(),
+        PemSource::Environment { variable } => format!("${variable}"),
+    }
 }
 
 /// What is built and how, or, for a git source `plan` does not fetch, where its dkms.conf will be read.

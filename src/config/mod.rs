@@ -4,6 +4,7 @@
 //! ignored key. Values that later land in a Containerfile, a TOML file or a command line are parsed into
 //! checked types here ([`PciId`], [`PciAddress`], [`ImageRef`], [`Karg`]), so the rest of the tool never sees raw strings.
 
+pub mod signing;
 pub mod sources;
 
 use anyhow::Result;
@@ -17,6 +18,7 @@ use crate::kargs::Karg;
 use crate::pci_id::PciId;
 use crate::root::UserFile;
 
+pub use signing::SigningConfig;
 pub use sources::{AcsMode, HeaderPackages, KernelSource, ModuleSource};
 
 /// The embedded default, shown to users as the reference and used when no config file exists.
@@ -40,6 +42,9 @@ pub struct Config {
     pub vendor_reset: VendorResetConfig,
     pub acs_override: AcsOverrideConfig,
     pub accept_risk: AcceptRiskConfig,
+    /// The Machine Owner Key that signs modules and a replacement kernel; nothing is signed without it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub signing: Option<SigningConfig>,
 }
 
 /// Risks a plan made for a host may take only when the config accepts them, one switch per risk: without it
@@ -350,8 +355,8 @@ impl Config {
     }
 
     /// Parses and validates a config. `origin` names the file in messages, and relative paths in it
-    /// (`vendor-reset.path`, `vendor-reset.headers`, `acs-override.packages`) are taken relative to that file's
-    /// directory, so a config means the same wherever the tool is run from.
+    /// (`vendor-reset.path`, `vendor-reset.headers`, `acs-override.packages`, `signing.key`, `signing.cert`) are
+    /// taken relative to that file's directory, so a config means the same wherever the tool is run from.
     pub fn from_toml(text: &str, origin: &str) -> Result<Config> {
         let deserializer = toml::Deserializer::parse(text)
             .map_err(|e| InputError::new(origin, format!("not valid TOML: {e}")))?;
@@ -377,6 +382,7 @@ impl Config {
         ]
         .into_iter()
         .flatten()
+        .chain(config.signing.iter_mut().flat_map(SigningConfig::paths_mut))
         {
             if path.is_relative() {
                 *path = base.join(&*path);

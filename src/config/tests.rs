@@ -377,3 +377,44 @@ fn local_header_packages_are_relative_to_the_config_and_checked_like_kernel_pack
     let written = toml::to_string(&config).unwrap();
     assert_eq!(Config::from_toml(&written, "t.toml").unwrap(), config);
 }
+
+#[test]
+fn signing_paths_are_relative_to_the_config_and_a_left_out_one_is_its_variable() {
+    use crate::config::signing::{CERT_ENV, KEY_ENV, PemSource};
+    let text = "[signing]\nkey = \"mok/MOK.key\"\ncert = \"/etc/mok/MOK.pem\"\n";
+    let config = Config::from_toml(text, "/fleet/hosts/desk.toml").unwrap();
+    let signing = config.signing.clone().unwrap();
+    assert_eq!(
+        signing.key_source(),
+        PemSource::File {
+            path: "/fleet/hosts/mok/MOK.key".into()
+        }
+    );
+    assert_eq!(
+        signing.cert_source(),
+        PemSource::File {
+            path: "/etc/mok/MOK.pem".into()
+        }
+    );
+    let written = toml::to_string(&config).unwrap();
+    assert_eq!(Config::from_toml(&written, "t.toml").unwrap(), config);
+
+    // An empty section signs with what the environment holds (CI).
+    let empty = Config::from_toml("[signing]\n", "t.toml").unwrap();
+    let signing = empty.signing.unwrap();
+    assert_eq!(
+        signing.key_source(),
+        PemSource::Environment { variable: KEY_ENV }
+    );
+    assert_eq!(
+        signing.cert_source(),
+        PemSource::Environment { variable: CERT_ENV }
+    );
+    assert_eq!(Config::from_toml("", "t.toml").unwrap().signing, None);
+    let err = Config::from_toml("[signing]\nkey-file = \"k\"\n", "t.toml").unwrap_err();
+    assert!(
+        err.to_string()
+            .starts_with("t.toml: signing.key-file: unknown field"),
+        "{err}"
+    );
+}

@@ -52,13 +52,10 @@ pub(super) static SECURE_BOOT: Check<Facts> = Check {
             SecureBoot::SetupMode => {
                 Finding::pass("the firmware is in setup mode: nothing is enforced")
             }
-            SecureBoot::On if facts.plans_modules() => Finding::warn(
-                format!(
-                    "on: the kernel loads only signed modules, and the plan builds {}",
-                    module_names(facts)
-                ),
-                "sign the module with a key enrolled as MOK, or turn Secure Boot off in the firmware setup",
-            ),
+            SecureBoot::On if facts.plans_modules() => Finding::pass(format!(
+                "on: the kernel loads only signed modules, and the plan builds {} (module-signer checks its signature)",
+                module_names(facts)
+            )),
             SecureBoot::On => {
                 Finding::pass("on; the plan builds no out-of-tree module, so nothing needs signing")
             }
@@ -79,13 +76,11 @@ pub(super) static LOCKDOWN: Check<Facts> = Check {
         };
         Ok(vec![match mode.as_str() {
             "none" => Finding::pass("none"),
-            _ if facts.plans_modules() => Finding::warn(
-                format!(
-                    "{mode}: the kernel loads only signed modules, and the plan builds {}",
-                    module_names(facts)
-                ),
-                "sign the module with a key enrolled as MOK, or turn Secure Boot off in the firmware setup (lockdown follows it)",
-            ),
+            _ if facts.plans_modules() => Finding::pass(format!(
+                "{mode}: the kernel loads only signed modules, and the plan builds {} (module-signer checks its \
+                 signature)",
+                module_names(facts)
+            )),
             _ => Finding::pass(format!(
                 "{mode} (VFIO works under it; the plan adds no module)"
             )),

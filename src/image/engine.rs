@@ -7,7 +7,7 @@
 use std::ffi::OsString;
 
 use anyhow::{Context, Result, bail};
-use camino::Utf8Path;
+use camino::{Utf8Path, Utf8PathBuf};
 use clap::ValueEnum;
 
 use crate::cmd::Cmd;
@@ -50,28 +50,14 @@ pub enum TlsVerify {
     Skip,
 }
 
-/// A secret the engine lends to the RUN steps that mount it (`RUN --mount=type=secret,id=ID`), read from an
-/// environment variable: it reaches no layer, no build argument and no command line.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct BuildSecret {
-    pub id: &'static str,
-    pub env: &'static str,
+/// A secret the engine lends to the RUN steps that mount it (`RUN --mount=type=secret,id=ID`), read from a
+/// file outside the build context: it reaches no layer, no build argument and no command line but its path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct BuildSecret {
+    pub(crate) id: &'static str,
+    /// A private file of this build (src/image/secrets.rs), whose path holds no `,` or `=`.
+    pub(crate) src: Utf8PathBuf,
 }
-
-/// The Secure Boot signing key and certificate: `mok new`'s MOK.key and MOK.pem, for signing the kernel and
-/// modules (the `[signing]` config that uses them comes with a later release). The names are reserved now so CI
-/// workflows generated today already pass them as Actions secrets: `build` hands each one that is set to the
-/// engine as a build secret.
-pub(crate) const SECURE_BOOT_SECRETS: &[BuildSecret] = &[
-    BuildSecret {
-        id: "mok-key",
-        env: "PASSTHRU_MOK_KEY",
-    },
-    BuildSecret {
-        id: "mok-cert",
-        env: "PASSTHRU_MOK_CERT",
-    },
-];
 
 /// A `--label KEY=VALUE` for the built image, checked before it reaches the engine's command line.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -117,7 +103,7 @@ pub struct BuildOptions<'a> {
     pub tag: &'a ImageRef,
     pub isolation: Option<Isolation>,
     pub labels: &'a [Label],
-    pub secrets: &'a [BuildSecret],
+    pub(crate) secrets: &'a [BuildSecret],
 }
 
 #[derive(Debug, Clone)]
@@ -202,7 +188,7 @@ impl Engine {
         for secret in options.secrets {
             argv.extend([
                 "--secret".into(),
-                format!("id={},env={}", secret.id, secret.env),
+                format!("id={},src={}", secret.id, secret.src),
             ]);
         }
         argv.extend([
@@ -396,15 +382,27 @@ mod tests {
     }
 
     #[test]
-    fn secrets_go_by_environment_variable_name_never_by_value() {
-        let text = argv(Engine::Podman, None, &[], SECURE_BOOT_SECRETS);
-        assert!(
-            text.contains(
-                "--secret id=mok-key,env=PASSTHRU_MOK_KEY \
-                 --secret id=mok-cert,env=PASSTHRU_MOK_CERT --tag"
-            ),
-            "{text}"
-        );
+    fn secrets_go_by_file_never_by_value() {
+        let secrets = [
+            BuildSecret {
+                id: "mok-key",
+                src: "/tmp/s/mok-key".into(),
+            },
+            BuildSecret {
+                id: "mok-cert",
+                src: "/tmp/s/mok-cert".into(),
+            },
+        ];
+        // BuildKit (docker) and buildah read the same option.
+        for engine in [Engine::Podman, Engine::Buildah, Engine::Docker] {
+            let text = argv(engine, None, &[], &secrets);
+            assert!(
+                text.contains(
+                    "--secret id=mok-key,src=/tmp/s/mok-key --secret id=mok-cert,src=/tmp/s/mok-cert --tag"
+                ),
+                "{text}"
+            );
+        }
     }
 
     #[test]

@@ -6,3 +6,4 @@ pub(crate) mod fetch;
 pub(crate) mod labels;
 pub mod progress;
 pub mod render;
+pub(crate) mod secrets;

@@ -11,11 +11,12 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use super::engine::Label;
+use super::secrets::{MOK_CERT, MOK_KEY};
 use crate::config::sources::{KernelPackage, PackageKeys};
 use crate::config::{HeaderPackages, KernelSource, ModuleSource};
 use crate::error::InputError;
 use crate::plan::dkms_conf::{DebugInfo, DkmsConf};
-use crate::plan::{Layer, ModuleConf, ModulePlan, Plan};
+use crate::plan::{Layer, ModuleConf, ModulePlan, Plan, SigningPlan};
 
 const CONTAINERFILE_TEMPLATE: &str = include_str!("../../containerfiles/Containerfile.j2");
 
@@ -37,6 +38,7 @@ const SCRIPTS: &[(&str, &str)] = &[
         "swap-kernel",
         include_str!("../../layers/scripts/swap-kernel"),
     ),
+    ("mok-sign", include_str!("../../layers/scripts/mok-sign")),
 ];
 
 /// One file of the build context, relative to its root.
@@ -101,10 +103,11 @@ pub(crate) fn render_labelled(plan: &Plan, labels: &[Label]) -> Result<BuildCont
         modules.push(stage);
         files.extend(module_files);
     }
+    let signing = SigningSteps::of(plan);
     files.push(ContextFile::text(
         "Containerfile",
         0o644,
-        &containerfile(plan, kernel_sums.as_deref(), &modules, labels)?,
+        &containerfile(plan, kernel_sums.as_deref(), &modules, &signing, labels)?,
     ));
     for (name, content) in SCRIPTS {
         files.push(ContextFile::text(format!("scripts/{name}"), 0o755, content));
@@ -181,6 +184,71 @@ fn module_stage(module: &ModulePlan) -> Result<(ModuleStage, Vec<ContextFile>)> 
     Ok((stage, files))
 }
 
+/// Where the signing steps mount the build secrets: mok-sign reads them there.
+const SECRETS_DIR: &str = "/run/secrets";
+/// Where the kernel's signing step mounts the base image's /usr/lib/modules, to tell a kernel the swap kept.
+const BASE_MODULES_MOUNT: &str = "/run/passthru-base-modules";
+const MOK_SIGN: &str = "/usr/libexec/passthru-image/mok-sign";
+/// Where build-kmods leaves the modules for the final stage, and where the kernel's signing step leaves it.
+const STAGE_OUT: &str = "/out";
+
+/// A signing step of the Containerfile: its `--mount=...` options (each followed by a space) and its argv.
+#[derive(Debug, Serialize)]
+struct SigningStep {
+    mounts: String,
+    argv: Vec<String>,
+}
+
+/// The steps that sign with the user's key, when the plan signs: the modules at the end of the kmods stage,
+/// the replacement kernel in a throwaway stage of its own (which installs sbsigntools and is left behind).
+#[derive(Debug, Default)]
+struct SigningSteps {
+    modules: Option<SigningStep>,
+    kernel: Option<SigningStep>,
+}
+
+impl SigningSteps {
+    fn of(plan: &Plan) -> SigningSteps {
+        let Some(signing) = &plan.signing else {
+            return SigningSteps::default();
+        };
+        let modules = (!plan.modules.is_empty()).then(|| SigningStep {
+            mounts: secret_mounts(),
+            argv: mok_sign_argv(signing, "modules", STAGE_OUT),
+        });
+        let kernel = plan.kernel.is_some().then(|| SigningStep {
+            mounts: format!(
+                "--mount=type=bind,from={},source=/usr/lib/modules,target={BASE_MODULES_MOUNT} {}",
+                plan.image.base,
+                secret_mounts()
+            ),
+            argv: mok_sign_argv(signing, "kernel", BASE_MODULES_MOUNT),
+        });
+        SigningSteps { modules, kernel }
+    }
+}
+
+/// The key and the certificate, mounted for one step: never in the context, a layer or the history.
+fn secret_mounts() -> String {
+    [MOK_KEY, MOK_CERT]
+        .iter()
+        .map(|id| format!("--mount=type=secret,id={id},target={SECRETS_DIR}/{id} "))
+        .collect()
+}
+
+/// mok-sign with the certificate's fingerprint, which the engine's layer cache sees: another key signs again.
+fn mok_sign_argv(signing: &SigningPlan, mode: &str, arg: &str) -> Vec<String> {
+    [
+        MOK_SIGN,
+        "--cert-sha256",
+        &signing.certificate.sha256,
+        mode,
+        arg,
+    ]
+    .map(str::to_owned)
+    .to_vec()
+}
+
 /// build-kmods with everything it needs from the plan: the source and build directories, the modules the
 /// build must leave (each stripped of debug information unless dkms.conf says not to), and after `--` the
 /// build command, whose `${kernelver}`-style placeholders the script fills.
@@ -215,6 +283,7 @@ fn containerfile(
     plan: &Plan,
     kernel_sums: Option<&str>,
     modules: &[ModuleStage],
+    signing: &SigningSteps,
     labels: &[Label],
 ) -> Result<String> {
     // A LABEL value is expanded by the engine ($VAR) and ends at a quote: only plain values are written into
@@ -247,6 +316,8 @@ fn containerfile(
             kernel_sums => kernel_sums,
             kernel_scratch_dirs => scratch,
             modules => modules,
+            module_signing => signing.modules,
+            kernel_signing => signing.kernel,
             labels => labels.iter().map(|l| (&l.key, &l.value)).collect::<Vec<_>>(),
         })?;
     Ok(text)
@@ -603,6 +674,179 @@ mod tests {
             "{text}"
         );
         assert!(!text.contains("COPY headers"), "{text}");
+    }
+
+    /// A `mok new`-like certificate (and key) in `dir`, and the `[signing]` section naming them.
+    fn signing_toml(dir: &Utf8Path) -> String {
+        crate::cmd::Cmd::new("openssl")
+            .args([
+                "req", "-new", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+            ])
+            .args(["-subj", "/CN=render test MOK"])
+            .args(["-addext", "extendedKeyUsage=codeSigning"])
+            .args(["-keyout", dir.join("MOK.key").as_str()])
+            .args(["-out", dir.join("MOK.pem").as_str()])
+            .read()
+            .unwrap();
+        format!("[signing]\nkey = \"{dir}/MOK.key\"\ncert = \"{dir}/MOK.pem\"\n")
+    }
+
+    /// The module from `tree`, the ACS kernel from `packages` (when given), signed with the key in `keys`.
+    fn signed_plan(tree: &Utf8Path, packages: Option<&Utf8Path>, keys: &Utf8Path) -> Plan {
+        let mut toml = format!("[vendor-reset]\npath = \"{tree}\"\n{}", signing_toml(keys));
+        if let Some(dir) = packages {
+            std::fs::write(
+                dir.join("kernel-core-6.11.4-301.acs.fc41.x86_64.rpm"),
+                b"rpm",
+            )
+            .unwrap();
+            toml += &format!("[acs-override]\nenabled = true\npackages = \"{dir}\"\n");
+        }
+        let overrides = Overrides {
+            cpu: Some(CpuChoice::Amd),
+            vfio_ids: Some(vec!["1002:67df".parse().unwrap()]),
+            ..Default::default()
+        };
+        let config = Config::from_toml(&toml, "t.toml")
+            .unwrap()
+            .with_overrides(&overrides);
+        Plan::resolve(&config, &crate::plan::Target::Image).unwrap()
+    }
+
+    fn utf8_tempdir() -> (tempfile::TempDir, Utf8PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = Utf8PathBuf::from_path_buf(dir.path().to_owned()).unwrap();
+        (dir, path)
+    }
+
+    #[test]
+    fn signing_happens_in_throwaway_stages_with_the_secrets_mounted_there_only() {
+        let (_tree_dir, tree) = module_tree();
+        let (_packages_dir, packages) = utf8_tempdir();
+        let (_keys_dir, keys) = utf8_tempdir();
+        let plan = signed_plan(&tree, Some(&packages), &keys);
+        let sum = plan.signing.as_ref().unwrap().certificate.sha256.clone();
+        let ctx = render(&plan).unwrap();
+        let text = ctx.containerfile();
+        assert_eq!(
+            from_lines(text),
+            [
+                "FROM quay.io/fedora/fedora-bootc:44 AS system",
+                "FROM system AS kmods",
+                "FROM system AS kernel-signing",
+                "FROM system"
+            ]
+        );
+        let secrets = "--mount=type=secret,id=mok-key,target=/run/secrets/mok-key \
+                       --mount=type=secret,id=mok-cert,target=/run/secrets/mok-cert";
+        let signing_runs: Vec<(String, Vec<String>)> = text
+            .lines()
+            .filter(|l| l.starts_with("RUN ") && l.contains("mok-sign"))
+            .map(|l| run_line(l, "mok-sign"))
+            .collect();
+        let mok_sign = |mode: &str, arg: &str| {
+            vec![
+                "/usr/libexec/passthru-image/mok-sign".to_owned(),
+                "--cert-sha256".to_owned(),
+                sum.clone(),
+                mode.to_owned(),
+                arg.to_owned(),
+            ]
+        };
+        assert_eq!(
+            signing_runs,
+            [
+                (secrets.to_owned(), mok_sign("modules", "/out")),
+                (
+                    format!(
+                        "--mount=type=bind,from=quay.io/fedora/fedora-bootc:44,source=/usr/lib/modules,\
+                         target=/run/passthru-base-modules {secrets}"
+                    ),
+                    mok_sign("kernel", "/run/passthru-base-modules")
+                ),
+            ]
+        );
+        // The modules are signed after they are built, in their stage; the final stage starts with the signed
+        // kernel and mounts no secret.
+        let kmods = text.find("FROM system AS kmods").unwrap();
+        let built = text.find("build-kmods\",\"--name").unwrap();
+        let signed = text.find("\"modules\",\"/out\"]").unwrap();
+        let kernel_stage = text.find("FROM system AS kernel-signing").unwrap();
+        assert!(
+            kmods < built && built < signed && signed < kernel_stage,
+            "{text}"
+        );
+        let last = text.rfind("FROM system\n").unwrap();
+        assert!(
+            text[last..].starts_with("FROM system\nCOPY --from=kernel-signing /out/ /\n"),
+            "{text}"
+        );
+        assert!(!text[last..].contains("type=secret"), "{text}");
+        assert_host_layer_last(text);
+        // mok-sign comes with the context; no file of it holds the key or the certificate.
+        assert!(ctx.get("scripts/mok-sign").is_some_and(|f| f.mode == 0o755));
+        let pem = std::fs::read(keys.join("MOK.key")).unwrap();
+        let cert = &plan.signing.as_ref().unwrap().certificate.pem;
+        for file in &ctx.files {
+            for secret in [&pem[..], cert.as_bytes()] {
+                assert!(
+                    !file
+                        .content
+                        .windows(64)
+                        .any(|w| secret.windows(64).any(|s| s == w)),
+                    "{} holds a part of the key or certificate",
+                    file.path
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn without_a_kernel_only_the_modules_are_signed_and_without_signing_nothing_is() {
+        let (_tree_dir, tree) = module_tree();
+        let (_keys_dir, keys) = utf8_tempdir();
+        let plan = signed_plan(&tree, None, &keys);
+        let text = render(&plan).unwrap().containerfile().to_owned();
+        assert_eq!(
+            from_lines(&text),
+            [
+                "FROM quay.io/fedora/fedora-bootc:44 AS system",
+                "FROM system AS kmods",
+                "FROM system"
+            ]
+        );
+        assert_eq!(text.matches("mok-sign\",").count(), 1, "{text}");
+        assert!(
+            text.contains("COPY scripts/image-kernel scripts/build-kmods scripts/mok-sign /usr/")
+        );
+        assert!(
+            text.contains("podman build --secret id=mok-key,src=MOK.key"),
+            "{text}"
+        );
+
+        let unsigned = containerfile_for(
+            &format!("[vendor-reset]\npath = \"{tree}\"\n"),
+            &["1002:67df"],
+        );
+        assert!(
+            !unsigned.contains("mok-sign") && !unsigned.contains("secret"),
+            "{unsigned}"
+        );
+    }
+
+    /// The whole signed Containerfile, for review; the certificate's fingerprint differs per run.
+    #[test]
+    fn signed_containerfile_snapshot() {
+        let (_tree_dir, tree) = module_tree();
+        let (_packages_dir, packages) = utf8_tempdir();
+        let (_keys_dir, keys) = utf8_tempdir();
+        let plan = signed_plan(&tree, Some(&packages), &keys);
+        let sum = &plan.signing.as_ref().unwrap().certificate.sha256;
+        let text = render(&plan)
+            .unwrap()
+            .containerfile()
+            .replace(sum, "<CERT-SHA256>");
+        insta::assert_snapshot!(text);
     }
 
     #[test]

@@ -458,7 +458,9 @@ fn the_hook_reads_the_planned_argument() {
 fn vendor_reset_auto_follows_the_table_and_can_be_forced() {
     let polaris = plan(CpuChoice::Amd, &[GpuVendor::Amd], &["1002:67df"]);
     assert_eq!(polaris.modules.len(), 1);
-    assert!(polaris.warnings.is_empty(), "{:?}", polaris.warnings);
+    // Only the one about signing: an image plan without [signing] builds the module unsigned.
+    assert_eq!(polaris.warnings.len(), 1, "{:?}", polaris.warnings);
+    assert!(polaris.warnings[0].starts_with("[signing] is not set"));
     let mut config = Config::default();
     config.vendor_reset.enabled = crate::config::Switch::Off;
     let off = plan_with(
@@ -722,4 +724,221 @@ fn a_host_kernel_with_the_acs_patch_is_not_replaced() {
     // An image plan cannot see the base's kernel: its build checks System.map.
     let image = Plan::resolve(&config, &Target::Image).unwrap();
     assert!(image.kernel.is_some() && image.notes.is_empty());
+}
+
+/// A key pair like `mok new`'s whose extended key usage is `eku`, and the `[signing]` section naming it.
+fn signing_toml(dir: &Utf8Path, eku: &str) -> String {
+    let config = dir.join("req.cnf");
+    std::fs::write(
+        &config,
+        format!(
+            "[ req ]\ndistinguished_name = dn\nx509_extensions = ext\nprompt = no\n[ dn ]\n[ ext ]\n\
+             extendedKeyUsage = {eku}\n"
+        ),
+    )
+    .unwrap();
+    crate::cmd::Cmd::new("openssl")
+        .args([
+            "req", "-new", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+        ])
+        .args(["-config", config.as_str(), "-subj", "/CN=plan test MOK"])
+        .args(["-keyout", dir.join("MOK.key").as_str()])
+        .args(["-out", dir.join("MOK.pem").as_str()])
+        .read()
+        .unwrap();
+    format!("[signing]\nkey = \"{dir}/MOK.key\"\ncert = \"{dir}/MOK.pem\"\n")
+}
+
+/// A host tree whose firmware says Secure Boot is `secure_boot` and whose kernel is locked down to `lockdown`.
+fn firmware_host(secure_boot: Option<u8>, lockdown: Option<&str>) -> (tempfile::TempDir, Root) {
+    let dir = tempfile::tempdir().unwrap();
+    let root = Root::new(camino::Utf8Path::from_path(dir.path()).unwrap());
+    if let Some(value) = secure_boot {
+        std::fs::create_dir_all(root.join(firmware::EFIVARS_DIR)).unwrap();
+        std::fs::write(
+            root.join(format!(
+                "{}/SecureBoot-8be4df61-93ca-11d2-aa0d-00e098032b8c",
+                firmware::EFIVARS_DIR
+            )),
+            [6, 0, 0, 0, value],
+        )
+        .unwrap();
+    }
+    if let Some(mode) = lockdown {
+        std::fs::create_dir_all(root.join("/sys/kernel/security")).unwrap();
+        std::fs::write(root.join(firmware::LOCKDOWN), mode).unwrap();
+    }
+    (dir, root)
+}
+
+/// A config with vendor-reset from a local tree, the ACS-override kernel when `kernel`, and `extra`.
+fn secure_boot_config(tree: &Utf8Path, packages: &Utf8Path, kernel: bool, extra: &str) -> Config {
+    let mut text =
+        format!("[cpu]\nvendor = \"amd\"\n[vendor-reset]\nenabled = true\npath = \"{tree}\"\n");
+    if kernel {
+        std::fs::write(
+            packages.join("kernel-core-6.11.4-301.acs.fc41.x86_64.rpm"),
+            b"rpm",
+        )
+        .unwrap();
+        text += &format!("[acs-override]\nenabled = true\npackages = \"{packages}\"\n");
+    }
+    Config::from_toml(&(text + extra), "t.toml").unwrap()
+}
+
+fn refusal(config: &Config, root: Root) -> InputError {
+    let err = Plan::resolve(config, &Target::Host(root)).unwrap_err();
+    err.downcast::<InputError>()
+        .unwrap_or_else(|e| panic!("not bad input: {e:#}"))
+}
+
+#[test]
+fn a_secure_boot_host_refuses_an_unsigned_module_or_kernel_and_says_how_to_sign() {
+    let (_tree_dir, tree) = vendor_reset_tree();
+    let packages = tempfile::tempdir().unwrap();
+    let packages = Utf8Path::from_path(packages.path()).unwrap();
+    let both = secure_boot_config(&tree, packages, true, "");
+    let (_dir, root) = firmware_host(Some(1), Some("none [integrity] confidentiality\n"));
+    let err = refusal(&both, root.clone());
+    assert_eq!(err.field, "signing");
+    // doctor checks such a host as it is: its Secure Boot and lockdown checks report the unsigned module.
+    let diagnosed = Plan::resolve_to_diagnose(&both, &Target::Host(root)).unwrap();
+    assert!(diagnosed.signing.is_none() && !diagnosed.modules.is_empty());
+    for part in [
+        "Secure Boot is on and its kernel is locked down (integrity)",
+        "the vendor-reset module would not load",
+        "the ACS-override kernel would not boot",
+        "passthru-image mok new DIR",
+        "sudo mokutil --import DIR/MOK.der",
+        "[signing] key = \"DIR/MOK.key\"",
+    ] {
+        assert!(
+            err.message.contains(part),
+            "{part:?} not in: {}",
+            err.message
+        );
+    }
+    // A kernel locked down without Secure Boot (lockdown=integrity) refuses modules, while shim is not
+    // involved in the boot: the kernel alone would boot.
+    let (_dir, root) = firmware_host(Some(0), Some("none [integrity] confidentiality\n"));
+    let modules_only = secure_boot_config(&tree, packages, false, "");
+    let err = refusal(&modules_only, root.clone());
+    assert!(
+        err.message.contains("locked down (integrity)"),
+        "{}",
+        err.message
+    );
+    let mut kernel_only = both.clone();
+    kernel_only.vendor_reset.enabled = crate::config::Switch::Off;
+    let plan = Plan::resolve(&kernel_only, &Target::Host(root)).unwrap();
+    assert!(plan.kernel.is_some() && plan.signing.is_none());
+    assert!(
+        !plan.warnings.iter().any(|w| w.contains("[signing]")),
+        "{:?}",
+        plan.warnings
+    );
+}
+
+#[test]
+fn hosts_without_secure_boot_and_images_take_unsigned_code() {
+    let (_tree_dir, tree) = vendor_reset_tree();
+    let packages = tempfile::tempdir().unwrap();
+    let packages = Utf8Path::from_path(packages.path()).unwrap();
+    let config = secure_boot_config(&tree, packages, true, "");
+    // Off, in setup mode (nothing enforced), or not known (no efivars under the root).
+    for (secure_boot, lockdown) in [
+        (Some(0), Some("[none] integrity confidentiality")),
+        (Some(0), None),
+        (None, None),
+    ] {
+        let (_dir, root) = firmware_host(secure_boot, lockdown);
+        let plan = Plan::resolve(&config, &Target::Host(root)).unwrap();
+        assert!(plan.warnings.is_empty(), "{:?}", plan.warnings);
+    }
+    let (_dir, root) = firmware_host(Some(1), None);
+    std::fs::write(
+        root.join(format!(
+            "{}/SetupMode-8be4df61-93ca-11d2-aa0d-00e098032b8c",
+            firmware::EFIVARS_DIR
+        )),
+        [6, 0, 0, 0, 1],
+    )
+    .unwrap();
+    assert!(Plan::resolve(&config, &Target::Host(root)).is_ok());
+    // An image is for hosts this machine cannot see: a warning, with the same way out.
+    let image = Plan::resolve(&config, &Target::Image).unwrap();
+    let warning = image
+        .warnings
+        .iter()
+        .find(|w| w.starts_with("[signing]"))
+        .unwrap();
+    assert!(
+        warning.contains("the vendor-reset module and the ACS-override kernel are built unsigned"),
+        "{warning}"
+    );
+    assert!(warning.contains("passthru-image mok new DIR"), "{warning}");
+    assert!(!image.signs());
+}
+
+#[test]
+fn with_signing_a_secure_boot_host_plans_the_signed_module_and_kernel() {
+    let (_tree_dir, tree) = vendor_reset_tree();
+    let packages = tempfile::tempdir().unwrap();
+    let packages = Utf8Path::from_path(packages.path()).unwrap();
+    let keys = tempfile::tempdir().unwrap();
+    let keys = Utf8Path::from_path(keys.path()).unwrap();
+    let config = secure_boot_config(&tree, packages, true, &signing_toml(keys, "codeSigning"));
+    let (_dir, root) = firmware_host(Some(1), Some("none [integrity] confidentiality"));
+    let plan = Plan::resolve(&config, &Target::Host(root)).unwrap();
+    assert!(plan.signs());
+    let signing = plan.signing.as_ref().unwrap();
+    assert_eq!(signing.certificate.subject, "CN=plan test MOK");
+    assert_eq!(signing.certificate.sha256.len(), 64);
+    assert_eq!(
+        signing.key,
+        crate::config::signing::PemSource::File {
+            path: keys.join("MOK.key")
+        }
+    );
+    let json = serde_json::to_value(&plan).unwrap();
+    assert_eq!(
+        json["signing"]["certificate"]["sha256"],
+        signing.certificate.sha256.as_str()
+    );
+    assert_eq!(json["signing"]["key"]["from"], "file");
+    assert!(
+        json["signing"]["certificate"].get("pem").is_none(),
+        "{json}"
+    );
+    let image = Plan::resolve(&config, &Target::Image).unwrap();
+    assert!(
+        !image.warnings.iter().any(|w| w.contains("[signing]")),
+        "{:?}",
+        image.warnings
+    );
+}
+
+#[test]
+fn a_module_signing_only_certificate_is_refused_only_when_a_kernel_is_replaced() {
+    let (_tree_dir, tree) = vendor_reset_tree();
+    let packages = tempfile::tempdir().unwrap();
+    let packages = Utf8Path::from_path(packages.path()).unwrap();
+    let keys = tempfile::tempdir().unwrap();
+    let keys = Utf8Path::from_path(keys.path()).unwrap();
+    let signing = signing_toml(keys, "codeSigning, 1.3.6.1.4.1.2312.16.1.2");
+    let modules_only = secure_boot_config(&tree, packages, false, &signing);
+    assert!(
+        Plan::resolve(&modules_only, &Target::Image)
+            .unwrap()
+            .signs()
+    );
+    let with_kernel = secure_boot_config(&tree, packages, true, &signing);
+    let err = Plan::resolve(&with_kernel, &Target::Image).unwrap_err();
+    let err = err.downcast::<InputError>().unwrap();
+    assert_eq!(err.field, "signing.cert");
+    assert!(
+        err.message.contains("1.3.6.1.4.1.2312.16.1.2"),
+        "{}",
+        err.message
+    );
 }

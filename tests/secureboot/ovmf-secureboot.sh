@@ -14,7 +14,9 @@
 # kernel's rejection line, and (c) the same kernel without a signature does not boot (shim refuses it).
 # It also shows why `mok new` gives the certificate no module-signing-only usage: (d) the kernel signed with a
 # key like the MOK's but whose extended key usage adds 1.3.6.1.4.1.2312.16.1.2, enrolled the same way, does
-# not boot either. A fourth boot reports facts about the kernel's keyrings rather than checking ours: with
+# not boot either. (e) An image that `passthru-image build` made with [signing] (the ACS-override kernel swapped in,
+# the test module built as vendor-reset, both signed by the build with the MOK) boots the same way, and its module
+# loads. Another boot reports facts about the kernel's keyrings rather than checking ours: with
 # shim told not to trust MokList for the kernel (MokListTrusted set) and the second key enrolled in db, which
 # keyring each key lands in and whether modules signed with them load.
 # Module signatures are also checked independently of the kernel: the PKCS#7 signature appended to the
@@ -108,9 +110,13 @@ work=${SBPROOF_WORK:-$(mktemp -d /var/tmp/sbproof.XXXXXX)}
 keep_work=${SBPROOF_WORK:+yes}
 mkdir -p "$work"
 ctr=""
+built_tag=""
 cleanup() {
     if [[ -n $ctr ]]; then
         buildah rm "$ctr" >/dev/null 2>&1 || true
+    fi
+    if [[ -n $built_tag ]]; then
+        podman rmi --force "$built_tag" >/dev/null 2>&1 || true
     fi
 }
 trap cleanup EXIT
@@ -251,8 +257,10 @@ sign_kernel() {
 
 # --- the initramfs: busybox, keyctl, the three modules, and an init that reports and powers off -------------
 
+# make_initramfs OUT MODULES EFIVARFS: the modules in the directory MODULES (and EFIVARFS, when the kernel has
+# one) in /kmod, as the init expects them.
 make_initramfs() {
-    local root=$work/initramfs
+    local out=$1 modules=$2 efivarfs=$3 root=$work/initramfs
     rm -rf "$root"
     mkdir -p "$root"/{bin,dev,proc,sys,tmp,kmod,lib64,lib/x86_64-linux-gnu}
     cp "$(command -v busybox)" "$root/bin/busybox"
@@ -261,17 +269,17 @@ make_initramfs() {
     for lib in $(ldd "$(command -v keyctl)" | grep -o '/[^ ]*'); do
         cp -L "$lib" "$root$lib"
     done
-    cp "$work/modules/"*.ko "$root/kmod/"
-    [[ ! -f $work/efivarfs.ko ]] || cp "$work/efivarfs.ko" "$root/kmod/"
+    cp "$modules/"*.ko "$root/kmod/"
+    [[ ! -f $efivarfs ]] || cp "$efivarfs" "$root/kmod/efivarfs.ko"
     cp "$here/guest-init.sh" "$root/init"
     chmod 0755 "$root/init"
-    (cd "$root" && find . | cpio -o -H newc --quiet | gzip -1) >"$work/initramfs.img"
+    (cd "$root" && find . | cpio -o -H newc --quiet | gzip -1) >"$out"
 }
 
 # --- the EFI system partition and the firmware variables ----------------------------------------------------
 
 make_esp() {
-    local kernel=$1 esp=$2 cfg=$work/grub.cfg
+    local kernel=$1 esp=$2 initramfs=${3:-$work/initramfs.img} cfg=$work/grub.cfg
     cat >"$cfg" <<'EOF'
 set timeout=0
 echo "SBPROOF grub: loading the kernel"
@@ -292,7 +300,7 @@ EOF
     mcopy -i "$esp" "$cfg" ::/EFI/debian/grub.cfg
     mcopy -i "$esp" "$cfg" ::/EFI/BOOT/grub.cfg
     mcopy -i "$esp" "$kernel" ::/vmlinuz
-    mcopy -i "$esp" "$work/initramfs.img" ::/initramfs.img
+    mcopy -i "$esp" "$initramfs" ::/initramfs.img
 }
 
 make_vars() {
@@ -311,6 +319,62 @@ make_vars() {
     virt-fw-vars --input "$work/vars.fd" --output "$work/vars-facts.fd" \
         --set-json "$work/untrust.json" --add-db "$SHIM_LOCK_GUID" "$work/stranger/MOK.der" >>"$work/vars.log" 2>&1 ||
         fail "virt-fw-vars --set-json --add-db: $(tail -n3 "$work/vars.log")"
+}
+
+# --- an image that `passthru-image build` signed ------------------------------------------------------------
+
+# The test base with the ACS-override kernel swapped in (Debian's cloud flavour of its ABI, from
+# tests/base/fetch-alt-kernel.sh) and the test module built as vendor-reset, both signed by the build with the
+# MOK ([signing]); the kernel, the module and the kernel's efivarfs.ko are taken out of the image.
+build_signed_image() {
+    local bin=$repo/target/debug/passthru-image base debs config=$work/built/passthru.toml
+    base=$(bash "$repo/tests/base/make-base.sh" | tail -n1)
+    debs=$(bash "$repo/tests/base/fetch-alt-kernel.sh" "$kver" | tail -n1)
+    built_tag=localhost/sbproof-built:$$
+    rm -rf "$work/built"
+    mkdir -p "$work/built/modules"
+    printf '%s\n' "[image]" "base = \"$base\"" "tag = \"$built_tag\"" "" \
+        "[cpu]" "vendor = \"intel\"" "" \
+        "[vendor-reset]" "enabled = true" "path = \"$repo/tests/fixtures/kmod-hello\"" "" \
+        "[acs-override]" "enabled = true" "packages = \"$debs\"" "" \
+        "[signing]" "key = \"$work/mok/MOK.key\"" "cert = \"$work/mok/MOK.pem\"" >"$config"
+    "$bin" --config "$config" build --isolation chroot --pull never >"$work/built/build.log" 2>&1 ||
+        fail "passthru-image build: $(tail -n 20 "$work/built/build.log")"
+    local mnt vmlinuz
+    mnt=$(podman image mount "$built_tag")
+    vmlinuz=$(ls "$mnt"/usr/lib/modules/*/vmlinuz)
+    built_kver=$(basename "$(dirname "$vmlinuz")")
+    cp "$vmlinuz" "$work/built/vmlinuz"
+    cp "$mnt/usr/lib/modules/$built_kver/extra/kmod_hello.ko" "$work/built/modules/signed.ko"
+    rm -f "$work/built/efivarfs.ko"
+    local efivarfs=$mnt/usr/lib/modules/$built_kver/kernel/fs/efivarfs/efivarfs.ko
+    [[ ! -f $efivarfs ]] || cp "$efivarfs" "$work/built/efivarfs.ko"
+    podman image unmount "$built_tag" >/dev/null
+    [[ $built_kver != "$kver" ]] || fail "the build did not swap the kernel ($kver)"
+    sbverify --cert "$work/mok/MOK.pem" "$work/built/vmlinuz" >/dev/null 2>&1 ||
+        fail "sbverify --cert MOK.pem rejects the kernel passthru-image build signed"
+    split_module_signature "$work/built/modules/signed.ko" "$work/built/signed" ||
+        fail "the module passthru-image build signed does not end with the module signature magic"
+    openssl cms -verify -binary -inform DER -in "$work/built/signed.p7" -content "$work/built/signed.content" \
+        -certfile "$work/mok/MOK.pem" -CAfile "$work/mok/MOK.pem" -purpose any -out /dev/null 2>"$work/cms.err" ||
+        fail "openssl cms does not verify the module passthru-image build signed: $(cat "$work/cms.err")"
+    pass "passthru-image build swapped in kernel $built_kver and signed it (sbverify --cert accepts it) and the module (openssl cms verifies it) with the MOK"
+}
+
+check_built_boot() {
+    local c=built
+    console_has $c "SBPROOF-END" ||
+        fail "the kernel passthru-image build signed did not reach the end of init (see $work/$c.log.txt)"
+    console_has $c "Linux version $built_kver " ||
+        fail "the booted kernel is not $built_kver: $(console_line $c 'Linux version' | cut -c1-80)"
+    console_has $c "SBPROOF secureboot-variable: 1$" ||
+        fail "SecureBoot EFI variable is not 1: $(console_line $c 'SBPROOF secureboot-variable')"
+    console_has $c "SBPROOF lockdown: none \[integrity\] confidentiality" ||
+        fail "lockdown is not integrity: $(console_line $c 'SBPROOF lockdown')"
+    pass "(e) shim and GRUB booted the kernel passthru-image build signed, Secure Boot on, lockdown integrity: $(console_line $c 'Linux version' | cut -c1-80)"
+    console_has $c "SBPROOF insmod signed: loaded, initstate live" ||
+        fail "the module passthru-image build signed did not load: $(console_line $c 'SBPROOF insmod signed')"
+    pass "(e) the module passthru-image build signed loads: $(strip_time "$(console_line $c 'kmod_hello: loaded')")"
 }
 
 # --- booting --------------------------------------------------------------------------------------------------
@@ -426,7 +490,7 @@ main() {
     verify_module_signatures
     stage_done "module build and signing"
     sign_kernel
-    make_initramfs
+    make_initramfs "$work/initramfs.img" "$work/modules" "$work/efivarfs.ko"
     make_esp "$work/vmlinuz.signed" "$work/esp-signed.img"
     make_esp "$work/vmlinuz.unsigned" "$work/esp-unsigned.img"
     make_vars
@@ -445,6 +509,13 @@ main() {
     boot modsign "$work/esp-modsign.img" "$work/vars-modsign.fd"
     check_modsign_boot
     stage_done "boot: module-signing key"
+    build_signed_image
+    make_initramfs "$work/built/initramfs.img" "$work/built/modules" "$work/built/efivarfs.ko"
+    make_esp "$work/built/vmlinuz" "$work/esp-built.img" "$work/built/initramfs.img"
+    stage_done "passthru-image build, signed"
+    boot built "$work/esp-built.img" "$work/vars.fd"
+    check_built_boot
+    stage_done "boot: the built image"
     echo "timings:"
     printf '  %s\n' "${timings[@]}"
     echo "  total                        $((SECONDS - t_start))s"
