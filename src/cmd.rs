@@ -175,7 +175,7 @@ impl Cmd {
     /// Runs it to the end with its output (stdout and stderr) shown on our stderr as it comes, as rpm-ostree's
     /// progress should be.
     pub fn run(&self) -> Result<Outcome> {
-        self.stream(|line| eprintln!("{line}"))
+        self.stream(|line| crate::error::stderr_line(line))
     }
 
     /// Runs it to the end, each line of its output (stdout and stderr together) given to `on_line` as it

@@ -21,7 +21,7 @@ pub fn run(
     let root = cli.root();
     let plan = Plan::resolve(&config, &root)?;
     for warning in &plan.warnings {
-        eprintln!("warning: {warning}");
+        errln!("warning: {warning}");
     }
     let options = Options {
         sysroot: live.sysroot.clone(),
@@ -32,18 +32,15 @@ pub fn run(
         let proposal = apply::propose(&plan, &root, &rpm, &options)?;
         return match json {
             true => print_json(&proposal),
-            false => {
-                print_proposal(&proposal, &rpm);
-                Ok(())
-            }
+            false => print_proposal(&proposal, &rpm),
         };
     }
     let applied = apply::apply(&plan, &root, &options, preflight::running_as_root()?)?;
     for warning in &applied.warnings {
-        eprintln!("warning: {warning}");
+        errln!("warning: {warning}");
     }
     if applied.steps_run.is_empty() {
-        println!("Nothing to change: the pending deployment already carries the plan.");
+        outln!("Nothing to change: the pending deployment already carries the plan.");
     }
     report_live_steps("Applied", &applied.steps_run, applied.incomplete)
 }
@@ -56,57 +53,59 @@ pub(super) fn report_live_steps(
     incomplete: Option<&str>,
 ) -> Result<()> {
     if !steps.is_empty() {
-        println!("{heading}:");
+        outln!("{heading}:");
         for step in steps {
-            println!("  {step}");
+            outln!("  {step}");
         }
-        println!("Verified on the pending deployment.");
+        outln!("Verified on the pending deployment.");
     }
     if let Some(why) = incomplete {
         return Err(Incomplete(why.to_owned()).into());
     }
     if !steps.is_empty() {
-        println!("Reboot to use it.");
+        outln!("Reboot to use it.");
     }
     Ok(())
 }
 
-fn print_proposal(p: &Proposal, rpm: &RpmOstree) {
-    println!("Pending deployment: {} (sysroot {})", p.pending, p.sysroot);
+fn print_proposal(p: &Proposal, rpm: &RpmOstree) -> Result<()> {
+    outln!("Pending deployment: {} (sysroot {})", p.pending, p.sysroot);
     if let Some(booted) = &p.booted {
-        println!("Booted deployment: {booted}");
+        outln!("Booted deployment: {booted}");
     }
-    println!("Planned kernel arguments:");
+    outln!("Planned kernel arguments:");
     for karg in &p.changes.kargs {
-        println!("  {karg}");
+        outln!("  {karg}");
     }
     for conflict in &p.changes.conflicts {
-        println!(
+        outln!(
             "Conflict: {} is replaced by {}",
-            conflict.host, conflict.planned
+            conflict.host,
+            conflict.planned
         );
     }
     for warning in &p.changes.warnings {
-        println!("Warning: {warning}");
+        outln!("Warning: {warning}");
     }
     if p.changes.rebuild_initramfs == Some(InitramfsRebuild::NotPossible) {
-        println!(
+        outln!(
             "NOT COMPLETE after apply: {}.",
             changes::INITRAMFS_NOT_REBUILT
         );
     }
     if p.steps.is_empty() {
-        println!("Nothing to change: the pending deployment already carries the plan.");
-        return;
+        outln!("Nothing to change: the pending deployment already carries the plan.");
+        return Ok(());
     }
-    println!("Would run, in order:");
+    outln!("Would run, in order:");
     for step in &p.steps {
-        println!("  {}", step.describe(rpm));
+        outln!("  {}", step.describe(rpm));
     }
     for step in &p.steps {
         if let apply::Step::WriteFile(file) = step {
-            println!("--- {}", file.path);
-            print!("{}", file.content);
+            outln!("--- {}", file.path);
+            out!("{}", file.content);
         }
     }
+    Ok(())
 }

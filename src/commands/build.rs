@@ -30,7 +30,7 @@ pub fn run(cli: &Cli, args: &BuildArgs) -> Result<()> {
     };
     engine.check(&options)?;
     for warning in plan.image_mode_warnings() {
-        eprintln!("warning: {warning}");
+        errln!("warning: {warning}");
     }
     // docker has no "never pull": look the base up first so an offline build fails before it starts.
     if engine == Engine::Docker
@@ -60,7 +60,7 @@ pub fn run(cli: &Cli, args: &BuildArgs) -> Result<()> {
     let dir = dir.as_path();
     context::write(&ctx, dir, false)?;
     if !cli.quiet {
-        eprintln!(
+        errln!(
             "Building {} with {} from {source} ({} files in {dir})",
             plan.image.tag,
             engine.program(),
@@ -74,7 +74,7 @@ pub fn run(cli: &Cli, args: &BuildArgs) -> Result<()> {
             .with_context(|| format!("pushing {} failed", plan.image.tag))?;
     }
     if !cli.quiet {
-        print!("{}", usage(&plan, args.push));
+        out!("{}", usage(&plan, args.push));
     }
     Ok(())
 }

@@ -23,15 +23,15 @@ pub fn run(
     let text = detect::render(&detection, &root)?;
     if !cli.quiet {
         for warning in &detection.warnings {
-            eprintln!("warning: {warning}");
+            errln!("warning: {warning}");
         }
     }
     match write {
-        None => print!("{text}"),
+        None => out!("{text}"),
         Some(path) => {
             atomic::write_file(path, "--write", text.as_bytes(), 0o644)?;
             if !cli.quiet {
-                eprintln!("Wrote {path}; check it with: passthru-image --config {path} plan");
+                errln!("Wrote {path}; check it with: passthru-image --config {path} plan");
             }
         }
     }

@@ -19,11 +19,11 @@ pub fn run(cli: &Cli, overrides: &OverrideArgs, json: bool) -> Result<()> {
     if json {
         print_json(&report)?;
     } else {
-        println!("Checking {} against the plan from {source}", root.path());
+        outln!("Checking {} against the plan from {source}", root.path());
         for check in &report.checks {
-            println!("{}  {}: {}", check.status.label(), check.name, check.detail);
+            outln!("{}  {}: {}", check.status.label(), check.name, check.detail);
             if let Some(fix) = &check.fix {
-                println!("      fix: {fix}");
+                outln!("      fix: {fix}");
             }
         }
     }

@@ -10,17 +10,17 @@ pub fn run(cli: &Cli, overrides: &OverrideArgs, output: &Utf8Path, force: bool) 
     let (config, source) = load_config(cli, overrides)?;
     let plan = Plan::resolve(&config, &cli.root())?;
     for warning in plan.image_mode_warnings() {
-        eprintln!("warning: {warning}");
+        errln!("warning: {warning}");
     }
     let ctx = render::render(&plan)?;
     context::write(&ctx, output, force)?;
     if !cli.quiet {
-        eprintln!(
+        errln!(
             "Wrote the build context for {} ({} files) from {source} to {output}",
             plan.image.tag,
             ctx.files.len()
         );
-        eprintln!("Build it with: podman build -t {} {output}", plan.image.tag);
+        errln!("Build it with: podman build -t {} {output}", plan.image.tag);
     }
     Ok(())
 }

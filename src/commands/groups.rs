@@ -22,7 +22,7 @@ pub fn run(cli: &Cli, json: bool, gpus_only: bool) -> Result<()> {
                 iommu_kargs(CpuVendor::Amd).join(" ")
             ),
         };
-        println!(
+        outln!(
             "The IOMMU is off: {} has no groups.\nEnable it in the firmware setup (Intel: VT-d; AMD: IOMMU/AMD-Vi, with SVM for the VM itself) and boot with {karg}.\n`passthru-image detect` proposes a passthru.toml that plans these kernel arguments.",
             root.join(crate::host::iommu::GROUPS_DIR)
         );
@@ -36,7 +36,7 @@ pub fn run(cli: &Cli, json: bool, gpus_only: bool) -> Result<()> {
         .max(2);
     for group in &report.groups {
         for device in topology.members(group.id) {
-            println!(
+            outln!(
                 "IOMMU Group {:>width$}: {} {} [{:04x}]: {} [{}]{}",
                 group.id,
                 device.address,
@@ -52,9 +52,9 @@ pub fn run(cli: &Cli, json: bool, gpus_only: bool) -> Result<()> {
         }
     }
     if !report.gpus.is_empty() {
-        println!();
+        outln!();
         for gpu in &report.gpus {
-            println!("{}", gpu_verdict(gpu));
+            outln!("{}", gpu_verdict(gpu));
         }
     }
     Ok(())

@@ -8,24 +8,24 @@ pub fn run(cli: &Cli, overrides: &OverrideArgs, json: bool) -> Result<()> {
     let (config, source) = load_config(cli, overrides)?;
     let plan = Plan::resolve(&config, &cli.root())?;
     for warning in &plan.warnings {
-        eprintln!("warning: {warning}");
+        errln!("warning: {warning}");
     }
     if json {
         return print_json(&plan);
     }
-    println!(
+    outln!(
         "Plan from {source}, CPU vendor {}",
         plan.cpu_vendor.as_str()
     );
-    println!("Image: {} -> {}", plan.image.base, plan.image.tag);
-    println!("Kernel arguments:");
+    outln!("Image: {} -> {}", plan.image.base, plan.image.tag);
+    outln!("Kernel arguments:");
     for karg in &plan.kargs {
-        println!("  {karg}");
+        outln!("  {karg}");
     }
-    println!("Initramfs drivers: {}", plan.initramfs_drivers.join(" "));
-    println!("Files:");
+    outln!("Initramfs drivers: {}", plan.initramfs_drivers.join(" "));
+    outln!("Files:");
     for file in &plan.files {
-        println!(
+        outln!(
             "  {} ({:04o}, {} layer)",
             file.path,
             file.mode,
@@ -33,17 +33,18 @@ pub fn run(cli: &Cli, overrides: &OverrideArgs, json: bool) -> Result<()> {
         );
     }
     match &plan.kernel {
-        Some(kernel) => println!(
+        Some(kernel) => outln!(
             "Kernel: replaced ({}) from {}",
             kernel.purpose,
             serde_json::to_string(&kernel.source)?
         ),
-        None => println!("Kernel: the base image's"),
+        None => outln!("Kernel: the base image's"),
     }
     for module in &plan.modules {
-        println!(
+        outln!(
             "Module: {} {} (dkms, built against the image kernel)",
-            module.name, module.version
+            module.name,
+            module.version
         );
     }
     Ok(())

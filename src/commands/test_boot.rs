@@ -37,13 +37,13 @@ pub fn run(cli: &Cli, args: &TestBootArgs) -> Result<()> {
     crate::interrupt::catch();
     let report = boot::test_boot(&options, &|step| {
         if !quiet {
-            eprintln!("{step}");
+            errln!("{step}");
         }
     })?;
     if args.json {
         print_json(&report)?;
     } else {
-        print_human(&report);
+        print_human(&report)?;
     }
     match report.failures() {
         0 => Ok(()),
@@ -55,12 +55,12 @@ pub fn run(cli: &Cli, args: &TestBootArgs) -> Result<()> {
     }
 }
 
-fn print_human(report: &BootReport) {
+fn print_human(report: &BootReport) -> Result<()> {
     let timing = match report.probe_seconds {
         Some(s) => format!("probe reported after {s} s"),
         None => format!("no probe report after {} s", report.vm_seconds),
     };
-    println!(
+    outln!(
         "Test boot of {} (kernel {}, {} IOMMU, {}): {timing}",
         report.image,
         report.kernel,
@@ -73,23 +73,24 @@ fn print_human(report: &BootReport) {
             .and_then(|v| v.as_str().map(str::to_uppercase))
             .unwrap_or_default()
     );
-    println!("Kernel command line: {}", report.cmdline.join(" "));
+    outln!("Kernel command line: {}", report.cmdline.join(" "));
     for check in &report.checks {
-        println!("{}  {}: {}", check.status.label(), check.name, check.detail);
+        outln!("{}  {}: {}", check.status.label(), check.name, check.detail);
     }
     if let Some(tail) = &report.console_tail {
         if tail.is_empty() {
-            println!("--- the serial console stayed empty (the kernel printed nothing yet) ---");
+            outln!("--- the serial console stayed empty (the kernel printed nothing yet) ---");
         } else {
-            println!("--- last {} lines of the serial console ---", tail.len());
+            outln!("--- last {} lines of the serial console ---", tail.len());
         }
         for line in tail {
-            println!("{line}");
+            outln!("{line}");
         }
     }
     if report.checks.iter().all(|c| c.status == Status::Pass) {
-        println!(
+        outln!(
             "The stand-in device came up on vfio-pci: the image binds its planned devices the same way."
         );
     }
+    Ok(())
 }
