@@ -142,12 +142,15 @@ pub fn detect(root: &Root, chosen: Option<PciAddress>) -> Result<Detection> {
         ));
     }
     if gpu.isolation == Isolation::Shared {
-        let others: Vec<String> = gpu
+        let mut others: Vec<String> = gpu
             .sharing_with
             .iter()
             .filter_map(|a| topology.device(a))
             .map(|d| format!("{} {} [{}]", d.address, d.display_name(), d.id))
             .collect();
+        if gpu.sharing_count > others.len() {
+            others.push(format!("{} more", gpu.sharing_count - others.len()));
+        }
         warnings.push(format!(
             "{} shares IOMMU group {} with {}: it cannot go to a VM alone. Move the card to a slot with its own group, pass those devices too, or use an ACS-override kernel (weakens isolation): set [acs-override] enabled = true with repo = \"<dnf .repo URL>\" or packages = \"<dir of kernel packages>\"",
             gpu.address,
@@ -270,6 +273,7 @@ mod tests {
             isolation,
             companions: Vec::new(),
             sharing_with: Vec::new(),
+            sharing_count: 0,
             vendor_reset: false,
         }
     }

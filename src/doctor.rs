@@ -3,6 +3,8 @@
 //! Every expectation comes from the [`Plan`]: its kargs, its initramfs drivers, its `vfio_pci.ids`, its
 //! modules. Doctor adds no karg or device of its own; it only reads the host through the [`Root`].
 
+use std::collections::{HashMap, HashSet};
+
 use anyhow::Result;
 use serde::Serialize;
 
@@ -127,8 +129,15 @@ pub fn check(plan: &Plan, root: &Root, extra: Vec<Check>) -> Result<Report> {
             checks.push(module(root, &loaded, name, &module_plan.name));
         }
     }
+    // Indexed once: a host tree may hold thousands of devices of one ID in one group.
+    let mut by_id: HashMap<PciId, Vec<&PciDevice>> = HashMap::new();
+    for device in &topology.devices {
+        by_id.entry(device.id).or_default().push(device);
+    }
+    let planned: HashSet<PciId> = ids.iter().copied().collect();
+    let mut blockers = GroupBlockers::default();
     for id in &ids {
-        let matching: Vec<&PciDevice> = topology.devices.iter().filter(|d| d.id == *id).collect();
+        let matching: &[&PciDevice] = by_id.get(id).map_or(&[], Vec::as_slice);
         if matching.is_empty() {
             checks.push(Check::fail(
                 format!("device:{id}"),
@@ -137,14 +146,18 @@ pub fn check(plan: &Plan, root: &Root, extra: Vec<Check>) -> Result<Report> {
             ));
         }
         if matching.len() > 1 {
-            let addresses: Vec<String> = matching.iter().map(|d| d.address.to_string()).collect();
+            let addresses: Vec<String> = matching
+                .iter()
+                .take(LISTED)
+                .map(|d| d.address.to_string())
+                .collect();
             checks.push(Check::warn(
                 format!("identical-ids:{id}"),
-                format!("{id} matches {} devices ({}): vfio_pci.ids binds all of them", matching.len(), addresses.join(", ")),
+                format!("{id} matches {} devices ({}): vfio_pci.ids binds all of them", matching.len(), some_of(&addresses, matching.len())),
                 "identical devices cannot be told apart by ID: bind the guest's by address (driver_override) instead",
             ));
         }
-        for device in matching {
+        for &device in matching {
             checks.push(bound_to_vfio(device));
             if device.boot_vga == Some(true) {
                 checks.push(Check::warn(
@@ -153,7 +166,7 @@ pub fn check(plan: &Plan, root: &Root, extra: Vec<Check>) -> Result<Report> {
                     "keep it only for single-GPU passthrough; else pass another GPU (passthru-image detect --device ADDRESS)",
                 ));
             }
-            checks.push(group_viable(&topology, device, &ids));
+            checks.push(group_viable(&topology, &mut blockers, device, &planned));
             if vendor_reset_planned && vendor_reset::needs_vendor_reset(device.id) {
                 checks.push(reset_method(device));
             }
@@ -275,9 +288,63 @@ fn bound_to_vfio(device: &PciDevice) -> Check {
     }
 }
 
+/// Per group, its members bound to a host driver (bridges aside), and those of them the plan does not pass:
+/// worked out once per group, so a check per device costs no walk through its group.
+#[derive(Default)]
+struct GroupBlockers<'t>(HashMap<u32, Blockers<'t>>);
+
+struct Blockers<'t> {
+    bound: Vec<&'t PciDevice>,
+    foreign: Vec<&'t PciDevice>,
+}
+
+impl<'t> GroupBlockers<'t> {
+    fn of(
+        &mut self,
+        topology: &'t Topology,
+        group: u32,
+        planned: &HashSet<PciId>,
+    ) -> &Blockers<'t> {
+        self.0.entry(group).or_insert_with(|| {
+            let bound: Vec<&PciDevice> = topology.members(group).filter(|d| blocks(d)).collect();
+            let foreign = bound
+                .iter()
+                .filter(|d| !planned.contains(&d.id))
+                .copied()
+                .collect();
+            Blockers { bound, foreign }
+        })
+    }
+}
+
+/// A group member that keeps the group from a VM: bound to a host driver, and no bridge.
+fn blocks(device: &PciDevice) -> bool {
+    !device.is_pci_bridge()
+        && !matches!(
+            device.driver.as_deref(),
+            None | Some("vfio-pci" | "pci-stub")
+        )
+}
+
+/// Most items a check's detail lists; the rest are counted.
+const LISTED: usize = 8;
+
+/// `a, b, c and 5 more`: the first items of a list of `total`, so a detail stays short whatever the host holds.
+fn some_of(shown: &[String], total: usize) -> String {
+    match total.saturating_sub(shown.len()) {
+        0 => shown.join(", "),
+        more => format!("{} and {more} more", shown.join(", ")),
+    }
+}
+
 /// The kernel's rule: a group can be used by a VM when every device in it, bridges aside, is bound to
 /// vfio-pci (or pci-stub) or to no driver.
-fn group_viable(topology: &Topology, device: &PciDevice, planned: &[PciId]) -> Check {
+fn group_viable<'t>(
+    topology: &'t Topology,
+    blockers: &mut GroupBlockers<'t>,
+    device: &PciDevice,
+    planned: &HashSet<PciId>,
+) -> Check {
     let name = format!("group:{}", device.address);
     let Some(group) = topology.group_of(&device.address) else {
         return Check::fail(
@@ -286,38 +353,40 @@ fn group_viable(topology: &Topology, device: &PciDevice, planned: &[PciId]) -> C
             "turn the IOMMU on (see the iommu check)",
         );
     };
-    let blockers: Vec<&PciDevice> = topology
-        .members(group)
-        .filter(|d| d.address != device.address && !d.is_pci_bridge())
-        .filter(|d| !matches!(d.driver.as_deref(), None | Some("vfio-pci" | "pci-stub")))
-        .collect();
-    if blockers.is_empty() {
+    let Blockers { bound, foreign } = blockers.of(topology, group, planned);
+    // The device itself is planned (so never foreign), and blocks only its own viability check.
+    let others = bound.len() - usize::from(blocks(device));
+    if others == 0 {
         return Check::pass(name, format!("group {group} can go to a VM"));
     }
-    let foreign: Vec<String> = blockers
+    let listed: Vec<String> = bound
         .iter()
-        .filter(|d| !planned.contains(&d.id))
-        .map(|d| format!("{} ({})", d.address, d.id))
-        .collect();
-    let detail = format!(
-        "group {group} also holds {} bound to a host driver",
-        blockers
-            .iter()
-            .map(|d| format!(
+        .filter(|d| d.address != device.address)
+        .take(LISTED)
+        .map(|d| {
+            format!(
                 "{} ({}, {})",
                 d.address,
                 d.id,
                 d.driver.as_deref().unwrap_or("")
-            ))
-            .collect::<Vec<_>>()
-            .join(", ")
+            )
+        })
+        .collect();
+    let detail = format!(
+        "group {group} also holds {} bound to a host driver",
+        some_of(&listed, others)
     );
     let fix = if foreign.is_empty() {
         "these are planned: see their bound checks".to_owned()
     } else {
+        let shown: Vec<String> = foreign
+            .iter()
+            .take(LISTED)
+            .map(|d| format!("{} ({})", d.address, d.id))
+            .collect();
         format!(
             "pass {} to the VM too (add to vfio.ids), move the card to a slot with its own group, or enable [acs-override]",
-            foreign.join(", ")
+            some_of(&shown, foreign.len())
         )
     };
     Check::fail(name, detail, fix)

@@ -74,9 +74,13 @@ fn gpu_verdict(gpu: &GpuReport) -> String {
             gpu.group.unwrap_or_default()
         ),
         Isolation::Shared => format!(
-            "group {}, shared with {}: pass those too, move the card, or use an ACS-override kernel",
+            "group {}, shared with {}{}: pass those too, move the card, or use an ACS-override kernel",
             gpu.group.unwrap_or_default(),
-            list(&gpu.sharing_with)
+            list(&gpu.sharing_with),
+            match gpu.sharing_count - gpu.sharing_with.len() {
+                0 => String::new(),
+                more => format!(" and {more} more"),
+            }
         ),
         Isolation::Unknown => "no IOMMU group (IOMMU off)".to_owned(),
     };
