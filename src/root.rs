@@ -121,6 +121,12 @@ impl Root {
             .is_ok_and(|dir| dir.is_dir(relative(abs.as_ref())))
     }
 
+    /// Whether `abs` is a regular file inside the root (following links that stay inside).
+    pub fn is_file(&self, abs: impl AsRef<Utf8Path>) -> bool {
+        self.dir()
+            .is_ok_and(|dir| dir.is_file(relative(abs.as_ref())))
+    }
+
     /// Reads a text file of the host that the command needs.
     pub fn read(&self, abs: impl AsRef<Utf8Path>) -> Result<String> {
         let abs = abs.as_ref();
@@ -282,7 +288,7 @@ impl Root {
         let root = &self.0;
         let what = if is_escape(&e) {
             format!(
-                "leads outside --root {root} (through a symlink or `..`); a host tree's links must stay inside it"
+                "leads outside {root} (through a symlink or `..`); links in a host tree must stay inside it"
             )
         } else {
             format!("cannot be read: {e}")
@@ -448,7 +454,7 @@ mod tests {
         ] {
             symlink(target, root.join(format!("/sys/{name}"))).unwrap();
             let message = input_field(root.read(format!("/sys/{name}/passwd")).unwrap_err());
-            assert!(message.contains("leads outside --root"), "{message}");
+            assert!(message.contains("leads outside"), "{message}");
             assert!(!root.exists(format!("/sys/{name}")));
         }
     }
