@@ -214,13 +214,13 @@ fn readable(dir: &Dir) -> std::io::Result<std::os::fd::OwnedFd> {
 /// Checks before the first write that the host file `abs` under `root` can be written without following a
 /// symlink (see [`check_target`]); bad input naming the obstacle's path otherwise.
 pub fn check_host_file(root: &Root, abs: &Utf8Path) -> Result<()> {
-    check_target(&root.dir()?, abs).map_err(|o| o.into_input_error(root.path(), None))
+    check_target(root.dir()?, abs).map_err(|o| o.into_input_error(root.path(), None))
 }
 
 /// The directory `abs_dir` under `root`, opened without following a symlink; `None` when it is missing and
 /// `missing` is [`MissingDirs::Stop`].
 pub fn host_dir(root: &Root, abs_dir: &Utf8Path, missing: MissingDirs) -> Result<Option<Dir>> {
-    open_dirs(&root.dir()?, abs_dir, missing).map_err(|o| o.into_input_error(root.path(), None))
+    open_dirs(root.dir()?, abs_dir, missing).map_err(|o| o.into_input_error(root.path(), None))
 }
 
 /// Writes the host file `abs` under `root` atomically, making missing directories (mode 0755). Readers

@@ -14,6 +14,7 @@
 
 use std::io::{BufRead, BufReader, Read};
 use std::os::unix::fs::{FileTypeExt, OpenOptionsExt, PermissionsExt};
+use std::sync::{Arc, OnceLock};
 
 use anyhow::Result;
 use camino::{Utf8Path, Utf8PathBuf};
@@ -75,38 +76,56 @@ impl Device {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Root(Utf8PathBuf);
+#[derive(Debug, Clone)]
+pub struct Root {
+    path: Utf8PathBuf,
+    /// The root opened once, on first use (a host read opens every file through it).
+    dir: Arc<OnceLock<Dir>>,
+}
+
+impl PartialEq for Root {
+    fn eq(&self, other: &Root) -> bool {
+        self.path == other.path
+    }
+}
+
+impl Eq for Root {}
 
 impl Default for Root {
     fn default() -> Self {
-        Root(Utf8PathBuf::from("/"))
+        Root::new("/")
     }
 }
 
 impl Root {
     pub fn new(path: impl Into<Utf8PathBuf>) -> Self {
-        Root(path.into())
+        Root {
+            path: path.into(),
+            dir: Arc::default(),
+        }
     }
 
     pub fn path(&self) -> &Utf8Path {
-        &self.0
+        &self.path
     }
 
     /// The host path `abs` (e.g. `/proc/cpuinfo`) under this root, for messages: nothing is opened by it.
     pub fn join(&self, abs: impl AsRef<Utf8Path>) -> Utf8PathBuf {
-        self.0.join(relative(abs.as_ref()))
+        self.path.join(relative(abs.as_ref()))
     }
 
     /// The root as a directory handle: every path opened through it stays inside.
-    pub fn dir(&self) -> Result<Dir> {
-        Dir::open_ambient_dir(&self.0, ambient_authority()).map_err(|e| {
+    pub fn dir(&self) -> Result<&Dir> {
+        if let Some(dir) = self.dir.get() {
+            return Ok(dir);
+        }
+        let dir = Dir::open_ambient_dir(&self.path, ambient_authority()).map_err(|e| {
             InputError::new(
                 "--root",
-                format!("{} cannot be opened as a directory: {e}", self.0),
+                format!("{} cannot be opened as a directory: {e}", self.path),
             )
-            .into()
-        })
+        })?;
+        Ok(self.dir.get_or_init(|| dir))
     }
 
     /// Whether `abs` is there inside the root. A link that leads out of the root counts as absent.
@@ -285,11 +304,13 @@ impl Root {
     }
 
     fn io_error(&self, abs: &Utf8Path, e: std::io::Error) -> anyhow::Error {
-        let root = &self.0;
+        let root = &self.path;
         let what = if is_escape(&e) {
             format!(
                 "leads outside {root} (through a symlink or `..`); links in a host tree must stay inside it"
             )
+        } else if e.kind() == std::io::ErrorKind::NotADirectory {
+            "is not a directory (or a path on the way to it is not)".to_owned()
         } else {
             format!("cannot be read: {e}")
         };
