@@ -6,7 +6,7 @@
 pub mod atomic;
 pub mod boot;
 pub mod cli;
-pub mod cmd;
+pub(crate) mod cmd;
 pub mod commands;
 pub mod config;
 pub mod detect;

@@ -40,7 +40,7 @@ const DEFAULT_LIMIT: u64 = MIB;
 
 /// Files the user names outside the root, by kind; see [`read_user_file`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum UserFile {
+pub(crate) enum UserFile {
     /// passthru.toml: a few KiB.
     Config,
     /// A module source's dkms.conf: a few KiB.
@@ -115,7 +115,7 @@ impl Root {
     }
 
     /// The root as a directory handle: every path opened through it stays inside.
-    pub fn dir(&self) -> Result<&Dir> {
+    pub(crate) fn dir(&self) -> Result<&Dir> {
         if let Some(dir) = self.dir.get() {
             return Ok(dir);
         }
@@ -135,13 +135,13 @@ impl Root {
     }
 
     /// Whether `abs` is a directory inside the root (following links that stay inside).
-    pub fn is_dir(&self, abs: impl AsRef<Utf8Path>) -> bool {
+    pub(crate) fn is_dir(&self, abs: impl AsRef<Utf8Path>) -> bool {
         self.dir()
             .is_ok_and(|dir| dir.is_dir(relative(abs.as_ref())))
     }
 
     /// Whether `abs` is a regular file inside the root (following links that stay inside).
-    pub fn is_file(&self, abs: impl AsRef<Utf8Path>) -> bool {
+    pub(crate) fn is_file(&self, abs: impl AsRef<Utf8Path>) -> bool {
         self.dir()
             .is_ok_and(|dir| dir.is_file(relative(abs.as_ref())))
     }
@@ -168,7 +168,10 @@ impl Root {
 
     /// The bytes and permission bits of a host file, `None` when it does not exist: for copies that must come
     /// back exactly as they were (backups of drop-ins).
-    pub fn read_bytes_optional(&self, abs: impl AsRef<Utf8Path>) -> Result<Option<HostBytes>> {
+    pub(crate) fn read_bytes_optional(
+        &self,
+        abs: impl AsRef<Utf8Path>,
+    ) -> Result<Option<HostBytes>> {
         let abs = abs.as_ref();
         let Some(file) = self.open_regular(abs)? else {
             return Ok(None);
@@ -192,7 +195,7 @@ impl Root {
 
     /// The lines of a host file the command needs, read as they are used (for files too large to want whole,
     /// like /proc/kallsyms). The size cap and the UTF-8 rule hold as for [`Root::read`].
-    pub fn lines(&self, abs: impl AsRef<Utf8Path>) -> Result<Lines> {
+    pub(crate) fn lines(&self, abs: impl AsRef<Utf8Path>) -> Result<Lines> {
         let abs = abs.as_ref();
         let Some(file) = self.open_regular(abs)? else {
             return Err(self.bad(abs, "does not exist (is --root the root of a Linux host?)"));
@@ -207,7 +210,7 @@ impl Root {
     }
 
     /// The entry names of a host directory, sorted; `None` when it does not exist.
-    pub fn read_dir(&self, abs: impl AsRef<Utf8Path>) -> Result<Option<Vec<String>>> {
+    pub(crate) fn read_dir(&self, abs: impl AsRef<Utf8Path>) -> Result<Option<Vec<String>>> {
         let abs = abs.as_ref();
         let entries = match self.dir()?.read_dir(relative(abs)) {
             Ok(entries) => entries,
@@ -228,7 +231,7 @@ impl Root {
 
     /// The last component of a symlink's target (`../../bus/pci/drivers/nvidia` -> `nvidia`), `None` when the
     /// link does not exist. The target is not followed: only its name matters, wherever it points.
-    pub fn link_name(&self, abs: impl AsRef<Utf8Path>) -> Result<Option<String>> {
+    pub(crate) fn link_name(&self, abs: impl AsRef<Utf8Path>) -> Result<Option<String>> {
         let abs = abs.as_ref();
         let target = match self.dir()?.read_link_contents(relative(abs)) {
             Ok(target) => target,
@@ -320,13 +323,13 @@ impl Root {
 
 /// A host file's bytes and permission bits.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HostBytes {
-    pub bytes: Vec<u8>,
-    pub mode: u32,
+pub(crate) struct HostBytes {
+    pub(crate) bytes: Vec<u8>,
+    pub(crate) mode: u32,
 }
 
 /// The lines of a host file, without their line ends; see [`Root::lines`].
-pub struct Lines {
+pub(crate) struct Lines {
     reader: BufReader<std::io::Take<std::fs::File>>,
     path: Utf8PathBuf,
     limit: u64,
@@ -366,7 +369,11 @@ impl Iterator for Lines {
 
 /// Reads a file the user named (`--config`, `vendor-reset.path`'s dkms.conf, a kernel package): only a regular
 /// file, opened without blocking, up to the cap of its kind. Anything else is bad input for `field`.
-pub fn read_user_file(path: &Utf8Path, kind: UserFile, field: &str) -> Result<Vec<u8>, InputError> {
+pub(crate) fn read_user_file(
+    path: &Utf8Path,
+    kind: UserFile,
+    field: &str,
+) -> Result<Vec<u8>, InputError> {
     let bad = |what: String| InputError::new(field, format!("{path} {what}"));
     let file = std::fs::File::options()
         .read(true)
@@ -395,7 +402,11 @@ pub fn read_user_file(path: &Utf8Path, kind: UserFile, field: &str) -> Result<Ve
 }
 
 /// [`read_user_file`] for text.
-pub fn read_user_text(path: &Utf8Path, kind: UserFile, field: &str) -> Result<String, InputError> {
+pub(crate) fn read_user_text(
+    path: &Utf8Path,
+    kind: UserFile,
+    field: &str,
+) -> Result<String, InputError> {
     String::from_utf8(read_user_file(path, kind, field)?)
         .map_err(|_| InputError::new(field, format!("{path} is not UTF-8 text")))
 }

@@ -94,7 +94,7 @@ pub fn print_json(value: &impl serde::Serialize) -> Result<()> {
 }
 
 /// Writes to stdout, returning the error a full disk or a closed pipe gives.
-pub fn write_stdout(text: std::fmt::Arguments) -> Result<()> {
+pub(crate) fn write_stdout(text: std::fmt::Arguments) -> Result<()> {
     std::io::stdout()
         .lock()
         .write_fmt(text)
