@@ -9,6 +9,7 @@ use crate::host::pci::PciAddress;
 use crate::image::engine::{Engine, Isolation, Label, Pull};
 use crate::image_ref::ImageRef;
 use crate::pci_id::PciId;
+use crate::plan::Target;
 use crate::root::Root;
 
 #[derive(Debug, Parser)]
@@ -22,9 +23,10 @@ pub struct Cli {
     #[arg(long, global = true, value_name = "FILE")]
     pub config: Option<Utf8PathBuf>,
 
-    /// Root of the host filesystem whose /sys and /proc are read
-    #[arg(long, global = true, value_name = "DIR", default_value = "/", value_parser = parse_existing_dir)]
-    pub root: Utf8PathBuf,
+    /// Root of the host filesystem whose /sys and /proc are read [default: /]; with plan, generate and build it
+    /// also makes the plan for that host (its devices are read and checked)
+    #[arg(long, global = true, value_name = "DIR", value_parser = parse_existing_dir)]
+    pub root: Option<Utf8PathBuf>,
 
     /// Show the container engine's whole output during build, instead of one progress line
     #[arg(short, long, global = true, conflicts_with = "quiet")]
@@ -39,8 +41,23 @@ pub struct Cli {
 }
 
 impl Cli {
+    /// The root of the host that commands about a host read: `--root`, else `/`.
     pub fn root(&self) -> Root {
-        Root::new(self.root.clone())
+        self.root.clone().map(Root::new).unwrap_or_default()
+    }
+
+    /// Whom `plan`, `generate` and `build` plan for: the host under `--root`, else an image whose hosts this
+    /// machine cannot see.
+    pub fn image_target(&self) -> Target {
+        match &self.root {
+            Some(root) => Target::Host(Root::new(root.clone())),
+            None => Target::Image,
+        }
+    }
+
+    /// Whom the commands about this host (apply, doctor, detect) plan for.
+    pub fn host_target(&self) -> Target {
+        Target::Host(self.root())
     }
 }
 
@@ -119,6 +136,25 @@ pub enum Command {
     },
     /// Boot a built image under QEMU and check that a stand-in device comes up on vfio-pci
     TestBoot(TestBootArgs),
+    /// Secure Boot: the Machine Owner Key that signs modules and kernels
+    Mok {
+        #[command(subcommand)]
+        command: MokCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum MokCommand {
+    /// Make a key pair and certificate for shim and the kernel in DIR (new or empty), and print how to
+    /// enroll it with mokutil
+    New {
+        /// Directory for MOK.key, MOK.pem and MOK.der; refused when it is not empty
+        #[arg(value_name = "DIR")]
+        dir: Utf8PathBuf,
+        /// Common name of the certificate [default: passthru-image MOK <this host's name>]
+        #[arg(long, value_name = "NAME")]
+        name: Option<String>,
+    },
 }
 
 #[derive(Debug, Clone, Args)]

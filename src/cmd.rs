@@ -1,5 +1,5 @@
-//! Every external program runs through here: podman, buildah, docker, rpm-ostree, mkfs.ext4, debugfs, du,
-//! base64, tar, QEMU, virt-host-validate (and git, for module sources).
+//! Every external program runs through here: podman, buildah, docker, rpm-ostree, lsinitrd, mkfs.ext4, debugfs,
+//! du, base64, tar, QEMU, virt-host-validate, git (module sources) and openssl (`mok new`).
 //!
 //! - A [`Cmd`] is an argument vector, never a shell string: data never meets a shell.
 //! - A program that fails leaves its last lines of stderr (or of its output, when it is streamed) in the
@@ -33,6 +33,10 @@ const TAIL_LINE_BYTES: usize = 4096;
 pub struct Cmd {
     argv: Vec<OsString>,
     stdin: Option<Vec<u8>>,
+    /// Environment variables set for it, beside the inherited ones.
+    env: Vec<(OsString, OsString)>,
+    /// Inherited environment variables it must not see.
+    env_removed: Vec<OsString>,
 }
 
 /// How a program that did its job ended.
@@ -83,6 +87,8 @@ impl Cmd {
         Cmd {
             argv: vec![program.into()],
             stdin: None,
+            env: Vec::new(),
+            env_removed: Vec::new(),
         }
     }
 
@@ -93,6 +99,19 @@ impl Cmd {
 
     pub fn args<I: IntoIterator<Item = A>, A: Into<OsString>>(mut self, args: I) -> Cmd {
         self.argv.extend(args.into_iter().map(Into::into));
+        self
+    }
+
+    /// Sets an environment variable for the program (git's GIT_TERMINAL_PROMPT=0: no prompt on a terminal).
+    pub fn env(mut self, key: impl Into<OsString>, value: impl Into<OsString>) -> Cmd {
+        self.env.push((key.into(), value.into()));
+        self
+    }
+
+    /// Keeps an inherited environment variable from the program (openssl's OPENSSL_CONF: the user's config
+    /// must not change the key it makes).
+    pub fn env_remove(mut self, key: impl Into<OsString>) -> Cmd {
+        self.env_removed.push(key.into());
         self
     }
 
@@ -161,7 +180,13 @@ impl Cmd {
     }
 
     fn expression(&self) -> duct::Expression {
-        let expression = duct::cmd(&self.argv[0], &self.argv[1..]).unchecked();
+        let mut expression = duct::cmd(&self.argv[0], &self.argv[1..]).unchecked();
+        for (key, value) in &self.env {
+            expression = expression.env(key, value);
+        }
+        for key in &self.env_removed {
+            expression = expression.env_remove(key);
+        }
         match &self.stdin {
             Some(bytes) => expression.stdin_bytes(bytes.clone()),
             None => expression.stdin_null(),
@@ -390,6 +415,15 @@ mod tests {
 
     fn sh(script: &str) -> Cmd {
         Cmd::new("sh").args(["-c", script])
+    }
+
+    #[test]
+    fn environment_variables_reach_the_program() {
+        let out = sh("echo \"$PASSTHRU_TEST_VALUE\"")
+            .env("PASSTHRU_TEST_VALUE", "set")
+            .read()
+            .unwrap();
+        assert_eq!(out, "set\n");
     }
 
     #[test]

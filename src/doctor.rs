@@ -14,7 +14,7 @@ use crate::host::firmware;
 use crate::host::kernel;
 use crate::host::pci::PciDevice;
 use crate::host::topology::Topology;
-use crate::kargs::Karg;
+use crate::kargs::{HostKarg, Karg, Kargs};
 use crate::pci_id::PciId;
 use crate::plan::Plan;
 use crate::root::Root;
@@ -103,15 +103,15 @@ pub fn check(plan: &Plan, root: &Root, extra: Vec<Check>) -> Result<Report> {
     let loaded = kernel::loaded_modules(root)?;
 
     let mut checks = vec![virtualization(&cpu), iommu(&topology, plan), uefi(root)];
-    let iommu_active = topology.iommu_enabled();
-    checks.extend(plan.kargs.iter().map(|k| karg(k, &cmdline, iommu_active)));
+    checks.extend(plan.kargs.iter().map(|k| karg(k, &plan.kargs, &cmdline)));
+    checks.extend(plan_wide_conflicts(&plan.kargs, &cmdline));
     checks.extend(
         plan.initramfs_drivers
             .iter()
             .map(|m| module(root, &loaded, m, "VFIO")),
     );
 
-    let ids = planned_vfio_ids(plan);
+    let ids = &plan.vfio.ids;
     if ids.is_empty() {
         checks.push(Check::warn(
             "devices",
@@ -119,14 +119,11 @@ pub fn check(plan: &Plan, root: &Root, extra: Vec<Check>) -> Result<Report> {
             "run `passthru-image detect --write passthru.toml`, review it, and rebuild or re-apply",
         ));
     }
-    let vendor_reset_planned = plan
-        .modules
-        .iter()
-        .flat_map(|m| &m.kernel_modules)
-        .any(|m| kernel::module_name(m) == "vendor_reset");
+    // The plan's only module is [vendor-reset]'s; a git source's kernel modules are known once fetched.
+    let vendor_reset_planned = !plan.modules.is_empty();
     for module_plan in &plan.modules {
-        for name in &module_plan.kernel_modules {
-            checks.push(module(root, &loaded, name, &module_plan.name));
+        for name in module_plan.kernel_modules() {
+            checks.push(module(root, &loaded, name, module_plan.label()));
         }
     }
     // Indexed once: a host tree may hold thousands of devices of one ID in one group.
@@ -136,7 +133,7 @@ pub fn check(plan: &Plan, root: &Root, extra: Vec<Check>) -> Result<Report> {
     }
     let planned: HashSet<PciId> = ids.iter().copied().collect();
     let mut blockers = GroupBlockers::default();
-    for id in &ids {
+    for id in ids {
         let matching: &[&PciDevice] = by_id.get(id).map_or(&[], Vec::as_slice);
         if matching.is_empty() {
             checks.push(Check::fail(
@@ -179,17 +176,6 @@ pub fn check(plan: &Plan, root: &Root, extra: Vec<Check>) -> Result<Report> {
     })
 }
 
-/// The IDs of the plan's `vfio_pci.ids` karg: what the kernel is told to bind.
-pub fn planned_vfio_ids(plan: &Plan) -> Vec<PciId> {
-    plan.kargs
-        .iter()
-        .filter(|k| k.normalized_key() == "vfio_pci.ids")
-        .filter_map(Karg::value)
-        .flat_map(|v| v.split(','))
-        .filter_map(|id| id.parse().ok())
-        .collect()
-}
-
 fn virtualization(cpu: &CpuInfo) -> Check {
     if cpu.virtualization {
         Check::pass("cpu-virtualization", "vmx/svm flag present")
@@ -206,11 +192,10 @@ fn iommu(topology: &Topology, plan: &Plan) -> Check {
     if topology.iommu_enabled() {
         Check::pass("iommu", format!("{} IOMMU groups", topology.groups.len()))
     } else {
-        let karg = plan
-            .kargs
-            .iter()
-            .find(|k| k.key().ends_with("_iommu"))
-            .map_or_else(String::new, |k| format!(" and boot with {k}"));
+        let karg = format!(
+            " and boot with {}",
+            crate::plan::iommu_kargs(plan.cpu_vendor).join(" ")
+        );
         Check::fail(
             "iommu",
             "no IOMMU groups: the IOMMU is off",
@@ -231,31 +216,44 @@ fn uefi(root: &Root) -> Check {
     }
 }
 
-fn karg(planned: &Karg, cmdline: &[Karg], iommu_active: bool) -> Check {
+fn karg(planned: &Karg, plan: &Kargs, cmdline: &[HostKarg]) -> Check {
     let name = format!("karg:{planned}");
-    if cmdline.iter().any(|k| k.same_as(planned)) {
+    if Kargs::satisfied_by(cmdline, planned) {
         return Check::pass(name, "in /proc/cmdline");
     }
-    match cmdline.iter().find(|k| k.conflicts_with(planned)) {
+    let rival = cmdline.iter().find(|host| {
+        plan.conflict_with(*host)
+            .is_some_and(|c| c.planned.as_ref() == Some(planned))
+    });
+    match rival {
         Some(other) => Check::fail(
             name,
             format!("/proc/cmdline has {other} instead"),
             format!("remove {other} from the host's kernel arguments; {APPLY_FIX}"),
         ),
-        // The kernel enables AMD-Vi by default (and does not even parse `amd_iommu=on`): with working
-        // groups the argument only states the intent, so its absence is no failure.
-        None if iommu_active
-            && planned.normalized_key() == "amd_iommu"
-            && planned.value() == Some("on") =>
-        {
-            Check::warn(
-                name,
-                "missing from /proc/cmdline, but the IOMMU is active: AMD-Vi is on by default",
-                format!("nothing is broken; to match the plan: {APPLY_FIX}"),
-            )
-        }
         None => Check::fail(name, "missing from /proc/cmdline", APPLY_FIX),
     }
+}
+
+/// Host arguments that defeat the plan as a whole, whatever it sets (`amd_iommu=off`).
+fn plan_wide_conflicts(plan: &Kargs, cmdline: &[HostKarg]) -> Option<Check> {
+    let found: Vec<String> = cmdline
+        .iter()
+        .filter_map(|host| {
+            let conflict = plan.conflict_with(host)?;
+            conflict
+                .planned
+                .is_none()
+                .then(|| format!("{host}: {}", conflict.reason))
+        })
+        .collect();
+    (!found.is_empty()).then(|| {
+        Check::fail(
+            "karg-conflicts",
+            found.join("; "),
+            format!("remove them from the host's kernel arguments; {APPLY_FIX}"),
+        )
+    })
 }
 
 fn module(root: &Root, loaded: &[String], name: &str, purpose: &str) -> Check {
@@ -476,36 +474,47 @@ mod tests {
         Karg::parse(s).unwrap()
     }
 
-    #[test]
-    fn kargs_match_whatever_the_spelling_and_name_conflicts() {
-        let cmdline = crate::kargs::split_cmdline("ro vfio-pci.ids=10de:1401 iommu=off");
-        assert_eq!(
-            karg(&karg_of("vfio_pci.ids=10de:1401"), &cmdline, true).status,
-            Status::Pass
-        );
-        let conflict = karg(&karg_of("iommu=pt"), &cmdline, true);
-        assert_eq!(conflict.status, Status::Fail);
-        assert!(conflict.detail.contains("iommu=off"), "{}", conflict.detail);
-        let missing = karg(&karg_of("intel_iommu=on"), &cmdline, true);
-        assert_eq!(missing.detail, "missing from /proc/cmdline");
+    fn planned(words: &[&str]) -> Kargs {
+        let mut kargs = Kargs::default();
+        for w in words {
+            kargs.push(karg_of(w)).unwrap();
+        }
+        kargs
     }
 
     #[test]
-    fn amd_iommu_on_missing_only_warns_while_the_iommu_works() {
-        let cmdline = crate::kargs::split_cmdline("ro iommu=pt");
+    fn kargs_match_whatever_the_spelling_and_name_conflicts() {
+        let plan = planned(&["iommu=pt", "intel_iommu=on", "vfio_pci.ids=10de:1401"]);
+        let cmdline = crate::kargs::split_cmdline("ro vfio-pci.ids=10de:1401 iommu=nopt");
         assert_eq!(
-            karg(&karg_of("amd_iommu=on"), &cmdline, true).status,
-            Status::Warn
+            karg(&karg_of("vfio_pci.ids=10de:1401"), &plan, &cmdline).status,
+            Status::Pass
         );
+        let conflict = karg(&karg_of("iommu=pt"), &plan, &cmdline);
+        assert_eq!(conflict.status, Status::Fail);
+        assert!(
+            conflict.detail.contains("iommu=nopt"),
+            "{}",
+            conflict.detail
+        );
+        let missing = karg(&karg_of("intel_iommu=on"), &plan, &cmdline);
+        assert_eq!(missing.detail, "missing from /proc/cmdline");
+        // Tokens add up: sm_on beside on is the same request.
+        let tokens = crate::kargs::split_cmdline("intel_iommu=sm_on,on");
         assert_eq!(
-            karg(&karg_of("amd_iommu=on"), &cmdline, false).status,
-            Status::Fail
+            karg(&karg_of("intel_iommu=on"), &plan, &tokens).status,
+            Status::Pass
         );
-        let off = crate::kargs::split_cmdline("amd_iommu=off");
-        assert_eq!(
-            karg(&karg_of("amd_iommu=on"), &off, true).status,
-            Status::Fail
-        );
+    }
+
+    #[test]
+    fn an_iommu_turned_off_on_the_host_fails_the_whole_plan() {
+        let plan = planned(&["iommu=pt"]);
+        let cmdline = crate::kargs::split_cmdline("ro iommu=pt amd_iommu=off");
+        let check = plan_wide_conflicts(&plan, &cmdline).unwrap();
+        assert_eq!(check.status, Status::Fail);
+        assert!(check.detail.contains("amd_iommu=off"), "{}", check.detail);
+        assert!(plan_wide_conflicts(&plan, &crate::kargs::split_cmdline("iommu=pt")).is_none());
     }
 
     #[test]

@@ -5,7 +5,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::kargs::{Karg, Kargs, split_cmdline};
+use crate::kargs::{HostKarg, Kargs, split_cmdline};
 
 pub const DIR: &str = "/usr/lib/bootc/kargs.d";
 /// Our file's name: mid-range in lexical order, so a user's own files can sort before or after it.
@@ -60,10 +60,10 @@ impl KargsD {
     }
 
     /// The kargs bootc applies on `arch`.
-    pub fn kargs_for(&self, arch: &str) -> Vec<Karg> {
+    pub fn kargs_for(&self, arch: &str) -> Vec<HostKarg> {
         match &self.match_architectures {
             Some(archs) if !archs.iter().any(|a| a == arch) => Vec::new(),
-            _ => self.kargs.iter().map(|k| Karg::from_host(k)).collect(),
+            _ => self.kargs.iter().flat_map(|k| split_cmdline(k)).collect(),
         }
     }
 }
@@ -74,6 +74,7 @@ mod tests {
 
     #[test]
     fn round_trips_through_bootc_rules() {
+        use crate::kargs::Karg;
         let mut kargs = Kargs::default();
         kargs.push(Karg::parse("intel_iommu=on").unwrap()).unwrap();
         kargs

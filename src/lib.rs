@@ -19,6 +19,7 @@ pub mod interrupt;
 pub mod kargs;
 pub mod kargs_d;
 pub mod live;
+pub(crate) mod mok;
 pub mod pci_id;
 pub mod plan;
 pub mod root;

@@ -3,21 +3,26 @@
 //! The image renderer, the live applier and doctor all read a `Plan`; none of them decides a karg, a driver
 //! or a file of its own.
 
-mod dkms_conf;
+pub mod dkms_conf;
+pub(crate) mod kargs;
 
 use anyhow::Result;
-use camino::Utf8PathBuf;
+use camino::{Utf8Path, Utf8PathBuf};
 use serde::{Serialize, Serializer};
 
-use crate::config::{Config, CpuChoice, GpuVendor, KernelSource, ModuleSource};
+use crate::config::{Config, CpuChoice, GpuVendor, HeaderPackages, KernelSource, ModuleSource};
 use crate::error::InputError;
 use crate::host::cpu::{CpuInfo, CpuVendor};
+use crate::host::kernel;
+use crate::host::topology::Topology;
 use crate::image_ref::ImageRef;
-use crate::kargs::{Karg, Kargs};
+use crate::kargs::Kargs;
 use crate::kargs_d::{self, KargsD};
 use crate::pci_id::PciId;
 use crate::root::Root;
 use crate::vendor_reset;
+use dkms_conf::{BuiltModule, DkmsConf, Word};
+use kargs::{HostGpus, KargFacts, OmittedKarg};
 
 /// Drivers forced into the initramfs so vfio-pci binds before any graphics driver.
 pub const VFIO_DRIVERS: &[&str] = &["vfio", "vfio_iommu_type1", "vfio_pci"];
@@ -26,22 +31,54 @@ pub const DRACUT_CONF: &str = "/usr/lib/dracut/dracut.conf.d/50-passthru-vfio.co
 pub const MODPROBE_CONF: &str = "/usr/lib/modprobe.d/50-passthru-vfio.conf";
 pub const MODULES_LOAD_CONF: &str = "/usr/lib/modules-load.d/vendor-reset.conf";
 pub const UDEV_RULE: &str = "/usr/lib/udev/rules.d/99-passthru-vendor-reset.rules";
+/// Where live mode writes the drop-ins: the host's /etc, as /usr is read-only there.
+pub const LIVE_DRACUT_CONF: &str = "/etc/dracut.conf.d/50-passthru-vfio.conf";
+pub const LIVE_MODPROBE_CONF: &str = "/etc/modprobe.d/50-passthru-vfio.conf";
+
+/// Whom a plan is for, which decides whether a host is read.
+#[derive(Debug, Clone)]
+pub enum Target {
+    /// The host whose filesystem is at this root (`/` on the host itself): live mode, doctor, detect, and
+    /// plan/generate/build with `--root`. Its devices decide the arguments that depend on them.
+    Host(Root),
+    /// An image for hosts this machine cannot see (CI): the config alone decides. `cpu.vendor = "auto"` then
+    /// reads this machine's CPU, with a warning.
+    Image,
+}
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Plan {
     pub cpu_vendor: CpuVendor,
-    /// The vendor was read from the machine (`cpu.vendor = "auto"`): right for live mode and doctor, but an
-    /// image built elsewhere may be meant for another CPU.
+    /// The vendor was read from a host (`cpu.vendor = "auto"`).
     pub cpu_vendor_detected: bool,
+    /// The root of the host the plan was made for; `None` for an image planned from the config alone.
+    pub host: Option<Utf8PathBuf>,
     pub image: ImagePlan,
+    /// Devices vfio-pci claims at boot.
+    pub vfio: VfioPlan,
     /// In the order they are written.
     pub kargs: Kargs,
+    /// Arguments the guide asks for that this plan leaves out, each with its reason.
+    pub omitted_kargs: Vec<OmittedKarg>,
     pub initramfs_drivers: Vec<String>,
     pub files: Vec<PlannedFile>,
+    /// The files live mode writes instead of `files`.
+    pub live_files: Vec<LiveFile>,
     pub kernel: Option<KernelPlan>,
     pub modules: Vec<ModulePlan>,
     /// Things in the config that will work, but probably not as the user hopes.
     pub warnings: Vec<String>,
+    /// What the plan decided from the host it is for, that the config alone does not say.
+    pub notes: Vec<String>,
+}
+
+/// The devices vfio-pci claims, as typed facts (the kernel arguments are rendered from them).
+#[derive(Debug, Clone, Serialize)]
+pub struct VfioPlan {
+    /// Bound by vendor:device ID (`vfio_pci.ids`), each once.
+    pub ids: Vec<PciId>,
+    /// vfio-pci is loaded from the initramfs before any other driver (`rd.driver.pre=vfio-pci`).
+    pub early_binding: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -70,49 +107,245 @@ pub struct PlannedFile {
     pub content: String,
 }
 
+/// A drop-in live mode writes into the host's /etc, where modprobe and rpm-ostree's initramfs regeneration read
+/// it. Other planned files have no live place: kargs.d becomes `rpm-ostree kargs`, and out-of-tree modules (the
+/// only source of the other files) are refused in live mode.
+#[derive(Debug, Clone, Serialize)]
+pub struct LiveFile {
+    pub path: Utf8PathBuf,
+    #[serde(serialize_with = "octal")]
+    pub mode: u32,
+    pub content: String,
+}
+
 fn octal<S: Serializer>(mode: &u32, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(&format!("{mode:04o}"))
 }
 
+/// A replacement kernel, swapped in at build time unless the image's own kernel makes it needless.
 #[derive(Debug, Clone, Serialize)]
 pub struct KernelPlan {
     pub purpose: &'static str,
     pub source: KernelSource,
+    /// The swap is skipped when the image kernel's System.map names this symbol: the base's kernel already
+    /// carries the ACS override patch (Bazzite's does), and the planned `pcie_acs_override` karg is enough.
+    /// The plan is made without the base image's files, so only the build can tell.
+    pub unless_symbol: &'static str,
+    /// The old kernel's packages the swap removes, and nothing else.
+    pub removes: OldKernelPackages,
 }
 
-/// An out-of-tree module built with dkms against the image's own kernel.
-#[derive(Debug, Clone, Serialize)]
+/// The packages of the replaced kernel, by name: the one list the swap script receives (never kernel-tools,
+/// kernel-headers or linux-headers-*-common, which share the kernel's version string on CentOS/RHEL and
+/// Debian but are no part of the kernel).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct OldKernelPackages {
+    /// Fedora/CentOS names, removed only at the old kernel's version-release.arch. ACS builds' own names
+    /// (`kernel-acs-core`) are included, so an image whose kernel came from one can be swapped again.
+    pub rpm: Vec<String>,
+    /// Debian names, [`KVER_PLACEHOLDER`] standing for the old kernel's release. The installed meta packages
+    /// that strictly depend on them and share their name's prefix (`linux-image-amd64`) go with them.
+    pub deb: Vec<String>,
+}
+
+/// Stands for the old kernel's release in [`OldKernelPackages::deb`].
+pub(crate) const KVER_PLACEHOLDER: &str = "{kver}";
+
+/// Fedora's kernel packages that own files of a kernel release (kernel-modules-internal and
+/// kernel-uki-virt-addons too: left behind, their modules would block the swap as foreign files).
+const RPM_KERNEL_PACKAGES: &[&str] = &[
+    "kernel",
+    "kernel-core",
+    "kernel-modules",
+    "kernel-modules-core",
+    "kernel-modules-extra",
+    "kernel-modules-internal",
+    "kernel-uki-virt",
+    "kernel-uki-virt-addons",
+    "kernel-devel",
+    "kernel-devel-matched",
+];
+
+/// Debian's kernel packages are these prefixes followed by the kernel release.
+const DEB_KERNEL_PACKAGE_PREFIXES: &[&str] = &["linux-image-", "linux-headers-"];
+
+impl OldKernelPackages {
+    pub(crate) fn all() -> OldKernelPackages {
+        let acs = RPM_KERNEL_PACKAGES
+            .iter()
+            .map(|name| name.replacen("kernel", "kernel-acs", 1));
+        OldKernelPackages {
+            rpm: RPM_KERNEL_PACKAGES
+                .iter()
+                .map(|name| name.to_string())
+                .chain(acs)
+                .collect(),
+            deb: DEB_KERNEL_PACKAGE_PREFIXES
+                .iter()
+                .map(|prefix| format!("{prefix}{KVER_PLACEHOLDER}"))
+                .collect(),
+        }
+    }
+}
+
+/// An out-of-tree module built against the image's own kernel, the way its dkms.conf says.
+#[derive(Debug, Clone)]
 pub struct ModulePlan {
-    /// dkms PACKAGE_NAME and PACKAGE_VERSION.
-    pub name: String,
-    pub version: String,
-    /// The kernel modules it builds (BUILT_MODULE_NAME), loaded at boot.
-    pub kernel_modules: Vec<String>,
     pub source: ModuleSource,
+    /// Local kernel headers for an image kernel the base's repositories carry none for.
+    pub headers: Option<HeaderPackages>,
+    pub conf: ModuleConf,
+}
+
+/// Whether the module's dkms.conf has been read.
+#[derive(Debug, Clone)]
+pub enum ModuleConf {
+    /// A git source `plan` does not fetch: its dkms.conf is read once `generate` or `build` fetched the commit.
+    AtCommit,
+    /// Read from the source tree in `dir`: the configured path, or the checkout of the pinned commit.
+    Read { dir: Utf8PathBuf, conf: DkmsConf },
+}
+
+impl ModulePlan {
+    /// The dkms.conf it is built by, once read.
+    pub fn dkms_conf(&self) -> Option<&DkmsConf> {
+        match &self.conf {
+            ModuleConf::Read { conf, .. } => Some(conf),
+            ModuleConf::AtCommit => None,
+        }
+    }
+
+    /// The kernel modules it builds, which the image loads at boot; none known before its dkms.conf is read.
+    pub fn kernel_modules(&self) -> Vec<&str> {
+        self.dkms_conf()
+            .map(|conf| conf.modules.iter().map(|m| m.name.as_str()).collect())
+            .unwrap_or_default()
+    }
+
+    /// Its name in messages: PACKAGE_NAME once read, else the config section it comes from.
+    pub fn label(&self) -> &str {
+        self.dkms_conf()
+            .map_or("vendor-reset", |conf| conf.name.as_str())
+    }
+
+    /// Which dkms.conf the module is built by.
+    pub fn origin(&self) -> String {
+        match &self.source {
+            ModuleSource::Path { path } => format!("dkms.conf in {path}"),
+            ModuleSource::Git { url, commit } => format!("dkms.conf at {commit} of {url}"),
+        }
+    }
+}
+
+/// `plan --json`: where the module comes from, and what its dkms.conf says (null until it is read).
+impl Serialize for ModulePlan {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        #[derive(Serialize)]
+        struct Json<'a> {
+            from: String,
+            source: &'a ModuleSource,
+            name: Option<&'a str>,
+            version: Option<&'a str>,
+            kernel_modules: Option<&'a [BuiltModule]>,
+            make: Option<&'a [Word]>,
+            headers: &'a Option<HeaderPackages>,
+        }
+        let conf = self.dkms_conf();
+        Json {
+            from: self.origin(),
+            source: &self.source,
+            name: conf.map(|c| c.name.as_str()),
+            version: conf.map(|c| c.version.as_str()),
+            kernel_modules: conf.map(|c| c.modules.as_slice()),
+            make: conf.map(|c| c.make.as_slice()),
+            headers: &self.headers,
+        }
+        .serialize(s)
+    }
+}
+
+/// Local checkouts of git module sources by URL and commit: what `image::fetch` made for this run.
+#[derive(Debug, Default)]
+pub struct Checkouts(Vec<(String, String, Utf8PathBuf)>);
+
+impl Checkouts {
+    pub(crate) fn add(&mut self, url: &str, commit: &str, dir: Utf8PathBuf) {
+        self.0.push((url.to_owned(), commit.to_owned(), dir));
+    }
+
+    fn dir_of(&self, url: &str, commit: &str) -> Option<&Utf8Path> {
+        self.0
+            .iter()
+            .find(|(u, c, _)| u == url && c == commit)
+            .map(|(_, _, dir)| dir.as_path())
+    }
 }
 
 impl Plan {
-    pub fn resolve(config: &Config, root: &Root) -> Result<Plan> {
+    /// The plan without fetching anything: a git module source is known by its commit alone.
+    pub fn resolve(config: &Config, target: &Target) -> Result<Plan> {
+        Plan::resolve_fetched(config, target, &Checkouts::default())
+    }
+
+    /// The plan with the git module sources in `checkouts` read (`generate` and `build` fetch them first).
+    pub fn resolve_fetched(
+        config: &Config,
+        target: &Target,
+        checkouts: &Checkouts,
+    ) -> Result<Plan> {
+        let this_machine = Root::default();
+        let cpu_root = match target {
+            Target::Host(root) => root,
+            Target::Image => &this_machine,
+        };
         let cpu_vendor = match config.cpu.vendor {
             CpuChoice::Intel => CpuVendor::Intel,
             CpuChoice::Amd => CpuVendor::Amd,
-            CpuChoice::Auto => CpuInfo::read(root)?.require_vendor(root)?,
+            CpuChoice::Auto => CpuInfo::read(cpu_root)?.require_vendor(cpu_root)?,
         };
-        let modules = plan_modules(config)?;
+        let modules = plan_modules(config, checkouts)?;
+        let mut notes = Vec::new();
         let kernel = match config.acs_override.enabled {
+            true if host_kernel_has_acs_override(target)? => {
+                notes.push(format!(
+                    "the host's kernel already carries the ACS override patch ({} in /proc/kallsyms): \
+                     pcie_acs_override is planned, no kernel is replaced",
+                    kernel::ACS_OVERRIDE_SYMBOL
+                ));
+                None
+            }
             true => Some(KernelPlan {
                 purpose: "acs-override",
                 source: config.kernel_source()?,
+                unless_symbol: kernel::ACS_OVERRIDE_SYMBOL,
+                removes: OldKernelPackages::all(),
             }),
             false => None,
         };
-        let kargs = plan_kargs(config, cpu_vendor)?;
+        let vfio = VfioPlan {
+            ids: first_of_each(&config.vfio.ids),
+            early_binding: config.vfio.early_binding,
+        };
+        // Read only when an argument depends on it.
+        let nouveau_decides = config.gpu.vendors.contains(&GpuVendor::Nvidia)
+            && config.gpu.disable_nouveau == crate::config::Switch::Auto;
+        let host_gpus = match target {
+            Target::Host(root) if nouveau_decides => Some(host_gpus(root, &vfio)?),
+            _ => None,
+        };
+        let planned = kargs::plan_kargs(&KargFacts {
+            config,
+            cpu: cpu_vendor,
+            vfio_ids: &vfio.ids,
+            host: host_gpus.as_ref(),
+        })?;
+        let kargs = planned.kargs;
 
         let mut files = vec![PlannedFile {
             path: DRACUT_CONF.into(),
             mode: 0o644,
             layer: Layer::Initramfs,
-            content: dracut_conf(),
+            content: dracut_conf(None),
         }];
         if let Some(content) = modprobe_conf(&config.gpu.vendors) {
             files.push(PlannedFile {
@@ -122,11 +355,8 @@ impl Plan {
                 content,
             });
         }
-        if !modules.is_empty() {
-            let names: Vec<&str> = modules
-                .iter()
-                .flat_map(|m| m.kernel_modules.iter().map(String::as_str))
-                .collect();
+        let names: Vec<&str> = modules.iter().flat_map(|m| m.kernel_modules()).collect();
+        if !names.is_empty() {
             files.push(PlannedFile {
                 path: MODULES_LOAD_CONF.into(),
                 mode: 0o644,
@@ -136,8 +366,7 @@ impl Plan {
                     names.join("\n")
                 ),
             });
-            let reset_ids: Vec<PciId> = config
-                .vfio
+            let reset_ids: Vec<PciId> = vfio
                 .ids
                 .iter()
                 .copied()
@@ -148,7 +377,7 @@ impl Plan {
                     path: UDEV_RULE.into(),
                     mode: 0o644,
                     layer: Layer::Host,
-                    content: udev_rule(&reset_ids),
+                    content: udev_rule(&reset_ids, &names),
                 });
             }
         }
@@ -163,26 +392,37 @@ impl Plan {
             Some(digest) => config.image.base.pinned(digest),
             None => config.image.base.clone(),
         };
+        let live_files = live_files(&files);
+        let mut warnings = config_warnings(config);
+        warnings.extend(planned.warnings);
         Ok(Plan {
             cpu_vendor,
             cpu_vendor_detected: config.cpu.vendor == CpuChoice::Auto,
+            host: match target {
+                Target::Host(root) => Some(root.path().to_owned()),
+                Target::Image => None,
+            },
             image: ImagePlan {
                 base,
                 tag: config.image.tag.clone(),
             },
+            vfio,
             kargs,
+            omitted_kargs: planned.omitted,
             initramfs_drivers: VFIO_DRIVERS.iter().map(|d| d.to_string()).collect(),
             files,
+            live_files,
             kernel,
             modules,
-            warnings: config_warnings(config),
+            warnings,
+            notes,
         })
     }
 
-    /// The plan's warnings, and for image mode one more when the CPU vendor came from the build machine,
-    /// not from the config.
+    /// The plan's warnings, and one more when the CPU vendor of an image came from the build machine, not from
+    /// the config.
     pub fn image_mode_warnings(&self) -> Vec<String> {
-        let cpu = self.cpu_vendor_detected.then(|| {
+        let cpu = (self.cpu_vendor_detected && self.host.is_none()).then(|| {
             format!(
                 "cpu.vendor = \"auto\" read this machine's CPU ({}); the image gets its kernel arguments. \
                  Set cpu.vendor (or --cpu) when the image is for a host with another CPU",
@@ -197,116 +437,81 @@ impl Plan {
     }
 }
 
-/// The kargs of DESIGN §4, in its order, then the user's extras. A user extra that sets a planned parameter
-/// to another value is refused: the kernel would silently keep only one of them.
-fn plan_kargs(config: &Config, cpu: CpuVendor) -> Result<Kargs> {
-    let mut planned: Vec<String> = Vec::new();
-    let mut add = |k: &str| planned.push(k.to_owned());
-    for karg in iommu_kargs(cpu) {
-        add(karg);
+/// Whether the kernel of the host a plan is for already carries the ACS override patch (Bazzite's does): then
+/// only the kernel argument is planned. An image plan cannot tell; its build checks the base's System.map.
+fn host_kernel_has_acs_override(target: &Target) -> Result<bool> {
+    match target {
+        Target::Host(root) => kernel::has_acs_override(root),
+        Target::Image => Ok(false),
     }
-    if cpu == CpuVendor::Amd {
-        let c = &config.cpu;
-        for (on, karg) in [
-            (c.npt, "kvm_amd.npt=1"),
-            (c.avic, "kvm_amd.avic=1"),
-            (c.nested, "kvm_amd.nested=1"),
-            (c.sev, "kvm_amd.sev=1"),
-        ] {
-            if on {
-                add(karg);
-            }
-        }
-    }
-    if config.cpu.ignore_msrs {
-        add("kvm.ignore_msrs=1");
-        add("kvm.report_ignored_msrs=0");
-    }
-    let gpus = &config.gpu.vendors;
-    if !gpus.is_empty() && config.gpu.disable_boot_framebuffers {
-        // One `video=` per driver: the kernel hands each `video=` value to the driver named before its
-        // first `:`, so the common `video=vesafb:off,efifb:off` only ever reaches vesafb.
-        add("video=vesafb:off");
-        add("video=efifb:off");
-        add("video=simplefb:off");
-    }
-    if gpus.contains(&GpuVendor::Nvidia) {
-        add("nouveau.modeset=0");
-    }
-    if gpus.contains(&GpuVendor::Amd) {
-        add("amdgpu.aspm=0");
-    }
-    if config.vfio.early_binding {
-        add("rd.driver.pre=vfio-pci");
-    }
-    if !config.vfio.ids.is_empty() {
-        add(&format!("vfio_pci.ids={}", join_ids(&config.vfio.ids)));
-    }
-    if config.acs_override.enabled {
-        let modes = config
-            .acs_override
-            .mode
-            .iter()
-            .map(|m| m.as_str().to_owned());
-        let ids = config.acs_override.ids.iter().map(|id| format!("id:{id}"));
-        let parts = first_of_each(modes.chain(ids));
-        add(&format!("pcie_acs_override={}", parts.join(",")));
-    }
-
-    let mut kargs = Kargs::default();
-    for text in planned {
-        let karg = Karg::parse(&text).expect("planned kargs are built from validated values");
-        kargs
-            .push(karg)
-            .expect("planned kargs never conflict with each other");
-    }
-    for (i, extra) in config.kargs.extra.iter().enumerate() {
-        if let Err(existing) = kargs.push(extra.0.clone()) {
-            return Err(InputError::new(
-                format!("kargs.extra[{i}]"),
-                format!(
-                    "{} conflicts with the planned {existing}: both set {}; remove the extra or change the setting that plans it",
-                    extra.0,
-                    existing.key()
-                ),
-            )
-            .into());
-        }
-    }
-    Ok(kargs)
 }
 
-/// The kargs that turn the IOMMU on, in passthrough mode, for a CPU vendor.
-pub fn iommu_kargs(cpu: CpuVendor) -> [&'static str; 2] {
+/// What the host tells about its GPUs that the kernel arguments depend on.
+fn host_gpus(root: &Root, vfio: &VfioPlan) -> Result<HostGpus> {
+    let topology = Topology::read(root)?;
+    Ok(HostGpus {
+        kept_on_nouveau: topology
+            .gpus()
+            .filter(|gpu| !vfio.ids.contains(&gpu.id))
+            .filter(|gpu| gpu.driver.as_deref() == Some("nouveau"))
+            .map(|gpu| gpu.address)
+            .collect(),
+    })
+}
+
+/// The arguments that turn the IOMMU on in passthrough mode for a CPU vendor, for messages that tell a user
+/// how to boot.
+pub fn iommu_kargs(cpu: CpuVendor) -> &'static [&'static str] {
     match cpu {
-        CpuVendor::Intel => ["intel_iommu=on", "iommu=pt"],
-        CpuVendor::Amd => ["amd_iommu=on", "iommu=pt"],
+        CpuVendor::Intel => &["intel_iommu=on", "iommu=pt"],
+        CpuVendor::Amd => &["iommu=pt"],
     }
 }
 
-fn join_ids(ids: &[PciId]) -> String {
-    first_of_each(ids.iter().map(PciId::to_string)).join(",")
+/// The items in their first-seen order, each once.
+fn first_of_each<T: Eq + std::hash::Hash + Copy>(items: &[T]) -> Vec<T> {
+    let mut seen = std::collections::HashSet::new();
+    items
+        .iter()
+        .copied()
+        .filter(|item| seen.insert(*item))
+        .collect()
 }
 
-/// The items in their first-seen order, each once: a value repeated in the config is not repeated on the
-/// kernel command line.
-fn first_of_each(items: impl IntoIterator<Item = String>) -> Vec<String> {
-    let mut seen: Vec<String> = Vec::new();
-    for item in items {
-        if !seen.contains(&item) {
-            seen.push(item);
-        }
-    }
-    seen
-}
-
-fn dracut_conf() -> String {
+/// `modprobe_in_etc`: the live modprobe drop-in, which the initramfs must carry itself. rpm-ostree regenerates
+/// with `--no-hostonly`, and dracut copies /etc/modprobe.d only in host-only mode (its 90kernel-modules
+/// copies /usr/lib/modprobe.d always), so the file is named in `install_items`.
+fn dracut_conf(modprobe_in_etc: Option<&str>) -> String {
     let drivers = VFIO_DRIVERS.join(" ");
+    let install = modprobe_in_etc
+        .map(|path| format!("install_items+=\" {path} \"\n"))
+        .unwrap_or_default();
     format!(
         "# Generated by passthru-image: VFIO drivers in the initramfs, so vfio-pci claims the passed-through\n\
          # devices before any graphics driver does. Device IDs stay in the kernel arguments.\n\
-         force_drivers+=\" {drivers} \"\n"
+         force_drivers+=\" {drivers} \"\n{install}"
     )
+}
+
+/// The drop-ins of `files` as live mode writes them into /etc.
+fn live_files(files: &[PlannedFile]) -> Vec<LiveFile> {
+    let has_modprobe = files.iter().any(|f| f.path == MODPROBE_CONF);
+    let mut live = vec![LiveFile {
+        path: LIVE_DRACUT_CONF.into(),
+        mode: 0o644,
+        content: dracut_conf(has_modprobe.then_some(LIVE_MODPROBE_CONF)),
+    }];
+    live.extend(
+        files
+            .iter()
+            .filter(|f| f.path == MODPROBE_CONF)
+            .map(|f| LiveFile {
+                path: LIVE_MODPROBE_CONF.into(),
+                mode: f.mode,
+                content: f.content.clone(),
+            }),
+    );
+    live
 }
 
 /// Makes the host GPU drivers wait for vfio-pci, so it wins the race for the passed-through devices.
@@ -334,14 +539,20 @@ fn modprobe_conf(vendors: &[GpuVendor]) -> Option<String> {
     ))
 }
 
-/// On kernels >= 5.15 vendor-reset only acts when the device's reset method is `device_specific`.
-fn udev_rule(ids: &[PciId]) -> String {
-    let mut rule =
-        String::from("# Generated by passthru-image: let vendor-reset reset these GPUs.\n");
+/// On kernels >= 5.15 vendor-reset only acts when the device's reset method is `device_specific`, and the
+/// kernel takes that method only once the module is loaded: the rule loads `modules` first, as upstream's own
+/// rule does. udev runs a rule's match keys (PROGRAM) before its assignments (ATTR{}=), whatever their order
+/// on the line (systemd's udev-rules.c sorts the tokens of each rule by type).
+fn udev_rule(ids: &[PciId], modules: &[&str]) -> String {
+    let mut rule = String::from(
+        "# Generated by passthru-image: load vendor-reset and let it reset these GPUs.\n",
+    );
     for id in ids {
         rule.push_str(&format!(
-            "ACTION==\"add\", SUBSYSTEM==\"pci\", ATTR{{vendor}}==\"0x{:04x}\", ATTR{{device}}==\"0x{:04x}\", ATTR{{reset_method}}=\"device_specific\"\n",
-            id.vendor, id.device
+            "ACTION==\"add\", SUBSYSTEM==\"pci\", ATTR{{vendor}}==\"0x{:04x}\", ATTR{{device}}==\"0x{:04x}\", PROGRAM=\"/sbin/modprobe -a {}\", ATTR{{reset_method}}=\"device_specific\"\n",
+            id.vendor,
+            id.device,
+            modules.join(" ")
         ));
     }
     rule
@@ -366,7 +577,7 @@ fn config_warnings(config: &Config) -> Vec<String> {
     warnings
 }
 
-fn plan_modules(config: &Config) -> Result<Vec<ModulePlan>> {
+fn plan_modules(config: &Config, checkouts: &Checkouts) -> Result<Vec<ModulePlan>> {
     use crate::config::Switch;
     let wanted = match config.vendor_reset.enabled {
         Switch::On => true,
@@ -381,24 +592,23 @@ fn plan_modules(config: &Config) -> Result<Vec<ModulePlan>> {
         return Ok(Vec::new());
     }
     let source = config.vendor_reset_source()?;
-    let module = match &source {
-        ModuleSource::Git { .. } => ModulePlan {
-            name: "vendor-reset".into(),
-            version: "0.1.1".into(),
-            kernel_modules: vec!["vendor-reset".into()],
-            source,
-        },
-        ModuleSource::Path { path } => {
-            let conf = dkms_conf::read(path)
-                .map_err(|message| InputError::new("vendor-reset.path", message))?;
-            ModulePlan {
-                name: conf.name,
-                version: conf.version,
-                kernel_modules: conf.modules,
-                source,
-            }
-        }
+    let (tree, field) = match &source {
+        ModuleSource::Path { path } => (Some(path.clone()), "vendor-reset.path"),
+        ModuleSource::Git { url, commit } => (
+            checkouts.dir_of(url, commit).map(Utf8Path::to_owned),
+            "vendor-reset.git",
+        ),
     };
+    let mut module = ModulePlan {
+        headers: config.vendor_reset_headers()?,
+        conf: ModuleConf::AtCommit,
+        source,
+    };
+    if let Some(dir) = tree {
+        let conf = dkms_conf::read(&dir, &module.origin())
+            .map_err(|message| InputError::new(field, message))?;
+        module.conf = ModuleConf::Read { dir, conf };
+    }
     Ok(vec![module])
 }
 

@@ -142,7 +142,10 @@ fn built_images_boot_with_the_stand_in_on_vfio_pci_under_intel_and_amd_iommus() 
     );
     assert_boot_passed(&report, code, "amd");
     let cmdline = report["cmdline"].as_array().unwrap();
-    assert!(cmdline.contains(&"amd_iommu=on".into()));
+    assert!(
+        !cmdline.contains(&"amd_iommu=on".into()),
+        "AMD-Vi has no `on` option; it is on by default"
+    );
     assert!(cmdline.contains(&"kvm_amd.npt=1".into()));
     assert_capture_matches_the_probe(&report, &tree);
     recapture(&tree, "qemu-q35-amd-iommu");
@@ -296,6 +299,45 @@ fn an_image_without_vfio_in_its_initramfs_fails_binding_and_modules() {
     let modules = check(&report, "vfio-modules");
     assert_eq!(modules["status"], "fail");
     assert!(modules["detail"].as_str().unwrap().contains("vfio_pci"));
+}
+
+/// Reaching the command line is not enough: the kernel must take each argument. `amd_iommu=on` (which the AMD
+/// driver refuses with `AMD-Vi: Unknown option - 'on'`), a parameter only a patched kernel knows (handed to
+/// init as unknown) and a module parameter vfio_pci does not have each fail the kargs check.
+#[test]
+fn arguments_the_kernel_refuses_fail_the_kargs_check() {
+    let dir = tempfile::tempdir().unwrap();
+    let tag = "localhost/passthru-e2e-boot:refused-kargs".to_owned();
+    let _cleanup = RemoveImages::new(&[&tag]);
+    let config = write_config(
+        dir.path(),
+        &tag,
+        &format!(
+            "[cpu]\nvendor = \"intel\"\n\n[kargs]\nextra = [\"amd_iommu=on\", \"pcie_acs_override=downstream\", \
+             \"vfio_pci.no_such_param=1\"]\n\n{NVIDIA}"
+        ),
+    );
+    build_image(&config, &tag);
+    let (report, code, _) = test_boot(&config, &[]);
+    assert_eq!(code, 1, "{report:#}");
+    assert_eq!(check(&report, "boot")["status"], "pass");
+    assert_eq!(check(&report, "stand-in-on-vfio-pci")["status"], "pass");
+    let kargs = check(&report, "kargs");
+    assert_eq!(kargs["status"], "fail", "{report:#}");
+    let detail = kargs["detail"].as_str().unwrap();
+    for refused in [
+        "`AMD-Vi: Unknown option - 'on'`",
+        "does not know pcie_acs_override=downstream",
+        "does not know vfio_pci.no_such_param=1",
+    ] {
+        assert!(detail.contains(refused), "{refused} not in: {detail}");
+    }
+    let refused = &report["probe"]["refused_kargs"];
+    assert_eq!(
+        refused["unknown"],
+        serde_json::json!(["pcie_acs_override"]),
+        "{refused:#}"
+    );
 }
 
 /// The image bootc would get after retracting our kargs (`kargs = []`): the initramfs still has the VFIO

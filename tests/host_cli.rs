@@ -364,15 +364,12 @@ fn detect_passes_the_gpu_that_is_not_the_boot_gpu() {
     assert_eq!(
         planned_kargs(&plan),
         [
-            "amd_iommu=on",
             "iommu=pt",
             "kvm_amd.npt=1",
             "kvm_amd.avic=1",
             "kvm_amd.nested=1",
             "kvm_amd.sev=1",
-            "video=vesafb:off",
-            "video=efifb:off",
-            "video=simplefb:off",
+            // Planned for this host: it keeps its RX 6800 XT on amdgpu, no GPU on nouveau.
             "nouveau.modeset=0",
             "rd.driver.pre=vfio-pci",
             "vfio_pci.ids=10de:2684,10de:22ba",
@@ -388,7 +385,16 @@ fn detect_plans_vendor_reset_for_polaris() {
     assert!(text.contains("Polaris 10"), "{text}");
     let plan = plan_json("amd-polaris", &config, dir.path());
     assert!(planned_kargs(&plan).contains(&"vfio_pci.ids=1002:67df,1002:aaf0"));
-    assert_eq!(plan["modules"][0]["name"], "vendor-reset");
+    // Upstream at its pinned commit: `plan` does not fetch it, so it names the commit.
+    let module = &plan["modules"][0];
+    assert_eq!(module["source"]["kind"], "git");
+    assert!(
+        module["from"]
+            .as_str()
+            .unwrap()
+            .starts_with("dkms.conf at "),
+        "{module}"
+    );
 }
 
 #[test]
@@ -521,7 +527,24 @@ fn failed(report: &Value) -> Vec<&str> {
 #[test]
 fn doctor_passes_on_a_correctly_set_up_host() {
     let dir = tempfile::tempdir().unwrap();
-    let (config, _, _) = detect("amd-polaris", dir.path());
+    let (config, text, _) = detect("amd-polaris", dir.path());
+    // vendor-reset from a local checkout with upstream's dkms.conf: its module names are known without a fetch.
+    let checkout = dir.path().join("vendor-reset");
+    std::fs::create_dir(&checkout).unwrap();
+    std::fs::write(
+        checkout.join("dkms.conf"),
+        "PACKAGE_NAME=\"vendor-reset\"\nPACKAGE_VERSION=\"0.1.1\"\nBUILT_MODULE_NAME[0]=\"${PACKAGE_NAME}\"\n\
+         MAKE[0]=\"make KDIR=${kernel_source_dir}\"\nDEST_MODULE_LOCATION[0]=\"/kernel/drivers/misc\"\n",
+    )
+    .unwrap();
+    std::fs::write(
+        &config,
+        text.replace(
+            "[vendor-reset]\n",
+            &format!("[vendor-reset]\npath = \"{}\"\n", checkout.display()),
+        ),
+    )
+    .unwrap();
     let (code, report) = doctor("amd-polaris", &config, dir.path());
     assert_eq!(code, Some(0), "{report:#}");
     assert_eq!(report["ok"], true);
@@ -530,7 +553,7 @@ fn doctor_passes_on_a_correctly_set_up_host() {
         "cpu-virtualization",
         "iommu",
         "uefi",
-        "karg:amd_iommu=on",
+        "karg:iommu=pt",
         "karg:vfio_pci.ids=1002:67df,1002:aaf0",
         "module:vfio_pci",
         "module:vendor_reset",
@@ -664,7 +687,7 @@ struct Captured {
     cpu: &'static str,
     nic: &'static str,
     vga: &'static str,
-    iommu_karg: &'static str,
+    iommu_kargs: &'static [&'static str],
 }
 
 const INTEL_CAPTURE: Captured = Captured {
@@ -672,7 +695,7 @@ const INTEL_CAPTURE: Captured = Captured {
     cpu: "intel",
     nic: "0000:00:01.0",
     vga: "0000:00:02.0",
-    iommu_karg: "intel_iommu=on",
+    iommu_kargs: &["intel_iommu=on", "iommu=pt"],
 };
 
 const AMD_CAPTURE: Captured = Captured {
@@ -680,7 +703,9 @@ const AMD_CAPTURE: Captured = Captured {
     cpu: "amd",
     nic: "0000:00:02.0",
     vga: "0000:00:03.0",
-    iommu_karg: "amd_iommu=on",
+    // AMD-Vi is on by default; the image planned no amd_iommu= (the capture's cmdline still has the old
+    // plan's `amd_iommu=on`, which the kernel refused).
+    iommu_kargs: &["iommu=pt"],
 };
 
 /// `groups --json`: the stand-in on vfio-pci alone in its group, the VGA an isolated boot GPU.
@@ -744,12 +769,10 @@ fn assert_captured_doctor(host: &Captured) {
     assert_eq!(code, Some(1), "{report:#}");
     assert_eq!(failed(&report), ["device:10de:2684", "device:10de:22ba"]);
     let karg = |name: &str| status_of(&report, &format!("karg:{name}")).to_owned();
-    for name in [
-        host.iommu_karg,
-        "iommu=pt",
+    for name in host.iommu_kargs.iter().copied().chain([
         "rd.driver.pre=vfio-pci",
         "vfio_pci.ids=10de:2684,10de:22ba,8086:10d3",
-    ] {
+    ]) {
         assert_eq!(karg(name), "pass", "{name}: {report:#}");
     }
     for name in ["module:vfio", "module:vfio_iommu_type1", "module:vfio_pci"] {

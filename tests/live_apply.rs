@@ -50,6 +50,11 @@ fn run(program: &str, args: &[&str]) {
 impl Host {
     /// A sysroot whose only deployment has `BASE_KARGS` plus `kargs`, and `origin_extra` in its origin.
     fn new(kargs: &[&str], origin_extra: &str) -> Host {
+        Host::with_initramfs(kargs, origin_extra, b"not an initramfs\n")
+    }
+
+    /// As [`Host::new`], with `initramfs` as the deployment's own initramfs.
+    fn with_initramfs(kargs: &[&str], origin_extra: &str, initramfs: &[u8]) -> Host {
         let started = Instant::now();
         let dir = tempfile::Builder::new()
             .prefix("pt-live-")
@@ -60,6 +65,8 @@ impl Host {
         let sysroot = base.join("sysroot");
         std::fs::create_dir_all(root.join("run")).unwrap();
         std::fs::create_dir_all(root.join("etc")).unwrap();
+        // A host without PCI devices of its own: the plan reads them (nouveau.modeset=0 depends on them).
+        std::fs::create_dir_all(root.join("sys/bus/pci/devices")).unwrap();
         std::fs::write(root.join("run/ostree-booted"), "").unwrap();
         std::fs::create_dir_all(&sysroot).unwrap();
 
@@ -68,9 +75,10 @@ impl Host {
         let modules = tree.join("usr/lib/modules").join(kver);
         std::fs::create_dir_all(&modules).unwrap();
         std::fs::create_dir_all(tree.join("usr/etc")).unwrap();
-        // Never booted: the kernel and initramfs only have to exist for ostree to make a BLS entry.
+        // Never booted: the kernel and initramfs only have to exist for ostree to make a BLS entry (and for
+        // apply to list the initramfs).
         std::fs::write(modules.join("vmlinuz"), "not a kernel\n").unwrap();
-        std::fs::write(modules.join("initramfs.img"), "not an initramfs\n").unwrap();
+        std::fs::write(modules.join("initramfs.img"), initramfs).unwrap();
         std::fs::write(tree.join("usr/etc/os-release"), "ID=testos\nNAME=TestOS\n").unwrap();
 
         run(
@@ -268,7 +276,11 @@ const STATE: &str = "/etc/passthru-image/live-state.json";
 fn first_apply_appends_planned_kargs_writes_dropins_enables_initramfs_and_verifies() {
     let host = Host::new(&[], "");
     let planned = host.planned_kargs();
-    assert!(planned.contains(&"amd_iommu=on".to_owned()), "{planned:?}");
+    assert!(planned.contains(&"iommu=pt".to_owned()), "{planned:?}");
+    assert!(
+        !planned.contains(&"amd_iommu=on".to_owned()),
+        "not an option of the AMD driver"
+    );
 
     let out = succeeds(&mut host.apply(&[]));
     assert!(out.contains("Reboot"));
@@ -937,4 +949,75 @@ fn revert_failing_half_way_records_what_was_undone_and_a_second_revert_finishes(
     assert!(after.removed.is_empty() && after.requested_local.is_empty());
     assert_eq!(words(&after), words(&before));
     assert!(!host.etc(STATE).exists());
+}
+
+/// A gzip-compressed newc cpio, as dracut writes an initramfs, holding the VFIO modules of KVER.
+fn initramfs_with_vfio() -> Vec<u8> {
+    let dir = tempfile::tempdir().unwrap();
+    let vfio = dir
+        .path()
+        .join("usr/lib/modules/6.1.0-pt-live/kernel/drivers/vfio");
+    std::fs::create_dir_all(vfio.join("pci")).unwrap();
+    for module in ["vfio.ko.xz", "vfio_iommu_type1.ko.xz", "pci/vfio-pci.ko.xz"] {
+        std::fs::write(vfio.join(module), "module").unwrap();
+    }
+    duct::cmd!("find", ".")
+        .pipe(duct::cmd!("cpio", "--quiet", "-o", "-H", "newc"))
+        .pipe(duct::cmd!("gzip", "-n"))
+        .dir(dir.path())
+        .stdout_capture()
+        .run()
+        .unwrap()
+        .stdout
+}
+
+/// Bazzite's initramfs holds vfio-pci: with `rd.driver.pre=vfio-pci` planned, apply turns no client-side
+/// regeneration on (which would make `bootc upgrade` refuse the host), and says so.
+#[test]
+fn a_deployed_initramfs_with_the_vfio_drivers_is_not_regenerated() {
+    let host = Host::with_initramfs(&[], "", &initramfs_with_vfio());
+    let out = succeeds(&mut host.apply(&[]));
+    assert!(out.contains("already holds the VFIO drivers"), "{out}");
+    assert!(
+        !host.transactions().iter().any(|c| c[0] == "initramfs"),
+        "{:?}",
+        host.transactions()
+    );
+    let pending = host.pending();
+    assert!(!pending.regenerate_initramfs);
+    assert!(words(&pending).contains(&"rd.driver.pre=vfio-pci".to_owned()));
+    // The drop-ins are still written, for modprobe after the switch to the real root and for any later
+    // regeneration.
+    assert!(host.etc(DRACUT).is_file());
+}
+
+/// rpm-ostree refuses to regenerate an initramfs while `initramfs-etc` tracks files: apply stops before it
+/// writes or runs anything, and says what to do.
+#[test]
+fn a_deployment_using_initramfs_etc_is_refused_before_any_change() {
+    let host = Host::new(&[], "[rpmostree]\ninitramfs-etc=/etc/crypttab;\n");
+    let err = fails_with(&mut host.apply(&[]), 1);
+    assert!(err.contains("initramfs-etc"), "{err}");
+    assert!(err.contains("--untrack-all"), "{err}");
+    assert!(host.transactions().is_empty(), "{:?}", host.transactions());
+    assert!(!host.etc(DRACUT).exists() && !host.etc(MODPROBE).exists());
+    assert!(!host.etc(STATE).exists());
+}
+
+/// rpm-ostree regenerates with --no-hostonly, where dracut copies /etc/modprobe.d only when named: the
+/// dracut drop-in apply writes names the modprobe drop-in in install_items.
+#[test]
+fn the_live_dracut_dropin_carries_the_modprobe_dropin_into_the_initramfs() {
+    let host = Host::new(&[], "");
+    let assert = host.apply(&[]).assert().success();
+    let stderr = String::from_utf8_lossy(&assert.get_output().stderr).into_owned();
+    let dracut = std::fs::read_to_string(host.etc(DRACUT)).unwrap();
+    assert!(
+        dracut.contains(&format!("install_items+=\" {MODPROBE} \"")),
+        "{dracut}"
+    );
+    assert!(host.etc(MODPROBE).is_file());
+    // Regeneration was turned on, and the user is told what that costs on a bootc host.
+    assert!(host.pending().regenerate_initramfs);
+    assert!(stderr.contains("`bootc upgrade` refuses"), "{stderr}");
 }

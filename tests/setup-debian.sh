@@ -8,10 +8,16 @@ packages=(
     pkg-config libostree-dev libglib2.0-dev
     # image mode: engines, the offline test base, and inspecting images independently
     podman buildah uidmap fuse-overlayfs debootstrap dracut-core kmod cpio zstd
+    # module sources: git fetches a pinned commit; readelf checks the modules built into images
+    git binutils
     # live mode: real ostree sysroots; the rpm-ostree test double is a python3 script
     ostree python3
     # test-boot: QEMU and the ext4 disk made from the image
     qemu-system-x86 e2fsprogs
+    # mok new: the key pair and certificate are made by the openssl program
+    openssl
+    # lint: every script in layers/ and tests/ (tests/shellcheck.rs)
+    shellcheck
 )
 
 missing=()

@@ -8,7 +8,7 @@ use super::probe;
 use crate::cmd::Cmd;
 use crate::error::InputError;
 use crate::image_ref::ImageRef;
-use crate::kargs::Karg;
+use crate::kargs::HostKarg;
 use crate::kargs_d::{self, KargsD};
 use crate::root::Root;
 
@@ -66,7 +66,7 @@ pub struct BootFiles {
     pub kernel: Utf8PathBuf,
     pub initrd: Utf8PathBuf,
     /// The kargs bootc would apply from kargs.d on x86_64, in its order (file names, then entries).
-    pub kargs: Vec<Karg>,
+    pub kargs: Vec<HostKarg>,
 }
 
 /// Finds the image's kernel (the one directory of /usr/lib/modules with a vmlinuz, as bootc requires), its
@@ -109,7 +109,7 @@ pub fn boot_files(root: &Utf8Path) -> Result<BootFiles> {
 }
 
 /// The kargs of every `kargs.d/*.toml` for x86_64, in lexical file order, parsed by bootc's rules.
-fn kargs_d_kargs(image: &Root) -> Result<Vec<Karg>> {
+fn kargs_d_kargs(image: &Root) -> Result<Vec<HostKarg>> {
     let dir = Utf8Path::new(kargs_d::DIR);
     let Some(names) = image.read_dir(dir)? else {
         return Ok(Vec::new());
@@ -224,7 +224,7 @@ mod tests {
         let files = boot_files(&root).unwrap();
         assert_eq!(files.kver, "6.1.0-9-amd64");
         assert!(files.kernel.ends_with("6.1.0-9-amd64/vmlinuz"));
-        let kargs: Vec<&str> = files.kargs.iter().map(Karg::as_str).collect();
+        let kargs: Vec<&str> = files.kargs.iter().map(HostKarg::as_str).collect();
         assert_eq!(kargs, ["quiet", "iommu=pt"]);
     }
 

@@ -6,7 +6,7 @@
 
 use serde::Serialize;
 
-use crate::kargs::{Karg, split_cmdline};
+use crate::kargs::{HostKarg, normalize_key, split_cmdline};
 use crate::pci_id::PciId;
 
 /// The probe script written into the disk image.
@@ -35,6 +35,23 @@ pub struct ProbeReport {
     pub iommu_domain: Option<String>,
     /// The kernel logged `DMAR: IOMMU enabled`, which it does only when it parsed `intel_iommu=on`.
     pub intel_iommu_enabled: bool,
+    /// The kernel's own refusals of command-line arguments, from its log on the console.
+    pub refused_kargs: RefusedKargs,
+}
+
+/// What the kernel said it did not take from its command line. Each list is empty when the kernel logged
+/// nothing of the kind (or kept its messages off the console with `quiet`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct RefusedKargs {
+    /// Names of parameters without a dot that no built-in code knows (init/main.c
+    /// `print_unknown_bootoptions`: "Unknown kernel command line parameters "…", will be passed to user space").
+    pub unknown: Vec<String>,
+    /// `module.param` a loaded module did not know (kernel/module/main.c: "MODULE: unknown parameter 'P'
+    /// ignored"), names normalised.
+    pub unknown_module_params: Vec<String>,
+    /// IOMMU driver messages about options they do not have (`AMD-Vi: Unknown option - 'on'`,
+    /// `DMAR: Unknown option - 'x'`).
+    pub iommu_options: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -59,8 +76,8 @@ pub enum Parsed {
 }
 
 impl ProbeReport {
-    pub fn cmdline_kargs(&self) -> Vec<Karg> {
-        self.cmdline.iter().map(|k| Karg::from_host(k)).collect()
+    pub fn cmdline_kargs(&self) -> Vec<HostKarg> {
+        self.cmdline.iter().flat_map(|k| split_cmdline(k)).collect()
     }
 
     pub fn device(&self, id: PciId) -> Option<&ProbedDevice> {
@@ -78,6 +95,9 @@ impl ProbeReport {
 /// (drivers/iommu/iommu.c), and the Intel driver's answer to `intel_iommu=on` (drivers/iommu/intel/iommu.c).
 const DOMAIN_MESSAGE: &str = "iommu: Default domain type: ";
 const INTEL_ON_MESSAGE: &str = "DMAR: IOMMU enabled";
+const UNKNOWN_PARAMS_MESSAGE: &str = "Unknown kernel command line parameters \"";
+const UNKNOWN_MODULE_PARAM: (&str, &str) = (": unknown parameter '", "' ignored");
+const IOMMU_UNKNOWN_OPTION: &str = "Unknown option - '";
 
 /// Parses the serial console output of a test boot.
 pub fn parse(console: &str) -> Parsed {
@@ -85,12 +105,14 @@ pub fn parse(console: &str) -> Parsed {
     let (mut started, mut complete) = (false, false);
     let mut iommu_domain = None;
     let mut intel_iommu_enabled = false;
+    let mut refused = RefusedKargs::default();
     for line in console.lines() {
         let line = line.trim_end_matches('\r');
         if let Some((_, domain)) = line.split_once(DOMAIN_MESSAGE) {
             iommu_domain = Some(domain.trim().to_owned());
         }
         intel_iommu_enabled |= line.ends_with(INTEL_ON_MESSAGE);
+        refused_karg(line, &mut refused);
         // A kernel message can still land before our prefix on the same line: look for it anywhere.
         let Some(at) = line.find(PREFIX) else {
             continue;
@@ -126,10 +148,37 @@ pub fn parse(console: &str) -> Parsed {
     }
     report.iommu_domain = iommu_domain;
     report.intel_iommu_enabled = intel_iommu_enabled;
+    report.refused_kargs = refused;
     match (started, complete) {
         (true, true) => Parsed::Complete(report),
         (true, false) => Parsed::Truncated(report),
         (false, _) => Parsed::NotStarted,
+    }
+}
+
+/// Collects the kernel's refusals of its arguments from one console line.
+fn refused_karg(line: &str, refused: &mut RefusedKargs) {
+    if let Some((_, rest)) = line.split_once(UNKNOWN_PARAMS_MESSAGE) {
+        let words = rest.rsplit_once('"').map_or(rest, |(words, _)| words);
+        refused.unknown.extend(
+            split_cmdline(words)
+                .iter()
+                .map(|k| normalize_key(k.as_str().split('=').next().unwrap_or_default())),
+        );
+    } else if let Some((head, tail)) = line.split_once(UNKNOWN_MODULE_PARAM.0)
+        && let Some((param, _)) = tail.split_once(UNKNOWN_MODULE_PARAM.1)
+    {
+        let module = head
+            .rsplit(|c: char| c.is_whitespace() || c == ']')
+            .next()
+            .unwrap_or(head);
+        refused
+            .unknown_module_params
+            .push(normalize_key(&format!("{module}.{param}")));
+    } else if let Some(at) = line.find(IOMMU_UNKNOWN_OPTION) {
+        // The driver's prefix comes just before: `[    0.42] AMD-Vi: Unknown option - 'on'`.
+        let start = line[..at].rfind(']').map_or(0, |i| i + 1);
+        refused.iommu_options.push(line[start..].trim().to_owned());
     }
 }
 
@@ -256,5 +305,42 @@ ptprobe:end 1\r
             );
         }
         assert!(SCRIPT.starts_with("#!/bin/sh\n"));
+    }
+
+    /// The kernel's own words (init/main.c, kernel/module/main.c, drivers/iommu/amd/init.c).
+    #[test]
+    fn collects_what_the_kernel_refused_from_its_log() {
+        let console = "\
+[    0.000000] AMD-Vi: Unknown option - 'on'\r
+[    0.012000] DMAR: Unknown option - 'bogus'\r
+[    0.052417] Unknown kernel command line parameters \"pcie_acs_override=downstream,multifunction foo\", will be passed to user space.\r
+[    5.147844] vfio_pci: unknown parameter 'no_such_param' ignored\r
+[    5.2] vfio-pci: unknown parameter 'other' ignored\r
+ptprobe:begin 1\r
+ptprobe:end 1\r
+";
+        let Parsed::Complete(report) = parse(console) else {
+            panic!("expected a complete report");
+        };
+        let refused = report.refused_kargs;
+        assert_eq!(refused.unknown, ["pcie_acs_override", "foo"]);
+        assert_eq!(
+            refused.unknown_module_params,
+            ["vfio_pci.no_such_param", "vfio_pci.other"]
+        );
+        assert_eq!(
+            refused.iommu_options,
+            [
+                "AMD-Vi: Unknown option - 'on'",
+                "DMAR: Unknown option - 'bogus'"
+            ]
+        );
+        assert_eq!(parse(CONSOLE), {
+            let Parsed::Complete(mut clean) = parse(CONSOLE) else {
+                unreachable!()
+            };
+            clean.refused_kargs = RefusedKargs::default();
+            Parsed::Complete(clean)
+        });
     }
 }

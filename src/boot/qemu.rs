@@ -12,7 +12,8 @@ use serde::Serialize;
 use super::{capture, probe};
 use crate::cmd::Cmd;
 use crate::host::cpu::CpuVendor;
-use crate::kargs::Karg;
+use crate::kargs::params::VFIO_PCI_IDS;
+use crate::kargs::{HostKarg, KernelArg, vfio_pci_ids};
 use crate::pci_id::PciId;
 use crate::root::{Device, Root};
 
@@ -75,17 +76,12 @@ const STAND_IN_QEMU_DEVICE: &str = "e1000e";
 /// -no-reboot makes QEMU exit; no dracut rescue shell waits for a keyboard). An image without
 /// `vfio_pci.ids` gets none: adding one would hide what is wrong with it.
 /// `capture` adds the karg that asks the probe to send its tree (`test-boot --capture`).
-pub fn cmdline(image_kargs: &[Karg], stand_in: PciId, capture: bool) -> Vec<String> {
+pub fn cmdline(image_kargs: &[HostKarg], stand_in: PciId, capture: bool) -> Vec<String> {
     let mut words: Vec<String> = image_kargs.iter().map(|k| k.as_str().to_owned()).collect();
-    let last_ids = image_kargs
-        .iter()
-        .rposition(|k| k.normalized_key() == "vfio_pci.ids");
+    let last_ids = image_kargs.iter().rposition(|k| k.is(&VFIO_PCI_IDS));
     if let Some(i) = last_ids {
         let ids = image_kargs[i].value().unwrap_or("");
-        let has = ids
-            .split(',')
-            .any(|id| id.eq_ignore_ascii_case(&stand_in.to_string()));
-        if !has {
+        if !vfio_pci_ids(image_kargs).contains(&stand_in) {
             let sep = if ids.is_empty() { "" } else { "," };
             words[i] = format!("{}={ids}{sep}{stand_in}", image_kargs[i].key());
         }
@@ -245,8 +241,8 @@ fn read_console(path: &Utf8Path) -> String {
 mod tests {
     use super::*;
 
-    fn kargs(words: &str) -> Vec<Karg> {
-        words.split_whitespace().map(Karg::from_host).collect()
+    fn kargs(words: &str) -> Vec<HostKarg> {
+        crate::kargs::split_cmdline(words)
     }
 
     #[test]

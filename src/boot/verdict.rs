@@ -4,7 +4,8 @@
 use serde::Serialize;
 
 use super::probe::{Parsed, ProbeReport};
-use crate::kargs::Karg;
+use crate::kargs::params::{AMD_IOMMU, INTEL_IOMMU, IOMMU, RD_DRIVER_PRE, VFIO_PCI_IDS};
+use crate::kargs::{HostKarg, KernelArg, normalize_key};
 use crate::pci_id::PciId;
 use crate::plan::VFIO_DRIVERS;
 
@@ -49,7 +50,7 @@ impl Check {
 #[derive(Debug, Clone)]
 pub struct Expectations<'a> {
     /// The kargs bootc would apply from the image's kargs.d (before the stand-in was added).
-    pub image_kargs: &'a [Karg],
+    pub image_kargs: &'a [HostKarg],
     /// The emulated device that stands in for the planned one.
     pub stand_in: PciId,
 }
@@ -87,7 +88,7 @@ pub fn judge(parsed: &Parsed, expect: &Expectations) -> Vec<Check> {
 
 const NAMES: [&str; 4] = ["kargs", "iommu", "stand-in-on-vfio-pci", "vfio-modules"];
 
-fn kargs(report: &ProbeReport, image_kargs: &[Karg]) -> Check {
+fn kargs(report: &ProbeReport, image_kargs: &[HostKarg]) -> Check {
     let cmdline = report.cmdline_kargs();
     let mut problems = Vec::new();
     if image_kargs.is_empty() {
@@ -95,9 +96,9 @@ fn kargs(report: &ProbeReport, image_kargs: &[Karg]) -> Check {
     }
     let missing: Vec<&str> = image_kargs
         .iter()
-        .filter(|k| !is_vfio_ids(k))
-        .filter(|k| !cmdline.iter().any(|c| c.same_as(k)))
-        .map(Karg::as_str)
+        .filter(|k| !k.is(&VFIO_PCI_IDS))
+        .filter(|k| !cmdline.iter().any(|c| c.same_as(*k)))
+        .map(HostKarg::as_str)
         .collect();
     if !missing.is_empty() {
         problems.push(format!(
@@ -105,23 +106,59 @@ fn kargs(report: &ProbeReport, image_kargs: &[Karg]) -> Check {
             missing.join(" ")
         ));
     }
-    if !image_kargs.iter().any(is_vfio_ids) {
+    if !image_kargs.iter().any(|k| k.is(&VFIO_PCI_IDS)) {
         problems.push("kargs.d has no vfio_pci.ids".into());
     }
     if !image_kargs.iter().any(is_driver_pre_vfio) {
         problems.push("kargs.d has no rd.driver.pre=vfio-pci".into());
     }
+    problems.extend(refused_by_the_kernel(report, image_kargs));
     match problems.is_empty() {
         true => Check::new(
             "kargs",
             true,
             format!(
-                "all {} kargs.d arguments reached the kernel, with vfio_pci.ids and rd.driver.pre",
+                "all {} kargs.d arguments reached the kernel, with vfio_pci.ids and rd.driver.pre, and the \
+                 kernel refused none",
                 image_kargs.len()
             ),
         ),
         false => Check::new("kargs", false, problems.join("; ")),
     }
+}
+
+/// The image's arguments the kernel said it did not take: a parameter without a dot that nothing built in knows
+/// (handed to init instead), a module parameter its module does not have, an IOMMU option its driver does not
+/// have. Reaching the command line is not enough; `amd_iommu=on` reached it for years and did nothing.
+fn refused_by_the_kernel(report: &ProbeReport, image_kargs: &[HostKarg]) -> Vec<String> {
+    let refused = &report.refused_kargs;
+    let mut problems = Vec::new();
+    for karg in image_kargs {
+        let key = karg.normalized_key();
+        let listed = match key.contains('.') {
+            true => &refused.unknown_module_params,
+            false => &refused.unknown,
+        };
+        if listed.contains(&key) {
+            problems.push(format!("the kernel does not know {karg}"));
+        }
+    }
+    for (param, driver) in [
+        (&AMD_IOMMU, "AMD-Vi:"),
+        (&INTEL_IOMMU, "DMAR:"),
+        (&IOMMU, "iommu:"),
+    ] {
+        if image_kargs.iter().any(|k| k.is(param)) {
+            problems.extend(
+                refused
+                    .iommu_options
+                    .iter()
+                    .filter(|m| m.starts_with(driver))
+                    .map(|m| format!("the kernel refused an option of {}: `{m}`", param.name)),
+            );
+        }
+    }
+    problems
 }
 
 fn iommu(report: &ProbeReport, expect: &Expectations) -> Check {
@@ -155,17 +192,19 @@ fn iommu(report: &ProbeReport, expect: &Expectations) -> Check {
             format!("{found} (the kernel logged no default domain type on the console)"),
         );
     };
-    let has = |text: &str| {
-        let wanted = Karg::from_host(text);
-        expect.image_kargs.iter().any(|k| k.same_as(&wanted))
+    let has = |param, token: &str| {
+        expect
+            .image_kargs
+            .iter()
+            .any(|k| k.is(param) && k.tokens().contains(&token))
     };
     let mut problems = Vec::new();
-    if has("iommu=pt") && !domain.starts_with("Passthrough") {
+    if has(&IOMMU, "pt") && !domain.starts_with("Passthrough") {
         problems.push(format!(
             "the kernel's default IOMMU domain is {domain}, not the Passthrough of iommu=pt"
         ));
     }
-    if has("intel_iommu=on") && !report.intel_iommu_enabled {
+    if has(&INTEL_IOMMU, "on") && !report.intel_iommu_enabled {
         problems
             .push("the kernel never logged `DMAR: IOMMU enabled` for intel_iommu=on".to_owned());
     }
@@ -185,7 +224,7 @@ fn stand_in(report: &ProbeReport, expect: &Expectations) -> Check {
     let Some(device) = report.device(id) else {
         return Check::new(NAME, false, format!("no {id} device in the VM"));
     };
-    let hint = match expect.image_kargs.iter().any(is_vfio_ids) {
+    let hint = match expect.image_kargs.iter().any(|k| k.is(&VFIO_PCI_IDS)) {
         true => "",
         false => {
             " (the image's kargs.d sets no vfio_pci.ids, so the test boot had nowhere to add it)"
@@ -236,15 +275,8 @@ fn vfio_modules(report: &ProbeReport) -> Check {
     }
 }
 
-fn is_vfio_ids(karg: &Karg) -> bool {
-    karg.normalized_key() == "vfio_pci.ids"
-}
-
-fn is_driver_pre_vfio(karg: &Karg) -> bool {
-    karg.normalized_key() == "rd.driver.pre"
-        && karg
-            .value()
-            .is_some_and(|v| v.split(',').any(|m| m.replace('-', "_") == "vfio_pci"))
+fn is_driver_pre_vfio(karg: &HostKarg) -> bool {
+    karg.is(&RD_DRIVER_PRE) && karg.tokens().iter().any(|m| normalize_key(m) == "vfio_pci")
 }
 
 #[cfg(test)]
@@ -252,8 +284,8 @@ mod tests {
     use super::*;
     use crate::boot::probe::ProbedDevice;
 
-    fn kargs(words: &str) -> Vec<Karg> {
-        words.split_whitespace().map(Karg::from_host).collect()
+    fn kargs(words: &str) -> Vec<HostKarg> {
+        crate::kargs::split_cmdline(words)
     }
 
     fn good_report() -> ProbeReport {
@@ -274,6 +306,7 @@ mod tests {
             sys_modules: vec![],
             iommu_domain: Some("Passthrough (set via kernel command line)".into()),
             intel_iommu_enabled: true,
+            refused_kargs: Default::default(),
         }
     }
 
@@ -409,5 +442,58 @@ mod tests {
             assert!(checks[1..].iter().all(|c| c.status == Status::NotRun));
             assert_eq!(checks.len(), 5);
         }
+    }
+
+    #[test]
+    fn arguments_the_kernel_refused_fail_the_kargs_check() {
+        let image = kargs(
+            "intel_iommu=on iommu=pt rd.driver.pre=vfio-pci vfio_pci.ids=10de:2684 amd_iommu=on \
+             pcie_acs_override=downstream vfio-pci.nope=1",
+        );
+        let mut report = good_report();
+        report.cmdline.extend(
+            [
+                "amd_iommu=on",
+                "pcie_acs_override=downstream",
+                "vfio-pci.nope=1",
+            ]
+            .map(String::from),
+        );
+        report.refused_kargs = crate::boot::probe::RefusedKargs {
+            unknown: vec!["pcie_acs_override".into()],
+            unknown_module_params: vec!["vfio_pci.nope".into()],
+            iommu_options: vec!["AMD-Vi: Unknown option - 'on'".into()],
+        };
+        let expect = Expectations {
+            image_kargs: &image,
+            stand_in: "8086:10d3".parse().unwrap(),
+        };
+        let check = kargs_check(&report, &expect);
+        assert_eq!(check.status, Status::Fail);
+        for refused in [
+            "does not know pcie_acs_override=downstream",
+            "does not know vfio-pci.nope=1",
+            "refused an option of amd_iommu: `AMD-Vi: Unknown option - 'on'`",
+        ] {
+            assert!(check.detail.contains(refused), "{}", check.detail);
+        }
+        // DMAR's refusal is about intel_iommu: an image that plans none is not blamed for it.
+        report.refused_kargs = crate::boot::probe::RefusedKargs {
+            iommu_options: vec!["DMAR: Unknown option - 'x'".into()],
+            ..Default::default()
+        };
+        let plain = kargs("iommu=pt rd.driver.pre=vfio-pci vfio_pci.ids=10de:2684");
+        let expect = Expectations {
+            image_kargs: &plain,
+            stand_in: "8086:10d3".parse().unwrap(),
+        };
+        assert_eq!(kargs_check(&report, &expect).status, Status::Pass);
+    }
+
+    fn kargs_check(report: &ProbeReport, expect: &Expectations) -> Check {
+        judge(&Parsed::Complete(report.clone()), expect)
+            .into_iter()
+            .find(|c| c.name == "kargs")
+            .unwrap()
     }
 }

@@ -4,7 +4,7 @@ use super::{load_config, print_json};
 use crate::cli::{Cli, LiveArgs, OverrideArgs};
 use crate::error::Incomplete;
 use crate::live::apply::{self, Options, Proposal};
-use crate::live::changes::{self, InitramfsRebuild};
+use crate::live::changes::{self, DeployedInitramfs, InitramfsRebuild};
 use crate::live::preflight;
 use crate::live::rpm_ostree::RpmOstree;
 use crate::plan::Plan;
@@ -19,9 +19,12 @@ pub fn run(
 ) -> Result<()> {
     let (config, _source) = load_config(cli, overrides)?;
     let root = cli.root();
-    let plan = Plan::resolve(&config, &root)?;
+    let plan = Plan::resolve(&config, &cli.host_target())?;
     for warning in &plan.warnings {
         errln!("warning: {warning}");
+    }
+    for note in &plan.notes {
+        errln!("note: {note}");
     }
     let options = Options {
         sysroot: live.sysroot.clone(),
@@ -39,11 +42,17 @@ pub fn run(
     for warning in &applied.warnings {
         errln!("warning: {warning}");
     }
+    if applied.deployed_initramfs_suffices {
+        outln!("{INITRAMFS_SUFFICES}");
+    }
     if applied.steps_run.is_empty() {
         outln!("Nothing to change: the pending deployment already carries the plan.");
     }
     report_live_steps("Applied", &applied.steps_run, applied.incomplete)
 }
+
+const INITRAMFS_SUFFICES: &str = "The deployed initramfs already holds the VFIO drivers, and rd.driver.pre=vfio-pci \
+     loads them first: no client-side regeneration, so the host stays upgradable with `bootc upgrade`.";
 
 /// Prints what `apply` or `revert` ran and how it ended. An incomplete change is returned as the error, so
 /// it exits 3 with its reason on stderr.
@@ -78,11 +87,20 @@ fn print_proposal(p: &Proposal, rpm: &RpmOstree) -> Result<()> {
         outln!("  {karg}");
     }
     for conflict in &p.changes.conflicts {
+        let keep = conflict
+            .keep
+            .as_ref()
+            .map(|k| format!(", keeping {k}"))
+            .unwrap_or_default();
+        outln!("Conflict, removed: {}{keep}", conflict.describe());
+    }
+    if let DeployedInitramfs::Lacks(why) = &p.changes.deployed_initramfs {
         outln!(
-            "Conflict: {} is replaced by {}",
-            conflict.host,
-            conflict.planned
+            "The deployed initramfs will not do ({why}): rpm-ostree regenerates it on this host."
         );
+    }
+    if p.changes.deployed_initramfs == DeployedInitramfs::Suffices {
+        outln!("{INITRAMFS_SUFFICES}");
     }
     for warning in &p.changes.warnings {
         outln!("Warning: {warning}");

@@ -5,12 +5,13 @@ use super::load_config;
 use crate::cli::{BuildArgs, Cli};
 use crate::error::InputError;
 use crate::image::engine::{BuildOptions, Engine, Pull};
-use crate::image::{context, progress, render};
+use crate::image::{context, fetch, progress, render};
 use crate::plan::Plan;
 
 pub fn run(cli: &Cli, args: &BuildArgs) -> Result<()> {
     let (config, source) = load_config(cli, &args.overrides)?;
-    let plan = Plan::resolve(&config, &cli.root())?;
+    let target = cli.image_target();
+    let plan = Plan::resolve(&config, &target)?;
     let engine = match args.engine {
         Some(engine) if !engine.is_installed() => bail!(InputError::new(
             "--engine",
@@ -46,6 +47,8 @@ pub fn run(cli: &Cli, args: &BuildArgs) -> Result<()> {
         ));
     }
 
+    let fetched = fetch::fetch_git_sources(&plan, cli.quiet)?;
+    let plan = Plan::resolve_fetched(&config, &target, &fetched.checkouts)?;
     let ctx = render::render(&plan)?;
     // Always made (it is cheap) so the context's lifetime is plain: it goes when `build` returns.
     let scratch = tempfile::Builder::new()
@@ -109,11 +112,10 @@ fn usage(plan: &Plan, pushed: bool) -> String {
 mod tests {
     use super::*;
     use crate::config::Config;
-    use crate::root::Root;
 
     fn plan(toml: &str) -> Plan {
         let config = Config::from_toml(toml, "t.toml").unwrap();
-        Plan::resolve(&config, &Root::default()).unwrap()
+        Plan::resolve(&config, &crate::plan::Target::Image).unwrap()
     }
 
     #[test]

@@ -9,7 +9,7 @@ use crate::plan::Plan;
 pub fn run(cli: &Cli, overrides: &OverrideArgs, json: bool) -> Result<()> {
     let (config, source) = load_config(cli, overrides)?;
     let root = cli.root();
-    let plan = Plan::resolve(&config, &root)?;
+    let plan = Plan::resolve(&config, &cli.host_target())?;
     // virt-host-validate looks at the machine it runs on, so only when that machine is the one checked.
     let extra = match root.path() == "/" {
         true => doctor::virt_host_validate().into_iter().collect(),

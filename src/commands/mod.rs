@@ -36,6 +36,7 @@ mod detect;
 mod doctor;
 mod generate;
 mod groups;
+mod mok;
 mod plan;
 mod revert;
 mod test_boot;
@@ -78,6 +79,7 @@ fn dispatch(cli: &Cli) -> Result<()> {
         } => detect::run(cli, write.as_deref(), *force, *device),
         Command::Doctor { json, overrides } => doctor::run(cli, overrides, *json),
         Command::TestBoot(args) => test_boot::run(cli, args),
+        Command::Mok { command } => mok::run(cli, command),
     }
 }
 

@@ -19,7 +19,7 @@ pub fn run(cli: &Cli, args: &TestBootArgs) -> Result<()> {
         (Some(image), Some(iommu)) => (image.clone(), iommu),
         (image, iommu) => {
             let (config, _) = load_config(cli, &OverrideArgs::default())?;
-            let plan = Plan::resolve(&config, &cli.root())?;
+            let plan = Plan::resolve(&config, &cli.image_target())?;
             (
                 image.clone().unwrap_or(plan.image.tag),
                 iommu.unwrap_or(IommuKind::for_cpu(plan.cpu_vendor)),

@@ -16,7 +16,7 @@ use crate::kargs::Karg;
 use crate::pci_id::PciId;
 use crate::root::UserFile;
 
-pub use sources::{AcsMode, KernelSource, ModuleSource};
+pub use sources::{AcsMode, HeaderPackages, KernelSource, ModuleSource};
 
 /// The embedded default, shown to users as the reference and used when no config file exists.
 pub const DEFAULT_TOML: &str = include_str!("default.toml");
@@ -136,14 +136,24 @@ pub enum GpuVendor {
 #[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
 pub struct GpuConfig {
     pub vendors: Vec<GpuVendor>,
+    /// `video=vesafb:off video=efifb:off video=simplefb:off`, for kernels before 6.0 (see plan/kargs.rs).
     pub disable_boot_framebuffers: bool,
+    /// `initcall_blacklist=sysfb_init`: no firmware framebuffer at all, the host's firmware console included.
+    pub disable_sysfb: bool,
+    /// `nouveau.modeset=0`; "auto": when the host keeps no GPU on nouveau.
+    pub disable_nouveau: Switch,
+    /// `amdgpu.aspm=0`, for the GPUs the host drives itself.
+    pub disable_amdgpu_aspm: bool,
 }
 
 impl Default for GpuConfig {
     fn default() -> Self {
         GpuConfig {
             vendors: Vec::new(),
-            disable_boot_framebuffers: true,
+            disable_boot_framebuffers: false,
+            disable_sysfb: false,
+            disable_nouveau: Switch::Auto,
+            disable_amdgpu_aspm: false,
         }
     }
 }
@@ -222,6 +232,12 @@ pub struct VendorResetConfig {
     pub commit: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub path: Option<Utf8PathBuf>,
+    /// Kernel headers as local .rpm/.deb files, for an image kernel whose headers the base's repositories
+    /// no longer carry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub headers: Option<Utf8PathBuf>,
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub headers_sha256: std::collections::BTreeMap<String, String>,
 }
 
 fn auto() -> Switch {
@@ -235,6 +251,8 @@ impl Default for VendorResetConfig {
             git: None,
             commit: None,
             path: None,
+            headers: None,
+            headers_sha256: Default::default(),
         }
     }
 }
@@ -306,8 +324,8 @@ impl Config {
     }
 
     /// Parses and validates a config. `origin` names the file in messages, and relative paths in it
-    /// (`vendor-reset.path`, `acs-override.packages`) are taken relative to that file's directory, so a
-    /// config means the same wherever the tool is run from.
+    /// (`vendor-reset.path`, `vendor-reset.headers`, `acs-override.packages`) are taken relative to that file's
+    /// directory, so a config means the same wherever the tool is run from.
     pub fn from_toml(text: &str, origin: &str) -> Result<Config> {
         let deserializer = toml::Deserializer::parse(text)
             .map_err(|e| InputError::new(origin, format!("not valid TOML: {e}")))?;
@@ -328,6 +346,7 @@ impl Config {
         let base = Utf8Path::new(origin).parent().unwrap_or(Utf8Path::new(""));
         for path in [
             &mut config.vendor_reset.path,
+            &mut config.vendor_reset.headers,
             &mut config.acs_override.packages,
         ]
         .into_iter()
@@ -361,6 +380,7 @@ impl Config {
             ));
         }
         self.vendor_reset_source()?;
+        self.vendor_reset_headers()?;
         if self.acs_override.enabled {
             self.kernel_source()?;
         }
@@ -370,6 +390,11 @@ impl Config {
     /// The vendor-reset source: a local directory, or git URL + full commit hash (the default, upstream).
     pub fn vendor_reset_source(&self) -> Result<ModuleSource, InputError> {
         sources::vendor_reset_source(&self.vendor_reset)
+    }
+
+    /// Local kernel headers for the module build, when configured.
+    pub fn vendor_reset_headers(&self) -> Result<Option<HeaderPackages>, InputError> {
+        sources::vendor_reset_headers(&self.vendor_reset)
     }
 
     /// The ACS-override kernel source. Only meaningful when `acs-override.enabled`.

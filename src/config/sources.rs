@@ -11,10 +11,16 @@ use super::{AcsOverrideConfig, VendorResetConfig};
 use crate::error::InputError;
 use crate::text_rules::{PLAIN_NAME_RULE, is_lower_hex, is_plain_name};
 
-/// Upstream vendor-reset. Its default commit predates the kernel 6.12 header move (`asm/unaligned.h` became
-/// `linux/unaligned.h`); the module build step bridges that for any pinned commit (layers/scripts/build-kmods).
+/// Upstream vendor-reset, at a commit whose src/amd/amdgpu/atom.c includes `<linux/unaligned.h>` from kernel
+/// 6.12 on (where `asm/unaligned.h` went) and `<asm/unaligned.h>` below it: upstream's fix (its pull request 86)
+/// on top of the previous pin, 084881c. The module build still bridges the move for older pins
+/// (layers/scripts/build-kmods).
 pub const VENDOR_RESET_GIT: &str = "https://github.com/gnif/vendor-reset.git";
-pub const VENDOR_RESET_COMMIT: &str = "084881c6e9e11bdadaf05798e669568848e698a3";
+pub const VENDOR_RESET_COMMIT: &str = "29b25fd6929a2215477a5e39b29a0d5c4d45b6e9";
+
+/// Transports a module source may be fetched over. https and ssh authenticate the server; a `file://`
+/// repository is the user's own. The commit pin guards the content either way.
+pub(crate) const GIT_SCHEMES: &[&str] = &["https", "ssh", "file"];
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case", tag = "kind")]
@@ -57,20 +63,59 @@ pub struct KernelPackage {
     pub sha256: Option<String>,
 }
 
+/// Local kernel headers for building modules (`vendor-reset.headers`): .rpm or .deb files, each with its sha256
+/// when one was configured.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct HeaderPackages {
+    pub dir: Utf8PathBuf,
+    pub files: Vec<KernelPackage>,
+}
+
+/// The config keys of a directory of local packages and of their sums, for messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PackageKeys {
+    /// `acs-override.packages` and `acs-override.sha256`.
+    AcsKernel,
+    /// `vendor-reset.headers` and `vendor-reset.headers-sha256`.
+    ModuleHeaders,
+}
+
+impl PackageKeys {
+    pub(crate) fn dir(self) -> &'static str {
+        match self {
+            PackageKeys::AcsKernel => "acs-override.packages",
+            PackageKeys::ModuleHeaders => "vendor-reset.headers",
+        }
+    }
+
+    fn sum(self, name: &str) -> String {
+        match self {
+            PackageKeys::AcsKernel => format!("acs-override.sha256.{name}"),
+            PackageKeys::ModuleHeaders => format!("vendor-reset.headers-sha256.{name}"),
+        }
+    }
+}
+
 impl KernelPackage {
-    /// Reads the package from `dir` and checks it against its configured sum. Returns the bytes and their
-    /// sha256 (lowercase hex), so callers can pass the sum on to the build.
+    /// Reads an ACS-override kernel package from `dir` and checks it against its configured sum.
     pub fn read_checked(&self, dir: &Utf8Path) -> Result<(Vec<u8>, String), InputError> {
+        self.read_checked_as(dir, PackageKeys::AcsKernel)
+    }
+
+    /// Reads the package from `dir` and checks it against its configured sum; `keys` name the config keys in
+    /// messages. Returns the bytes and their sha256 (lowercase hex), so callers can pass the sum on to the build.
+    pub fn read_checked_as(
+        &self,
+        dir: &Utf8Path,
+        keys: PackageKeys,
+    ) -> Result<(Vec<u8>, String), InputError> {
         let path = dir.join(&self.name);
-        let content = crate::root::read_user_file(
-            &path,
-            crate::root::UserFile::KernelPackage,
-            "acs-override.packages",
-        )?;
+        let content =
+            crate::root::read_user_file(&path, crate::root::UserFile::KernelPackage, keys.dir())?;
         let actual = format!("{:x}", Sha256::digest(&content));
         match &self.sha256 {
             Some(expected) if *expected != actual => Err(InputError::new(
-                format!("acs-override.sha256.{}", self.name),
+                keys.sum(&self.name),
                 format!("{path} has sha256 {actual}, the config expects {expected}"),
             )),
             _ => Ok((content, actual)),
@@ -99,8 +144,8 @@ pub(super) fn vendor_reset_source(c: &VendorResetConfig) -> Result<ModuleSource,
             ));
         }
     };
-    // Transports that authenticate the server: the commit pin guards the content, not who serves the clone.
-    check_url("vendor-reset.git", &url, &["https", "ssh"])?;
+    check_url("vendor-reset.git", &url, GIT_SCHEMES)?;
+    check_git_authority(&url)?;
     if !is_lower_hex(&commit, 40) {
         return Err(InputError::new(
             "vendor-reset.commit",
@@ -139,15 +184,38 @@ pub(super) fn kernel_source(c: &AcsOverrideConfig) -> Result<KernelSource, Input
             }
             Ok(KernelSource::Repo { url: url.clone() })
         }
-        (None, Some(dir)) => local_packages(dir, &c.sha256),
+        (None, Some(dir)) => {
+            let files = local_packages(dir, &c.sha256, PackageKeys::AcsKernel)?;
+            Ok(KernelSource::Packages {
+                dir: dir.clone(),
+                files,
+            })
+        }
+    }
+}
+
+pub(super) fn vendor_reset_headers(
+    c: &VendorResetConfig,
+) -> Result<Option<HeaderPackages>, InputError> {
+    match &c.headers {
+        None if !c.headers_sha256.is_empty() => Err(InputError::new(
+            "vendor-reset.headers-sha256",
+            "only applies to local `headers`",
+        )),
+        None => Ok(None),
+        Some(dir) => Ok(Some(HeaderPackages {
+            dir: dir.clone(),
+            files: local_packages(dir, &c.headers_sha256, PackageKeys::ModuleHeaders)?,
+        })),
     }
 }
 
 fn local_packages(
     dir: &Utf8Path,
     sums: &BTreeMap<String, String>,
-) -> Result<KernelSource, InputError> {
-    let field = "acs-override.packages";
+    keys: PackageKeys,
+) -> Result<Vec<KernelPackage>, InputError> {
+    let field = keys.dir();
     let entries = std::fs::read_dir(dir)
         .map_err(|e| InputError::new(field, format!("cannot read directory {dir}: {e}")))?;
     let mut names = Vec::new();
@@ -179,29 +247,25 @@ fn local_packages(
     for (name, sum) in sums {
         if !names.contains(name) {
             return Err(InputError::new(
-                format!("acs-override.sha256.{name}"),
+                keys.sum(name),
                 format!("no such package in {dir}"),
             ));
         }
         // sha256sum prints lowercase, some vendors publish uppercase: both name the same digest.
         if !is_lower_hex(&sum.to_ascii_lowercase(), 64) {
             return Err(InputError::new(
-                format!("acs-override.sha256.{name}"),
+                keys.sum(name),
                 format!("{sum:?} is not a sha256 sum; expected 64 hex digits"),
             ));
         }
     }
-    let files = names
+    Ok(names
         .into_iter()
         .map(|name| KernelPackage {
             sha256: sums.get(&name).map(|sum| sum.to_ascii_lowercase()),
             name,
         })
-        .collect();
-    Ok(KernelSource::Packages {
-        dir: dir.to_owned(),
-        files,
-    })
+        .collect())
 }
 
 /// Package file names are copied into the build context and named in a RUN step: keep them plain.
@@ -216,8 +280,30 @@ fn check_file_name(field: &str, name: &str) -> Result<(), InputError> {
     }
 }
 
-/// A URL goes onto a `git clone`/`curl` argument list in the build: scheme from `schemes`, no whitespace,
-/// quotes or shell characters.
+/// An ssh URL's user and host go to ssh as one argument, where a leading `-` would be an option
+/// (`ssh://-oProxyCommand=...`); a file URL names a local path (`file:///srv/vr.git`).
+fn check_git_authority(url: &str) -> Result<(), InputError> {
+    let (scheme, rest) = url.split_once("://").expect("checked by check_url");
+    let authority = rest.split('/').next().unwrap_or("");
+    let host = authority.rsplit('@').next().unwrap_or("");
+    let refusal = match scheme {
+        "ssh" if authority.starts_with('-') || host.starts_with('-') => {
+            "an ssh user or host may not start with `-`: ssh would take it for an option"
+        }
+        "ssh" | "https" if host.is_empty() => "the URL names no host",
+        "file" if !authority.is_empty() => {
+            "a file URL names a local path: file:///path/to/repository"
+        }
+        _ => return Ok(()),
+    };
+    Err(InputError::new(
+        "vendor-reset.git",
+        format!("{url:?}: {refusal}"),
+    ))
+}
+
+/// A URL goes onto a `git fetch`/`curl` argument list: scheme from `schemes`, no whitespace, quotes or shell
+/// characters.
 fn check_url(field: &str, url: &str, schemes: &[&str]) -> Result<(), InputError> {
     let scheme_ok = url
         .split_once("://")

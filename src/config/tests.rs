@@ -107,6 +107,31 @@ fn bad_configs_are_refused_with_the_field_named() {
             "https",
         ),
         (
+            "[vendor-reset]\ngit = \"ssh://-oProxyCommand=x/vr.git\"\ncommit = \"084881c6e9e11bdadaf05798e669568848e698a3\"\n",
+            "vendor-reset.git",
+            "may not start with `-`",
+        ),
+        (
+            "[vendor-reset]\ngit = \"ssh://git@-oProxyCommand=x/vr.git\"\ncommit = \"084881c6e9e11bdadaf05798e669568848e698a3\"\n",
+            "vendor-reset.git",
+            "may not start with `-`",
+        ),
+        (
+            "[vendor-reset]\ngit = \"file://host/srv/vr.git\"\ncommit = \"084881c6e9e11bdadaf05798e669568848e698a3\"\n",
+            "vendor-reset.git",
+            "file:///path",
+        ),
+        (
+            "[vendor-reset]\nheaders-sha256 = { \"a.deb\" = \"00\" }\n",
+            "vendor-reset.headers-sha256",
+            "only applies to local `headers`",
+        ),
+        (
+            "[vendor-reset]\nheaders = \"/nonexistent/headers\"\n",
+            "vendor-reset.headers",
+            "cannot read directory",
+        ),
+        (
             "[acs-override]\nenabled = true\nrepo = \"http://example.org/acs.repo\"\n",
             "acs-override.repo",
             "https",
@@ -292,4 +317,50 @@ fn a_kernel_package_that_does_not_match_its_sum_is_bad_input() {
     let err = package(&"0".repeat(64)).read_checked(path).unwrap_err();
     assert_eq!(err.field, "acs-override.sha256.k.deb");
     assert!(err.message.contains(sum), "{err}");
+}
+
+#[test]
+fn module_sources_over_https_ssh_and_file_are_accepted() {
+    for url in [
+        "https://github.com/gnif/vendor-reset.git",
+        "ssh://git@example.org/vr.git",
+        "ssh://example.org:2222/vr.git",
+        "file:///srv/git/vendor-reset",
+    ] {
+        let text = format!(
+            "[vendor-reset]\ngit = \"{url}\"\ncommit = \"084881c6e9e11bdadaf05798e669568848e698a3\"\n"
+        );
+        let config = Config::from_toml(&text, "t.toml").unwrap_or_else(|e| panic!("{url}: {e:#}"));
+        assert!(
+            matches!(config.vendor_reset_source().unwrap(), ModuleSource::Git { url: u, .. } if u == url)
+        );
+    }
+}
+
+#[test]
+fn local_header_packages_are_relative_to_the_config_and_checked_like_kernel_packages() {
+    let dir = tempfile::tempdir().unwrap();
+    let dir = camino::Utf8Path::from_path(dir.path()).unwrap();
+    std::fs::create_dir(dir.join("headers")).unwrap();
+    let deb = "linux-headers-6.1.0-50-amd64_6.1.176-1_amd64.deb";
+    std::fs::write(dir.join("headers").join(deb), b"x").unwrap();
+    let text = format!(
+        "[vendor-reset]\nheaders = \"headers\"\nheaders-sha256 = {{ \"{deb}\" = \"{}\" }}\n",
+        "0".repeat(64)
+    );
+    let config = Config::from_toml(&text, dir.join("passthru.toml").as_str()).unwrap();
+    let headers = config.vendor_reset_headers().unwrap().unwrap();
+    assert_eq!(headers.dir, dir.join("headers"));
+    assert_eq!(headers.files[0].name, deb);
+    // The sum is checked where the package is read (the build context), naming the key.
+    let err = headers.files[0]
+        .read_checked_as(
+            &headers.dir,
+            crate::config::sources::PackageKeys::ModuleHeaders,
+        )
+        .unwrap_err();
+    assert_eq!(err.field, format!("vendor-reset.headers-sha256.{deb}"));
+    // The written config reads back the same.
+    let written = toml::to_string(&config).unwrap();
+    assert_eq!(Config::from_toml(&written, "t.toml").unwrap(), config);
 }

@@ -2,5 +2,6 @@
 
 pub mod context;
 pub mod engine;
+pub(crate) mod fetch;
 pub mod progress;
 pub mod render;

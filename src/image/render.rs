@@ -5,14 +5,16 @@
 
 use std::collections::BTreeMap;
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use camino::{Utf8Path, Utf8PathBuf};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use crate::config::{KernelSource, ModuleSource};
+use crate::config::sources::{KernelPackage, PackageKeys};
+use crate::config::{HeaderPackages, KernelSource, ModuleSource};
 use crate::error::InputError;
-use crate::plan::{Layer, Plan};
+use crate::plan::dkms_conf::{DebugInfo, DkmsConf};
+use crate::plan::{Layer, ModuleConf, ModulePlan, Plan};
 
 const CONTAINERFILE_TEMPLATE: &str = include_str!("../../containerfiles/Containerfile.j2");
 
@@ -82,18 +84,21 @@ pub fn render(plan: &Plan) -> Result<BuildContext> {
             files: packages,
         } = &kernel.source
     {
-        let packages = kernel_packages(dir, packages)?;
-        let listing = packages
-            .iter()
-            .find(|f| f.path == KERNEL_SUMS)
-            .expect("kernel_packages writes the SHA256SUMS");
-        kernel_sums = Some(format!("{:x}", Sha256::digest(&listing.content)));
+        let (packages, sums) =
+            bind_mounted_packages(dir, packages, KERNEL_DIR, PackageKeys::AcsKernel)?;
+        kernel_sums = Some(sums);
         files.extend(packages);
+    }
+    let mut modules = Vec::new();
+    for module in &plan.modules {
+        let (stage, module_files) = module_stage(module)?;
+        modules.push(stage);
+        files.extend(module_files);
     }
     files.push(ContextFile::text(
         "Containerfile",
         0o644,
-        &containerfile(plan, kernel_sums.as_deref())?,
+        &containerfile(plan, kernel_sums.as_deref(), &modules)?,
     ));
     for (name, content) in SCRIPTS {
         files.push(ContextFile::text(format!("scripts/{name}"), 0o755, content));
@@ -110,57 +115,133 @@ pub fn render(plan: &Plan) -> Result<BuildContext> {
             &file.content,
         ));
     }
-    for module in &plan.modules {
-        if let ModuleSource::Path { path } = &module.source {
-            copy_tree(
-                path,
-                &Utf8Path::new("sources").join(&module.name),
-                &mut files,
-            )
-            .map_err(|e| InputError::new("vendor-reset.path", format!("{e:#}")))?;
-        }
-    }
     files.sort_by(|a, b| a.path.cmp(&b.path));
     Ok(BuildContext { files })
 }
 
-/// The checksums of the kernel packages, in the build context and in the bind mount of the swap step.
-const KERNEL_SUMS: &str = "kernel/SHA256SUMS";
+/// Context directories of packages that reach a build step through a bind mount, each with a SHA256SUMS.
+const KERNEL_DIR: &str = "kernel";
+const HEADERS_DIR: &str = "headers";
+/// Where the kmods stage mounts the header packages (build-kmods reads them there).
+const HEADERS_MOUNT: &str = "/run/passthru-headers";
+const BUILD_KMODS: &str = "/usr/libexec/passthru-image/build-kmods";
 
-fn containerfile(plan: &Plan, kernel_sums: Option<&str>) -> Result<String> {
-    #[derive(Serialize)]
-    struct Module<'a> {
-        name: &'a str,
-        version: &'a str,
-        kernel_modules: &'a [String],
-        source: &'a ModuleSource,
+/// One module's build in the kmods stage, as the Containerfile template writes it.
+#[derive(Debug, Serialize)]
+struct ModuleStage {
+    /// The source's directory in the context and where it goes in the stage.
+    context_dir: String,
+    source_dir: String,
+    /// `--mount=...` options of the build step, each followed by a space.
+    mounts: String,
+    argv: Vec<String>,
+}
+
+/// The module's source (and header packages) in the context, and its build step.
+fn module_stage(module: &ModulePlan) -> Result<(ModuleStage, Vec<ContextFile>)> {
+    let ModuleConf::Read { dir, conf } = &module.conf else {
+        bail!(
+            "{} was not fetched: the build context needs the module's source",
+            module.origin()
+        );
+    };
+    let field = match module.source {
+        ModuleSource::Path { .. } => "vendor-reset.path",
+        ModuleSource::Git { .. } => "vendor-reset.git",
+    };
+    let context_dir = format!("sources/{}", conf.name);
+    let mut files = Vec::new();
+    copy_tree(dir, Utf8Path::new(&context_dir), &mut files)
+        .map_err(|e| InputError::new(field, format!("{e:#}")))?;
+    let mut mounts = String::new();
+    let mut headers_sums = None;
+    if let Some(HeaderPackages {
+        dir,
+        files: packages,
+    }) = &module.headers
+    {
+        let (packages, sums) =
+            bind_mounted_packages(dir, packages, HEADERS_DIR, PackageKeys::ModuleHeaders)?;
+        files.extend(packages);
+        mounts = format!("--mount=type=bind,source={HEADERS_DIR},target={HEADERS_MOUNT} ");
+        headers_sums = Some(sums);
     }
+    let stage = ModuleStage {
+        context_dir,
+        source_dir: conf.source_dir(),
+        mounts,
+        argv: build_kmods_argv(conf, headers_sums.as_deref()),
+    };
+    Ok((stage, files))
+}
+
+/// build-kmods with everything it needs from the plan: the source and build directories, the modules the
+/// build must leave (each stripped of debug information unless dkms.conf says not to), and after `--` the
+/// build command, whose `${kernelver}`-style placeholders the script fills.
+fn build_kmods_argv(conf: &DkmsConf, headers_sums: Option<&str>) -> Vec<String> {
+    let mut argv: Vec<String> = vec![
+        BUILD_KMODS.into(),
+        "--name".into(),
+        conf.name.clone(),
+        "--version".into(),
+        conf.version.clone(),
+        "--source".into(),
+        conf.source_dir(),
+        "--build".into(),
+        conf.build_dir(),
+    ];
+    if let Some(sums) = headers_sums {
+        argv.extend(["--headers".into(), sums.into()]);
+    }
+    for module in &conf.modules {
+        let option = match module.debug_info {
+            DebugInfo::Strip => "--module",
+            DebugInfo::Keep => "--module-unstripped",
+        };
+        argv.extend([option.into(), module.built_path()]);
+    }
+    argv.push("--".into());
+    argv.extend(conf.make.iter().map(ToString::to_string));
+    argv
+}
+
+fn containerfile(
+    plan: &Plan,
+    kernel_sums: Option<&str>,
+    modules: &[ModuleStage],
+) -> Result<String> {
     let mut env = minijinja::Environment::new();
     env.set_undefined_behavior(minijinja::UndefinedBehavior::Strict);
     env.set_keep_trailing_newline(true);
     env.add_template("Containerfile", CONTAINERFILE_TEMPLATE)?;
-    let modules: Vec<Module> = plan
-        .modules
-        .iter()
-        .map(|m| Module {
-            name: &m.name,
-            version: &m.version,
-            kernel_modules: &m.kernel_modules,
-            source: &m.source,
-        })
-        .collect();
-    let kernel = plan.kernel.as_ref().map(|k| &k.source);
+    let scratch = plan
+        .kernel
+        .as_ref()
+        .map_or(&[][..], |k| package_manager_scratch(&k.source));
     let text = env
         .get_template("Containerfile")?
         .render(minijinja::context! {
             version => env!("CARGO_PKG_VERSION"),
             base => plan.image.base.as_str(),
             tag => plan.image.tag.as_str(),
-            kernel => kernel,
+            kernel => plan.kernel,
             kernel_sums => kernel_sums,
+            kernel_scratch_dirs => scratch,
             modules => modules,
         })?;
     Ok(text)
+}
+
+/// Where the package manager that swaps the kernel keeps caches and logs: tmpfs during the swap, so none of
+/// it reaches the layer. All of /var/cache for dnf (dnf4 and dnf5 use different directories); only apt's part
+/// on Debian, whose debconf keeps its database in /var/cache/debconf.
+fn package_manager_scratch(source: &KernelSource) -> &'static [&'static str] {
+    let debs = matches!(source, KernelSource::Packages { files, .. }
+        if files.iter().any(|f| f.name.ends_with(".deb")));
+    match debs {
+        true => &["/var/cache/apt", "/var/log"],
+        false => &["/var/cache", "/var/log"],
+    }
 }
 
 /// Copies a local module source into the context, file by file, so the context stays self-contained.
@@ -199,18 +280,23 @@ fn copy_tree(src: &Utf8Path, dest: &Utf8Path, out: &mut Vec<ContextFile>) -> Res
     Ok(())
 }
 
-/// The kernel packages with a SHA256SUMS the build checks again; configured sums are checked now.
-fn kernel_packages(
+/// Local packages for the context directory `context_dir`, with a SHA256SUMS the build checks again
+/// (configured sums are checked now), and the sha256 of that SHA256SUMS. A bind mount is not something the
+/// engine's layer cache looks into: the step that mounts the packages names that sha256, so other packages
+/// make another step.
+fn bind_mounted_packages(
     dir: &Utf8Path,
-    packages: &[crate::config::sources::KernelPackage],
-) -> Result<Vec<ContextFile>> {
+    packages: &[KernelPackage],
+    context_dir: &str,
+    keys: PackageKeys,
+) -> Result<(Vec<ContextFile>, String)> {
     let mut out = Vec::new();
     let mut sums = BTreeMap::new();
     for package in packages {
-        let (content, actual) = package.read_checked(dir)?;
+        let (content, actual) = package.read_checked_as(dir, keys)?;
         sums.insert(package.name.clone(), actual);
         out.push(ContextFile {
-            path: Utf8Path::new("kernel").join(&package.name),
+            path: Utf8Path::new(context_dir).join(&package.name),
             mode: 0o644,
             content,
         });
@@ -219,15 +305,19 @@ fn kernel_packages(
         .iter()
         .map(|(name, sum)| format!("{sum}  {name}\n"))
         .collect();
-    out.push(ContextFile::text(KERNEL_SUMS, 0o644, &listing));
-    Ok(out)
+    let digest = format!("{:x}", Sha256::digest(&listing));
+    out.push(ContextFile::text(
+        format!("{context_dir}/SHA256SUMS"),
+        0o644,
+        &listing,
+    ));
+    Ok((out, digest))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::config::{Config, CpuChoice, GpuVendor, Overrides};
-    use crate::root::Root;
 
     fn containerfile_for(toml: &str, ids: &[&str]) -> String {
         let overrides = Overrides {
@@ -239,7 +329,7 @@ mod tests {
         let config = Config::from_toml(toml, "t.toml")
             .unwrap()
             .with_overrides(&overrides);
-        let plan = Plan::resolve(&config, &Root::new("/nonexistent")).unwrap();
+        let plan = Plan::resolve(&config, &crate::plan::Target::Image).unwrap();
         render(&plan).unwrap().containerfile().to_string()
     }
 
@@ -258,6 +348,17 @@ mod tests {
             .unwrap();
         assert!(initramfs < host, "{containerfile}");
         assert!(!containerfile[host..].contains("FROM "), "{containerfile}");
+    }
+
+    /// The RUN line that runs `script`: its `--mount` options and its exec-form argument list.
+    fn run_line(containerfile: &str, script: &str) -> (String, Vec<String>) {
+        let line = containerfile
+            .lines()
+            .find(|l| l.starts_with("RUN ") && l.contains(script))
+            .unwrap_or_else(|| panic!("no RUN of {script} in:\n{containerfile}"));
+        let (mounts, argv) = line["RUN ".len()..].split_once('[').unwrap();
+        let argv = serde_json::from_str(&format!("[{argv}")).expect(line);
+        (mounts.trim().to_owned(), argv)
     }
 
     #[test]
@@ -293,7 +394,9 @@ mod tests {
             &[],
         );
         assert_eq!(from_lines(&text), ["FROM quay.io/fedora/fedora-bootc:44"]);
-        let swap = text.find("swap-kernel\", \"packages\"").expect(&text);
+        let swap = text
+            .find("RUN --mount=type=bind,source=kernel")
+            .expect(&text);
         // Bind-mounted with their checksums' digest on the RUN line, never copied into a layer.
         let sums = format!(
             "{:x}",
@@ -302,10 +405,27 @@ mod tests {
                 Sha256::digest(b"rpm")
             ))
         );
-        assert!(
-            text.contains(&format!("RUN --mount=type=bind,source=kernel,target=/run/passthru-kernel [\"/usr/libexec/passthru-image/swap-kernel\", \"packages\", \"/run/passthru-kernel\", \"{sums}\"]")),
-            "{text}"
+        let (mounts, argv) = run_line(&text, "swap-kernel");
+        assert_eq!(
+            mounts,
+            "--mount=type=bind,source=kernel,target=/run/passthru-kernel \
+             --mount=type=tmpfs,target=/var/cache --mount=type=tmpfs,target=/var/log"
         );
+        // The kernel packages the plan lets it remove come from the plan, as one list.
+        let removes = crate::plan::OldKernelPackages::all();
+        let expected = [
+            "/usr/libexec/passthru-image/swap-kernel",
+            "--unless-symbol",
+            "pcie_acs_override_setup",
+            "--rpm-packages",
+            &removes.rpm.join(","),
+            "--deb-packages",
+            "linux-image-{kver},linux-headers-{kver}",
+            "packages",
+            "/run/passthru-kernel",
+            &sums,
+        ];
+        assert_eq!(argv, expected);
         assert!(!text.contains("COPY kernel"), "{text}");
         assert!(
             swap < text.find("regenerate-initramfs\"]").unwrap(),
@@ -314,10 +434,68 @@ mod tests {
         assert_host_layer_last(&text);
     }
 
+    /// A module source with upstream vendor-reset's dkms.conf and a file in a subdirectory.
+    fn module_tree() -> (tempfile::TempDir, Utf8PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = Utf8PathBuf::from_path_buf(dir.path().to_owned()).unwrap();
+        std::fs::write(
+            path.join("dkms.conf"),
+            "PACKAGE_NAME=\"vendor-reset\"\nPACKAGE_VERSION=\"0.1.1\"\nBUILT_MODULE_NAME[0]=\"${PACKAGE_NAME}\"\n\
+             MAKE[0]=\"make KDIR=${kernel_source_dir}\"\nCLEAN=\"make KDIR=${kernel_source_dir} clean\"\n\
+             DEST_MODULE_LOCATION[0]=\"/kernel/drivers/misc\"\nAUTOINSTALL=\"yes\"\n",
+        )
+        .unwrap();
+        std::fs::create_dir_all(path.join("src/.git")).unwrap();
+        std::fs::write(path.join("src/module.c"), "int x;\n").unwrap();
+        std::fs::create_dir(path.join(".git")).unwrap();
+        std::fs::write(path.join(".git/HEAD"), "ref: refs/heads/master\n").unwrap();
+        (dir, path)
+    }
+
+    #[test]
+    fn a_repo_kernel_swap_keeps_dnf_caches_and_logs_in_tmpfs() {
+        let text = containerfile_for(
+            "[acs-override]\nenabled = true\nrepo = \"https://example.org/acs.repo\"\n",
+            &[],
+        );
+        let (mounts, argv) = run_line(&text, "swap-kernel");
+        assert_eq!(
+            mounts,
+            "--mount=type=tmpfs,target=/var/cache --mount=type=tmpfs,target=/var/log"
+        );
+        assert_eq!(argv[1..3], ["--unless-symbol", "pcie_acs_override_setup"]);
+        assert_eq!(
+            argv[argv.len() - 2..],
+            ["repo", "https://example.org/acs.repo"]
+        );
+    }
+
+    #[test]
+    fn a_swap_from_debs_keeps_apt_caches_in_tmpfs_and_debconf_in_place() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = camino::Utf8Path::from_path(dir.path()).unwrap();
+        std::fs::write(path.join("linux-image-6.1.0-50-cloud-amd64.deb"), b"deb").unwrap();
+        let text = containerfile_for(
+            &format!("[acs-override]\nenabled = true\npackages = \"{path}\"\n"),
+            &[],
+        );
+        let (mounts, _) = run_line(&text, "swap-kernel");
+        assert!(
+            mounts.ends_with(
+                "--mount=type=tmpfs,target=/var/cache/apt --mount=type=tmpfs,target=/var/log"
+            ),
+            "{mounts}"
+        );
+    }
+
     #[test]
     fn modules_are_built_in_a_stage_from_the_named_system_stage() {
         // Polaris is in the vendor-reset table, so "auto" adds the module.
-        let text = containerfile_for("", &["1002:67df"]);
+        let (_dir, tree) = module_tree();
+        let text = containerfile_for(
+            &format!("[vendor-reset]\npath = \"{tree}\"\n"),
+            &["1002:67df"],
+        );
         assert_eq!(
             from_lines(&text),
             [
@@ -327,15 +505,95 @@ mod tests {
             ]
         );
         assert!(text.contains("COPY --from=kmods /out/ /"), "{text}");
-        // The modules the image loads at boot go to the build, which fails when the source builds others.
+        // The source where dkms keeps it; the build gets everything from the plan: directories, the modules
+        // the image loads at boot, and dkms.conf's build command with the placeholders the build fills.
         assert!(
-            text.contains(&format!(
-                "[\"/usr/libexec/passthru-image/build-kmods\",\"vendor-reset\",\"0.1.1\",\"vendor-reset\",\"git\",\"{}\",\"{}\"]",
-                crate::config::sources::VENDOR_RESET_GIT,
-                crate::config::sources::VENDOR_RESET_COMMIT
-            )),
+            text.contains("COPY sources/vendor-reset/ /usr/src/vendor-reset-0.1.1/\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "RUN [\"/usr/libexec/passthru-image/build-kmods\",\"--name\",\"vendor-reset\",\"--version\",\"0.1.1\",\
+                 \"--source\",\"/usr/src/vendor-reset-0.1.1\",\"--build\",\"/var/lib/dkms/vendor-reset/0.1.1/build\",\
+                 \"--module\",\"vendor-reset\",\"--\",\"make\",\"-j${parallel_jobs}\",\"KERNELRELEASE=${kernelver}\",\
+                 \"KDIR=${kernel_source_dir}\"]\n"
+            ),
             "{text}"
         );
         assert_host_layer_last(&text);
+    }
+
+    #[test]
+    fn the_module_source_reaches_the_context_without_git_metadata() {
+        let (_dir, tree) = module_tree();
+        let config = Config::from_toml(
+            &format!("[vendor-reset]\nenabled = true\npath = \"{tree}\"\n"),
+            "t.toml",
+        )
+        .unwrap();
+        let plan = Plan::resolve(
+            &config.with_overrides(&Overrides {
+                cpu: Some(CpuChoice::Amd),
+                ..Default::default()
+            }),
+            &crate::plan::Target::Image,
+        )
+        .unwrap();
+        let ctx = render(&plan).unwrap();
+        let sources: Vec<&str> = ctx
+            .files
+            .iter()
+            .map(|f| f.path.as_str())
+            .filter(|p| p.starts_with("sources/"))
+            .collect();
+        assert_eq!(
+            sources,
+            [
+                "sources/vendor-reset/dkms.conf",
+                "sources/vendor-reset/src/module.c"
+            ]
+        );
+    }
+
+    #[test]
+    fn local_header_packages_are_bind_mounted_with_their_sums_on_the_build_step() {
+        let (_dir, tree) = module_tree();
+        let headers = tempfile::tempdir().unwrap();
+        let headers = Utf8Path::from_path(headers.path()).unwrap();
+        std::fs::write(
+            headers.join("linux-headers-6.1.0-50-amd64_6.1.176-1_amd64.deb"),
+            b"deb",
+        )
+        .unwrap();
+        let text = containerfile_for(
+            &format!("[vendor-reset]\npath = \"{tree}\"\nheaders = \"{headers}\"\n"),
+            &["1002:67df"],
+        );
+        let sums = format!(
+            "{:x}",
+            Sha256::digest(format!(
+                "{:x}  linux-headers-6.1.0-50-amd64_6.1.176-1_amd64.deb\n",
+                Sha256::digest(b"deb")
+            ))
+        );
+        assert!(
+            text.contains(&format!(
+                "RUN --mount=type=bind,source=headers,target=/run/passthru-headers [\"/usr/libexec/passthru-image/build-kmods\",\"--name\",\"vendor-reset\",\"--version\",\"0.1.1\",\"--source\",\"/usr/src/vendor-reset-0.1.1\",\"--build\",\"/var/lib/dkms/vendor-reset/0.1.1/build\",\"--headers\",\"{sums}\","
+            )),
+            "{text}"
+        );
+        assert!(!text.contains("COPY headers"), "{text}");
+    }
+
+    #[test]
+    fn an_unfetched_git_source_cannot_be_rendered() {
+        let config = Config::default().with_overrides(&Overrides {
+            cpu: Some(CpuChoice::Amd),
+            vfio_ids: Some(vec!["1002:67df".parse().unwrap()]),
+            ..Default::default()
+        });
+        let plan = Plan::resolve(&config, &crate::plan::Target::Image).unwrap();
+        let err = render(&plan).unwrap_err();
+        assert!(err.to_string().contains("was not fetched"), "{err}");
     }
 }

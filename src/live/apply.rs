@@ -5,7 +5,9 @@ use anyhow::{Result, bail};
 use camino::{Utf8Path, Utf8PathBuf};
 use serde::Serialize;
 
-use super::changes::{self, Changes, FileChange, InitramfsRebuild, KernelChange};
+use super::changes::{
+    self, Changes, DeployedInitramfs, FileChange, InitramfsRebuild, KernelChange,
+};
 use super::deployment::{self, HostState};
 use super::files;
 use super::initramfs;
@@ -14,7 +16,7 @@ use super::rpm_ostree::{Invocation, Outcome, RpmOstree};
 use super::state::{self, FileRecord, LiveState};
 use crate::atomic;
 use crate::error::ChecksFailed;
-use crate::kargs::Karg;
+use crate::kargs::HostKarg;
 use crate::plan::Plan;
 use crate::root::Root;
 
@@ -31,8 +33,8 @@ pub struct Options {
 pub enum Step {
     WriteFile(FileChange),
     Kargs {
-        append: Vec<Karg>,
-        delete: Vec<Karg>,
+        append: Vec<HostKarg>,
+        delete: Vec<HostKarg>,
         command: Invocation,
     },
     EnableInitramfs {
@@ -160,6 +162,8 @@ pub struct Applied {
     pub warnings: Vec<String>,
     /// Why the change is not complete yet, when it is not (the initramfs could not be rebuilt).
     pub incomplete: Option<&'static str>,
+    /// The initramfs the deployment shipped does the job: regeneration stays off.
+    pub deployed_initramfs_suffices: bool,
 }
 
 pub fn apply(plan: &Plan, root: &Root, options: &Options, is_root: bool) -> Result<Applied> {
@@ -181,7 +185,8 @@ pub fn apply(plan: &Plan, root: &Root, options: &Options, is_root: bool) -> Resu
         );
     }
     let mut expected = Pending::read_as(&options.sysroot, &proposal.pending)?;
-    if !proposal.changes.files.is_empty() && !proposal.changes.enable_initramfs {
+    let regenerated = proposal.changes.deployed_initramfs == DeployedInitramfs::Regenerated;
+    if !proposal.changes.files.is_empty() && regenerated {
         // Saved before the files change: if no later step makes a new deployment (it fails, or there is
         // none), the next apply still knows this deployment's initramfs lacks the drop-ins.
         record.initramfs_stale_in = Some(proposal.pending.clone());
@@ -224,9 +229,11 @@ pub fn apply(plan: &Plan, root: &Root, options: &Options, is_root: bool) -> Resu
             err.context(half_way_report(root, &done, &not_done))
         })?;
     let host = deployment::read(&options.sysroot)?;
-    verify(plan, &host)?;
+    verify(plan, &host, &proposal.changes)?;
     Ok(Applied {
         steps_run: done,
+        deployed_initramfs_suffices: proposal.changes.deployed_initramfs
+            == DeployedInitramfs::Suffices,
         warnings: proposal.changes.warnings,
         incomplete,
     })
@@ -340,19 +347,17 @@ fn run_step(
             }
             // Record only what the new deployment really shows as changed.
             let pending = deployment::read(sysroot)?.pending;
-            for karg in delete.iter().filter(|k| !pending.has_karg(k)) {
-                let text = karg.to_string();
+            for karg in delete.iter().filter(|k| !pending.has_host_karg(k)) {
                 // Deleting a karg an earlier apply added undoes that apply; anything else was the user's.
-                if let Some(pos) = record.kargs_appended.iter().position(|k| *k == text) {
+                if let Some(pos) = record.kargs_appended.iter().position(|k| k == karg) {
                     record.kargs_appended.remove(pos);
-                } else if !record.kargs_deleted.contains(&text) {
-                    record.kargs_deleted.push(text);
+                } else if !record.kargs_deleted.contains(karg) {
+                    record.kargs_deleted.push(karg.clone());
                 }
             }
-            for karg in append.iter().filter(|k| pending.has_karg(k)) {
-                let text = karg.to_string();
-                if !record.kargs_appended.contains(&text) {
-                    record.kargs_appended.push(text);
+            for karg in append.iter().filter(|k| pending.has_host_karg(k)) {
+                if !record.kargs_appended.contains(karg) {
+                    record.kargs_appended.push(karg.clone());
                 }
             }
             state::save(root, record)?;
@@ -378,19 +383,22 @@ fn run_step(
     }
 }
 
-/// Reads back what the next boot gets: every planned karg, no same-key rival, initramfs regeneration on.
-fn verify(plan: &Plan, host: &HostState) -> Result<()> {
+/// Reads back what the next boot gets: every planned karg, no contradicting one, initramfs regeneration on
+/// unless the deployed initramfs already carries the VFIO drivers.
+fn verify(plan: &Plan, host: &HostState, changes: &Changes) -> Result<()> {
     let pending = &host.pending;
     let mut problems = Vec::new();
     for karg in &plan.kargs {
         if !pending.has_karg(karg) {
             problems.push(format!("kernel argument {karg} is missing"));
         }
-        for rival in pending.kargs.iter().filter(|k| k.conflicts_with(karg)) {
-            problems.push(format!("{rival} is still there beside {karg}"));
+    }
+    for rival in &pending.kargs {
+        if let Some(conflict) = plan.kargs.conflict_with(rival) {
+            problems.push(format!("{rival} is still there: {}", conflict.reason));
         }
     }
-    if !pending.regenerate_initramfs {
+    if !pending.regenerate_initramfs && changes.deployed_initramfs != DeployedInitramfs::Suffices {
         problems.push("initramfs regeneration is off".into());
     }
     if let Some(kernel) = &plan.kernel

@@ -1,23 +1,16 @@
 //! Plan + host state -> the minimal list of changes live mode makes. Pure: reads files, changes nothing.
 
 use anyhow::Result;
-use camino::{Utf8Path, Utf8PathBuf};
+use camino::Utf8PathBuf;
 use serde::{Deserialize, Serialize};
 
+use super::deployed_initramfs;
 use super::deployment::{self, DeploymentState};
 use crate::config::KernelSource;
-use crate::error::InputError;
-use crate::kargs::Karg;
-use crate::kargs_d;
+use crate::error::{ChecksFailed, InputError};
+use crate::kargs::{HostKarg, Karg, Kargs};
 use crate::plan::Plan;
 use crate::root::Root;
-
-/// Where live mode puts the plan's image files: the host's /etc, which rpm-ostree's initramfs regeneration
-/// and modprobe read (/usr is read-only on a live host).
-const LIVE_DIRS: &[(&str, &str)] = &[
-    ("/usr/lib/dracut/dracut.conf.d", "/etc/dracut.conf.d"),
-    ("/usr/lib/modprobe.d", "/etc/modprobe.d"),
-];
 
 /// The base packages an ACS kernel build replaces when its packages carry other names (`kernel-acs*`).
 pub(crate) const BASE_KERNEL_PACKAGES: &[&str] = &[
@@ -32,18 +25,35 @@ pub(crate) const BASE_KERNEL_PACKAGES: &[&str] = &[
 pub struct Changes {
     /// Every planned karg, in plan order (what `plan` shows).
     pub kargs: Vec<Karg>,
-    /// Planned kargs the pending deployment lacks.
-    pub append: Vec<Karg>,
-    /// Host kargs that set a planned parameter to another value, removed with `--replace-conflicts`.
-    pub delete: Vec<Karg>,
+    /// Planned kargs the pending deployment lacks, and what is left of a host's token argument whose other
+    /// tokens contradict the plan.
+    pub append: Vec<HostKarg>,
+    /// Host kargs that contradict the plan, removed with `--replace-conflicts`.
+    pub delete: Vec<HostKarg>,
     pub conflicts: Vec<Conflict>,
     pub files: Vec<FileChange>,
-    /// `rpm-ostree initramfs --enable` is needed (regeneration is off in the pending deployment).
+    /// Whether the initramfs the deployment shipped already does the job.
+    pub deployed_initramfs: DeployedInitramfs,
+    /// `rpm-ostree initramfs --enable` is needed (regeneration is off, and the deployed initramfs lacks VFIO).
     pub enable_initramfs: bool,
     /// Regeneration is already on and only the drop-ins change: the initramfs must be rebuilt to read them.
     pub rebuild_initramfs: Option<InitramfsRebuild>,
     pub kernel: Option<KernelChange>,
     pub warnings: Vec<String>,
+}
+
+/// The pending deployment's initramfs, for the VFIO drivers the plan needs at boot.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case", tag = "state", content = "why")]
+pub enum DeployedInitramfs {
+    /// rpm-ostree already regenerates it on the host from /etc.
+    #[default]
+    Regenerated,
+    /// The one the image shipped holds the VFIO drivers and `rd.driver.pre=vfio-pci` loads them first: no
+    /// regeneration, so the host stays upgradable with `bootc upgrade`.
+    Suffices,
+    /// The one the image shipped will not do; why.
+    Lacks(String),
 }
 
 /// How the initramfs gets rebuilt when only /etc drop-ins changed and no other step makes a new deployment.
@@ -66,10 +76,25 @@ pub const INITRAMFS_NOT_REBUILT: &str = "the initramfs still lacks the change un
      rpm-ostree makes (e.g. `rpm-ostree upgrade`); to do it now, run `rpm-ostree initramfs --disable` and then \
      `rpm-ostree initramfs --enable`, then reboot";
 
+/// A host argument that contradicts the plan.
 #[derive(Debug, Clone, Serialize)]
 pub struct Conflict {
-    pub planned: Karg,
-    pub host: Karg,
+    pub host: HostKarg,
+    /// The planned argument it contradicts; `None` when it contradicts the plan as a whole (the IOMMU off).
+    pub planned: Option<Karg>,
+    pub reason: String,
+    /// What of `host` stays when it goes: its tokens that contradict nothing.
+    pub keep: Option<HostKarg>,
+}
+
+impl Conflict {
+    /// `iommu=off (planned iommu=pt)`, for messages.
+    pub fn describe(&self) -> String {
+        match &self.planned {
+            Some(planned) => format!("{} (planned {planned}: {})", self.host, self.reason),
+            None => format!("{} ({})", self.host, self.reason),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -117,7 +142,7 @@ pub fn compute(
     pending: &DeploymentState,
     root: &Root,
     replace_conflicts: bool,
-    own: &[String],
+    own: &[HostKarg],
     initramfs_stale: bool,
 ) -> Result<Changes> {
     if let Some(module) = plan.modules.first() {
@@ -127,7 +152,7 @@ pub fn compute(
                 "live mode cannot build the {} module: /usr is read-only on an rpm-ostree host and the module must \
                  be built against the deployed kernel. Use image mode (`passthru-image build`) or set \
                  vendor-reset.enabled = false",
-                module.name
+                module.label()
             ),
         )
         .into());
@@ -136,45 +161,60 @@ pub fn compute(
         kargs: plan.kargs.iter().cloned().collect(),
         ..Changes::default()
     };
-    for planned in &plan.kargs {
-        for host in pending.kargs.iter().filter(|h| h.conflicts_with(planned)) {
+    for host in &pending.kargs {
+        if let Some(conflict) = plan.kargs.conflict_with(host) {
             changes.conflicts.push(Conflict {
-                planned: planned.clone(),
                 host: host.clone(),
+                planned: conflict.planned,
+                reason: conflict.reason,
+                keep: plan.kargs.remainder_of(host),
             });
-            if !changes.delete.contains(host) {
-                changes.delete.push(host.clone());
-            }
         }
-        if !pending.has_karg(planned) {
-            changes.append.push(planned.clone());
+    }
+    for conflict in &changes.conflicts {
+        if !changes.delete.contains(&conflict.host) {
+            changes.delete.push(conflict.host.clone());
+        }
+        if let Some(keep) = &conflict.keep
+            && !changes.append.contains(keep)
+        {
+            changes.append.push(keep.clone());
+        }
+    }
+    // What the kernel gets once the conflicting arguments are gone: a planned argument "present" only through
+    // a host argument that goes must be appended.
+    let staying: Vec<HostKarg> = pending
+        .kargs
+        .iter()
+        .filter(|k| !changes.delete.contains(k))
+        .chain(&changes.append)
+        .cloned()
+        .collect();
+    for planned in &plan.kargs {
+        if !Kargs::satisfied_by(&staying, planned) {
+            changes.append.push(HostKarg::from(planned));
         }
     }
     let foreign: Vec<&Conflict> = changes
         .conflicts
         .iter()
-        .filter(|c| !own.contains(&c.host.to_string()))
+        .filter(|c| !own.contains(&c.host))
         .collect();
     if !foreign.is_empty() && !replace_conflicts {
-        let list: Vec<String> = foreign
-            .iter()
-            .map(|c| format!("{} (planned {})", c.host, c.planned))
-            .collect();
+        let list: Vec<String> = foreign.iter().map(|c| c.describe()).collect();
         return Err(InputError::new(
             "--replace-conflicts",
             format!(
-                "the pending deployment sets planned parameters to other values: {}; pass --replace-conflicts to \
-                 replace them, or change the config",
+                "the pending deployment has kernel arguments that contradict the plan: {}; pass \
+                 --replace-conflicts to replace them, or change the config",
                 list.join(", ")
             ),
         )
         .into());
     }
 
-    for file in &plan.files {
-        let Some(path) = live_path(&file.path)? else {
-            continue;
-        };
+    for file in &plan.live_files {
+        let path = file.path.clone();
         let current = root.read_optional(&path)?;
         if current.as_deref() != Some(file.content.as_str()) {
             changes.files.push(FileChange {
@@ -186,7 +226,9 @@ pub fn compute(
         }
     }
 
-    changes.enable_initramfs = !pending.regenerate_initramfs;
+    changes.deployed_initramfs = initramfs_decision(plan, pending);
+    changes.enable_initramfs =
+        !pending.regenerate_initramfs && changes.deployed_initramfs != DeployedInitramfs::Suffices;
     if let Some(kernel) = &plan.kernel {
         changes.kernel = kernel_change(&kernel.source, pending)?;
     }
@@ -205,35 +247,68 @@ pub fn compute(
             }
         });
     }
-    if changes.enable_initramfs
-        && let Some(image) = &pending.container_image
-    {
-        changes.warnings.push(format!(
-            "the deployment follows the container image {image}: if bootc manages this host, \
-             `rpm-ostree initramfs --enable` makes `bootc upgrade` refuse; image mode (`passthru-image build`) \
-             fits such hosts better"
-        ));
+    let regenerates = changes.enable_initramfs || changes.rebuild_initramfs.is_some();
+    if regenerates && !pending.initramfs_etc.is_empty() {
+        return Err(ChecksFailed(format!(
+            "the pending deployment copies /etc files into its initramfs with `rpm-ostree initramfs-etc` ({}), \
+             and rpm-ostree refuses to regenerate the initramfs beside that, which this plan needs. Stop tracking \
+             them (`rpm-ostree initramfs-etc --untrack-all`) and run apply again, or use image mode \
+             (`passthru-image build`)",
+            pending.initramfs_etc.join(", ")
+        ))
+        .into());
     }
+    changes.warnings.extend(upgrade_blockers(&changes, pending));
     Ok(changes)
 }
 
-/// The /etc path live mode writes for an image file; `None` for files that do not apply live (kargs.d: the
-/// kargs go through rpm-ostree).
-pub(crate) fn live_path(image_path: &Utf8Path) -> Result<Option<Utf8PathBuf>> {
-    if image_path.starts_with(kargs_d::DIR) {
-        return Ok(None);
+/// Whether the initramfs the deployment shipped can stay: it must hold the VFIO drivers, and vfio-pci must be
+/// loaded from it before any GPU driver, which only `rd.driver.pre=vfio-pci` guarantees without our drop-ins in
+/// it (the softdeps of /etc/modprobe.d reach it only by regeneration).
+fn initramfs_decision(plan: &Plan, pending: &DeploymentState) -> DeployedInitramfs {
+    if pending.regenerate_initramfs {
+        return DeployedInitramfs::Regenerated;
     }
-    let file_name = image_path.file_name().unwrap_or_default();
-    for (image_dir, live_dir) in LIVE_DIRS {
-        if image_path.parent() == Some(Utf8Path::new(image_dir)) {
-            return Ok(Some(Utf8Path::new(live_dir).join(file_name)));
+    if !plan.vfio.early_binding {
+        return DeployedInitramfs::Lacks(
+            "vfio.early-binding = false: only the regenerated initramfs carries the softdeps that load vfio-pci \
+             first"
+                .into(),
+        );
+    }
+    match deployed_initramfs::modules_in(&pending.dir, &plan.initramfs_drivers) {
+        deployed_initramfs::Contents::HasAll => DeployedInitramfs::Suffices,
+        deployed_initramfs::Contents::Lacks(missing) => {
+            DeployedInitramfs::Lacks(format!("it lacks {}", missing.join(", ")))
+        }
+        deployed_initramfs::Contents::Unreadable(why) => {
+            DeployedInitramfs::Lacks(format!("it could not be read ({why})"))
         }
     }
-    Err(InputError::new(
-        "plan.files",
-        format!("{image_path} has no place on a live rpm-ostree host; use image mode (`passthru-image build`)"),
-    )
-    .into())
+}
+
+/// What the user must know when apply changes the origin in ways `bootc upgrade` refuses.
+fn upgrade_blockers(changes: &Changes, pending: &DeploymentState) -> Vec<String> {
+    let mut used = Vec::new();
+    if changes.enable_initramfs {
+        used.push("`rpm-ostree initramfs --enable`");
+    }
+    if changes.kernel.is_some() {
+        used.push("`rpm-ostree override replace` of the kernel");
+    }
+    if used.is_empty() {
+        return Vec::new();
+    }
+    let image = pending
+        .container_image
+        .as_ref()
+        .map(|image| format!(" This deployment follows the container image {image}: image mode (`passthru-image build`) fits it better."))
+        .unwrap_or_default();
+    vec![format!(
+        "{} record client-side changes in the deployment's origin, and `bootc upgrade` refuses a deployment with \
+         them until `passthru-image revert` (or `rpm-ostree initramfs --disable` / `override reset`) undoes them.{image}",
+        used.join(" and ")
+    )]
 }
 
 /// The kernel packages still to install; `None` when the pending deployment already has them.
@@ -300,7 +375,7 @@ mod tests {
     fn plan() -> Plan {
         let mut config = Config::default();
         config.cpu.vendor = CpuChoice::Amd;
-        Plan::resolve(&config, &Root::default()).unwrap()
+        Plan::resolve(&config, &crate::plan::Target::Image).unwrap()
     }
 
     fn pending(kargs: &str) -> DeploymentState {
@@ -310,6 +385,8 @@ mod tests {
             kargs: super::super::deployment::host_kargs(kargs),
             regenerate_initramfs: false,
             initramfs_args: Vec::new(),
+            initramfs_etc: Vec::new(),
+            dir: "/nonexistent/deploy".into(),
             container_image: None,
             replaced_local: Vec::new(),
             removed: Vec::new(),
@@ -323,33 +400,85 @@ mod tests {
         (dir, root)
     }
 
+    fn host_karg(text: &str) -> HostKarg {
+        HostKarg::parse(text).unwrap()
+    }
+
+    fn texts(kargs: &[HostKarg]) -> Vec<&str> {
+        kargs.iter().map(HostKarg::as_str).collect()
+    }
+
     #[test]
     fn appends_only_what_is_missing_whatever_the_spelling() {
         let (_dir, root) = empty_root();
-        let host = pending("rw amd-iommu=on iommu=pt");
+        let host = pending("rw iommu=force,pt kvm-amd.npt=1");
         let changes = compute(&plan(), &host, &root, false, &[], false).unwrap();
-        let append: Vec<&str> = changes.append.iter().map(Karg::as_str).collect();
-        assert!(!append.contains(&"amd_iommu=on") && !append.contains(&"iommu=pt"));
-        assert!(append.contains(&"kvm_amd.npt=1"));
-        assert!(changes.delete.is_empty());
+        let append = texts(&changes.append);
+        assert!(!append.contains(&"kvm_amd.npt=1") && !append.contains(&"iommu=pt"));
+        assert!(append.contains(&"kvm_amd.avic=1"));
         assert!(changes.enable_initramfs);
     }
 
     #[test]
-    fn same_key_conflicts_need_the_flag_unless_the_karg_is_ours() {
+    fn conflicts_need_the_flag_unless_the_karg_is_ours() {
         let (_dir, root) = empty_root();
-        let host = pending("rw iommu=off");
+        let host = pending("rw iommu=nopt");
         let err = compute(&plan(), &host, &root, false, &[], false).unwrap_err();
         assert_eq!(crate::error::exit_code(&err), 2);
         assert!(
-            err.to_string().contains("iommu=off (planned iommu=pt)"),
+            err.to_string().contains("iommu=nopt (planned iommu=pt"),
             "{err}"
         );
         let changes = compute(&plan(), &host, &root, true, &[], false).unwrap();
-        assert_eq!(changes.delete, [Karg::from_host("iommu=off")]);
+        assert_eq!(texts(&changes.delete), ["iommu=nopt"]);
+        assert!(texts(&changes.append).contains(&"iommu=pt"));
         // A value an earlier apply wrote is replaced without asking.
-        let changes = compute(&plan(), &host, &root, false, &["iommu=off".into()], false).unwrap();
-        assert_eq!(changes.delete, [Karg::from_host("iommu=off")]);
+        let changes = compute(
+            &plan(),
+            &host,
+            &root,
+            false,
+            &[host_karg("iommu=nopt")],
+            false,
+        )
+        .unwrap();
+        assert_eq!(texts(&changes.delete), ["iommu=nopt"]);
+    }
+
+    /// drivers/iommu/intel/iommu.c reads every token: a host's igfx_off stays beside the planned `on`, and a
+    /// host's `off` goes (with --replace-conflicts) while the tokens beside it stay.
+    #[test]
+    fn host_iommu_tokens_that_do_not_contradict_the_plan_stay() {
+        let (_dir, root) = empty_root();
+        let mut config = Config::default();
+        config.cpu.vendor = CpuChoice::Intel;
+        let intel = Plan::resolve(&config, &crate::plan::Target::Image).unwrap();
+        let host_kargs = pending("rw intel_iommu=igfx_off iommu=pt");
+        let changes = compute(&intel, &host_kargs, &root, false, &[], false).unwrap();
+        assert!(changes.delete.is_empty(), "{:?}", changes.delete);
+        assert!(texts(&changes.append).contains(&"intel_iommu=on"));
+
+        let off = pending("rw intel_iommu=off,igfx_off");
+        let changes = compute(&intel, &off, &root, true, &[], false).unwrap();
+        assert_eq!(texts(&changes.delete), ["intel_iommu=off,igfx_off"]);
+        let append = texts(&changes.append);
+        assert!(append.contains(&"intel_iommu=igfx_off") && append.contains(&"intel_iommu=on"));
+    }
+
+    /// A handheld's `amd_iommu=off` contradicts an AMD plan that sets no amd_iommu token at all.
+    #[test]
+    fn amd_iommu_off_on_the_host_is_a_conflict() {
+        let (_dir, root) = empty_root();
+        let err = compute(
+            &plan(),
+            &pending("rw amd_iommu=off"),
+            &root,
+            false,
+            &[],
+            false,
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("turns the IOMMU off"), "{err}");
     }
 
     #[test]
@@ -363,25 +492,5 @@ mod tests {
         host.regenerate_initramfs = true;
         let changes = compute(&plan(), &host, &root, false, &[], false).unwrap();
         assert!(!changes.warnings.iter().any(|w| w.contains("bootc upgrade")));
-    }
-
-    #[test]
-    fn image_files_map_to_etc_and_kargs_d_is_skipped() {
-        assert_eq!(
-            live_path(Utf8Path::new(crate::plan::DRACUT_CONF))
-                .unwrap()
-                .unwrap(),
-            "/etc/dracut.conf.d/50-passthru-vfio.conf"
-        );
-        assert_eq!(
-            live_path(Utf8Path::new(crate::plan::MODPROBE_CONF))
-                .unwrap()
-                .unwrap(),
-            "/etc/modprobe.d/50-passthru-vfio.conf"
-        );
-        let kargs_d = Utf8Path::new(kargs_d::DIR).join(kargs_d::FILE_NAME);
-        assert_eq!(live_path(&kargs_d).unwrap(), None);
-        let err = live_path(Utf8Path::new(crate::plan::UDEV_RULE)).unwrap_err();
-        assert_eq!(crate::error::exit_code(&err), 2);
     }
 }

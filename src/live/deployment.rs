@@ -8,7 +8,7 @@ use ostree::{gio, glib};
 use serde::Serialize;
 
 use crate::error::InputError;
-use crate::kargs::{Karg, split_cmdline};
+use crate::kargs::{HostKarg, Karg, Kargs, KernelArg, split_cmdline};
 
 /// The origin group rpm-ostree keeps its client-side settings in (initramfs, kargs history).
 const RPMOSTREE_GROUP: &str = "rpmostree";
@@ -28,11 +28,16 @@ pub struct DeploymentState {
     /// `CHECKSUM.SERIAL`, as `ostree admin status` names deployments.
     pub id: String,
     /// The BLS `options` line without the `ostree=` argument ostree adds itself.
-    pub kargs: Vec<Karg>,
+    pub kargs: Vec<HostKarg>,
     /// `[rpmostree] regenerate-initramfs` of the origin.
     pub regenerate_initramfs: bool,
     /// `[rpmostree] initramfs-args` of the origin.
     pub initramfs_args: Vec<String>,
+    /// `[rpmostree] initramfs-etc`: /etc files rpm-ostree copies into the deployment's initramfs. rpm-ostree
+    /// refuses to regenerate the initramfs while it tracks any.
+    pub initramfs_etc: Vec<String>,
+    /// The deployment's root directory (`SYSROOT/ostree/deploy/OS/deploy/CHECKSUM.SERIAL`).
+    pub dir: Utf8PathBuf,
     /// The deployment follows a container image (`container-image-reference`), as bootc-managed hosts do.
     pub container_image: Option<String>,
     /// `[overrides] replace-local`: local packages that replace base packages (`sha256:nevra`).
@@ -44,7 +49,14 @@ pub struct DeploymentState {
 }
 
 impl DeploymentState {
+    /// Whether the deployment's command line gives the kernel what `karg` asks for (by the kernel's rules for
+    /// repeated parameters: `intel_iommu=on,sm_on` has `intel_iommu=on`).
     pub fn has_karg(&self, karg: &Karg) -> bool {
+        Kargs::satisfied_by(&self.kargs, karg)
+    }
+
+    /// Whether the deployment's command line has exactly this argument (as rpm-ostree compares them).
+    pub fn has_host_karg(&self, karg: &HostKarg) -> bool {
         self.kargs.iter().any(|k| k.same_as(karg))
     }
 }
@@ -94,12 +106,19 @@ pub fn read(path: &Utf8Path) -> Result<HostState> {
         .expect("the OS name comes from a deployment of this sysroot");
     Ok(HostState {
         sysroot: path.to_owned(),
-        pending: describe(pending)?,
-        booted: booted.as_ref().map(describe).transpose()?,
+        pending: describe(&sysroot, path, pending)?,
+        booted: booted
+            .as_ref()
+            .map(|b| describe(&sysroot, path, b))
+            .transpose()?,
     })
 }
 
-fn describe(d: &ostree::Deployment) -> Result<DeploymentState> {
+fn describe(
+    sysroot: &ostree::Sysroot,
+    path: &Utf8Path,
+    d: &ostree::Deployment,
+) -> Result<DeploymentState> {
     let id = format!("{}.{}", d.csum(), d.deployserial());
     let options = d
         .bootconfig()
@@ -118,6 +137,9 @@ fn describe(d: &ostree::Deployment) -> Result<DeploymentState> {
             .unwrap_or(false),
         initramfs_args: list(&origin, RPMOSTREE_GROUP, "initramfs-args")
             .with_context(|| format!("origin of {id}"))?,
+        initramfs_etc: list(&origin, RPMOSTREE_GROUP, "initramfs-etc")
+            .with_context(|| format!("origin of {id}"))?,
+        dir: path.join(sysroot.deployment_dirpath(d).as_str()),
         container_image: optional(origin.string("origin", "container-image-reference"))?
             .map(|s| s.to_string()),
         replaced_local: list(&origin, OVERRIDES_GROUP, "replace-local")?,
@@ -128,7 +150,7 @@ fn describe(d: &ostree::Deployment) -> Result<DeploymentState> {
 }
 
 /// The kargs of a BLS `options` line, without `ostree=` (ostree adds it per deployment; nobody plans it).
-pub fn host_kargs(options: &str) -> Vec<Karg> {
+pub fn host_kargs(options: &str) -> Vec<HostKarg> {
     split_cmdline(options)
         .into_iter()
         .filter(|k| k.key() != "ostree")
@@ -163,7 +185,7 @@ mod tests {
     #[test]
     fn host_kargs_drop_the_ostree_argument() {
         let kargs = host_kargs("root=UUID=abc rw ostree=/ostree/boot.1/testos/abc/0 iommu=off");
-        let words: Vec<&str> = kargs.iter().map(Karg::as_str).collect();
+        let words: Vec<&str> = kargs.iter().map(HostKarg::as_str).collect();
         assert_eq!(words, ["root=UUID=abc", "rw", "iommu=off"]);
     }
 }

@@ -2,6 +2,7 @@
 
 pub mod apply;
 pub mod changes;
+pub mod deployed_initramfs;
 pub mod deployment;
 pub mod files;
 pub mod initramfs;

@@ -12,7 +12,6 @@ use super::rpm_ostree::RpmOstree;
 use super::state::{self, LiveState};
 use crate::atomic;
 use crate::error::ChecksFailed;
-use crate::kargs::Karg;
 use crate::root::Root;
 
 #[derive(Debug)]
@@ -125,18 +124,8 @@ fn undo_kargs(
     if record.kargs_appended.is_empty() && record.kargs_deleted.is_empty() {
         return Ok(());
     }
-    let delete: Vec<Karg> = record
-        .kargs_appended
-        .iter()
-        .map(|k| Karg::from_host(k))
-        .collect();
-    let append: Vec<Karg> = record
-        .kargs_deleted
-        .iter()
-        .map(|k| Karg::from_host(k))
-        .collect();
     // One call for both, like apply; `-if-present`/`-if-missing` make it safe to repeat.
-    let command = rpm.kargs(&append, &delete);
+    let command = rpm.kargs(&record.kargs_deleted, &record.kargs_appended);
     rpm.run(&command)?;
     done.push(rpm.display(&command));
     record.kargs_appended.clear();
@@ -241,14 +230,14 @@ fn verify(
             _ => {}
         }
     }
-    for text in &undone.kargs_appended {
-        if pending.has_karg(&Karg::from_host(text)) {
-            problems.push(format!("{text} is still there"));
+    for karg in &undone.kargs_appended {
+        if pending.has_host_karg(karg) {
+            problems.push(format!("{karg} is still there"));
         }
     }
-    for text in &undone.kargs_deleted {
-        if !pending.has_karg(&Karg::from_host(text)) {
-            problems.push(format!("{text} was not put back"));
+    for karg in &undone.kargs_deleted {
+        if !pending.has_host_karg(karg) {
+            problems.push(format!("{karg} was not put back"));
         }
     }
     if undone.initramfs_enabled && pending.regenerate_initramfs {
@@ -306,6 +295,8 @@ mod tests {
             kargs: Vec::new(),
             regenerate_initramfs: false,
             initramfs_args: Vec::new(),
+            initramfs_etc: Vec::new(),
+            dir: "/nonexistent/deploy".into(),
             container_image: None,
             replaced_local: strings(replaced),
             removed: strings(removed),

@@ -11,7 +11,7 @@ use serde::Serialize;
 
 use crate::cmd::Cmd;
 pub use crate::cmd::Outcome;
-use crate::kargs::Karg;
+use crate::kargs::HostKarg;
 
 /// How rpm-ostree is reached: the program on PATH, pointed at the sysroot being changed.
 #[derive(Debug, Clone)]
@@ -45,7 +45,7 @@ impl RpmOstree {
     }
 
     /// All karg changes in one transaction: one new deployment, one reboot.
-    pub fn kargs(&self, append: &[Karg], delete: &[Karg]) -> Invocation {
+    pub fn kargs(&self, append: &[HostKarg], delete: &[HostKarg]) -> Invocation {
         let delete = delete.iter().map(|k| format!("--delete-if-present={k}"));
         let append = append.iter().map(|k| format!("--append-if-missing={k}"));
         let rest = delete
@@ -148,8 +148,8 @@ fn transaction_of(status: &serde_json::Value) -> Option<String> {
 mod tests {
     use super::*;
 
-    fn karg(s: &str) -> Karg {
-        Karg::parse(s).unwrap()
+    fn karg(s: &str) -> HostKarg {
+        HostKarg::parse(s).unwrap()
     }
 
     #[test]

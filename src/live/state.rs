@@ -7,11 +7,11 @@ use anyhow::Result;
 use camino::{Utf8Path, Utf8PathBuf};
 use serde::{Deserialize, Serialize};
 
-use super::changes::{BASE_KERNEL_PACKAGES, KernelChange, live_path};
+use super::changes::{BASE_KERNEL_PACKAGES, KernelChange};
 use super::files;
 use crate::error::InputError;
-use crate::kargs::split_cmdline;
-use crate::plan::{DRACUT_CONF, MODPROBE_CONF, MODULES_LOAD_CONF, UDEV_RULE};
+use crate::kargs::HostKarg;
+use crate::plan::{LIVE_DRACUT_CONF, LIVE_MODPROBE_CONF};
 use crate::root::Root;
 use crate::text_rules::{PLAIN_NAME_RULE, is_lower_hex, is_plain_name};
 
@@ -24,9 +24,9 @@ pub const BACKUP_DIR: &str = "/etc/passthru-image/backup";
 #[serde(deny_unknown_fields)]
 pub struct LiveState {
     /// Kargs `apply` appended (it deletes them on revert).
-    pub kargs_appended: Vec<String>,
+    pub kargs_appended: Vec<HostKarg>,
     /// Host kargs `apply` removed to resolve conflicts (appended again on revert).
-    pub kargs_deleted: Vec<String>,
+    pub kargs_deleted: Vec<HostKarg>,
     /// `apply` turned initramfs regeneration on (it was off).
     pub initramfs_enabled: bool,
     pub files: Vec<FileRecord>,
@@ -63,13 +63,21 @@ pub fn load(root: &Root) -> Result<LiveState> {
         return Ok(LiveState::default());
     };
     let path = root.join(FILE);
-    let state: LiveState = serde_json::from_str(&text).map_err(|e| {
+    parse(&text).map_err(|e| InputError::new(format!("{path}: {}", e.field), e.message).into())
+}
+
+/// Reads and validates a record; the error names the field (`kargs_appended[0]`).
+fn parse(text: &str) -> Result<LiveState, InputError> {
+    let state: LiveState = serde_path_to_error::deserialize(
+        &mut serde_json::Deserializer::from_str(text),
+    )
+    .map_err(|e| {
         InputError::new(
-            path.as_str(),
-            format!("is not a state file this version wrote: {e}"),
+            e.path().to_string(),
+            format!("not what apply records: {}", e.into_inner()),
         )
     })?;
-    validate(&state).map_err(|e| InputError::new(format!("{path}: {}", e.field), e.message))?;
+    validate(&state)?;
     Ok(state)
 }
 
@@ -108,14 +116,6 @@ pub fn validate(state: &LiveState) -> Result<(), InputError> {
             ));
         }
     }
-    for (name, list) in [
-        ("kargs_appended", &state.kargs_appended),
-        ("kargs_deleted", &state.kargs_deleted),
-    ] {
-        for (i, karg) in list.iter().enumerate() {
-            check_host_karg(karg).map_err(|e| InputError::new(format!("{name}[{i}]"), e))?;
-        }
-    }
     if let Some(kernel) = &state.kernel {
         check_kernel_change(kernel)?;
     }
@@ -126,39 +126,6 @@ pub fn validate(state: &LiveState) -> Result<(), InputError> {
             "initramfs_stale_in",
             format!("{id:?} is not a deployment ID (CHECKSUM.SERIAL)"),
         ));
-    }
-    Ok(())
-}
-
-/// Longest kernel argument the record may hold: the longest command line of any architecture Fedora builds
-/// (x86 and arm64 take 2048 bytes, s390x 4096).
-const MAX_HOST_KARG: usize = 4096;
-
-/// One kernel argument as a host's command line holds it: a single word by the kernel's rules (a value may be
-/// double-quoted, as `dyndbg="file x +p"`), printable, no longer than a command line, and never starting with
-/// `-`, so that passed to rpm-ostree it cannot turn into an option.
-pub fn check_host_karg(text: &str) -> Result<(), String> {
-    if text.is_empty() {
-        return Err("an empty kernel argument".into());
-    }
-    if text.len() > MAX_HOST_KARG {
-        return Err(format!(
-            "a kernel argument of {} bytes; no command line holds more than {MAX_HOST_KARG}",
-            text.len()
-        ));
-    }
-    if text.starts_with('-') {
-        return Err(format!(
-            "{text:?} starts with `-`: it would be an option, not a kernel argument"
-        ));
-    }
-    if let Some(c) = text.chars().find(|c| c.is_control()) {
-        return Err(format!("{text:?} contains the control character {c:?}"));
-    }
-    let words = split_cmdline(text);
-    let balanced = text.matches('"').count().is_multiple_of(2);
-    if !balanced || words.len() != 1 || words[0].as_str() != text {
-        return Err(format!("{text:?} is not exactly one kernel argument"));
     }
     Ok(())
 }
@@ -218,9 +185,9 @@ fn is_deployment_id(id: &str) -> bool {
 
 /// The /etc paths apply writes drop-ins to: the live place of each file the plan can make.
 fn drop_in_paths() -> Vec<Utf8PathBuf> {
-    [DRACUT_CONF, MODPROBE_CONF, MODULES_LOAD_CONF, UDEV_RULE]
+    [LIVE_DRACUT_CONF, LIVE_MODPROBE_CONF]
         .into_iter()
-        .filter_map(|image_path| live_path(Utf8Path::new(image_path)).ok().flatten())
+        .map(Utf8PathBuf::from)
         .collect()
 }
 
@@ -238,8 +205,7 @@ mod tests {
     use super::*;
 
     fn state(json: &str) -> Result<LiveState, InputError> {
-        let state: LiveState = serde_json::from_str(json).unwrap();
-        validate(&state).map(|()| state)
+        parse(json)
     }
 
     const EMPTY: &str =
@@ -323,7 +289,7 @@ mod tests {
         let root = Root::new(Utf8PathBuf::from_path_buf(dir.path().to_owned()).unwrap());
         assert!(load(&root).unwrap().is_empty());
         let state = LiveState {
-            kargs_appended: vec!["iommu=pt".into()],
+            kargs_appended: vec![HostKarg::parse("iommu=pt").unwrap()],
             initramfs_enabled: true,
             ..LiveState::default()
         };

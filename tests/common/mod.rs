@@ -217,3 +217,70 @@ impl Drop for RemoveImages {
             .output();
     }
 }
+
+/// The stand-in for gnif/vendor-reset: a module of the tests' own whose dkms.conf and build use upstream's
+/// forms (`BUILT_MODULE_NAME[0]="${PACKAGE_NAME}"`, `MAKE[0]="make KDIR=${kernel_source_dir}"`, `M=$(PWD)`).
+pub fn standin_source() -> PathBuf {
+    repo_dir().join("tests/fixtures/vendor-reset-standin")
+}
+
+/// A git repository made at run time from a fixture directory, as a user's clone would be: the fixture's
+/// files in a first commit, then one more commit per `(file, content)` of `later`. Returns the repository and
+/// the full hash of each commit, in order.
+pub fn git_repository_of(
+    fixture: &Path,
+    later: &[(&str, &str)],
+) -> (tempfile::TempDir, Vec<String>) {
+    let repo = tempfile::tempdir().unwrap();
+    let git = |args: &[&str]| {
+        let out = std::process::Command::new("git")
+            .arg("-C")
+            .arg(repo.path())
+            .args([
+                "-c",
+                "user.name=passthru-tests",
+                "-c",
+                "user.email=tests@invalid",
+            ])
+            .args(args)
+            .output()
+            .expect("run git");
+        assert!(out.status.success(), "git {args:?}: {out:?}");
+        String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    };
+    git(&["init", "--quiet"]);
+    copy_dir(fixture, repo.path());
+    git(&["add", "--all"]);
+    git(&["commit", "--quiet", "-m", "fixture"]);
+    let mut commits = vec![git(&["rev-parse", "HEAD"])];
+    for (file, content) in later {
+        std::fs::write(repo.path().join(file), content).unwrap();
+        git(&[
+            "commit",
+            "--quiet",
+            "--all",
+            "-m",
+            &format!("change {file}"),
+        ]);
+        commits.push(git(&["rev-parse", "HEAD"]));
+    }
+    (repo, commits)
+}
+
+/// The `file://` URL of a local repository.
+pub fn file_url(repo: &Path) -> String {
+    format!("file://{}", repo.display())
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            std::fs::create_dir_all(&target).unwrap();
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).unwrap();
+        }
+    }
+}
