@@ -328,7 +328,8 @@ fn bad_build_flags_exit_2_naming_the_flag_and_build_nothing() {
 /// fails, so these tests check which engine the tool picks and what it passes without building anything.
 fn fake_engine(dir: &Path, name: &str) {
     let script = format!(
-        "#!/bin/sh\necho {name} \"$@\" >> {log}\nfor a; do last=$a; done\n[ -f \"$last/Containerfile\" ] && echo context-ok >> {log}\nexit 7\n",
+        // `image inspect` answers 1 for an image it does not have, as docker does; anything else fails with 7.
+        "#!/bin/sh\necho {name} \"$@\" >> {log}\nfor a; do last=$a; done\n[ -f \"$last/Containerfile\" ] && echo context-ok >> {log}\n[ \"$1 $2\" = \"image inspect\" ] && exit 1\nexit 7\n",
         log = dir.join("argv.log").display()
     );
     let path = dir.join(name);
