@@ -522,6 +522,34 @@ mod tests {
     }
 
     #[test]
+    fn a_tree_replaces_a_symlinked_file_and_leaves_its_target_alone() {
+        let (_tmp, top) = temp();
+        std::fs::write(top.join("victim"), "keep\n").unwrap();
+        std::fs::create_dir(top.join("out")).unwrap();
+        symlink(top.join("victim"), top.join("out/Containerfile")).unwrap();
+        let files = [TreeFile {
+            path: Utf8Path::new("Containerfile"),
+            mode: 0o644,
+            content: b"FROM base\n",
+        }];
+        write_tree(&top.join("out"), "--output", &files, SystemTime::UNIX_EPOCH).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(top.join("victim")).unwrap(),
+            "keep\n"
+        );
+        assert_eq!(
+            std::fs::read_to_string(top.join("out/Containerfile")).unwrap(),
+            "FROM base\n"
+        );
+        assert!(
+            !std::fs::symlink_metadata(top.join("out/Containerfile"))
+                .unwrap()
+                .is_symlink()
+        );
+        assert_eq!(entries(&top.join("out")), ["Containerfile"]);
+    }
+
+    #[test]
     fn a_tree_with_a_folder_where_a_file_goes_is_refused_before_any_write() {
         let (_tmp, top) = temp();
         std::fs::write(top.join("Containerfile"), "mine\n").unwrap();
