@@ -197,7 +197,7 @@ impl Sandbox {
         self.remove("sysroot");
         let out = std::process::Command::new("cp")
             .arg("-a")
-            .arg(template_sysroot())
+            .arg(template_sysroot().join("sysroot"))
             .arg(self.path.join("sysroot"))
             .output()
             .unwrap();
@@ -283,59 +283,76 @@ fn fnv(bytes: &[u8]) -> u64 {
 const LIVE_CONFIG: &str =
     "[cpu]\nvendor = \"amd\"\n[vfio]\nids = [\"10de:1401\"]\n[gpu]\nvendors = [\"nvidia\"]\n";
 
-/// An ostree sysroot with one deployment, made once per test run with the `ostree` CLI (as
-/// tests/live_apply.rs makes its hosts); cases copy it.
+/// A tree made once per machine under cargo's temporary directory for tests and kept there for the next run:
+/// built beside its place and renamed in, so a run that stops half-way leaves no half tree. `name` carries a
+/// version: change it when `make` changes.
+fn cached_tree(name: &str, make: impl FnOnce(&Path)) -> PathBuf {
+    let top = Path::new(env!("CARGO_TARGET_TMPDIR"));
+    let tree = top.join(name);
+    if !tree.exists() {
+        let staging = tempfile::Builder::new()
+            .prefix(&format!(".{name}."))
+            .tempdir_in(top)
+            .unwrap();
+        make(staging.path());
+        match std::fs::rename(staging.path(), &tree) {
+            Ok(()) => drop(staging.keep()),
+            Err(_) if tree.exists() => {}
+            Err(e) => panic!("moving {} into place: {e}", tree.display()),
+        }
+    }
+    tree
+}
+
+/// An ostree sysroot with one deployment, made with the `ostree` CLI (as tests/live_apply.rs makes its
+/// hosts); cases copy it.
 fn template_sysroot() -> &'static Path {
     static SYSROOT: OnceLock<PathBuf> = OnceLock::new();
-    SYSROOT.get_or_init(|| {
-        let base = tempfile::Builder::new()
-            .prefix("pt-hostile-sysroot-")
-            .tempdir()
-            .unwrap()
-            .keep();
-        let sysroot = base.join("sysroot");
-        let tree = base.join("tree");
-        let modules = tree.join("usr/lib/modules/6.1.0-pt-hostile");
-        std::fs::create_dir_all(&modules).unwrap();
-        std::fs::create_dir_all(tree.join("usr/etc")).unwrap();
-        std::fs::create_dir_all(&sysroot).unwrap();
-        std::fs::write(modules.join("vmlinuz"), "not a kernel\n").unwrap();
-        std::fs::write(modules.join("initramfs.img"), "not an initramfs\n").unwrap();
-        std::fs::write(tree.join("usr/etc/os-release"), "ID=testos\n").unwrap();
-        std::fs::write(base.join("origin"), "[origin]\nrefspec=testos/stable\n").unwrap();
-        let s = sysroot.to_str().unwrap();
-        let ostree = |args: &[&str]| {
-            let out = std::process::Command::new("ostree")
-                .args(args)
-                .env("OSTREE_SYSROOT_DEBUG", "mutable-deployments")
-                .output()
-                .expect("the ostree CLI runs");
-            assert!(out.status.success(), "ostree {args:?}: {out:?}");
-        };
-        ostree(&["admin", "init-fs", "--modern", s]);
-        ostree(&["admin", "os-init", &format!("--sysroot={s}"), "testos"]);
-        ostree(&[
-            &format!("--repo={s}/ostree/repo"),
-            "commit",
-            "--branch=testos/stable",
-            "--bootable",
-            &format!("--tree=dir={}", tree.display()),
-            "-s",
-            "base",
-        ]);
-        ostree(&[
-            "admin",
-            "deploy",
-            &format!("--sysroot={s}"),
-            "--os=testos",
-            &format!("--origin-file={}", base.join("origin").display()),
-            "--karg=root=UUID=1",
-            "--karg=rw",
-            "testos/stable",
-        ]);
-        std::fs::remove_dir_all(&tree).unwrap();
-        sysroot
-    })
+    SYSROOT.get_or_init(|| cached_tree("hostile-sysroot-v1", make_sysroot))
+}
+
+fn make_sysroot(base: &Path) {
+    let sysroot = base.join("sysroot");
+    let tree = base.join("tree");
+    let modules = tree.join("usr/lib/modules/6.1.0-pt-hostile");
+    std::fs::create_dir_all(&modules).unwrap();
+    std::fs::create_dir_all(tree.join("usr/etc")).unwrap();
+    std::fs::create_dir_all(&sysroot).unwrap();
+    std::fs::write(modules.join("vmlinuz"), "not a kernel\n").unwrap();
+    std::fs::write(modules.join("initramfs.img"), "not an initramfs\n").unwrap();
+    std::fs::write(tree.join("usr/etc/os-release"), "ID=testos\n").unwrap();
+    std::fs::write(base.join("origin"), "[origin]\nrefspec=testos/stable\n").unwrap();
+    let s = sysroot.to_str().unwrap();
+    let ostree = |args: &[&str]| {
+        let out = Command::new("ostree")
+            .args(args)
+            .env("OSTREE_SYSROOT_DEBUG", "mutable-deployments")
+            .output()
+            .expect("the ostree CLI runs");
+        assert!(out.status.success(), "ostree {args:?}: {out:?}");
+    };
+    ostree(&["admin", "init-fs", "--modern", s]);
+    ostree(&["admin", "os-init", &format!("--sysroot={s}"), "testos"]);
+    ostree(&[
+        &format!("--repo={s}/ostree/repo"),
+        "commit",
+        "--branch=testos/stable",
+        "--bootable",
+        &format!("--tree=dir={}", tree.display()),
+        "-s",
+        "base",
+    ]);
+    ostree(&[
+        "admin",
+        "deploy",
+        &format!("--sysroot={s}"),
+        "--os=testos",
+        &format!("--origin-file={}", base.join("origin").display()),
+        "--karg=root=UUID=1",
+        "--karg=rw",
+        "testos/stable",
+    ]);
+    std::fs::remove_dir_all(&tree).unwrap();
 }
 
 /// Runs one case; `Err` says what it got wrong. Returns how long the binary ran.
@@ -1290,62 +1307,53 @@ fn huge_host_tree_cases() -> Vec<Case> {
     ]
 }
 
-/// A host with 8,000 identical GPUs (10de:1401, each its own slot, bound to nouveau) all in IOMMU group 1,
-/// made once per run.
+/// A host with 8,000 identical GPUs (10de:1401, each its own slot, bound to nouveau) all in IOMMU group 1.
 fn many_gpus() -> &'static Path {
     static TREE: OnceLock<PathBuf> = OnceLock::new();
-    TREE.get_or_init(|| {
-        let top = tempfile::Builder::new()
-            .prefix("pt-hostile-8000-gpus-")
-            .tempdir()
-            .unwrap()
-            .keep();
-        let write = |rel: &str, text: &str| {
-            let path = top.join(rel);
-            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-            std::fs::write(path, text).unwrap();
-        };
-        write(
-            "proc/cpuinfo",
-            "vendor_id\t: AuthenticAMD\nflags\t\t: svm\n",
-        );
-        write("proc/cmdline", "ro\n");
-        for dir in [
-            "sys/bus/pci/drivers/nouveau",
-            "sys/bus/pci/devices",
-            "sys/kernel/iommu_groups/1/devices",
+    TREE.get_or_init(|| cached_tree("hostile-8000-gpus-v1", make_many_gpus))
+}
+
+fn make_many_gpus(top: &Path) {
+    let write = |rel: &str, text: &str| {
+        let path = top.join(rel);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, text).unwrap();
+    };
+    write(
+        "proc/cpuinfo",
+        "vendor_id\t: AuthenticAMD\nflags\t\t: svm\n",
+    );
+    write("proc/cmdline", "ro\n");
+    for dir in [
+        "sys/bus/pci/drivers/nouveau",
+        "sys/bus/pci/devices",
+        "sys/kernel/iommu_groups/1/devices",
+    ] {
+        std::fs::create_dir_all(top.join(dir)).unwrap();
+    }
+    for i in 0..8000 {
+        let address = format!("0000:{:02x}:{:02x}.0", i / 32, i % 32);
+        let dir = top.join(format!("sys/devices/pci0000:00/{address}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        for (attr, value) in [
+            ("vendor", "0x10de\n"),
+            ("device", "0x1401\n"),
+            ("class", "0x030000\n"),
         ] {
-            std::fs::create_dir_all(top.join(dir)).unwrap();
+            std::fs::write(dir.join(attr), value).unwrap();
         }
-        for i in 0..8000 {
-            let address = format!("0000:{:02x}:{:02x}.0", i / 32, i % 32);
-            let dir = format!("sys/devices/pci0000:00/{address}");
-            std::fs::create_dir_all(top.join(&dir)).unwrap();
-            for (attr, value) in [
-                ("vendor", "0x10de\n"),
-                ("device", "0x1401\n"),
-                ("class", "0x030000\n"),
-            ] {
-                std::fs::write(top.join(&dir).join(attr), value).unwrap();
-            }
-            symlink(
-                "../../../bus/pci/drivers/nouveau",
-                top.join(&dir).join("driver"),
-            )
-            .unwrap();
-            symlink(
-                format!("../../../devices/pci0000:00/{address}"),
-                top.join(format!("sys/bus/pci/devices/{address}")),
-            )
-            .unwrap();
-            symlink(
-                format!("../../../../devices/pci0000:00/{address}"),
-                top.join(format!("sys/kernel/iommu_groups/1/devices/{address}")),
-            )
-            .unwrap();
-        }
-        top
-    })
+        symlink("../../../bus/pci/drivers/nouveau", dir.join("driver")).unwrap();
+        symlink(
+            format!("../../../devices/pci0000:00/{address}"),
+            top.join(format!("sys/bus/pci/devices/{address}")),
+        )
+        .unwrap();
+        symlink(
+            format!("../../../../devices/pci0000:00/{address}"),
+            top.join(format!("sys/kernel/iommu_groups/1/devices/{address}")),
+        )
+        .unwrap();
+    }
 }
 
 /// `revert` on a live host whose state file is `json`.
