@@ -4,9 +4,11 @@ use camino::Utf8PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 use crate::boot::qemu::IommuKind;
+use crate::ci_workflow::Signing;
 use crate::config::{CpuChoice, GpuVendor, Overrides};
+use crate::host::class::DeviceClass;
 use crate::host::pci::PciAddress;
-use crate::image::engine::{Engine, Isolation, Label, Pull};
+use crate::image::engine::{Engine, Isolation, Label, Pull, TlsVerify};
 use crate::image_ref::ImageRef;
 use crate::pci_id::PciId;
 use crate::plan::Target;
@@ -68,6 +70,9 @@ pub enum Command {
         /// Print the plan as JSON
         #[arg(long)]
         json: bool,
+        /// Plan every host config in DIR (see `build --hosts`) and show which hosts share which stack
+        #[arg(long, value_name = "DIR")]
+        hosts: Option<Utf8PathBuf>,
         #[command(flatten)]
         overrides: OverrideArgs,
     },
@@ -100,14 +105,18 @@ pub enum Command {
         #[command(flatten)]
         overrides: OverrideArgs,
     },
-    /// List IOMMU groups like ls-iommu, with a passthrough verdict per GPU
+    /// List IOMMU groups like ls-iommu, with a passthrough verdict per device and the USB devices behind
+    /// each USB controller
     Groups {
-        /// Print the groups and the GPU verdicts as JSON
+        /// Print the groups and the verdicts as JSON
         #[arg(long)]
         json: bool,
-        /// Only the groups that hold a GPU
+        /// Only the groups that hold a GPU (the same as --class gpu)
         #[arg(long)]
         gpus: bool,
+        /// Only the groups that hold a device of this class, and their verdicts (repeatable)
+        #[arg(long, value_enum, value_name = "CLASS")]
+        class: Vec<DeviceClass>,
     },
     /// Read the host and propose a passthru.toml (CPU vendor, GPU to pass and its companion functions)
     Detect {
@@ -120,12 +129,19 @@ pub enum Command {
         /// The GPU to pass (e.g. 0000:01:00.0), instead of the one detect picks
         #[arg(long, value_name = "ADDRESS", value_parser = parse_pci_address)]
         device: Option<PciAddress>,
+        /// Print the proposal (config, TOML, findings, warnings) as JSON
+        #[arg(long)]
+        json: bool,
     },
-    /// Check the running host against the plan: kargs, IOMMU, vfio-pci binding, groups, vendor-reset
+    /// Check the running host against the plan and the firmware: kargs, IOMMU, KVM, modprobe, vfio-pci
+    /// binding, groups, vendor-reset, BARs
     Doctor {
         /// Print the checks as JSON
         #[arg(long)]
         json: bool,
+        /// List the checks and what each verifies; check nothing
+        #[arg(long)]
+        list_checks: bool,
         #[command(flatten)]
         overrides: OverrideArgs,
     },
@@ -141,6 +157,11 @@ pub enum Command {
         #[command(subcommand)]
         command: MokCommand,
     },
+    /// Generate a CI workflow that builds and pushes the fleet's images
+    Ci {
+        #[command(subcommand)]
+        target: CiTarget,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -155,6 +176,38 @@ pub enum MokCommand {
         #[arg(long, value_name = "NAME")]
         name: Option<String>,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CiTarget {
+    /// A GitHub Actions workflow: build every host with `build --hosts` on push and when a base image changes
+    Github(GithubArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct GithubArgs {
+    /// The fleet directory, relative to the repository root (one NAME.toml per host, tags on ghcr.io)
+    #[arg(long, value_name = "DIR", default_value = "hosts")]
+    pub hosts: Utf8PathBuf,
+    /// The passthru-image container image the workflow runs in, pinned by digest (IMAGE@sha256:...)
+    #[arg(long, value_name = "IMAGE@DIGEST", value_parser = parse_image_ref)]
+    pub tool_image: ImageRef,
+    /// Branch whose pushes rebuild the images
+    #[arg(long, value_name = "NAME", default_value = "main")]
+    pub branch: String,
+    /// When the daily check for base image updates runs: cron, UTC
+    #[arg(long, value_name = "CRON", default_value = "23 4 * * *")]
+    pub schedule: String,
+    /// Sign every pushed image: cosign signs keyless with the workflow's identity
+    #[arg(long, value_enum, default_value = "none")]
+    pub sign: Signing,
+    /// Write the workflow to FILE (e.g. .github/workflows/passthru-image.yml) instead of stdout; refused when
+    /// FILE exists, unless --force
+    #[arg(long, value_name = "FILE")]
+    pub write: Option<Utf8PathBuf>,
+    /// Replace an existing --write FILE
+    #[arg(long, requires = "write")]
+    pub force: bool,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -175,6 +228,9 @@ pub struct TestBootArgs {
     /// Also write the VM's sysfs/procfs tree (the paths `--root` reads) to DIR, a new or empty directory
     #[arg(long, value_name = "DIR")]
     pub capture: Option<Utf8PathBuf>,
+    /// List the checks and what each verifies; boot nothing
+    #[arg(long)]
+    pub list_checks: bool,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -191,9 +247,22 @@ pub struct BuildArgs {
     /// Label for the built image (repeatable)
     #[arg(long = "label", value_name = "KEY=VALUE", value_parser = parse_label)]
     pub labels: Vec<Label>,
-    /// Push the image to its registry after the build
+    /// Push the image to its registry after the build, and print its digest
     #[arg(long)]
     pub push: bool,
+    /// With --push: write the pushed digest to FILE (as `podman push --digestfile`); with --hosts, one
+    /// REPOSITORY@DIGEST line per host
+    #[arg(long, value_name = "FILE", requires = "push")]
+    pub digest_file: Option<Utf8PathBuf>,
+    /// With --push: `false` pushes to a registry on plain HTTP or with a certificate this machine does not
+    /// trust (podman, buildah; the base is still fetched with verification)
+    #[arg(long, value_enum, value_name = "BOOL", requires = "push", num_args = 0..=1,
+          require_equals = true, default_missing_value = "true")]
+    pub tls_verify: Option<TlsVerify>,
+    /// Build every host config in DIR: NAME.toml, each a passthru.toml, makes REPOSITORY:NAME (the repository
+    /// of its image.tag); hosts with the same base, kernel, modules and initramfs share those layers
+    #[arg(long, value_name = "DIR")]
+    pub hosts: Option<Utf8PathBuf>,
     /// Keep the build context in DIR (same rules as `generate -o`) instead of a temporary directory
     #[arg(long, value_name = "DIR")]
     pub context: Option<Utf8PathBuf>,

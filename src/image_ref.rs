@@ -25,6 +25,33 @@ impl ImageRef {
             .map_or(self.0.as_str(), |(name, _)| name);
         ImageRef(format!("{name}@{digest}"))
     }
+
+    /// The reference without its tag and digest: `quay.io/fedora/fedora-bootc` of
+    /// `quay.io/fedora/fedora-bootc:44@sha256:…`. Registries and engines key digests by it.
+    pub fn repository(&self) -> &str {
+        let name = self
+            .0
+            .split_once('@')
+            .map_or(self.0.as_str(), |(name, _)| name);
+        // As in parsing: a tag follows the last ':' after the last '/'; a ':' before that is a port.
+        let last_slash = name.rfind('/').map_or(0, |i| i + 1);
+        match name[last_slash..].rfind(':') {
+            Some(i) => &name[..last_slash + i],
+            None => name,
+        }
+    }
+
+    /// The registry host (with its port), when the reference names one: `ghcr.io`, `localhost:5000`.
+    pub fn registry(&self) -> Option<&str> {
+        let (first, _) = self.repository().split_once('/')?;
+        (first.contains(['.', ':']) || first == "localhost").then_some(first)
+    }
+
+    /// The digest the reference pins, if any.
+    pub fn digest(&self) -> Option<Digest> {
+        let (_, digest) = self.0.split_once('@')?;
+        Some(Digest(digest.to_owned()))
+    }
 }
 
 impl FromStr for ImageRef {
@@ -195,6 +222,25 @@ mod tests {
         ] {
             assert!(bad.parse::<ImageRef>().is_err(), "{bad:?} accepted");
         }
+    }
+
+    #[test]
+    fn repository_registry_and_digest_are_the_parts_of_the_reference() {
+        let pinned: ImageRef = format!("localhost:5000/a/b:44@{DIGEST}").parse().unwrap();
+        assert_eq!(pinned.repository(), "localhost:5000/a/b");
+        assert_eq!(pinned.registry(), Some("localhost:5000"));
+        assert_eq!(pinned.digest().unwrap().to_string(), DIGEST);
+        let short: ImageRef = "fedora-bootc:44".parse().unwrap();
+        assert_eq!(short.repository(), "fedora-bootc");
+        assert_eq!(short.registry(), None);
+        assert_eq!(short.digest(), None);
+        let docker_hub: ImageRef = "library/fedora".parse().unwrap();
+        assert_eq!(docker_hub.registry(), None);
+        let ghcr: ImageRef = "ghcr.io/me/vfio".parse().unwrap();
+        assert_eq!(
+            (ghcr.repository(), ghcr.registry()),
+            ("ghcr.io/me/vfio", Some("ghcr.io"))
+        );
     }
 
     #[test]

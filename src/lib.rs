@@ -5,6 +5,8 @@
 
 pub mod atomic;
 pub mod boot;
+pub mod checks;
+pub(crate) mod ci_workflow;
 pub mod cli;
 pub(crate) mod cmd;
 pub mod commands;
@@ -12,6 +14,7 @@ pub mod config;
 pub mod detect;
 pub mod doctor;
 pub mod error;
+pub(crate) mod fleet;
 pub mod host;
 pub mod image;
 pub mod image_ref;

@@ -4,6 +4,7 @@
 //! or a file of its own.
 
 pub mod dkms_conf;
+pub(crate) mod host_safety;
 pub(crate) mod kargs;
 
 use anyhow::Result;
@@ -326,13 +327,30 @@ impl Plan {
             ids: first_of_each(&config.vfio.ids),
             early_binding: config.vfio.early_binding,
         };
-        // Read only when an argument depends on it.
+        // The host's devices are read only when something depends on them: an argument, or the devices the
+        // plan takes, which must not be what the host needs (checked before anything is written).
         let nouveau_decides = config.gpu.vendors.contains(&GpuVendor::Nvidia)
             && config.gpu.disable_nouveau == crate::config::Switch::Auto;
-        let host_gpus = match target {
-            Target::Host(root) if nouveau_decides => Some(host_gpus(root, &vfio)?),
+        let taken = host_safety::Taken {
+            ids: &vfio.ids,
+            addresses: &[],
+        };
+        let topology = match target {
+            Target::Host(root) if nouveau_decides || !taken.is_empty() => {
+                Some(Topology::read(root)?)
+            }
             _ => None,
         };
+        let host_warnings = match target {
+            Target::Host(root) => {
+                host_safety::check(root, topology.as_ref(), &taken, &config.accept_risk)?
+            }
+            Target::Image => Vec::new(),
+        };
+        let host_gpus = topology
+            .as_ref()
+            .filter(|_| nouveau_decides)
+            .map(|t| host_gpus(t, &vfio));
         let planned = kargs::plan_kargs(&KargFacts {
             config,
             cpu: cpu_vendor,
@@ -395,6 +413,7 @@ impl Plan {
         let live_files = live_files(&files);
         let mut warnings = config_warnings(config);
         warnings.extend(planned.warnings);
+        warnings.extend(host_warnings);
         Ok(Plan {
             cpu_vendor,
             cpu_vendor_detected: config.cpu.vendor == CpuChoice::Auto,
@@ -447,16 +466,15 @@ fn host_kernel_has_acs_override(target: &Target) -> Result<bool> {
 }
 
 /// What the host tells about its GPUs that the kernel arguments depend on.
-fn host_gpus(root: &Root, vfio: &VfioPlan) -> Result<HostGpus> {
-    let topology = Topology::read(root)?;
-    Ok(HostGpus {
+fn host_gpus(topology: &Topology, vfio: &VfioPlan) -> HostGpus {
+    HostGpus {
         kept_on_nouveau: topology
             .gpus()
             .filter(|gpu| !vfio.ids.contains(&gpu.id))
             .filter(|gpu| gpu.driver.as_deref() == Some("nouveau"))
             .map(|gpu| gpu.address)
             .collect(),
-    })
+    }
 }
 
 /// The arguments that turn the IOMMU on in passthrough mode for a CPU vendor, for messages that tell a user

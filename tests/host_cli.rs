@@ -629,13 +629,21 @@ fn doctor_fails_a_device_bound_to_nvidia_instead_of_vfio_pci() {
 #[test]
 fn doctor_fails_with_the_iommu_off_and_warns_about_legacy_boot() {
     let dir = tempfile::tempdir().unwrap();
-    let (config, _, _) = detect("iommu-off", dir.path());
+    // Its only GPU is the boot GPU: a plan takes it only when the config accepts that.
+    let config = dir.path().join("passthru.toml");
+    std::fs::write(
+        &config,
+        "[cpu]\nvendor = \"intel\"\n[vfio]\nids = [\"10de:1401\", \"10de:0fba\"]\n\
+         [accept-risk]\nboot-gpu = true\n",
+    )
+    .unwrap();
     let (code, report) = doctor("iommu-off", &config, dir.path());
     assert_eq!(code, Some(1));
     assert_eq!(status_of(&report, "iommu"), "fail");
     assert_eq!(status_of(&report, "uefi"), "warn");
     assert_eq!(status_of(&report, "karg:intel_iommu=on"), "fail");
     assert_eq!(status_of(&report, "group:0000:01:00.0"), "fail");
+    assert_eq!(status_of(&report, "boot-gpu:0000:01:00.0"), "warn");
 }
 
 #[test]
@@ -688,6 +696,8 @@ struct Captured {
     nic: &'static str,
     vga: &'static str,
     iommu_kargs: &'static [&'static str],
+    /// Checks that fail on this VM's tree besides the ones every capture fails.
+    failures: &'static [&'static str],
 }
 
 const INTEL_CAPTURE: Captured = Captured {
@@ -696,6 +706,7 @@ const INTEL_CAPTURE: Captured = Captured {
     nic: "0000:00:01.0",
     vga: "0000:00:02.0",
     iommu_kargs: &["intel_iommu=on", "iommu=pt"],
+    failures: &["interrupt-remapping"],
 };
 
 const AMD_CAPTURE: Captured = Captured {
@@ -703,9 +714,9 @@ const AMD_CAPTURE: Captured = Captured {
     cpu: "amd",
     nic: "0000:00:02.0",
     vga: "0000:00:03.0",
-    // AMD-Vi is on by default; the image planned no amd_iommu= (the capture's cmdline still has the old
-    // plan's `amd_iommu=on`, which the kernel refused).
+    // AMD-Vi is on by default; the image plans no amd_iommu=.
     iommu_kargs: &["iommu=pt"],
+    failures: &[],
 };
 
 /// `groups --json`: the stand-in on vfio-pci alone in its group, the VGA an isolated boot GPU.
@@ -752,14 +763,16 @@ fn assert_captured_groups(host: &Captured) {
 
 /// `doctor` with the plan the captured image was built from (plus the stand-in test-boot added to its
 /// vfio_pci.ids): every karg, module, binding and group check passes; only the planned NVIDIA devices,
-/// which the stand-in replaces in the VM, are missing, and SeaBIOS is not UEFI.
+/// which the stand-in replaces in the VM, are missing, and SeaBIOS is not UEFI. The probe runs before udev,
+/// so no KVM module is loaded, and the Intel VM's IOMMU has no interrupt remapping (`intremap=off`).
 fn assert_captured_doctor(host: &Captured) {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("passthru.toml");
+    // The image was planned without --root, where "auto" leaves nouveau.modeset=0 out.
     std::fs::write(
         &config,
         format!(
-            "[cpu]\nvendor = \"{}\"\n\n[gpu]\nvendors = [\"nvidia\"]\n\n\
+            "[cpu]\nvendor = \"{}\"\n\n[gpu]\nvendors = [\"nvidia\"]\ndisable-nouveau = false\n\n\
              [vfio]\nids = [\"10de:2684\", \"10de:22ba\", \"8086:10d3\"]\n",
             host.cpu
         ),
@@ -767,7 +780,12 @@ fn assert_captured_doctor(host: &Captured) {
     .unwrap();
     let (code, report) = doctor(host.tree, &config, dir.path());
     assert_eq!(code, Some(1), "{report:#}");
-    assert_eq!(failed(&report), ["device:10de:2684", "device:10de:22ba"]);
+    let mut expected: Vec<&str> = host.failures.to_vec();
+    expected.extend(["kvm", "device:10de:2684", "device:10de:22ba"]);
+    let mut failures = failed(&report);
+    failures.sort();
+    expected.sort();
+    assert_eq!(failures, expected, "{report:#}");
     let karg = |name: &str| status_of(&report, &format!("karg:{name}")).to_owned();
     for name in host.iommu_kargs.iter().copied().chain([
         "rd.driver.pre=vfio-pci",
@@ -775,8 +793,18 @@ fn assert_captured_doctor(host: &Captured) {
     ]) {
         assert_eq!(karg(name), "pass", "{name}: {report:#}");
     }
-    for name in ["module:vfio", "module:vfio_iommu_type1", "module:vfio_pci"] {
-        assert_eq!(status_of(&report, name), "pass", "{name}");
+    for name in [
+        "module:vfio",
+        "module:vfio_iommu_type1",
+        "module:vfio_pci",
+        "iommu-firmware",
+        "iommu-units",
+        "iommu-passthrough",
+        "modprobe",
+        "softdep:nvidia",
+        "lockdown",
+    ] {
+        assert_eq!(status_of(&report, name), "pass", "{name}: {report:#}");
     }
     assert_eq!(status_of(&report, &format!("bound:{}", host.nic)), "pass");
     assert_eq!(status_of(&report, &format!("group:{}", host.nic)), "pass");
@@ -824,4 +852,625 @@ fn a_root_that_is_not_a_host_tree_is_bad_input() {
         assert_eq!(out.status.code(), Some(2), "{}", root.display());
         assert!(String::from_utf8_lossy(&out.stderr).contains("--root"));
     }
+}
+
+// doctor's checks of the firmware, the IOMMU, KVM and modprobe, on the fixture trees and on copies changed for
+// one case (tests/fixtures/README.md says what each tree shows).
+
+/// A copy of a fixture tree to change for one case (`cp -a`: its links stay links).
+fn copy_of(host: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let status = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(fixture(host))
+        .arg(dir.path().join("root"))
+        .status()
+        .unwrap();
+    assert!(status.success());
+    dir
+}
+
+/// `doctor --json` with `--root root` and `config`.
+fn doctor_at(root: &Path, config: &Path) -> (Option<i32>, Value) {
+    let dir = tempfile::tempdir().unwrap();
+    let output = Command::cargo_bin("passthru-image")
+        .unwrap()
+        .current_dir(dir.path())
+        .arg("--root")
+        .arg(root)
+        .arg("--config")
+        .arg(config)
+        .args(["doctor", "--json"])
+        .output()
+        .unwrap();
+    (output.status.code(), json_of(&output))
+}
+
+fn outcome<'a>(report: &'a Value, name: &str) -> &'a Value {
+    report["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == name)
+        .unwrap_or_else(|| panic!("no check {name} in {report:#}"))
+}
+
+/// The 226-character fix of a host that booted without the plan was printed for every missing karg; now once,
+/// with the checks it answers, and the failures that follow from others name their cause instead.
+#[test]
+fn doctor_on_amd_two_gpus_prints_each_fix_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let (config, _, _) = detect("amd-two-gpus", dir.path());
+    let output = cli("amd-two-gpus", dir.path())
+        .arg("--config")
+        .arg(&config)
+        .arg("doctor")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let text = String::from_utf8(output.stdout).unwrap();
+    let apply =
+        "image mode: `bootc switch`/`bootc upgrade` to the image `passthru-image build` made";
+    assert_eq!(text.matches(apply).count(), 1, "{text}");
+    let fixes: Vec<&str> = text
+        .lines()
+        .filter(|l| l.trim_start().starts_with("[fix "))
+        .collect();
+    let unique: std::collections::HashSet<&str> = fixes
+        .iter()
+        .map(|l| l.split_once("] ").unwrap().1)
+        .collect();
+    assert_eq!(unique.len(), fixes.len(), "{text}");
+    assert!(
+        text.contains(
+            "FAIL  module:vfio_pci: vfio_pci (VFIO) is not loaded (because karg:rd.driver.pre=vfio-pci failed)\n"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains("(because karg:vfio_pci.ids=10de:2684,10de:22ba failed)"),
+        "{text}"
+    );
+    assert!(
+        text.contains("for karg:iommu=pt, karg:kvm_amd.npt=1"),
+        "{text}"
+    );
+    assert!(!text.contains("\x1b["), "no colour when piped");
+
+    let (code, report) = doctor("amd-two-gpus", &config, dir.path());
+    assert_eq!(code, Some(1));
+    assert_eq!(report["schema_version"], 1);
+    assert_eq!(report["counts"]["fail"], failed(&report).len());
+    let texts: Vec<&str> = report["fixes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["fix"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        texts.iter().filter(|t| t.starts_with("image mode")).count(),
+        1
+    );
+    let group = outcome(&report, "group:0000:0b:00.0");
+    assert_eq!(group["caused_by"], "bound:0000:0b:00.1");
+    assert_eq!(group["fix"], Value::Null);
+}
+
+#[test]
+fn doctor_on_amd_two_gpus_finds_svm_off_resizable_bar_and_no_passthrough_domain() {
+    let dir = tempfile::tempdir().unwrap();
+    let (config, _, _) = detect("amd-two-gpus", dir.path());
+    let (_, report) = doctor("amd-two-gpus", &config, dir.path());
+    let kvm = outcome(&report, "kvm");
+    assert_eq!(kvm["status"], "fail");
+    assert!(
+        kvm["detail"]
+            .as_str()
+            .unwrap()
+            .contains("svm is in the CPU flags but kvm_amd is not loaded"),
+        "{kvm}"
+    );
+    assert_eq!(status_of(&report, "dev-kvm"), "not-run");
+    assert_eq!(status_of(&report, "kvm-param"), "not-run");
+    let pt = outcome(&report, "iommu-passthrough");
+    assert_eq!(pt["status"], "fail");
+    assert_eq!(pt["caused_by"], "karg:iommu=pt");
+    let rebar = outcome(&report, "resizable-bar:0000:0b:00.0");
+    assert_eq!(rebar["status"], "warn");
+    assert!(
+        rebar["detail"]
+            .as_str()
+            .unwrap()
+            .contains("BAR 1 is 32 GiB"),
+        "{rebar}"
+    );
+    assert_eq!(status_of(&report, "above-4g"), "pass");
+    // Secure Boot and lockdown are on, and this plan builds no module: nothing to sign.
+    assert_eq!(status_of(&report, "secure-boot"), "pass");
+    assert_eq!(status_of(&report, "lockdown"), "pass");
+}
+
+#[test]
+fn doctor_on_a_set_up_host_passes_the_firmware_iommu_kvm_and_modprobe_checks() {
+    let dir = tempfile::tempdir().unwrap();
+    let (config, _, _) = detect("amd-polaris", dir.path());
+    let (code, report) = doctor("amd-polaris", &config, dir.path());
+    assert_eq!(code, Some(0), "{report:#}");
+    for name in [
+        "secure-boot",
+        "lockdown",
+        "iommu-firmware",
+        "iommu-units",
+        "interrupt-remapping",
+        "iommu-passthrough",
+        "kvm",
+        "kvm-param:kvm_amd.npt",
+        "kvm-param:kvm_amd.nested",
+        "modprobe",
+        "softdep:amdgpu",
+        "softdep:radeon",
+        "resizable-bar:0000:09:00.0",
+        "above-4g",
+        "sr-iov",
+    ] {
+        assert_eq!(status_of(&report, name), "pass", "{name}: {report:#}");
+    }
+    let sev = outcome(&report, "kvm-param:kvm_amd.sev");
+    assert_eq!(sev["status"], "warn");
+    assert!(
+        sev["fix"].as_str().unwrap().contains("cpu.sev = false"),
+        "{sev}"
+    );
+    // What a tree cannot show is not run, with the reason.
+    for name in ["dev-kvm", "kernel-log", "virt-host-validate"] {
+        assert_eq!(status_of(&report, name), "not-run", "{name}");
+    }
+    assert!(
+        outcome(&report, "virt-host-validate")["detail"]
+            .as_str()
+            .unwrap()
+            .contains("would judge this machine")
+    );
+}
+
+#[test]
+fn doctor_with_the_iommu_off_in_the_firmware_names_the_table_as_the_cause() {
+    let dir = tempfile::tempdir().unwrap();
+    let (config, _, _) = detect("iommu-off", dir.path());
+    let (_, report) = doctor("iommu-off", &config, dir.path());
+    let table = outcome(&report, "iommu-firmware");
+    assert_eq!(table["status"], "fail");
+    assert!(
+        table["detail"]
+            .as_str()
+            .unwrap()
+            .contains("no ACPI DMAR table")
+    );
+    assert!(table["fix"].as_str().unwrap().contains("VT-d"));
+    assert_eq!(
+        outcome(&report, "iommu-units")["caused_by"],
+        "iommu-firmware"
+    );
+    assert_eq!(outcome(&report, "iommu")["caused_by"], "iommu-units");
+    assert_eq!(
+        outcome(&report, "interrupt-remapping")["caused_by"],
+        "iommu"
+    );
+    assert_eq!(status_of(&report, "iommu-passthrough"), "not-run");
+
+    // The same host with the table there: the firmware is fine, the kernel did not take the IOMMU.
+    let copy = copy_of("iommu-off");
+    let root = copy.path().join("root");
+    std::fs::write(root.join("sys/firmware/acpi/tables/DMAR"), "DMAR").unwrap();
+    let (_, report) = doctor_at(&root, &config);
+    assert_eq!(status_of(&report, "iommu-firmware"), "pass");
+    let groups = outcome(&report, "iommu");
+    assert!(
+        groups["detail"]
+            .as_str()
+            .unwrap()
+            .contains("although the firmware has the IOMMU on (DMAR): a kernel-side problem"),
+        "{groups}"
+    );
+    assert_eq!(groups["caused_by"], "iommu-units");
+    let units = outcome(&report, "iommu-units");
+    assert_eq!(units["caused_by"], "karg:intel_iommu=on");
+}
+
+#[test]
+fn doctor_finds_a_softdep_hidden_by_another_and_bars_below_4g() {
+    let dir = tempfile::tempdir().unwrap();
+    let (config, _, _) = detect("intel-nvidia", dir.path());
+    let (_, report) = doctor("intel-nvidia", &config, dir.path());
+    let softdep = outcome(&report, "softdep:nvidia");
+    assert_eq!(softdep["status"], "warn");
+    assert!(
+        softdep["detail"]
+            .as_str()
+            .unwrap()
+            .contains("`softdep nvidia post: nvidia_uvm` (/etc/modprobe.d/10-nvidia-uvm.conf:1)"),
+        "{softdep}"
+    );
+    assert_eq!(status_of(&report, "softdep:nouveau"), "pass");
+    assert_eq!(status_of(&report, "above-4g"), "warn");
+    assert_eq!(status_of(&report, "iommu-passthrough"), "pass");
+    assert_eq!(status_of(&report, "interrupt-remapping"), "pass");
+    // Without remapping VFIO refuses the device.
+    let (config, _, _) = detect("intel-shared-group", dir.path());
+    let (_, report) = doctor("intel-shared-group", &config, dir.path());
+    assert_eq!(status_of(&report, "interrupt-remapping"), "fail");
+}
+
+#[test]
+fn doctor_fails_a_modprobe_line_that_keeps_vfio_pci_from_loading_and_warns_about_secure_boot() {
+    let dir = tempfile::tempdir().unwrap();
+    let (config, _, _) = detect("amd-polaris", dir.path());
+    let copy = copy_of("amd-polaris");
+    let root = copy.path().join("root");
+    std::fs::create_dir_all(root.join("etc/modprobe.d")).unwrap();
+    std::fs::write(
+        root.join("etc/modprobe.d/no-vfio.conf"),
+        "install vfio-pci /bin/false\n",
+    )
+    .unwrap();
+    // Secure Boot on, and the plan builds vendor-reset.
+    let var = root.join("sys/firmware/efi/efivars/SecureBoot-8be4df61-93ca-11d2-aa0d-00e098032b8c");
+    std::fs::write(&var, [6, 0, 0, 0, 1]).unwrap();
+    let (code, report) = doctor_at(&root, &config);
+    assert_eq!(code, Some(1));
+    let install = outcome(&report, "modprobe:vfio_pci");
+    assert_eq!(install["status"], "fail");
+    assert!(
+        install["detail"]
+            .as_str()
+            .unwrap()
+            .contains("`install vfio_pci /bin/false` (/etc/modprobe.d/no-vfio.conf:1)"),
+        "{install}"
+    );
+    let secure = outcome(&report, "secure-boot");
+    assert_eq!(secure["status"], "warn");
+    assert!(
+        secure["detail"].as_str().unwrap().contains("vendor-reset"),
+        "{secure}"
+    );
+}
+
+/// Device nodes are the named exception of the safe read layer: the tests run as root, so a copy of a tree
+/// gets /dev/kvm (with /dev/null's numbers, which opens read-write) and /dev/kmsg (the real kernel log).
+#[test]
+fn doctor_opens_dev_kvm_and_reads_dev_kmsg_under_the_root() {
+    let dir = tempfile::tempdir().unwrap();
+    let (config, _, _) = detect("amd-polaris", dir.path());
+    let copy = copy_of("amd-polaris");
+    let root = copy.path().join("root");
+    std::fs::create_dir_all(root.join("dev")).unwrap();
+    for (name, minor) in [("kvm", 3), ("kmsg", 11)] {
+        let node = std::ffi::CString::new(root.join("dev").join(name).to_str().unwrap()).unwrap();
+        // SAFETY: a valid NUL-terminated path; makedev(1, 3) is /dev/null, makedev(1, 11) /dev/kmsg.
+        let made = unsafe {
+            libc::mknod(
+                node.as_ptr(),
+                libc::S_IFCHR | 0o666,
+                libc::makedev(1, minor),
+            )
+        };
+        assert_eq!(made, 0, "mknod needs root");
+    }
+    let (_, report) = doctor_at(&root, &config);
+    assert_eq!(status_of(&report, "dev-kvm"), "pass", "{report:#}");
+    let log = outcome(&report, "kernel-log");
+    assert_ne!(log["status"], "not-run", "{log}");
+}
+
+#[test]
+fn doctor_lists_its_checks() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = cli("amd-polaris", dir.path())
+        .args(["doctor", "--list-checks"])
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    let text = String::from_utf8(output.stdout).unwrap();
+    for name in [
+        "iommu-firmware",
+        "interrupt-remapping",
+        "kvm-param",
+        "softdep",
+        "resizable-bar",
+        "virt-host-validate",
+    ] {
+        assert!(
+            text.lines().any(|l| l.starts_with(&format!("{name} "))),
+            "{name}: {text}"
+        );
+    }
+}
+
+// groups --class, the USB devices behind their controllers, and a verdict for every class.
+
+fn verdict_of<'a>(report: &'a Value, address: &str) -> &'a Value {
+    report["verdicts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["address"] == address)
+        .unwrap_or_else(|| panic!("no verdict for {address} in {report:#}"))
+}
+
+fn caveats(verdict: &Value) -> Vec<&str> {
+    verdict["caveats"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["caveat"].as_str().unwrap())
+        .collect()
+}
+
+#[test]
+fn groups_class_usb_shows_the_keyboard_under_its_controller() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = cli("usb-keyboard", dir.path())
+        .args(["groups", "--class", "usb"])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    let text = String::from_utf8(output.stdout).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    let controller = lines
+        .iter()
+        .position(|l| l.starts_with("IOMMU Group  2: 0000:00:14.0 USB controller"))
+        .unwrap_or_else(|| panic!("{text}"));
+    assert_eq!(
+        lines[controller + 2].trim(),
+        "USB 1-3.1: 046d:c31c Logitech USB Keyboard (keyboard)"
+    );
+    assert_eq!(
+        lines[controller + 3].trim(),
+        "USB 1-3.2: 046d:c077 Logitech USB Optical Mouse (mouse)"
+    );
+    assert!(text.contains("USB 3-1: 0781:5581 SanDisk Ultra"), "{text}");
+    assert!(!text.contains("SATA controller"), "{text}");
+    assert!(
+        text.contains("caveat: keyboard 046d:c31c Logitech USB Keyboard (1-3.1)"),
+        "{text}"
+    );
+
+    let report = groups_with(&["--class", "usb"], "usb-keyboard");
+    let chipset = verdict_of(&report, "0000:00:14.0");
+    assert_eq!(caveats(chipset), ["input-devices"]);
+    assert_eq!(
+        chipset["usb_devices"][1]["inputs"],
+        serde_json::json!(["keyboard", "hid"])
+    );
+    let card = verdict_of(&report, "0000:05:00.0");
+    assert_eq!(card["isolation"], "isolated");
+    assert!(caveats(card).is_empty());
+    assert_eq!(report["verdicts"].as_array().unwrap().len(), 2);
+}
+
+fn groups_with(args: &[&str], host: &str) -> Value {
+    let dir = tempfile::tempdir().unwrap();
+    let output = cli(host, dir.path())
+        .args(["groups", "--json"])
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    json_of(&output)
+}
+
+#[test]
+fn groups_give_every_class_a_verdict_with_its_caveats() {
+    let disks = groups_with(&["--class", "storage"], "disk-controller");
+    let ids: Vec<u64> = disks["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| g["id"].as_u64().unwrap())
+        .collect();
+    assert_eq!(ids, [1, 2]);
+    let root = verdict_of(&disks, "0000:01:00.0");
+    assert_eq!(root["kind"], "nvme");
+    assert_eq!(caveats(root), ["root-filesystem"]);
+    assert!(caveats(verdict_of(&disks, "0000:02:00.0")).is_empty());
+
+    let laptop = groups_with(&[], "laptop-3d");
+    let dgpu = verdict_of(&laptop, "0000:01:00.0");
+    assert_eq!(caveats(dgpu), ["three-d-controller"]);
+    assert!(
+        dgpu["caveats"][0]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("a laptop's 3D controller"),
+        "{dgpu}"
+    );
+    assert_eq!(
+        caveats(verdict_of(&laptop, "0000:00:02.0")),
+        ["boot-gpu"],
+        "the iGPU is the only display device"
+    );
+
+    let desktop = groups_with(&["--class", "audio", "--class", "gpu"], "intel-nvidia");
+    let chipset_audio = verdict_of(&desktop, "0000:00:1f.3");
+    assert_eq!(caveats(chipset_audio), ["chipset-function"]);
+    let nvidia_audio = verdict_of(&desktop, "0000:01:00.1");
+    assert_eq!(
+        nvidia_audio["companions"],
+        serde_json::json!(["0000:01:00.0"])
+    );
+    let polaris = groups_with(&["--gpus"], "amd-polaris");
+    assert_eq!(
+        caveats(verdict_of(&polaris, "0000:09:00.0")),
+        ["vendor-reset"]
+    );
+}
+
+// Plans made for a host refuse to take what it needs: exit 2 naming the device and the switch, nothing
+// written.
+
+/// `generate -o OUT --root HOST ARGS`: exit code, stderr, and whether OUT was written.
+fn generate_for(host: &str, args: &[&str]) -> (Option<i32>, String, bool) {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("context");
+    let output = cli(host, dir.path())
+        .args(["generate", "-o"])
+        .arg(&out)
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        output.status.code(),
+        String::from_utf8(output.stderr).unwrap(),
+        out.exists(),
+    )
+}
+
+#[test]
+fn a_plan_taking_the_only_display_is_refused() {
+    let (code, stderr, written) = generate_for("iommu-off", &["--vfio-ids", "10de:1401,10de:0fba"]);
+    assert_eq!((code, written), (Some(2), false), "{stderr}");
+    assert!(
+        stderr.contains("error: vfio.ids: the plan takes what the host"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("0000:01:00.0"), "{stderr}");
+    assert!(
+        stderr.contains("no other display device would remain"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("accept-risk.boot-gpu = true"), "{stderr}");
+    // Accepted in the config, it is planned.
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("single-gpu.toml");
+    std::fs::write(&config, "[accept-risk]\nboot-gpu = true\n").unwrap();
+    let config = config.to_str().unwrap().to_owned();
+    let (code, stderr, written) = generate_for(
+        "iommu-off",
+        &["--config", &config, "--vfio-ids", "10de:1401,10de:0fba"],
+    );
+    assert_eq!((code, written), (Some(0), true), "{stderr}");
+}
+
+#[test]
+fn a_plan_taking_an_id_the_hosts_own_card_carries_is_refused() {
+    let (code, stderr, written) =
+        generate_for("identical-twins", &["--vfio-ids", "10de:1b80,10de:10f0"]);
+    assert_eq!((code, written), (Some(2), false), "{stderr}");
+    assert!(
+        stderr.contains("vfio.ids 10de:1b80 matches 0000:01:00.0, 0000:02:00.0 in 2 slots"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("vfio.addresses"), "{stderr}");
+    assert!(stderr.contains("accept-risk.identical-devices"), "{stderr}");
+}
+
+#[test]
+fn a_plan_taking_the_root_disks_controller_is_refused() {
+    let (code, stderr, written) = generate_for("disk-controller", &["--vfio-ids", "144d:a80a"]);
+    assert_eq!((code, written), (Some(2), false), "{stderr}");
+    assert!(
+        stderr.contains(
+            "0000:01:00.0 Samsung Electronics Co Ltd NVMe SSD Controller PM9A1/PM9A3/980PRO [144d:a80a]: it holds the root filesystem (/sysroot on /dev/mapper/luks-5a1d2c3e"
+        ),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("accept-risk.root-disk-controller"),
+        "{stderr}"
+    );
+    // The data drive can go.
+    let (code, stderr, written) = generate_for("disk-controller", &["--vfio-ids", "15b7:5030"]);
+    assert_eq!((code, written), (Some(0), true), "{stderr}");
+}
+
+#[test]
+fn a_plan_taking_the_keyboards_usb_controller_or_the_only_one_is_refused() {
+    let (code, stderr, written) = generate_for("usb-keyboard", &["--vfio-ids", "8086:a36d"]);
+    assert_eq!((code, written), (Some(2), false), "{stderr}");
+    assert!(
+        stderr.contains("046d:c31c Logitech USB Keyboard (1-3.1), 046d:c077 Logitech USB Optical Mouse (1-3.2) hang on it"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("accept-risk.host-usb-controller"),
+        "{stderr}"
+    );
+    let (code, stderr, written) = generate_for("usb-keyboard", &["--vfio-ids", "1b21:2142"]);
+    assert_eq!((code, written), (Some(0), true), "{stderr}");
+    let (code, stderr, written) = generate_for("intel-nvidia", &["--vfio-ids", "8086:a36d"]);
+    assert_eq!((code, written), (Some(2), false), "{stderr}");
+    assert!(
+        stderr.contains("the host's only USB controller"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn an_id_no_device_has_is_only_a_warning_and_without_root_nothing_is_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = cli("intel-nvidia", dir.path())
+        .args(["plan", "--vfio-ids", "10de:1401,10de:0fba,1234:5678"])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert!(
+        stderr.contains("warning: vfio.ids: no device of this host has the ID 1234:5678"),
+        "{stderr}"
+    );
+    // An image for hosts this machine cannot see: the config alone decides.
+    let output = Command::cargo_bin("passthru-image")
+        .unwrap()
+        .current_dir(dir.path())
+        .args(["plan", "--cpu", "intel", "--vfio-ids", "8086:a36d"])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+}
+
+/// Every tree (generated and captured): what detect writes, plan on the same host accepts; where the host's
+/// only display would go, the IDs are left out and the warning says how to take it anyway.
+#[test]
+fn detect_never_writes_what_plan_on_the_same_host_refuses() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut hosts: Vec<String> = std::fs::read_dir(fixture(""))
+        .unwrap()
+        .map(|e| e.unwrap())
+        .filter(|e| e.path().join("sys").is_dir())
+        .map(|e| e.file_name().into_string().unwrap())
+        .collect();
+    hosts.sort();
+    assert!(hosts.len() >= 11, "{hosts:?}");
+    for host in &hosts {
+        let (config, _, _) = detect(host, dir.path());
+        plan_json(host, &config, dir.path());
+    }
+    let again = tempfile::tempdir().unwrap();
+    let (_, text, stderr) = detect("iommu-off", again.path());
+    assert!(text.contains("ids = []"), "{text}");
+    assert!(stderr.contains("not proposed for vfio.ids"), "{stderr}");
+    assert!(
+        stderr
+            .contains("vfio.ids = [\"10de:1401\", \"10de:0fba\"] and accept-risk.boot-gpu = true"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn detect_json_has_the_proposal_and_its_toml() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = cli("amd-two-gpus", dir.path())
+        .args(["detect", "--json"])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    let report = json_of(&output);
+    assert_eq!(
+        report["config"]["vfio"]["ids"],
+        serde_json::json!(["10de:2684", "10de:22ba"])
+    );
+    assert_eq!(report["gpu"]["address"], "0000:0b:00.0");
+    assert!(report["toml"].as_str().unwrap().contains("[vfio]"));
+    assert!(report["findings"].as_array().unwrap().len() > 1);
+    assert_eq!(report["written"], Value::Null);
 }

@@ -1299,7 +1299,11 @@ fn huge_host_tree_cases() -> Vec<Case> {
                     "--root",
                     &root,
                     "--config",
-                    &s.config("[cpu]\nvendor = \"amd\"\n[vfio]\nids = [\"10de:1401\"]\n"),
+                    // The twins are the point here: the plan may take them all.
+                    &s.config(
+                        "[cpu]\nvendor = \"amd\"\n[vfio]\nids = [\"10de:1401\"]\n\
+                         [accept-risk]\nidentical-devices = true\n",
+                    ),
                     "doctor",
                 ])
             },

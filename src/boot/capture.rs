@@ -12,7 +12,7 @@ use serde::Serialize;
 use crate::atomic;
 use crate::cmd::Cmd;
 use crate::error::InputError;
-use crate::host::topology::Topology;
+use crate::host::topology::{HostNeeds, Topology};
 use crate::root::Root;
 
 /// On the VM's kernel command line: asks the probe to send the tree on ttyS1 (the host's capture file).
@@ -95,11 +95,15 @@ fn unpack(base64: &str, into: &Utf8Path) -> Result<()> {
     Ok(())
 }
 
-/// Counts the tree and reads it as `groups` will: a capture that the detection code cannot read is refused.
+/// Counts the tree and reads it as `groups` will (devices, groups, USB devices, the root filesystem's
+/// controllers): a capture that the detection code cannot read is refused.
 fn summarize(tree: &Utf8Path, dir: &Utf8Path) -> Result<Captured> {
     // Flattened to a message: what is wrong is the VM's capture, not the user's --root (exit 1, not 2).
-    let topology = Topology::read(&Root::new(tree))
-        .map_err(|e| anyhow::anyhow!("the captured tree does not read as a host tree: {e:#}"))?;
+    let unreadable =
+        |e: anyhow::Error| anyhow::anyhow!("the captured tree does not read as a host tree: {e:#}");
+    let root = Root::new(tree);
+    let topology = Topology::read(&root).map_err(unreadable)?;
+    HostNeeds::read(&root, &topology).map_err(unreadable)?;
     if topology.devices.is_empty() {
         bail!("the captured tree has no PCI devices");
     }

@@ -19,10 +19,11 @@ use anyhow::{Context, Result};
 use camino::{Utf8Path, Utf8PathBuf};
 use serde::Serialize;
 
+use crate::checks::{Report, Status};
 use crate::image_ref::ImageRef;
 use probe::ProbeReport;
 use qemu::{Accel, IommuKind, VmSpec};
-use verdict::{Check, Expectations, Status};
+use verdict::{BootFacts, CaptureState};
 
 /// Lines of the console shown when a check fails.
 pub const CONSOLE_TAIL_LINES: usize = 40;
@@ -47,7 +48,7 @@ pub struct BootReport {
     pub image_kargs: Vec<String>,
     /// The VM's whole kernel command line.
     pub cmdline: Vec<String>,
-    pub checks: Vec<Check>,
+    pub checks: Report,
     pub passed: bool,
     /// Seconds from QEMU's start until the probe's report was complete.
     pub probe_seconds: Option<f64>,
@@ -63,10 +64,7 @@ pub struct BootReport {
 
 impl BootReport {
     pub fn failures(&self) -> usize {
-        self.checks
-            .iter()
-            .filter(|c| c.status == Status::Fail)
-            .count()
+        self.checks.count(Status::Fail)
     }
 }
 
@@ -143,37 +141,30 @@ pub fn test_boot(options: &Options, progress: &dyn Fn(&str)) -> Result<BootRepor
             run.stderr.trim()
         );
     }
-    let expect = Expectations {
-        image_kargs: &files.kargs,
-        stand_in: qemu::STAND_IN,
-    };
-    let mut checks = verdict::judge(&parsed, &expect);
-    if run.timed_out {
-        checks[0].detail = format!(
-            "timed out after {} s: {}",
-            options.timeout.as_secs(),
-            checks[0].detail
-        );
-    }
-    let captured = match (&options.capture, &spec.capture) {
-        // Without a probe there is no capture to look for; say so like the other checks do.
+    let capture = match (&options.capture, &spec.capture) {
         (Some(dir), Some(_)) if matches!(parsed, probe::Parsed::NotStarted) => {
-            checks.push(Check {
-                name: "capture",
-                status: Status::NotRun,
-                detail: format!("nothing written to {dir}: no probe report"),
-            });
-            None
+            CaptureState::NoProbe(dir.clone())
         }
         (Some(dir), Some(file)) => {
             progress(&format!("Writing the captured sysfs/procfs tree to {dir}"));
-            let (check, captured) = write_capture(file, dir);
-            checks.push(check);
-            captured
+            write_capture(file, dir)
         }
+        _ => CaptureState::NotAsked,
+    };
+    let facts = BootFacts {
+        parsed,
+        image_kargs: files.kargs.clone(),
+        stand_in: qemu::STAND_IN,
+        timed_out_after: run.timed_out.then_some(options.timeout.as_secs()),
+        capture,
+    };
+    let checks = verdict::judge(&facts)?;
+    let passed = checks.outcomes.iter().all(|c| c.status == Status::Pass);
+    let captured = match facts.capture {
+        CaptureState::Written(captured) => Some(captured),
         _ => None,
     };
-    let passed = checks.iter().all(|c| c.status == Status::Pass);
+    let parsed = facts.parsed;
     let probe = match parsed {
         probe::Parsed::Complete(report) | probe::Parsed::Truncated(report) => Some(report),
         probe::Parsed::NotStarted => None,
@@ -197,32 +188,18 @@ pub fn test_boot(options: &Options, progress: &dyn Fn(&str)) -> Result<BootRepor
     })
 }
 
-/// The `capture` check: the tree arrived whole and was written. Independent of the other checks, so a
-/// boot that fails them can still be captured (a host where binding went wrong is a fixture too).
-fn write_capture(serial_file: &Utf8Path, dir: &Utf8Path) -> (Check, Option<capture::Captured>) {
+/// Writes the capture the probe sent, when it arrived whole and reads as a host tree. Independent of the other
+/// checks, so a boot that fails them can still be captured (a host where binding went wrong is a fixture too).
+fn write_capture(serial_file: &Utf8Path, dir: &Utf8Path) -> CaptureState {
     let serial = std::fs::read(serial_file)
         .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
         .unwrap_or_default();
     match capture::write(&serial, dir) {
-        Ok(captured) => (
-            Check {
-                name: "capture",
-                status: Status::Pass,
-                detail: format!(
-                    "{} PCI devices; {} files and {} symlinks written to {dir}",
-                    captured.pci_devices, captured.files, captured.links
-                ),
-            },
-            Some(captured),
-        ),
-        Err(e) => (
-            Check {
-                name: "capture",
-                status: Status::Fail,
-                detail: format!("nothing written to {dir}: {e:#}"),
-            },
-            None,
-        ),
+        Ok(captured) => CaptureState::Written(captured),
+        Err(e) => CaptureState::Failed {
+            dir: dir.to_owned(),
+            error: format!("{e:#}"),
+        },
     }
 }
 

@@ -1,94 +1,153 @@
 //! From what the probe saw to a verdict per check: did the VM boot, did the image's kargs reach the kernel,
 //! is the IOMMU on, is the stand-in device on vfio-pci, did the initramfs load the VFIO modules.
 
-use serde::Serialize;
+use anyhow::Result;
+use camino::Utf8PathBuf;
 
+use super::capture::Captured;
 use super::probe::{Parsed, ProbeReport};
+use crate::checks::{self, Check, Finding, Report};
 use crate::kargs::params::{AMD_IOMMU, INTEL_IOMMU, IOMMU, RD_DRIVER_PRE, VFIO_PCI_IDS};
 use crate::kargs::{HostKarg, KernelArg, normalize_key};
 use crate::pci_id::PciId;
 use crate::plan::VFIO_DRIVERS;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Status {
-    Pass,
-    Fail,
-    /// Not decidable: the probe never reported.
-    NotRun,
-}
-
-impl Status {
-    pub fn label(self) -> &'static str {
-        match self {
-            Status::Pass => "PASS",
-            Status::Fail => "FAIL",
-            Status::NotRun => "----",
-        }
-    }
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct Check {
-    pub name: &'static str,
-    pub status: Status,
-    pub detail: String,
-}
-
-impl Check {
-    fn new(name: &'static str, ok: bool, detail: String) -> Check {
-        let status = if ok { Status::Pass } else { Status::Fail };
-        Check {
-            name,
-            status,
-            detail,
-        }
-    }
-}
-
-/// What the verdict is judged against.
+/// What the checks judge: the probe's report, what the image asked for, and how the boot and its capture
+/// ended.
 #[derive(Debug, Clone)]
-pub struct Expectations<'a> {
+pub struct BootFacts {
+    pub parsed: Parsed,
     /// The kargs bootc would apply from the image's kargs.d (before the stand-in was added).
-    pub image_kargs: &'a [HostKarg],
+    pub image_kargs: Vec<HostKarg>,
     /// The emulated device that stands in for the planned one.
     pub stand_in: PciId,
+    /// Seconds after which the VM was killed, when it was.
+    pub timed_out_after: Option<u64>,
+    pub capture: CaptureState,
 }
 
-/// One verdict per check, in a fixed order; `boot` first.
-pub fn judge(parsed: &Parsed, expect: &Expectations) -> Vec<Check> {
-    let report = match parsed {
-        Parsed::Complete(report) => report,
-        other => {
-            let detail = match other {
-                Parsed::Truncated(_) => "the probe started but its report was cut off",
-                _ => "the VM never reached the probe (no `ptprobe:begin` on the console)",
-            };
-            let mut checks = vec![Check::new("boot", false, detail.to_owned())];
-            checks.extend(NAMES.iter().map(|&name| Check {
-                name,
-                status: Status::NotRun,
-                detail: "not checked: no probe report".into(),
-            }));
-            return checks;
+/// How `--capture DIR` went, decided before the checks run (writing DIR is no check's business).
+#[derive(Debug, Clone)]
+pub enum CaptureState {
+    /// No `--capture`.
+    NotAsked,
+    /// Without a probe there is no capture to look for.
+    NoProbe(Utf8PathBuf),
+    Written(Captured),
+    Failed {
+        dir: Utf8PathBuf,
+        error: String,
+    },
+}
+
+impl BootFacts {
+    fn report(&self) -> Option<&ProbeReport> {
+        match &self.parsed {
+            Parsed::Complete(report) => Some(report),
+            _ => None,
         }
-    };
-    vec![
-        Check::new(
-            "boot",
-            true,
-            "the image's kernel and initramfs mounted the root filesystem and ran the probe".into(),
-        ),
-        kargs(report, expect.image_kargs),
-        iommu(report, expect),
-        stand_in(report, expect),
-        vfio_modules(report),
-    ]
+    }
 }
 
-const NAMES: [&str; 4] = ["kargs", "iommu", "stand-in-on-vfio-pci", "vfio-modules"];
+/// Every test-boot check, in the order they run; `boot` first.
+pub const CHECKS: &[&Check<BootFacts>] = &[
+    &CHECK_BOOT,
+    &CHECK_KARGS,
+    &CHECK_IOMMU,
+    &CHECK_STAND_IN,
+    &CHECK_VFIO_MODULES,
+    &CHECK_CAPTURE,
+];
 
-fn kargs(report: &ProbeReport, image_kargs: &[HostKarg]) -> Check {
+/// Runs every check over what the boot left.
+pub fn judge(facts: &BootFacts) -> Result<Report> {
+    checks::run(CHECKS, facts)
+}
+
+static CHECK_BOOT: Check<BootFacts> = Check {
+    name: "boot",
+    verifies: "the image's kernel and initramfs mounted its root filesystem and ran the probe to its end",
+    requires: &[],
+    judge: |facts, _| {
+        let detail = match &facts.parsed {
+            Parsed::Complete(_) => {
+                return Ok(vec![Finding::pass(
+                    "the image's kernel and initramfs mounted the root filesystem and ran the probe",
+                )]);
+            }
+            Parsed::Truncated(_) => "the probe started but its report was cut off",
+            Parsed::NotStarted => {
+                "the VM never reached the probe (no `ptprobe:begin` on the console)"
+            }
+        };
+        Ok(vec![Finding::fail_plain(match facts.timed_out_after {
+            Some(secs) => format!("timed out after {secs} s: {detail}"),
+            None => detail.to_owned(),
+        })])
+    },
+};
+
+/// Judges the complete probe report; the `boot` check they all require has made sure there is one.
+fn with_report(
+    facts: &BootFacts,
+    judge: impl FnOnce(&ProbeReport) -> Finding,
+) -> Result<Vec<Finding>> {
+    Ok(vec![match facts.report() {
+        Some(report) => judge(report),
+        None => Finding::not_run("no complete probe report"),
+    }])
+}
+
+static CHECK_KARGS: Check<BootFacts> = Check {
+    name: "kargs",
+    verifies: "every kargs.d argument reached the kernel, with vfio_pci.ids and rd.driver.pre=vfio-pci, and the kernel refused none",
+    requires: &[&CHECK_BOOT],
+    judge: |facts, _| with_report(facts, |report| kargs(report, &facts.image_kargs)),
+};
+
+static CHECK_IOMMU: Check<BootFacts> = Check {
+    name: "iommu",
+    verifies: "IOMMU groups exist, the stand-in is in one, and the kernel's log acknowledges the IOMMU kargs",
+    requires: &[&CHECK_BOOT],
+    judge: |facts, _| with_report(facts, |report| iommu(report, facts)),
+};
+
+static CHECK_STAND_IN: Check<BootFacts> = Check {
+    name: "stand-in-on-vfio-pci",
+    verifies: "the stand-in device is bound to vfio-pci",
+    requires: &[&CHECK_BOOT],
+    judge: |facts, _| with_report(facts, |report| stand_in(report, facts)),
+};
+
+static CHECK_VFIO_MODULES: Check<BootFacts> = Check {
+    name: "vfio-modules",
+    verifies: "the VFIO modules were loaded before the root filesystem's init ran (from the initramfs)",
+    requires: &[&CHECK_BOOT],
+    judge: |facts, _| with_report(facts, vfio_modules),
+};
+
+static CHECK_CAPTURE: Check<BootFacts> = Check {
+    name: "capture",
+    verifies: "with --capture: the VM's sysfs/procfs tree arrived whole, reads as a host tree, and was written",
+    requires: &[],
+    judge: |facts, _| {
+        Ok(match &facts.capture {
+            CaptureState::NotAsked => Vec::new(),
+            CaptureState::NoProbe(dir) => vec![Finding::not_run(format!(
+                "nothing written to {dir}: no probe report"
+            ))],
+            CaptureState::Written(captured) => vec![Finding::pass(format!(
+                "{} PCI devices; {} files and {} symlinks written to {}",
+                captured.pci_devices, captured.files, captured.links, captured.dir
+            ))],
+            CaptureState::Failed { dir, error } => vec![Finding::fail_plain(format!(
+                "nothing written to {dir}: {error}"
+            ))],
+        })
+    },
+};
+
+fn kargs(report: &ProbeReport, image_kargs: &[HostKarg]) -> Finding {
     let cmdline = report.cmdline_kargs();
     let mut problems = Vec::new();
     if image_kargs.is_empty() {
@@ -114,16 +173,12 @@ fn kargs(report: &ProbeReport, image_kargs: &[HostKarg]) -> Check {
     }
     problems.extend(refused_by_the_kernel(report, image_kargs));
     match problems.is_empty() {
-        true => Check::new(
-            "kargs",
-            true,
-            format!(
-                "all {} kargs.d arguments reached the kernel, with vfio_pci.ids and rd.driver.pre, and the \
+        true => Finding::pass(format!(
+            "all {} kargs.d arguments reached the kernel, with vfio_pci.ids and rd.driver.pre, and the \
                  kernel refused none",
-                image_kargs.len()
-            ),
-        ),
-        false => Check::new("kargs", false, problems.join("; ")),
+            image_kargs.len()
+        )),
+        false => Finding::fail_plain(problems.join("; ")),
     }
 }
 
@@ -161,39 +216,33 @@ fn refused_by_the_kernel(report: &ProbeReport, image_kargs: &[HostKarg]) -> Vec<
     problems
 }
 
-fn iommu(report: &ProbeReport, expect: &Expectations) -> Check {
-    let stand_in = expect.stand_in;
+fn iommu(report: &ProbeReport, facts: &BootFacts) -> Finding {
+    let stand_in = facts.stand_in;
     let groups = report.iommu_groups.len();
     if groups == 0 {
-        return Check::new(
-            "iommu",
-            false,
-            "no IOMMU groups in /sys/kernel/iommu_groups: the IOMMU is off".into(),
+        return Finding::fail_plain(
+            "no IOMMU groups in /sys/kernel/iommu_groups: the IOMMU is off",
         );
     }
     let Some(group) = report
         .device(stand_in)
         .and_then(|d| d.iommu_group.as_deref())
     else {
-        return Check::new(
-            "iommu",
-            false,
-            format!("{groups} IOMMU groups, but the stand-in {stand_in} is in none"),
-        );
+        return Finding::fail_plain(format!(
+            "{groups} IOMMU groups, but the stand-in {stand_in} is in none"
+        ));
     };
     let found = format!("{groups} IOMMU groups; the stand-in {stand_in} is in group {group}");
     // Groups alone prove little (Debian's kernel made them under QEMU without any IOMMU karg): the kargs
     // are proven by the kernel's own log lines. Without the domain line the kernel's info messages did
     // not reach the console (`quiet`), and nothing can be told from their absence.
     let Some(domain) = &report.iommu_domain else {
-        return Check::new(
-            "iommu",
-            true,
-            format!("{found} (the kernel logged no default domain type on the console)"),
-        );
+        return Finding::pass(format!(
+            "{found} (the kernel logged no default domain type on the console)"
+        ));
     };
     let has = |param, token: &str| {
-        expect
+        facts
             .image_kargs
             .iter()
             .any(|k| k.is(param) && k.tokens().contains(&token))
@@ -209,69 +258,49 @@ fn iommu(report: &ProbeReport, expect: &Expectations) -> Check {
             .push("the kernel never logged `DMAR: IOMMU enabled` for intel_iommu=on".to_owned());
     }
     match problems.is_empty() {
-        true => Check::new("iommu", true, format!("{found}; default domain {domain}")),
-        false => Check::new(
-            "iommu",
-            false,
-            format!("{found}, but {}", problems.join("; ")),
-        ),
+        true => Finding::pass(format!("{found}; default domain {domain}")),
+        false => Finding::fail_plain(format!("{found}, but {}", problems.join("; "))),
     }
 }
 
-fn stand_in(report: &ProbeReport, expect: &Expectations) -> Check {
-    const NAME: &str = "stand-in-on-vfio-pci";
-    let id = expect.stand_in;
+fn stand_in(report: &ProbeReport, facts: &BootFacts) -> Finding {
+    let id = facts.stand_in;
     let Some(device) = report.device(id) else {
-        return Check::new(NAME, false, format!("no {id} device in the VM"));
+        return Finding::fail_plain(format!("no {id} device in the VM"));
     };
-    let hint = match expect.image_kargs.iter().any(|k| k.is(&VFIO_PCI_IDS)) {
+    let hint = match facts.image_kargs.iter().any(|k| k.is(&VFIO_PCI_IDS)) {
         true => "",
         false => {
             " (the image's kargs.d sets no vfio_pci.ids, so the test boot had nowhere to add it)"
         }
     };
     match device.driver.as_deref() {
-        Some("vfio-pci") => Check::new(
-            NAME,
-            true,
-            format!("{id} at {} is bound to vfio-pci", device.address),
-        ),
-        Some(driver) => Check::new(
-            NAME,
-            false,
-            format!("{id} at {} is bound to {driver}{hint}", device.address),
-        ),
-        None => Check::new(
-            NAME,
-            false,
-            format!("{id} at {} has no driver{hint}", device.address),
-        ),
+        Some("vfio-pci") => {
+            Finding::pass(format!("{id} at {} is bound to vfio-pci", device.address))
+        }
+        Some(driver) => Finding::fail_plain(format!(
+            "{id} at {} is bound to {driver}{hint}",
+            device.address
+        )),
+        None => Finding::fail_plain(format!("{id} at {} has no driver{hint}", device.address)),
     }
 }
 
-fn vfio_modules(report: &ProbeReport) -> Check {
+fn vfio_modules(report: &ProbeReport) -> Finding {
     let missing: Vec<&str> = VFIO_DRIVERS
         .iter()
         .copied()
         .filter(|m| !report.has_module(m))
         .collect();
     match missing.is_empty() {
-        true => Check::new(
-            "vfio-modules",
-            true,
-            format!(
-                "{} loaded before the root filesystem's init ran (from the initramfs)",
-                VFIO_DRIVERS.join(", ")
-            ),
-        ),
-        false => Check::new(
-            "vfio-modules",
-            false,
-            format!(
-                "not loaded when the root filesystem's init ran: {} (missing from the initramfs?)",
-                missing.join(", ")
-            ),
-        ),
+        true => Finding::pass(format!(
+            "{} loaded before the root filesystem's init ran (from the initramfs)",
+            VFIO_DRIVERS.join(", ")
+        )),
+        false => Finding::fail_plain(format!(
+            "not loaded when the root filesystem's init ran: {} (missing from the initramfs?)",
+            missing.join(", ")
+        )),
     }
 }
 
@@ -283,6 +312,27 @@ fn is_driver_pre_vfio(karg: &HostKarg) -> bool {
 mod tests {
     use super::*;
     use crate::boot::probe::ProbedDevice;
+    use crate::checks::{Outcome, Status};
+
+    /// What the image asked for, as the tests vary it.
+    struct Expectations<'a> {
+        image_kargs: &'a [HostKarg],
+        stand_in: PciId,
+    }
+
+    fn facts(parsed: &Parsed, expect: &Expectations) -> BootFacts {
+        BootFacts {
+            parsed: parsed.clone(),
+            image_kargs: expect.image_kargs.to_vec(),
+            stand_in: expect.stand_in,
+            timed_out_after: None,
+            capture: CaptureState::NotAsked,
+        }
+    }
+
+    fn judged(parsed: &Parsed, expect: &Expectations) -> Vec<Outcome> {
+        judge(&facts(parsed, expect)).unwrap().outcomes
+    }
 
     fn kargs(words: &str) -> Vec<HostKarg> {
         crate::kargs::split_cmdline(words)
@@ -310,8 +360,8 @@ mod tests {
         }
     }
 
-    fn statuses(checks: &[Check]) -> Vec<(&str, Status)> {
-        checks.iter().map(|c| (c.name, c.status)).collect()
+    fn statuses(checks: &[Outcome]) -> Vec<(&str, Status)> {
+        checks.iter().map(|c| (c.name.as_str(), c.status)).collect()
     }
 
     #[test]
@@ -321,7 +371,7 @@ mod tests {
             image_kargs: &image,
             stand_in: "8086:10d3".parse().unwrap(),
         };
-        let checks = judge(&Parsed::Complete(good_report()), &expect);
+        let checks = judged(&Parsed::Complete(good_report()), &expect);
         assert!(
             checks.iter().all(|c| c.status == Status::Pass),
             "{checks:#?}"
@@ -339,7 +389,7 @@ mod tests {
         let iommu = |domain: Option<&str>| {
             let mut report = good_report();
             report.iommu_domain = domain.map(str::to_owned);
-            judge(&Parsed::Complete(report), &expect).remove(2)
+            judged(&Parsed::Complete(report), &expect).remove(2)
         };
         let translated = iommu(Some("Translated"));
         assert_eq!(translated.status, Status::Fail);
@@ -354,7 +404,7 @@ mod tests {
         // intel_iommu=on that the kernel did not acknowledge.
         let mut report = good_report();
         report.intel_iommu_enabled = false;
-        let unacknowledged = judge(&Parsed::Complete(report), &expect).remove(2);
+        let unacknowledged = judged(&Parsed::Complete(report), &expect).remove(2);
         assert_eq!(unacknowledged.status, Status::Fail);
         assert!(
             unacknowledged.detail.contains("DMAR: IOMMU enabled"),
@@ -374,7 +424,7 @@ mod tests {
         let mut report = good_report();
         report.iommu_domain = Some("Translated".into());
         assert_eq!(
-            judge(&Parsed::Complete(report), &expect)[2].status,
+            judged(&Parsed::Complete(report), &expect)[2].status,
             Status::Pass
         );
     }
@@ -390,7 +440,7 @@ mod tests {
             image_kargs: &[],
             stand_in: "8086:10d3".parse().unwrap(),
         };
-        let checks = judge(&Parsed::Complete(report), &expect);
+        let checks = judged(&Parsed::Complete(report), &expect);
         assert_eq!(
             statuses(&checks),
             [
@@ -418,7 +468,7 @@ mod tests {
             image_kargs: &image,
             stand_in: "8086:10d3".parse().unwrap(),
         };
-        let checks = judge(&Parsed::Complete(report), &expect);
+        let checks = judged(&Parsed::Complete(report), &expect);
         assert_eq!(checks[1].status, Status::Fail);
         assert_eq!(
             checks[1].detail,
@@ -437,11 +487,44 @@ mod tests {
             stand_in: "8086:10d3".parse().unwrap(),
         };
         for parsed in [Parsed::NotStarted, Parsed::Truncated(good_report())] {
-            let checks = judge(&parsed, &expect);
+            let checks = judged(&parsed, &expect);
             assert_eq!(checks[0].status, Status::Fail);
             assert!(checks[1..].iter().all(|c| c.status == Status::NotRun));
+            assert_eq!(checks[1].detail, "not checked: boot failed");
             assert_eq!(checks.len(), 5);
         }
+    }
+
+    #[test]
+    fn a_timeout_and_the_capture_are_reported_by_their_checks() {
+        let image = kargs("rd.driver.pre=vfio-pci");
+        let expect = Expectations {
+            image_kargs: &image,
+            stand_in: "8086:10d3".parse().unwrap(),
+        };
+        let mut facts = facts(&Parsed::NotStarted, &expect);
+        facts.timed_out_after = Some(300);
+        facts.capture = CaptureState::NoProbe("/tmp/tree".into());
+        let report = judge(&facts).unwrap();
+        assert!(
+            report.outcomes[0]
+                .detail
+                .starts_with("timed out after 300 s: the VM never reached")
+        );
+        let capture = report.get("capture").unwrap();
+        assert_eq!(
+            (capture.status, capture.detail.as_str()),
+            (
+                Status::NotRun,
+                "nothing written to /tmp/tree: no probe report"
+            )
+        );
+        facts.capture = CaptureState::Failed {
+            dir: "/tmp/tree".into(),
+            error: "the capture was cut off".into(),
+        };
+        let report = judge(&facts).unwrap();
+        assert_eq!(report.get("capture").unwrap().status, Status::Fail);
     }
 
     #[test]
@@ -490,8 +573,8 @@ mod tests {
         assert_eq!(kargs_check(&report, &expect).status, Status::Pass);
     }
 
-    fn kargs_check(report: &ProbeReport, expect: &Expectations) -> Check {
-        judge(&Parsed::Complete(report.clone()), expect)
+    fn kargs_check(report: &ProbeReport, expect: &Expectations) -> Outcome {
+        judged(&Parsed::Complete(report.clone()), expect)
             .into_iter()
             .find(|c| c.name == "kargs")
             .unwrap()

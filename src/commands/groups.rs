@@ -2,14 +2,19 @@ use anyhow::Result;
 
 use super::print_json;
 use crate::cli::Cli;
+use crate::host::class::DeviceClass;
 use crate::host::cpu::{CpuInfo, CpuVendor};
-use crate::host::topology::{GpuReport, GroupsReport, Isolation, Topology};
+use crate::host::pci::PciDevice;
+use crate::host::topology::{
+    CaveatKind, DeviceVerdict, GpuReport, GroupsReport, HostNeeds, Isolation, Topology,
+};
 use crate::plan::iommu_kargs;
 
-pub fn run(cli: &Cli, json: bool, gpus_only: bool) -> Result<()> {
+pub fn run(cli: &Cli, json: bool, classes: &[DeviceClass]) -> Result<()> {
     let root = cli.root();
     let topology = Topology::read(&root)?;
-    let report = GroupsReport::new(&topology, gpus_only);
+    let needs = HostNeeds::read(&root, &topology)?;
+    let report = GroupsReport::new(&topology, &needs, classes);
     if json {
         return print_json(&report);
     }
@@ -37,58 +42,100 @@ pub fn run(cli: &Cli, json: bool, gpus_only: bool) -> Result<()> {
     for group in &report.groups {
         for device in topology.members(group.id) {
             outln!(
-                "IOMMU Group {:>width$}: {} {} [{:04x}]: {} [{}]{}",
+                "IOMMU Group {:>width$}: {}",
                 group.id,
-                device.address,
-                device.class_name().unwrap_or("Class"),
-                device.class_code(),
-                device.display_name(),
-                device.id,
-                device
-                    .driver
-                    .as_deref()
-                    .map_or_else(String::new, |d| format!(" (driver: {d})")),
+                ls_iommu_line(device)
             );
+            for usb in needs.usb.get(&device.address).into_iter().flatten() {
+                let inputs = match usb.is_input() {
+                    false => String::new(),
+                    true => format!(" ({})", usb.input_names()),
+                };
+                outln!(
+                    "{:indent$}USB {}: {}{inputs}",
+                    "",
+                    usb.port,
+                    usb.describe(),
+                    indent = width + 16
+                );
+            }
         }
     }
-    if !report.gpus.is_empty() {
+    let shown: Vec<&DeviceVerdict> = report
+        .verdicts
+        .iter()
+        .filter(|v| !classes.is_empty() || v.kind.is_some())
+        .collect();
+    if !shown.is_empty() {
         outln!();
-        for gpu in &report.gpus {
-            outln!("{}", gpu_verdict(gpu));
+    }
+    for verdict in shown {
+        let line = match report.gpus.iter().find(|g| g.address == verdict.address) {
+            Some(gpu) => gpu_verdict(gpu),
+            None => device_verdict(verdict),
+        };
+        outln!("{line}");
+        for caveat in verdict
+            .caveats
+            .iter()
+            .filter(|c| c.caveat != CaveatKind::VendorReset)
+        {
+            outln!("    caveat: {}", caveat.detail);
         }
     }
     Ok(())
 }
 
-fn gpu_verdict(gpu: &GpuReport) -> String {
-    let list = |addresses: &[crate::host::pci::PciAddress]| {
-        addresses
-            .iter()
-            .map(ToString::to_string)
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
-    let isolation = match gpu.isolation {
+/// `0000:01:00.0 VGA compatible controller [0300]: NVIDIA … [10de:1401] (driver: nvidia)`, as ls-iommu writes.
+fn ls_iommu_line(device: &PciDevice) -> String {
+    format!(
+        "{} {} [{:04x}]: {} [{}]{}",
+        device.address,
+        device.class_name().unwrap_or("Class"),
+        device.class_code(),
+        device.display_name(),
+        device.id,
+        device
+            .driver
+            .as_deref()
+            .map_or_else(String::new, |d| format!(" (driver: {d})")),
+    )
+}
+
+fn list(addresses: &[crate::host::pci::PciAddress]) -> String {
+    addresses
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Whether the device can go alone, and what goes with it.
+fn isolation(
+    group: Option<u32>,
+    isolation: Isolation,
+    sharing_with: &[crate::host::pci::PciAddress],
+    companions: &[crate::host::pci::PciAddress],
+) -> String {
+    let isolation = match isolation {
         Isolation::Isolated => format!(
             "group {}, isolated: can be passed through",
-            gpu.group.unwrap_or_default()
+            group.unwrap_or_default()
         ),
         Isolation::Shared => format!(
-            "group {}, shared with {}{}: pass those too, move the card, or use an ACS-override kernel",
-            gpu.group.unwrap_or_default(),
-            list(&gpu.sharing_with),
-            match gpu.sharing_count - gpu.sharing_with.len() {
-                0 => String::new(),
-                more => format!(" and {more} more"),
-            }
+            "group {}, shared with {}: pass those too, move the card, or use an ACS-override kernel",
+            group.unwrap_or_default(),
+            list(sharing_with)
         ),
         Isolation::Unknown => "no IOMMU group (IOMMU off)".to_owned(),
     };
-    let companions = if gpu.companions.is_empty() {
-        String::new()
-    } else {
-        format!("; pass with {}", list(&gpu.companions))
-    };
+    match companions.is_empty() {
+        true => isolation,
+        false => format!("{isolation}; pass with {}", list(companions)),
+    }
+}
+
+fn gpu_verdict(gpu: &GpuReport) -> String {
     let reset = if gpu.vendor_reset {
         "; needs vendor-reset"
     } else {
@@ -96,7 +143,24 @@ fn gpu_verdict(gpu: &GpuReport) -> String {
     };
     let boot = if gpu.boot_vga { " (boot GPU)" } else { "" };
     format!(
-        "GPU {}{boot} {}: {isolation}{companions}{reset}",
-        gpu.address, gpu.name
+        "GPU {}{boot} {}: {}{reset}",
+        gpu.address,
+        gpu.name,
+        isolation(gpu.group, gpu.isolation, &gpu.sharing_with, &gpu.companions)
+    )
+}
+
+fn device_verdict(verdict: &DeviceVerdict) -> String {
+    let kind = verdict.kind.map_or("Device", DeviceClass::as_str);
+    format!(
+        "{kind} {} {}: {}",
+        verdict.address,
+        verdict.name,
+        isolation(
+            verdict.group,
+            verdict.isolation,
+            &verdict.sharing_with,
+            &verdict.companions
+        )
     )
 }

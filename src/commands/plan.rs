@@ -1,8 +1,11 @@
 use anyhow::Result;
+use camino::Utf8Path;
 
-use super::{load_config, print_json};
+use super::{load_config, print_json, refuse_with_hosts};
 use crate::cli::{Cli, OverrideArgs};
-use crate::plan::{ModulePlan, Plan};
+use crate::fleet::{Fleet, Stack};
+use crate::image::labels;
+use crate::plan::{Layer, ModulePlan, Plan};
 
 pub fn run(cli: &Cli, overrides: &OverrideArgs, json: bool) -> Result<()> {
     let (config, source) = load_config(cli, overrides)?;
@@ -100,4 +103,84 @@ fn module_line(module: &ModulePlan) -> String {
         );
     }
     line
+}
+
+/// `plan --hosts DIR`: every host's plan, grouped by the stack (base, kernel, modules, initramfs) it shares.
+pub fn run_fleet(cli: &Cli, overrides: &OverrideArgs, dir: &Utf8Path, json: bool) -> Result<()> {
+    refuse_with_hosts(cli, overrides)?;
+    let fleet = Fleet::load(dir, &overrides.into(), &cli.image_target())?;
+    for host in &fleet.hosts {
+        for warning in &host.plan.warnings {
+            errln!("warning: {}: {warning}", host.file);
+        }
+    }
+    let stacks = fleet.stacks();
+    if json {
+        return print_json(&fleet_json(&fleet, &stacks));
+    }
+    outln!(
+        "Fleet {dir}: {} hosts on {} stacks",
+        fleet.hosts.len(),
+        stacks.len()
+    );
+    for stack in &stacks {
+        let first = &stack.hosts[0].plan;
+        let kernel = match &first.kernel {
+            Some(kernel) => format!("replaced ({})", kernel.purpose),
+            None => "the base's".to_owned(),
+        };
+        let modules: Vec<&str> = first.modules.iter().map(|m| m.label()).collect();
+        let initramfs: Vec<&str> = first
+            .files_in(Layer::Initramfs)
+            .map(|f| f.path.as_str())
+            .collect();
+        outln!(
+            "Stack {}: base {}; kernel {kernel}; modules: {}; initramfs files: {}",
+            stack.key.short(),
+            first.image.base,
+            if modules.is_empty() {
+                "none".to_owned()
+            } else {
+                modules.join(" ")
+            },
+            initramfs.join(" ")
+        );
+        for host in &stack.hosts {
+            let kargs: Vec<String> = host.plan.kargs.iter().map(|k| k.to_string()).collect();
+            outln!("  {} -> {}", host.name, host.plan.image.tag);
+            outln!("    {}", kargs.join(" "));
+        }
+    }
+    Ok(())
+}
+
+fn fleet_json(fleet: &Fleet, stacks: &[Stack]) -> serde_json::Value {
+    let hosts: Vec<serde_json::Value> = fleet
+        .hosts
+        .iter()
+        .map(|host| {
+            serde_json::json!({
+                "name": host.name,
+                "file": host.file,
+                "stack": host.stack,
+                "config_sha256": labels::config_sha256(&host.config),
+                "plan": host.plan,
+            })
+        })
+        .collect();
+    let stacks: Vec<serde_json::Value> = stacks
+        .iter()
+        .map(|stack| {
+            let first = &stack.hosts[0].plan;
+            serde_json::json!({
+                "key": stack.key,
+                "base": first.image.base,
+                "kernel": first.kernel,
+                "modules": first.modules.iter().map(|m| m.label()).collect::<Vec<_>>(),
+                "initramfs_files": first.files_in(Layer::Initramfs).map(|f| &f.path).collect::<Vec<_>>(),
+                "hosts": stack.hosts.iter().map(|h| &h.name).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    serde_json::json!({ "hosts": hosts, "stacks": stacks })
 }

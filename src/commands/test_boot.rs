@@ -4,13 +4,16 @@ use anyhow::Result;
 
 use super::{load_config, print_json};
 use crate::boot::qemu::IommuKind;
-use crate::boot::verdict::Status;
 use crate::boot::{self, BootReport, Options};
+use crate::checks::{self, Colour, Status};
 use crate::cli::{Cli, OverrideArgs, TestBootArgs};
 use crate::error::ChecksFailed;
 use crate::plan::Plan;
 
 pub fn run(cli: &Cli, args: &TestBootArgs) -> Result<()> {
+    if args.list_checks {
+        return Ok(checks::list(boot::verdict::CHECKS, &mut std::io::stdout())?);
+    }
     if let Some(dir) = &args.capture {
         boot::capture::check_target(dir)?;
     }
@@ -49,7 +52,7 @@ pub fn run(cli: &Cli, args: &TestBootArgs) -> Result<()> {
         0 => Ok(()),
         n => Err(ChecksFailed(format!(
             "{n} of {} test-boot checks failed",
-            report.checks.len()
+            report.checks.outcomes.len()
         ))
         .into()),
     }
@@ -74,9 +77,7 @@ fn print_human(report: &BootReport) -> Result<()> {
             .unwrap_or_default()
     );
     outln!("Kernel command line: {}", report.cmdline.join(" "));
-    for check in &report.checks {
-        outln!("{}  {}: {}", check.status.label(), check.name, check.detail);
-    }
+    checks::print(&report.checks, &mut std::io::stdout(), Colour::for_stdout())?;
     if let Some(tail) = &report.console_tail {
         if tail.is_empty() {
             outln!("--- the serial console stayed empty (the kernel printed nothing yet) ---");
@@ -87,7 +88,12 @@ fn print_human(report: &BootReport) -> Result<()> {
             outln!("{line}");
         }
     }
-    if report.checks.iter().all(|c| c.status == Status::Pass) {
+    if report
+        .checks
+        .outcomes
+        .iter()
+        .all(|c| c.status == Status::Pass)
+    {
         outln!(
             "The stand-in device came up on vfio-pci: the image binds its planned devices the same way."
         );

@@ -38,6 +38,22 @@ pub struct Config {
     pub kargs: KargsConfig,
     pub vendor_reset: VendorResetConfig,
     pub acs_override: AcsOverrideConfig,
+    pub accept_risk: AcceptRiskConfig,
+}
+
+/// Risks a plan made for a host may take only when the config accepts them, one switch per risk: without it
+/// the plan is refused before anything is written (see `plan::host_safety`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct AcceptRiskConfig {
+    /// Take the boot GPU although no other display device remains to the host (single-GPU passthrough).
+    pub boot_gpu: bool,
+    /// Take every device of an ID that devices in more than one slot carry (identical twins).
+    pub identical_devices: bool,
+    /// Take the controller of the disk that holds the root filesystem.
+    pub root_disk_controller: bool,
+    /// Take a USB controller with the keyboard or mouse behind it, or the host's only one.
+    pub host_usb_controller: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -1,4 +1,5 @@
-//! IOMMU groups from `/sys/kernel/iommu_groups/<N>/devices/<address>`. No groups means the IOMMU is off.
+//! IOMMU groups from `/sys/kernel/iommu_groups/<N>/devices/<address>` (no groups means the IOMMU is off), the
+//! groups' default domain types, and the IOMMU units the kernel registered in `/sys/class/iommu`.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -10,6 +11,7 @@ use crate::error::InputError;
 use crate::root::Root;
 
 pub const GROUPS_DIR: &str = "/sys/kernel/iommu_groups";
+pub const UNITS_DIR: &str = "/sys/class/iommu";
 
 /// Group number -> member addresses, both sorted. Empty when the IOMMU is off (the directory is then empty or,
 /// in a fixture tree, absent). A tree that names a group two ways or puts a device in two groups is bad input:
@@ -58,4 +60,28 @@ pub fn read_groups(root: &Root) -> Result<BTreeMap<u32, Vec<PciAddress>>> {
         groups.insert(id, members);
     }
     Ok(groups)
+}
+
+/// The IOMMU hardware units the kernel's IOMMU driver registered (`dmar0` for Intel VT-d, `ivhd0` for AMD-Vi,
+/// `virtio-iommu` ones elsewhere), sorted; empty when no driver took the IOMMU.
+pub fn units(root: &Root) -> Result<Vec<String>> {
+    Ok(root.read_dir(UNITS_DIR)?.unwrap_or_default())
+}
+
+/// Each group's default domain type (`/sys/kernel/iommu_groups/<N>/type`, kernel >= 5.11): `identity` where
+/// `iommu=pt` took effect, `DMA` or `DMA-FQ` where devices go through translation. `None` for a group without
+/// the attribute.
+pub fn group_types(
+    root: &Root,
+    groups: &BTreeMap<u32, Vec<PciAddress>>,
+) -> Result<BTreeMap<u32, Option<String>>> {
+    groups
+        .keys()
+        .map(|id| {
+            let path = Utf8PathBuf::from(GROUPS_DIR)
+                .join(id.to_string())
+                .join("type");
+            Ok((*id, root.read_optional(path)?.map(|t| t.trim().to_owned())))
+        })
+        .collect()
 }

@@ -115,6 +115,11 @@ impl PciDevice {
         )
     }
 
+    /// A device that can drive a screen: VGA or another display controller (a 3D controller has no outputs).
+    pub fn is_display(&self) -> bool {
+        matches!(self.class_code(), CLASS_VGA | CLASS_DISPLAY_OTHER)
+    }
+
     pub fn is_pci_bridge(&self) -> bool {
         self.class_code() == CLASS_PCI_BRIDGE
     }

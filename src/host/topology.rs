@@ -1,14 +1,22 @@
-//! The host's PCI devices arranged in IOMMU groups, with a passthrough verdict per GPU.
+//! The host's PCI devices arranged in IOMMU groups, with a passthrough verdict per GPU and per device of every
+//! class, and the caveats of taking a device from the host (its display, keyboard, root disk).
 //!
-//! This is the `groups --json` contract (DESIGN §3): `iommu_enabled`, `groups[].devices[]` and `gpus[]`.
+//! This is the `groups --json` contract (DESIGN §3): `iommu_enabled`, `groups[].devices[]` and `gpus[]`, plus
+//! `verdicts[]` for every device that is no bridge.
+
+use std::collections::BTreeMap;
 
 use std::collections::HashMap;
 
 use anyhow::Result;
 use serde::Serialize;
 
+use super::block::{self, RootFs};
+use super::class::DeviceClass;
+use super::firmware;
 use super::iommu;
 use super::pci::{self, PciAddress, PciDevice};
+use super::usb::{self, UsbDevice};
 use crate::root::Root;
 use crate::vendor_reset;
 
@@ -22,6 +30,8 @@ pub struct Topology {
     group_of: HashMap<PciAddress, u32>,
     /// Group -> its members that are not PCI bridges, sorted: the ones that can keep a device from going alone.
     non_bridges: HashMap<u32, Vec<PciAddress>>,
+    /// How many devices of each class the host has.
+    class_counts: HashMap<DeviceClass, usize>,
 }
 
 /// Most addresses a GPU report lists in `sharing_with`; `sharing_count` has them all. A real group holds a
@@ -78,7 +88,15 @@ impl Topology {
             groups,
             group_of: HashMap::new(),
             non_bridges: HashMap::new(),
+            class_counts: HashMap::new(),
         };
+        for device in &topology.devices {
+            for class in <DeviceClass as clap::ValueEnum>::value_variants() {
+                if class.matches(device.class_code()) {
+                    *topology.class_counts.entry(*class).or_default() += 1;
+                }
+            }
+        }
         for (id, members) in &topology.groups {
             for address in members {
                 topology.group_of.insert(*address, *id);
@@ -240,15 +258,20 @@ pub struct GroupsReport {
     pub iommu_enabled: bool,
     pub groups: Vec<GroupReport>,
     pub gpus: Vec<GpuReport>,
+    /// A verdict for every device that is no bridge (of the chosen classes).
+    pub verdicts: Vec<DeviceVerdict>,
 }
 
 impl GroupsReport {
-    /// `gpus_only`: keep the groups that hold a GPU (`groups --gpus`).
-    pub fn new(topology: &Topology, gpus_only: bool) -> GroupsReport {
+    /// `classes`: keep the groups that hold a device of one of them, and their verdicts (`groups --class`);
+    /// all when empty.
+    pub fn new(topology: &Topology, needs: &HostNeeds, classes: &[DeviceClass]) -> GroupsReport {
+        let chosen =
+            |d: &PciDevice| classes.is_empty() || classes.iter().any(|c| c.matches(d.class_code()));
         let groups = topology
             .groups
             .iter()
-            .filter(|(id, _)| !gpus_only || topology.members(*id).any(PciDevice::is_gpu))
+            .filter(|(id, _)| topology.members(*id).any(chosen))
             .map(|(id, _)| GroupReport {
                 id: *id,
                 devices: topology.members(*id).map(DeviceReport::from).collect(),
@@ -258,8 +281,266 @@ impl GroupsReport {
             iommu_enabled: topology.iommu_enabled(),
             groups,
             gpus: topology.gpu_reports(),
+            verdicts: topology
+                .devices
+                .iter()
+                .filter(|d| !DeviceClass::Bridge.matches(d.class_code()) && chosen(d))
+                .map(|d| topology.verdict(d, needs))
+                .collect(),
         }
     }
+}
+
+/// What the host uses itself, which passing a device would take from it.
+#[derive(Debug, Clone, Default)]
+pub struct HostNeeds {
+    /// The USB devices behind each USB controller.
+    pub usb: BTreeMap<PciAddress, Vec<UsbDevice>>,
+    /// The root filesystem and its controllers; `None` when the root has no mount table.
+    pub root_fs: Option<RootFs>,
+    /// The DMI chassis is a laptop's; `None` without DMI.
+    pub portable: Option<bool>,
+}
+
+impl HostNeeds {
+    pub fn read(root: &Root, topology: &Topology) -> Result<HostNeeds> {
+        let mut usb = BTreeMap::new();
+        for controller in topology
+            .devices
+            .iter()
+            .filter(|d| DeviceClass::Usb.matches(d.class_code()))
+        {
+            usb.insert(controller.address, usb::behind(root, controller.address)?);
+        }
+        Ok(HostNeeds {
+            usb,
+            root_fs: block::root_filesystem(root)?,
+            portable: firmware::portable(root)?,
+        })
+    }
+
+    /// The keyboards, mice and other HID devices behind a USB controller.
+    pub fn inputs_behind(&self, controller: PciAddress) -> Vec<&UsbDevice> {
+        self.usb
+            .get(&controller)
+            .into_iter()
+            .flatten()
+            .filter(|d| d.is_input())
+            .collect()
+    }
+
+    /// Whether the root filesystem lives on this controller.
+    pub fn holds_root_fs(&self, controller: PciAddress) -> bool {
+        self.root_fs
+            .as_ref()
+            .is_some_and(|fs| fs.controllers.contains(&controller))
+    }
+}
+
+/// Whether a device can go to a VM on its own, what goes with it, and what the host loses.
+#[derive(Debug, Clone, Serialize)]
+pub struct DeviceVerdict {
+    pub address: PciAddress,
+    pub id: String,
+    pub class: String,
+    /// The most specific of the `--class` names; `None` for other devices (SMBus, signal processing, …).
+    pub kind: Option<DeviceClass>,
+    pub name: String,
+    pub driver: Option<String>,
+    pub group: Option<u32>,
+    pub isolation: Isolation,
+    pub companions: Vec<PciAddress>,
+    /// Group members that make it `shared`: the first [`SHARING_LISTED`] of them.
+    pub sharing_with: Vec<PciAddress>,
+    /// How many group members make it `shared`.
+    pub sharing_count: usize,
+    pub caveats: Vec<Caveat>,
+    /// For a USB controller: the USB devices behind it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub usb_devices: Option<Vec<UsbDevice>>,
+}
+
+/// Something that makes passing a device costly or unlikely to work, whatever its group.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Caveat {
+    pub caveat: CaveatKind,
+    pub detail: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CaveatKind {
+    BootGpu,
+    /// A 3D controller (0302): no display outputs; in a laptop a mux-less Optimus GPU.
+    ThreeDController,
+    /// Keyboards or mice hang on this USB controller.
+    InputDevices,
+    /// A function of the chipset's slot, with its LPC bridge or SMBus.
+    ChipsetFunction,
+    OnlyUsbController,
+    RootFilesystem,
+    OnlyNetworkController,
+    VendorReset,
+}
+
+impl Topology {
+    /// The verdict on one device, with the caveats `needs` gives.
+    pub fn verdict(&self, device: &PciDevice, needs: &HostNeeds) -> DeviceVerdict {
+        let group = self.group_of(&device.address);
+        let (sharing_with, sharing_count) = self.sharing_with(device);
+        let isolation = match group {
+            None => Isolation::Unknown,
+            Some(_) if sharing_count == 0 => Isolation::Isolated,
+            Some(_) => Isolation::Shared,
+        };
+        let kind = DeviceClass::of(device.class_code());
+        DeviceVerdict {
+            address: device.address,
+            id: device.id.to_string(),
+            class: format!("{:04x}", device.class_code()),
+            kind,
+            name: device.display_name(),
+            driver: device.driver.clone(),
+            group,
+            isolation,
+            companions: self.companions(device),
+            sharing_with,
+            sharing_count,
+            caveats: self.caveats(device, needs),
+            usb_devices: (kind == Some(DeviceClass::Usb))
+                .then(|| needs.usb.get(&device.address).cloned().unwrap_or_default()),
+        }
+    }
+
+    fn caveats(&self, device: &PciDevice, needs: &HostNeeds) -> Vec<Caveat> {
+        let mut caveats = Vec::new();
+        let mut add = |caveat, detail: String| caveats.push(Caveat { caveat, detail });
+        if device.boot_vga == Some(true) {
+            add(CaveatKind::BootGpu, self.boot_gpu_caveat(device));
+        }
+        if let Some(chipset) = self.chipset_companions(device) {
+            add(CaveatKind::ChipsetFunction, chipset);
+        }
+        if device.class_code() == pci::CLASS_3D {
+            add(CaveatKind::ThreeDController, three_d_caveat(needs.portable));
+        }
+        if DeviceClass::Usb.matches(device.class_code()) {
+            let inputs = needs.inputs_behind(device.address);
+            if !inputs.is_empty() {
+                add(CaveatKind::InputDevices, input_caveat(&inputs));
+            }
+            if self.only_of_class(device, DeviceClass::Usb) {
+                add(
+                    CaveatKind::OnlyUsbController,
+                    "the host's only USB controller: the host loses every USB device, the keyboard and \
+                     mouse plugged in later too"
+                        .into(),
+                );
+            }
+        }
+        if let Some(fs) = needs
+            .root_fs
+            .as_ref()
+            .filter(|_| needs.holds_root_fs(device.address))
+        {
+            add(
+                CaveatKind::RootFilesystem,
+                format!(
+                    "holds the root filesystem ({} on {}): the host cannot run without it",
+                    fs.mount_point, fs.source
+                ),
+            );
+        }
+        if DeviceClass::Network.matches(device.class_code())
+            && self.only_of_class(device, DeviceClass::Network)
+        {
+            add(
+                CaveatKind::OnlyNetworkController,
+                "the host's only network controller: the host is offline while the VM has it"
+                    .into(),
+            );
+        }
+        if vendor_reset::needs_vendor_reset(device.id) {
+            add(
+                CaveatKind::VendorReset,
+                "cannot reset itself between VM starts: needs the vendor-reset module".into(),
+            );
+        }
+        caveats
+    }
+
+    /// Display devices (VGA or other display controllers, not 3D controllers, which have no outputs) other
+    /// than `device`.
+    pub fn other_displays(&self, device: &PciDevice) -> Vec<&PciDevice> {
+        self.devices
+            .iter()
+            .filter(|d| d.address != device.address && d.is_display())
+            .collect()
+    }
+
+    fn boot_gpu_caveat(&self, device: &PciDevice) -> String {
+        let others = self.other_displays(device);
+        match others.first() {
+            None => "the boot GPU and the host's only display device: passed to a VM, it leaves the host \
+                     without a display (single-GPU passthrough)"
+                .into(),
+            Some(other) => format!(
+                "the boot GPU: the firmware and boot screens show on it; the host's display would have to \
+                 move to {} {}",
+                other.address,
+                other.display_name()
+            ),
+        }
+    }
+
+    /// A function of the chipset's own slot, beside its LPC/ISA bridge or SMBus: those go with it.
+    fn chipset_companions(&self, device: &PciDevice) -> Option<String> {
+        let chipset: Vec<String> = self
+            .companions(device)
+            .iter()
+            .filter_map(|a| self.device(a))
+            .filter(|d| matches!(d.class_code(), CLASS_ISA_BRIDGE | CLASS_SMBUS))
+            .map(|d| format!("{} ({})", d.address, d.class_name().unwrap_or("chipset")))
+            .collect();
+        (!chipset.is_empty()).then(|| {
+            format!(
+                "a function of the chipset: its slot also holds {}, which would go to the VM with it and which \
+                 the host needs; passing it rarely works",
+                chipset.join(", ")
+            )
+        })
+    }
+
+    fn only_of_class(&self, device: &PciDevice, class: DeviceClass) -> bool {
+        let all = self.class_counts.get(&class).copied().unwrap_or(0);
+        all == usize::from(class.matches(device.class_code()))
+    }
+}
+
+/// The chipset functions that share a slot with devices people try to pass (HD Audio, USB).
+const CLASS_ISA_BRIDGE: u16 = 0x0601;
+const CLASS_SMBUS: u16 = 0x0c05;
+
+fn three_d_caveat(portable: Option<bool>) -> String {
+    match portable {
+        Some(true) => "a laptop's 3D controller (mux-less Optimus): it has no display outputs, the screen \
+                       belongs to the iGPU, and the guest driver often refuses it; passing it rarely works"
+            .into(),
+        _ => "a 3D controller: it has no display outputs, so the guest shows its picture only through \
+              another GPU or a remote display; in a laptop (mux-less Optimus) passing it rarely works"
+            .into(),
+    }
+}
+
+fn input_caveat(inputs: &[&UsbDevice]) -> String {
+    let named: Vec<String> = inputs
+        .iter()
+        .map(|d| format!("{} {} ({})", d.input_names(), d.describe(), d.port))
+        .collect();
+    format!(
+        "{} behind it: the host loses them while the VM has it",
+        named.join(", ")
+    )
 }
 
 #[cfg(test)]

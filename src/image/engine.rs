@@ -1,18 +1,18 @@
 //! The container engines that build the rendered context: podman, buildah, docker.
 //!
-//! Each engine is only a different command line for the same three acts (build, push, look up an image), so
+//! Each engine is only a different command line for the same acts (pull, look up, build, push an image), so
 //! they are one enum with argv builders rather than a trait with three implementations; the argv is what the
 //! unit tests check, and what `build` runs.
 
 use std::ffi::OsString;
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 use camino::Utf8Path;
 use clap::ValueEnum;
 
 use crate::cmd::Cmd;
 use crate::error::InputError;
-use crate::image_ref::ImageRef;
+use crate::image_ref::{Digest, ImageRef};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Engine {
@@ -38,6 +38,40 @@ pub enum Pull {
     Missing,
     Always,
 }
+
+/// Whether a push checks the registry's TLS certificate. `false` is for a registry on plain HTTP or with a
+/// certificate the machine does not trust; it applies to the push only, never to fetching the base.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum)]
+pub enum TlsVerify {
+    #[default]
+    #[value(name = "true")]
+    Verify,
+    #[value(name = "false")]
+    Skip,
+}
+
+/// A secret the engine lends to the RUN steps that mount it (`RUN --mount=type=secret,id=ID`), read from an
+/// environment variable: it reaches no layer, no build argument and no command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BuildSecret {
+    pub id: &'static str,
+    pub env: &'static str,
+}
+
+/// The Secure Boot signing key and certificate: `mok new`'s MOK.key and MOK.pem, for signing the kernel and
+/// modules (the `[signing]` config that uses them comes with a later release). The names are reserved now so CI
+/// workflows generated today already pass them as Actions secrets: `build` hands each one that is set to the
+/// engine as a build secret.
+pub(crate) const SECURE_BOOT_SECRETS: &[BuildSecret] = &[
+    BuildSecret {
+        id: "mok-key",
+        env: "PASSTHRU_MOK_KEY",
+    },
+    BuildSecret {
+        id: "mok-cert",
+        env: "PASSTHRU_MOK_CERT",
+    },
+];
 
 /// A `--label KEY=VALUE` for the built image, checked before it reaches the engine's command line.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -75,12 +109,22 @@ impl std::str::FromStr for Label {
     }
 }
 
+/// How an image is built. The base is already in local storage when the build starts (`build` pulls it first
+/// and records its digest), so the engine is never allowed to fetch it again: the image is built from exactly
+/// the base its label names.
 #[derive(Debug, Clone)]
 pub struct BuildOptions<'a> {
     pub tag: &'a ImageRef,
     pub isolation: Option<Isolation>,
-    pub pull: Pull,
     pub labels: &'a [Label],
+    pub secrets: &'a [BuildSecret],
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct PushOptions<'a> {
+    pub(crate) tls_verify: TlsVerify,
+    /// Where podman and buildah write the pushed manifest's digest (docker reports it in its image store).
+    pub(crate) digest_file: &'a Utf8Path,
 }
 
 impl Engine {
@@ -112,14 +156,28 @@ impl Engine {
     }
 
     /// Refuses option combinations this engine cannot honour, before anything runs.
-    pub fn check(self, options: &BuildOptions) -> Result<()> {
-        if self == Engine::Docker && options.isolation.is_some() {
+    pub fn check(self, isolation: Option<Isolation>, tls_verify: TlsVerify) -> Result<()> {
+        if self == Engine::Docker && isolation.is_some() {
             bail!(InputError::new(
                 "--isolation",
                 "docker builds have no isolation choice; use podman or buildah for chroot isolation"
             ));
         }
+        if self == Engine::Docker && tls_verify == TlsVerify::Skip {
+            bail!(InputError::new(
+                "--tls-verify",
+                "docker has no per-push TLS switch; list the registry in the docker daemon's \
+                 insecure-registries, or use podman or buildah"
+            ));
+        }
         Ok(())
+    }
+
+    pub(crate) fn pull_argv(self, image: &ImageRef) -> Vec<OsString> {
+        [self.program(), "pull", image.as_str()]
+            .into_iter()
+            .map(OsString::from)
+            .collect()
     }
 
     pub fn build_argv(self, context: &Utf8Path, options: &BuildOptions) -> Vec<OsString> {
@@ -129,18 +187,23 @@ impl Engine {
             Engine::Buildah => argv.extend(["bud".into(), "--layers".into()]),
             Engine::Docker => argv.push("build".into()),
         }
-        match (self, options.pull) {
-            // docker's --pull is a switch for "always"; its default pulls only what is missing, and `never`
-            // is enforced by `build` looking the base up first.
-            (Engine::Docker, Pull::Always) => argv.push("--pull".into()),
-            (Engine::Docker, _) => {}
-            (_, pull) => argv.push(format!("--pull={}", pull.name())),
+        // docker has no "never": its default takes a base that is in local storage, which it is by now.
+        if self != Engine::Docker {
+            argv.push("--pull=never".into());
         }
         if let Some(isolation) = options.isolation {
             argv.extend(["--isolation".into(), isolation.name()]);
         }
+        // podman and buildah turn each --label into a LABEL step after the last instruction: a user's label
+        // never costs the cached layers below it.
         for label in options.labels {
             argv.extend(["--label".into(), format!("{}={}", label.key, label.value)]);
+        }
+        for secret in options.secrets {
+            argv.extend([
+                "--secret".into(),
+                format!("id={},env={}", secret.id, secret.env),
+            ]);
         }
         argv.extend([
             "--tag".into(),
@@ -152,11 +215,85 @@ impl Engine {
         argv.into_iter().map(OsString::from).collect()
     }
 
-    pub fn push_argv(self, image: &ImageRef) -> Vec<OsString> {
-        [self.program(), "push", image.as_str()]
-            .into_iter()
-            .map(OsString::from)
-            .collect()
+    pub(crate) fn push_argv(self, image: &ImageRef, options: &PushOptions) -> Vec<OsString> {
+        let mut argv: Vec<OsString> = vec![self.program().into(), "push".into()];
+        if self != Engine::Docker {
+            argv.push("--digestfile".into());
+            argv.push(options.digest_file.as_os_str().to_owned());
+            if options.tls_verify == TlsVerify::Skip {
+                argv.push("--tls-verify=false".into());
+            }
+        }
+        argv.push(image.as_str().into());
+        argv
+    }
+
+    /// The digest of the manifest a finished push stored in the registry.
+    pub(crate) fn pushed_digest(self, image: &ImageRef, options: &PushOptions) -> Result<Digest> {
+        let text = match self {
+            Engine::Docker => {
+                let digests = self.repo_digests(image)?;
+                return digests
+                    .into_iter()
+                    .next()
+                    .with_context(|| format!("docker recorded no registry digest for {image}"));
+            }
+            _ => std::fs::read_to_string(options.digest_file)
+                .with_context(|| format!("reading {}", options.digest_file))?,
+        };
+        text.trim()
+            .parse::<Digest>()
+            .map_err(|e| anyhow::anyhow!("{} wrote no digest for {image}: {e}", self.program()))
+    }
+
+    /// The digest of the manifest the engine last stored for `image`: right after a pull, the digest the registry
+    /// serves for it, which `skopeo inspect docker://IMAGE` reports while the registry still serves that image.
+    /// None for an image docker holds no registry digest of (built locally).
+    pub(crate) fn image_digest(self, image: &ImageRef) -> Result<Option<Digest>> {
+        if let Some(digest) = image.digest() {
+            return Ok(Some(digest));
+        }
+        let text = match self {
+            // podman's `.Digest` is the first manifest the image was ever stored with: when the same image was
+            // also pulled under another name (a mirror, a copy) it is not the one this pull got. buildah
+            // reports the manifest stored last, from the same storage; podman alone has nothing better.
+            Engine::Podman if !Engine::Buildah.is_installed() => query(&[
+                "podman",
+                "image",
+                "inspect",
+                "--format",
+                "{{.Digest}}",
+                image.as_str(),
+            ])?,
+            Engine::Podman | Engine::Buildah => query(&[
+                "buildah",
+                "inspect",
+                "--type",
+                "image",
+                "--format",
+                "{{.FromImageDigest}}",
+                image.as_str(),
+            ])?,
+            Engine::Docker => return Ok(self.repo_digests(image)?.into_iter().next()),
+        };
+        let text = text.trim();
+        text.parse::<Digest>()
+            .map(Some)
+            .map_err(|e| anyhow::anyhow!("{} reported no digest for {image}: {e}", self.program()))
+    }
+
+    /// The registry digests docker recorded for `image`'s repository (`RepoDigests`), in its order.
+    fn repo_digests(self, image: &ImageRef) -> Result<Vec<Digest>> {
+        let entries: Vec<String> = Cmd::new(self.program())
+            .args([
+                "image",
+                "inspect",
+                "--format",
+                "{{json .RepoDigests}}",
+                image.as_str(),
+            ])
+            .read_json()?;
+        Ok(digests_of_repository(&entries, image.repository()))
     }
 
     /// Whether `image` is in the engine's local storage.
@@ -168,6 +305,21 @@ impl Engine {
         };
         Cmd::new(argv[0]).args(&argv[1..]).answers_yes()
     }
+}
+
+/// The digests in `repo@sha256:…` entries whose repository is `repository`, in their order.
+fn digests_of_repository(entries: &[String], repository: &str) -> Vec<Digest> {
+    entries
+        .iter()
+        .filter_map(|entry| entry.split_once('@'))
+        .filter(|(repo, _)| *repo == repository)
+        .filter_map(|(_, digest)| digest.parse().ok())
+        .collect()
+}
+
+/// Runs a query of the engine and returns what it printed; a failure carries the engine's own message.
+fn query(argv: &[&str]) -> Result<String> {
+    Cmd::new(argv[0]).args(&argv[1..]).read()
 }
 
 trait ValueName {
@@ -187,60 +339,72 @@ impl<T: ValueEnum> ValueName for T {
 mod tests {
     use super::*;
 
-    fn argv(engine: Engine, isolation: Option<Isolation>, pull: Pull, labels: &[Label]) -> String {
-        let tag: ImageRef = "localhost/vfio:1".parse().unwrap();
-        let options = BuildOptions {
-            tag: &tag,
-            isolation,
-            pull,
-            labels,
-        };
-        let argv = engine.build_argv(Utf8Path::new("/ctx"), &options);
+    fn joined(argv: &[OsString]) -> String {
         argv.iter()
             .map(|a| a.to_str().unwrap())
             .collect::<Vec<_>>()
             .join(" ")
     }
 
+    fn argv(
+        engine: Engine,
+        isolation: Option<Isolation>,
+        labels: &[Label],
+        secrets: &[BuildSecret],
+    ) -> String {
+        let tag: ImageRef = "localhost/vfio:1".parse().unwrap();
+        let options = BuildOptions {
+            tag: &tag,
+            isolation,
+            labels,
+            secrets,
+        };
+        joined(&engine.build_argv(Utf8Path::new("/ctx"), &options))
+    }
+
     #[test]
-    fn podman_and_buildah_take_pull_policy_and_isolation() {
+    fn podman_and_buildah_never_pull_during_the_build_and_take_isolation() {
         let labels = ["org.example.ci=42".parse().unwrap()];
         assert_eq!(
-            argv(
-                Engine::Podman,
-                Some(Isolation::Chroot),
-                Pull::Never,
-                &labels
-            ),
+            argv(Engine::Podman, Some(Isolation::Chroot), &labels, &[]),
             "podman build --layers --pull=never --isolation chroot --label org.example.ci=42 \
              --tag localhost/vfio:1 --file /ctx/Containerfile /ctx"
         );
         assert_eq!(
-            argv(Engine::Buildah, None, Pull::Always, &[]),
-            "buildah bud --layers --pull=always --tag localhost/vfio:1 --file /ctx/Containerfile /ctx"
+            argv(Engine::Buildah, None, &[], &[]),
+            "buildah bud --layers --pull=never --tag localhost/vfio:1 --file /ctx/Containerfile /ctx"
         );
     }
 
     #[test]
-    fn docker_pull_is_a_switch_and_isolation_is_refused() {
+    fn docker_takes_the_local_base_and_refuses_isolation_and_tls_skip() {
         assert_eq!(
-            argv(Engine::Docker, None, Pull::Always, &[]),
-            "docker build --pull --tag localhost/vfio:1 --file /ctx/Containerfile /ctx"
-        );
-        assert_eq!(
-            argv(Engine::Docker, None, Pull::Missing, &[]),
+            argv(Engine::Docker, None, &[], &[]),
             "docker build --tag localhost/vfio:1 --file /ctx/Containerfile /ctx"
         );
-        let tag: ImageRef = "localhost/vfio:1".parse().unwrap();
-        let options = BuildOptions {
-            tag: &tag,
-            isolation: Some(Isolation::Chroot),
-            pull: Pull::Missing,
-            labels: &[],
-        };
-        let err = Engine::Docker.check(&options).unwrap_err();
+        let err = Engine::Docker
+            .check(Some(Isolation::Chroot), TlsVerify::Verify)
+            .unwrap_err();
         assert_eq!(crate::error::exit_code(&err), 2);
-        assert!(Engine::Podman.check(&options).is_ok());
+        let err = Engine::Docker.check(None, TlsVerify::Skip).unwrap_err();
+        assert!(err.to_string().starts_with("--tls-verify: "), "{err}");
+        assert!(
+            Engine::Podman
+                .check(Some(Isolation::Chroot), TlsVerify::Skip)
+                .is_ok()
+        );
+    }
+
+    #[test]
+    fn secrets_go_by_environment_variable_name_never_by_value() {
+        let text = argv(Engine::Podman, None, &[], SECURE_BOOT_SECRETS);
+        assert!(
+            text.contains(
+                "--secret id=mok-key,env=PASSTHRU_MOK_KEY \
+                 --secret id=mok-cert,env=PASSTHRU_MOK_CERT --tag"
+            ),
+            "{text}"
+        );
     }
 
     #[test]
@@ -256,9 +420,42 @@ mod tests {
     }
 
     #[test]
-    fn push_names_the_image() {
+    fn push_names_the_image_and_the_digest_file_and_skips_tls_only_when_told() {
         let tag: ImageRef = "ghcr.io/me/vfio:latest".parse().unwrap();
-        let argv = Engine::Buildah.push_argv(&tag);
-        assert_eq!(argv, ["buildah", "push", "ghcr.io/me/vfio:latest"]);
+        let mut options = PushOptions {
+            tls_verify: TlsVerify::Verify,
+            digest_file: Utf8Path::new("/tmp/d"),
+        };
+        assert_eq!(
+            joined(&Engine::Buildah.push_argv(&tag, &options)),
+            "buildah push --digestfile /tmp/d ghcr.io/me/vfio:latest"
+        );
+        options.tls_verify = TlsVerify::Skip;
+        assert_eq!(
+            joined(&Engine::Podman.push_argv(&tag, &options)),
+            "podman push --digestfile /tmp/d --tls-verify=false ghcr.io/me/vfio:latest"
+        );
+        assert_eq!(
+            joined(&Engine::Docker.push_argv(&tag, &options)),
+            "docker push ghcr.io/me/vfio:latest"
+        );
+        assert_eq!(
+            joined(&Engine::Podman.pull_argv(&tag)),
+            "podman pull ghcr.io/me/vfio:latest"
+        );
+    }
+
+    #[test]
+    fn repository_digests_are_taken_for_the_image_repository_only() {
+        let a = format!("sha256:{}", "a".repeat(64));
+        let b = format!("sha256:{}", "b".repeat(64));
+        let entries = [
+            format!("localhost/passthru-test-base@{a}"),
+            format!("127.0.0.1:5000/e2e/base@{b}"),
+            "garbage".to_owned(),
+        ];
+        let digests = digests_of_repository(&entries, "127.0.0.1:5000/e2e/base");
+        assert_eq!(digests, [b.parse::<Digest>().unwrap()]);
+        assert!(digests_of_repository(&entries, "127.0.0.1:5000/e2e").is_empty());
     }
 }

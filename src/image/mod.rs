@@ -3,5 +3,6 @@
 pub mod context;
 pub mod engine;
 pub(crate) mod fetch;
+pub(crate) mod labels;
 pub mod progress;
 pub mod render;

@@ -10,6 +10,7 @@ use camino::{Utf8Path, Utf8PathBuf};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
+use super::engine::Label;
 use crate::config::sources::{KernelPackage, PackageKeys};
 use crate::config::{HeaderPackages, KernelSource, ModuleSource};
 use crate::error::InputError;
@@ -74,6 +75,11 @@ impl BuildContext {
 }
 
 pub fn render(plan: &Plan) -> Result<BuildContext> {
+    render_labelled(plan, &[])
+}
+
+/// The context with `labels` set by a last LABEL instruction (`build`'s labels: [`super::labels`]).
+pub(crate) fn render_labelled(plan: &Plan, labels: &[Label]) -> Result<BuildContext> {
     let mut files = Vec::new();
     // The packages reach the kernel swap through a bind mount, which the engine's layer cache does not look
     // into: the digest of their SHA256SUMS goes on the RUN line, so other packages make another step.
@@ -98,7 +104,7 @@ pub fn render(plan: &Plan) -> Result<BuildContext> {
     files.push(ContextFile::text(
         "Containerfile",
         0o644,
-        &containerfile(plan, kernel_sums.as_deref(), &modules)?,
+        &containerfile(plan, kernel_sums.as_deref(), &modules, labels)?,
     ));
     for (name, content) in SCRIPTS {
         files.push(ContextFile::text(format!("scripts/{name}"), 0o755, content));
@@ -209,7 +215,20 @@ fn containerfile(
     plan: &Plan,
     kernel_sums: Option<&str>,
     modules: &[ModuleStage],
+    labels: &[Label],
 ) -> Result<String> {
+    // A LABEL value is expanded by the engine ($VAR) and ends at a quote: only plain values are written into
+    // the Containerfile (the user's own --label values go on the engine's command line instead).
+    if let Some(label) = labels
+        .iter()
+        .find(|l| !super::labels::is_plain_value(&l.value))
+    {
+        bail!(
+            "label {} has a value the Containerfile cannot hold: {:?}",
+            label.key,
+            label.value
+        );
+    }
     let mut env = minijinja::Environment::new();
     env.set_undefined_behavior(minijinja::UndefinedBehavior::Strict);
     env.set_keep_trailing_newline(true);
@@ -228,6 +247,7 @@ fn containerfile(
             kernel_sums => kernel_sums,
             kernel_scratch_dirs => scratch,
             modules => modules,
+            labels => labels.iter().map(|l| (&l.key, &l.value)).collect::<Vec<_>>(),
         })?;
     Ok(text)
 }

@@ -91,13 +91,17 @@ pub(crate) const VFIO_PCI_IDS: Param = last_wins("vfio_pci.ids");
 /// The ACS-override patch parses its one string once: a second value replaces the first.
 pub(crate) const PCIE_ACS_OVERRIDE: Param = last_wins("pcie_acs_override");
 
+/// kmod reads every occurrence (libkmod-config.c): modules it will not load through an alias.
+pub(crate) const MODPROBE_BLACKLIST: Param = accumulates("modprobe.blacklist");
+/// The kernel's own list of modules it refuses to load at all: one string, the last one counts.
+pub(crate) const MODULE_BLACKLIST: Param = last_wins("module_blacklist");
+
 /// Parameters whose repeat rule is not "last wins", beyond the ones planned above.
 const OTHERS: &[Param] = &[
     accumulates("console"),
     accumulates("rd.driver.post"),
     accumulates("rd.driver.blacklist"),
-    // kmod reads every occurrence (libkmod-config.c); the kernel's own `module_blacklist` is one string.
-    accumulates("modprobe.blacklist"),
+    MODPROBE_BLACKLIST,
 ];
 
 const KNOWN: &[Param] = &[

@@ -1,0 +1,175 @@
+//! `doctor`: checks the running host against the plan, after the reboot ("is it working?"), and the firmware
+//! and kernel facts passthrough rests on (the guide's "Checking Passthrough Support" and its BIOS checklist).
+//!
+//! Every expectation comes from the [`Plan`]: its kargs, its initramfs drivers, its devices, its modules.
+//! Doctor adds no karg or device of its own. It reads the host through the [`Root`]; the checks that run a
+//! program (journalctl, virt-host-validate) run it only on this machine's own root, or give it the root.
+//!
+//! Each check is declared once in the topic modules below and run in the order of [`CHECKS`], so a check can
+//! name an earlier failure as its cause (see [`crate::checks`]).
+
+mod boot;
+mod devices;
+mod firmware;
+mod iommu;
+mod kvm;
+mod programs;
+
+use anyhow::Result;
+use camino::Utf8PathBuf;
+use serde::Serialize;
+
+use crate::checks::{self, Check, Fix, Report, Status};
+use crate::host::Machine;
+use crate::host::cpu::CpuInfo;
+use crate::host::kernel;
+use crate::host::modprobe;
+use crate::host::pci::PciDevice;
+use crate::host::topology::Topology;
+use crate::kargs::params::Param;
+use crate::kargs::{HostKarg, KernelArg};
+use crate::plan::Plan;
+use crate::root::Root;
+
+/// The version of the `doctor --json` document; raised when a field changes meaning or goes away.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// What makes the planned kargs, drivers and files take effect after the next boot, for both modes: the fix of
+/// every check that fails because the plan is not (yet) what the host booted.
+pub(crate) const APPLY_FIX: &str = "image mode: `bootc switch`/`bootc upgrade` to the image `passthru-image build` made (kargs.d is applied by bootc, not rpm-ostree); live mode: `passthru-image apply`; then reboot";
+
+/// Every check, in the order they run: a check may name only earlier ones as its cause.
+pub(crate) const CHECKS: &[&Check<Facts>] = &[
+    &firmware::CPU_VIRTUALIZATION,
+    &firmware::UEFI,
+    &firmware::SECURE_BOOT,
+    &firmware::LOCKDOWN,
+    &boot::KARG,
+    &boot::KARG_CONFLICTS,
+    &iommu::ACPI_TABLE,
+    &iommu::UNITS,
+    &iommu::GROUPS,
+    &iommu::INTERRUPT_REMAPPING,
+    &iommu::PASSTHROUGH,
+    &iommu::KERNEL_LOG,
+    &kvm::KVM,
+    &kvm::DEV_KVM,
+    &kvm::PARAMS,
+    &boot::MODULE,
+    &boot::MODPROBE_CONFLICTS,
+    &boot::MODPROBE_SOFTDEP,
+    &devices::DEVICES,
+    &devices::MISSING,
+    &devices::IDENTICAL_IDS,
+    &devices::BOUND,
+    &devices::BOOT_GPU,
+    &devices::GROUP,
+    &devices::RESET_METHOD,
+    &devices::RESIZABLE_BAR,
+    &devices::ABOVE_4G,
+    &devices::SRIOV,
+    &programs::VIRT_HOST_VALIDATE,
+];
+
+/// What the checks judge: the plan and the host facts most of them need, read once. Checks read the rest
+/// under `root` themselves.
+pub(crate) struct Facts {
+    pub(crate) plan: Plan,
+    pub(crate) root: Root,
+    pub(crate) machine: Machine,
+    pub(crate) cpu: CpuInfo,
+    pub(crate) topology: Topology,
+    pub(crate) cmdline: Vec<HostKarg>,
+    /// Module names in /proc/modules.
+    pub(crate) loaded: Vec<String>,
+    pub(crate) modprobe: modprobe::Config,
+}
+
+impl Facts {
+    pub(crate) fn read(plan: Plan, root: Root) -> Result<Facts> {
+        let cmdline = kernel::cmdline(&root)?;
+        Ok(Facts {
+            machine: Machine::of(&root),
+            cpu: CpuInfo::read(&root)?,
+            topology: Topology::read(&root)?,
+            loaded: kernel::loaded_modules(&root)?,
+            modprobe: modprobe::read(&root, &cmdline)?,
+            cmdline,
+            plan,
+            root,
+        })
+    }
+
+    /// The host's devices the plan binds to vfio-pci, in address order.
+    pub(crate) fn planned_devices(&self) -> impl Iterator<Item = &PciDevice> {
+        self.topology
+            .devices
+            .iter()
+            .filter(|d| self.plan.vfio.ids.contains(&d.id))
+    }
+
+    /// The planned karg that sets `param`, as the `karg` check names its outcome.
+    pub(crate) fn planned_karg(&self, param: &Param) -> Option<String> {
+        self.plan
+            .kargs
+            .iter()
+            .find(|k| k.is(param))
+            .map(|k| k.to_string())
+    }
+
+    /// Whether the plan builds out-of-tree modules (vendor-reset), which Secure Boot and lockdown refuse
+    /// unsigned.
+    pub(crate) fn plans_modules(&self) -> bool {
+        !self.plan.modules.is_empty()
+    }
+}
+
+/// The `doctor --json` document.
+#[derive(Debug, Clone, Serialize)]
+pub struct DoctorReport {
+    pub schema_version: u32,
+    /// The root that was checked.
+    pub root: Utf8PathBuf,
+    /// Where the plan's config came from.
+    pub config: String,
+    /// No check failed.
+    pub ok: bool,
+    pub counts: Counts,
+    pub checks: Report,
+    /// Each fix once, with the checks it answers.
+    pub fixes: Vec<Fix>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Counts {
+    pub pass: usize,
+    pub warn: usize,
+    pub fail: usize,
+    pub not_run: usize,
+}
+
+impl DoctorReport {
+    fn new(checks: Report, root: &Root, config: String) -> DoctorReport {
+        DoctorReport {
+            schema_version: SCHEMA_VERSION,
+            root: root.path().to_owned(),
+            config,
+            ok: checks.passed(),
+            counts: Counts {
+                pass: checks.count(Status::Pass),
+                warn: checks.count(Status::Warn),
+                fail: checks.count(Status::Fail),
+                not_run: checks.count(Status::NotRun),
+            },
+            fixes: checks.fixes(),
+            checks,
+        }
+    }
+}
+
+/// Runs every check of the host under `root` against `plan`. `config` names where the plan came from.
+pub fn check(plan: Plan, root: Root, config: String) -> Result<DoctorReport> {
+    let facts = Facts::read(plan, root)?;
+    let report = checks::run(CHECKS, &facts)?;
+    Ok(DoctorReport::new(report, &facts.root, config))
+}
