@@ -60,7 +60,7 @@ impl UserFile {
 
 /// Device files a check opens: the only files under the root read without being regular files.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Device {
+pub(crate) enum Device {
     /// /dev/kvm, opened read-write: whether this machine can run a VM with KVM.
     Kvm,
     /// /dev/kmsg, opened read-only and non-blocking: the kernel log, one record per read.
@@ -249,7 +249,7 @@ impl Root {
     }
 
     /// Opens one of the device files a check needs, which must be a character device inside the root.
-    pub fn open_device(&self, device: Device) -> Result<std::fs::File> {
+    pub(crate) fn open_device(&self, device: Device) -> Result<std::fs::File> {
         let abs = Utf8Path::new(device.path());
         let mut options = OpenOptions::new();
         match device {
