@@ -118,17 +118,24 @@ pub enum Command {
         #[arg(long, value_enum, value_name = "CLASS")]
         class: Vec<DeviceClass>,
     },
-    /// Read the host and propose a passthru.toml (CPU vendor, GPU to pass and its companion functions)
+    /// Read the host and propose a passthru.toml (CPU vendor, base image, GPU to pass and its companion
+    /// functions); with --config FILE, that file with what detect found put in
     Detect {
-        /// Write the proposal to FILE instead of stdout; refused when FILE exists, unless --force
+        /// Write the proposal to FILE instead of stdout; refused when FILE exists, unless --force or --merge
         #[arg(long, value_name = "FILE")]
         write: Option<Utf8PathBuf>,
         /// Replace an existing --write FILE
-        #[arg(long, requires = "write")]
+        #[arg(long, requires = "write", conflicts_with = "merge")]
         force: bool,
-        /// The GPU to pass (e.g. 0000:01:00.0), instead of the one detect picks
-        #[arg(long, value_name = "ADDRESS", value_parser = parse_pci_address)]
+        /// Into an existing --write FILE, change only what detect finds; keep the other keys and comments
+        #[arg(long, requires = "write")]
+        merge: bool,
+        /// The PCI device to pass (0000:02:00.0 or 02:00.0), any class, instead of the GPU detect picks
+        #[arg(long, value_name = "ADDRESS", value_parser = parse_user_pci_address)]
         device: Option<PciAddress>,
+        /// The ostree sysroot whose deployment tells the base image the host runs [default: --root]
+        #[arg(long, value_name = "DIR")]
+        sysroot: Option<Utf8PathBuf>,
         /// Print the proposal (config, TOML, findings, warnings) as JSON
         #[arg(long)]
         json: bool,
@@ -298,6 +305,20 @@ pub struct OverrideArgs {
     pub tag: Option<ImageRef>,
 }
 
+impl OverrideArgs {
+    /// No override given on the command line.
+    pub fn is_empty(&self) -> bool {
+        let OverrideArgs {
+            cpu,
+            gpu,
+            vfio_ids,
+            base,
+            tag,
+        } = self;
+        cpu.is_none() && gpu.is_none() && vfio_ids.is_none() && base.is_none() && tag.is_none()
+    }
+}
+
 impl From<&OverrideArgs> for Overrides {
     fn from(a: &OverrideArgs) -> Overrides {
         Overrides {
@@ -323,8 +344,8 @@ fn parse_pci_id(s: &str) -> Result<PciId, String> {
     s.parse()
 }
 
-fn parse_pci_address(s: &str) -> Result<PciAddress, String> {
-    s.parse()
+fn parse_user_pci_address(s: &str) -> Result<PciAddress, String> {
+    PciAddress::from_user(s)
 }
 
 fn parse_label(s: &str) -> Result<Label, String> {

@@ -6,15 +6,17 @@
 pub mod dkms_conf;
 pub(crate) mod host_safety;
 pub(crate) mod kargs;
+pub mod record;
 
 use anyhow::Result;
 use camino::{Utf8Path, Utf8PathBuf};
-use serde::{Serialize, Serializer};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::config::{Config, CpuChoice, GpuVendor, HeaderPackages, KernelSource, ModuleSource};
 use crate::error::InputError;
 use crate::host::cpu::{CpuInfo, CpuVendor};
 use crate::host::kernel;
+use crate::host::pci::PciAddress;
 use crate::host::topology::Topology;
 use crate::image_ref::ImageRef;
 use crate::kargs::Kargs;
@@ -32,6 +34,20 @@ pub const DRACUT_CONF: &str = "/usr/lib/dracut/dracut.conf.d/50-passthru-vfio.co
 pub const MODPROBE_CONF: &str = "/usr/lib/modprobe.d/50-passthru-vfio.conf";
 pub const MODULES_LOAD_CONF: &str = "/usr/lib/modules-load.d/vendor-reset.conf";
 pub const UDEV_RULE: &str = "/usr/lib/udev/rules.d/99-passthru-vendor-reset.rules";
+/// The dracut module whose pre-udev hook binds `vfio.addresses` (layers/dracut/90passthru-vfio/), by the name
+/// `add_dracutmodules` takes, and its files in the image.
+pub const DRACUT_MODULE: &str = "passthru-vfio";
+const DRACUT_MODULE_DIR: &str = "/usr/lib/dracut/modules.d/90passthru-vfio";
+const DRACUT_MODULE_FILES: &[(&str, &str)] = &[
+    (
+        "module-setup.sh",
+        include_str!("../layers/dracut/90passthru-vfio/module-setup.sh"),
+    ),
+    (
+        "passthru-vfio-bind.sh",
+        include_str!("../layers/dracut/90passthru-vfio/passthru-vfio-bind.sh"),
+    ),
+];
 /// Where live mode writes the drop-ins: the host's /etc, as /usr is read-only there.
 pub const LIVE_DRACUT_CONF: &str = "/etc/dracut.conf.d/50-passthru-vfio.conf";
 pub const LIVE_MODPROBE_CONF: &str = "/etc/modprobe.d/50-passthru-vfio.conf";
@@ -74,15 +90,20 @@ pub struct Plan {
 }
 
 /// The devices vfio-pci claims, as typed facts (the kernel arguments are rendered from them).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct VfioPlan {
     /// Bound by vendor:device ID (`vfio_pci.ids`), each once.
     pub ids: Vec<PciId>,
+    /// Bound by address (`rd.passthru.vfio_addresses`, read by the initramfs hook that sets driver_override),
+    /// each once.
+    pub addresses: Vec<PciAddress>,
     /// vfio-pci is loaded from the initramfs before any other driver (`rd.driver.pre=vfio-pci`).
     pub early_binding: bool,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ImagePlan {
     /// The base, pinned by digest when one is configured.
     pub base: ImageRef,
@@ -90,7 +111,7 @@ pub struct ImagePlan {
 }
 
 /// Which layer of the image a file belongs to, which decides what a change to it rebuilds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Layer {
     /// Read while the initramfs is generated; host-agnostic (no device IDs).
@@ -99,10 +120,12 @@ pub enum Layer {
     Host,
 }
 
-#[derive(Debug, Clone, Serialize)]
+/// Read back only as a record's expectation ([`record::Expectations`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct PlannedFile {
     pub path: Utf8PathBuf,
-    #[serde(serialize_with = "octal")]
+    #[serde(serialize_with = "octal", deserialize_with = "from_octal")]
     pub mode: u32,
     pub layer: Layer,
     pub content: String,
@@ -121,6 +144,17 @@ pub struct LiveFile {
 
 fn octal<S: Serializer>(mode: &u32, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(&format!("{mode:04o}"))
+}
+
+/// `"0644"`: permission bits as [`octal`] writes them, nothing above 07777.
+fn from_octal<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    let text = String::deserialize(d)?;
+    u32::from_str_radix(&text, 8)
+        .ok()
+        .filter(|mode| *mode <= 0o7777 && text.len() == 4)
+        .ok_or_else(|| {
+            serde::de::Error::custom(format!("{text:?} is not a file mode such as \"0644\""))
+        })
 }
 
 /// A replacement kernel, swapped in at build time unless the image's own kernel makes it needless.
@@ -325,6 +359,7 @@ impl Plan {
         };
         let vfio = VfioPlan {
             ids: first_of_each(&config.vfio.ids),
+            addresses: first_of_each(&config.vfio.addresses),
             early_binding: config.vfio.early_binding,
         };
         // The host's devices are read only when something depends on them: an argument, or the devices the
@@ -333,7 +368,7 @@ impl Plan {
             && config.gpu.disable_nouveau == crate::config::Switch::Auto;
         let taken = host_safety::Taken {
             ids: &vfio.ids,
-            addresses: &[],
+            addresses: &vfio.addresses,
         };
         let topology = match target {
             Target::Host(root) if nouveau_decides || !taken.is_empty() => {
@@ -355,6 +390,7 @@ impl Plan {
             config,
             cpu: cpu_vendor,
             vfio_ids: &vfio.ids,
+            vfio_addresses: &vfio.addresses,
             host: host_gpus.as_ref(),
         })?;
         let kargs = planned.kargs;
@@ -363,8 +399,9 @@ impl Plan {
             path: DRACUT_CONF.into(),
             mode: 0o644,
             layer: Layer::Initramfs,
-            content: dracut_conf(None),
+            content: dracut_conf(DracutModule::Added, None),
         }];
+        files.extend(dracut_module_files());
         if let Some(content) = modprobe_conf(&config.gpu.vendors) {
             files.push(PlannedFile {
                 path: MODPROBE_CONF.into(),
@@ -405,6 +442,7 @@ impl Plan {
             layer: Layer::Host,
             content: KargsD::for_x86_64(&kargs).render(),
         });
+        files.push(record::config_file(config)?);
 
         let base = match &config.image.digest {
             Some(digest) => config.image.base.pinned(digest),
@@ -414,7 +452,7 @@ impl Plan {
         let mut warnings = config_warnings(config);
         warnings.extend(planned.warnings);
         warnings.extend(host_warnings);
-        Ok(Plan {
+        let mut plan = Plan {
             cpu_vendor,
             cpu_vendor_detected: config.cpu.vendor == CpuChoice::Auto,
             host: match target {
@@ -435,7 +473,11 @@ impl Plan {
             modules,
             warnings,
             notes,
-        })
+        };
+        // Last: the record holds the plan with every other file.
+        let recorded = record::plan_file(&plan);
+        plan.files.push(recorded);
+        Ok(plan)
     }
 
     /// The plan's warnings, and one more when the CPU vendor of an image came from the build machine, not from
@@ -470,7 +512,7 @@ fn host_gpus(topology: &Topology, vfio: &VfioPlan) -> HostGpus {
     HostGpus {
         kept_on_nouveau: topology
             .gpus()
-            .filter(|gpu| !vfio.ids.contains(&gpu.id))
+            .filter(|gpu| !vfio.ids.contains(&gpu.id) && !vfio.addresses.contains(&gpu.address))
             .filter(|gpu| gpu.driver.as_deref() == Some("nouveau"))
             .map(|gpu| gpu.address)
             .collect(),
@@ -496,19 +538,49 @@ fn first_of_each<T: Eq + std::hash::Hash + Copy>(items: &[T]) -> Vec<T> {
         .collect()
 }
 
+/// Whether the initramfs gets passthru-image's dracut module (the hook that binds by address).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum DracutModule {
+    /// Image mode: the module is installed in the same layer, always, so the initramfs does not depend on
+    /// whether any address is configured.
+    Added,
+    /// Live mode: /usr/lib/dracut/modules.d is read-only on the host, so there is no module to add (and
+    /// addresses are refused there).
+    Absent,
+}
+
 /// `modprobe_in_etc`: the live modprobe drop-in, which the initramfs must carry itself. rpm-ostree regenerates
 /// with `--no-hostonly`, and dracut copies /etc/modprobe.d only in host-only mode (its 90kernel-modules
 /// copies /usr/lib/modprobe.d always), so the file is named in `install_items`.
-fn dracut_conf(modprobe_in_etc: Option<&str>) -> String {
+fn dracut_conf(module: DracutModule, modprobe_in_etc: Option<&str>) -> String {
     let drivers = VFIO_DRIVERS.join(" ");
     let install = modprobe_in_etc
         .map(|path| format!("install_items+=\" {path} \"\n"))
         .unwrap_or_default();
+    let add = match module {
+        DracutModule::Added => format!(
+            "# Its hook binds the devices of rd.passthru.vfio_addresses= by address, before udev starts.\n\
+             add_dracutmodules+=\" {DRACUT_MODULE} \"\n"
+        ),
+        DracutModule::Absent => String::new(),
+    };
     format!(
         "# Generated by passthru-image: VFIO drivers in the initramfs, so vfio-pci claims the passed-through\n\
-         # devices before any graphics driver does. Device IDs stay in the kernel arguments.\n\
-         force_drivers+=\" {drivers} \"\n{install}"
+         # devices before any graphics driver does. Device IDs and addresses stay in the kernel arguments.\n\
+         force_drivers+=\" {drivers} \"\n{add}{install}"
     )
+}
+
+/// The dracut module of layers/dracut/, installed where dracut looks for modules.
+fn dracut_module_files() -> impl Iterator<Item = PlannedFile> {
+    DRACUT_MODULE_FILES
+        .iter()
+        .map(|(name, content)| PlannedFile {
+            path: Utf8PathBuf::from(DRACUT_MODULE_DIR).join(name),
+            mode: 0o755,
+            layer: Layer::Initramfs,
+            content: (*content).to_owned(),
+        })
 }
 
 /// The drop-ins of `files` as live mode writes them into /etc.
@@ -517,7 +589,10 @@ fn live_files(files: &[PlannedFile]) -> Vec<LiveFile> {
     let mut live = vec![LiveFile {
         path: LIVE_DRACUT_CONF.into(),
         mode: 0o644,
-        content: dracut_conf(has_modprobe.then_some(LIVE_MODPROBE_CONF)),
+        content: dracut_conf(
+            DracutModule::Absent,
+            has_modprobe.then_some(LIVE_MODPROBE_CONF),
+        ),
     }];
     live.extend(
         files

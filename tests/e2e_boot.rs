@@ -563,3 +563,106 @@ fn bad_input_exits_2_before_anything_boots() {
         "mine"
     );
 }
+
+/// Identical twins: an image that binds by address (and by ID: both mixed) boots with two identical e1000e
+/// stand-ins; the one test-boot adds to the image's address argument comes up on vfio-pci, its twin on e1000e.
+/// The base's own initramfs was built with e1000e (tests/base/variants/nic-in-initramfs), which the build keeps,
+/// so the twins' driver loads in the image's initramfs and races vfio-pci there: the race binding by address
+/// must win. The built image also carries its
+/// plan and config under /usr/share/passthru-image for doctor.
+#[test]
+fn an_image_that_binds_by_address_splits_identical_twins() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = common::test_base_variant("nic-in-initramfs");
+    let tag = "localhost/passthru-e2e-boot:twins".to_owned();
+    let _cleanup = RemoveImages::new(std::slice::from_ref(&tag));
+    let config = dir.path().join("passthru.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[image]\nbase = \"{base}\"\ntag = \"{tag}\"\n\n[cpu]\nvendor = \"intel\"\n\n[gpu]\nvendors = [\"nvidia\"]\n\n\
+             [vfio]\nids = [\"10de:2684\"]\naddresses = [\"02:00.0\"]\n"
+        ),
+    )
+    .unwrap();
+    let start = Instant::now();
+    build_image(&config, &tag);
+    eprintln!(
+        "twins image built in {:.1} s",
+        start.elapsed().as_secs_f64()
+    );
+    {
+        let image = common::MountedImage::new(&tag);
+        let record: Value = serde_json::from_str(
+            &std::fs::read_to_string(image.path("/usr/share/passthru-image/plan.json")).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(
+            record["plan"]["vfio"]["addresses"],
+            serde_json::json!(["0000:02:00.0"])
+        );
+        let recorded_config =
+            std::fs::read_to_string(image.path("/usr/share/passthru-image/passthru.toml")).unwrap();
+        assert!(
+            recorded_config.contains("addresses = [\"0000:02:00.0\"]"),
+            "{recorded_config}"
+        );
+        assert!(
+            image
+                .path("/usr/lib/dracut/modules.d/90passthru-vfio/passthru-vfio-bind.sh")
+                .is_file()
+        );
+    }
+
+    let (report, code, seconds) = test_boot(&config, &[]);
+    eprintln!(
+        "twins: probe after {} s, test-boot {seconds:.1} s",
+        report["probe_seconds"]
+    );
+    assert_eq!(code, 0, "test-boot failed:\n{report:#}");
+    assert_eq!(
+        report["stand_ins"],
+        serde_json::json!({"bound_by": "address", "bound": "0000:00:10.0", "twin": "0000:00:11.0"})
+    );
+    for name in [
+        "boot",
+        "kargs",
+        "iommu",
+        "stand-in-on-vfio-pci",
+        "vfio-modules",
+        "twin-on-own-driver",
+    ] {
+        assert_eq!(check(&report, name)["status"], "pass", "{name}: {report:#}");
+    }
+    // The probe's own view: the named twin on vfio-pci, the other on e1000e.
+    let driver_at = |address: &str| {
+        report["probe"]["devices"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|d| d["address"] == address)
+            .unwrap_or_else(|| panic!("no device at {address}: {report:#}"))["driver"]
+            .clone()
+    };
+    assert_eq!(driver_at("0000:00:10.0"), "vfio-pci");
+    assert_eq!(driver_at("0000:00:11.0"), "e1000e");
+    let cmdline: Vec<&str> = report["probe"]["cmdline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k.as_str().unwrap())
+        .collect();
+    assert!(
+        cmdline.contains(&"rd.passthru.vfio_addresses=0000:02:00.0,0000:00:10.0"),
+        "{cmdline:?}"
+    );
+    assert!(
+        cmdline.contains(&"vfio_pci.ids=10de:2684"),
+        "the stand-in's ID stays out of vfio_pci.ids: {cmdline:?}"
+    );
+    // The kernel neither called our argument unknown nor handed it to init.
+    assert_eq!(
+        report["probe"]["refused_kargs"]["unknown"],
+        serde_json::json!([])
+    );
+}

@@ -181,6 +181,7 @@ fn built_image_has_the_planned_kargs_vfio_initramfs_one_kernel_and_the_bootc_lab
     );
 }
 
+/// Device IDs and addresses live only in kargs.d: adding both rebuilds the host layer alone.
 #[test]
 fn changing_only_device_ids_rebuilds_only_the_host_layer() {
     let dir = tempfile::tempdir().unwrap();
@@ -199,7 +200,9 @@ fn changing_only_device_ids_rebuilds_only_the_host_layer() {
     let config = write_config(
         dir.path(),
         second,
-        &format!("{AMD_NVIDIA}[vfio]\nids = [\"10de:1401\", \"10de:0fba\"]\n"),
+        &format!(
+            "{AMD_NVIDIA}[vfio]\nids = [\"10de:1401\", \"10de:0fba\"]\naddresses = [\"0b:00.0\"]\n"
+        ),
     );
     let output = build_image(&config, second);
     // Instructions podman ran for real, e.g. `COPY layers/host/ /`.
@@ -226,7 +229,9 @@ fn changing_only_device_ids_rebuilds_only_the_host_layer() {
     );
 
     let image = MountedImage::new(second);
-    assert!(image_kargs(&image).contains(&"vfio_pci.ids=10de:1401,10de:0fba".to_owned()));
+    let kargs = image_kargs(&image);
+    assert!(kargs.contains(&"vfio_pci.ids=10de:1401,10de:0fba".to_owned()));
+    assert!(kargs.contains(&"rd.passthru.vfio_addresses=0000:0b:00.0".to_owned()));
 }
 
 #[test]

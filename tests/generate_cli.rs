@@ -52,12 +52,16 @@ fn generate(dir: &Path, args: &[&str]) -> BTreeMap<String, (u32, Vec<u8>)> {
 }
 
 /// The context as one reviewable text: every file's path and mode, and the content of all but the static
-/// scripts (those are embedded verbatim and reviewed as code in layers/scripts/).
+/// scripts and dracut module (embedded verbatim and reviewed as code in layers/) and the plan's record (the
+/// plan as `plan --json` shows it; tests/host_cli.rs reads it back).
 fn describe(tree: &BTreeMap<String, (u32, Vec<u8>)>) -> String {
     let mut text = String::new();
     for (path, (mode, content)) in tree {
         text.push_str(&format!("=== {path} ({mode:04o})\n"));
-        if !path.starts_with("scripts/") {
+        let shown_by_name = path.starts_with("scripts/")
+            || path.contains("/dracut/modules.d/")
+            || path.ends_with("/passthru-image/plan.json");
+        if !shown_by_name {
             text.push_str(&String::from_utf8_lossy(content));
         }
     }

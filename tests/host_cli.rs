@@ -414,17 +414,54 @@ fn detect_suggests_acs_override_for_a_shared_group() {
     assert!(planned_kargs(&plan).contains(&"vfio_pci.ids=10de:128b,10de:0e0f"));
 }
 
+/// Two identical GTX 1080s: `vfio_pci.ids` would take the host's card too, so the guest's functions are bound
+/// by address, which plan turns into its own argument and doctor checks per address (never the host's twin).
 #[test]
-fn detect_warns_when_host_and_guest_gpus_have_identical_ids() {
+fn detect_binds_identical_twins_by_address() {
     let dir = tempfile::tempdir().unwrap();
-    let (_, text, stderr) = detect("identical-twins", dir.path());
+    let (config, text, stderr) = detect("identical-twins", dir.path());
     assert!(text.contains("GPU to pass: 0000:02:00.0"), "{text}");
-    assert!(stderr.contains("identical IDs"), "{stderr}");
-    assert!(stderr.contains("0000:01:00.0 [10de:1b80]"), "{stderr}");
-    assert!(stderr.contains("driver_override"), "{stderr}");
-    // Hosts with distinct GPUs get no such warning.
-    let (_, _, stderr) = detect("amd-two-gpus", dir.path());
+    assert!(
+        text.contains("addresses = [\"0000:02:00.0\", \"0000:02:00.1\"]"),
+        "{text}"
+    );
+    assert!(text.contains("\nids = []\n"), "{text}");
+    assert!(
+        text.contains("0000:02:00.0 bound by address: the host keeps 0000:01:00.0 with the same ID [10de:1b80]"),
+        "{text}"
+    );
+    assert!(
+        text.contains("# vfio.addresses: bound with driver_override"),
+        "{text}"
+    );
     assert!(!stderr.contains("identical IDs"), "{stderr}");
+    let plan = plan_json("identical-twins", &config, dir.path());
+    let kargs = planned_kargs(&plan);
+    assert!(
+        kargs.contains(&"rd.passthru.vfio_addresses=0000:02:00.0,0000:02:00.1"),
+        "{kargs:?}"
+    );
+    assert!(
+        !kargs.iter().any(|k| k.starts_with("vfio_pci.ids")),
+        "{kargs:?}"
+    );
+    let (code, report) = doctor("identical-twins", &config, dir.path());
+    assert_eq!(code, Some(1), "still on nvidia: {report:#}");
+    assert_eq!(status_of(&report, "bound:0000:02:00.0"), "fail");
+    assert_eq!(status_of(&report, "bound:0000:02:00.1"), "fail");
+    let names: Vec<&str> = report["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert!(
+        !names.contains(&"bound:0000:01:00.0"),
+        "the host's twin is not planned: {names:?}"
+    );
+    // Hosts with distinct GPUs keep binding by ID.
+    let (_, text, _) = detect("amd-two-gpus", dir.path());
+    assert!(text.contains("\naddresses = []\n"), "{text}");
 }
 
 #[test]
@@ -473,17 +510,35 @@ fn detect_write_refuses_an_existing_file_unless_forced() {
     );
 }
 
+/// `--device` takes any PCI device of the host, as lspci prints it (`00:14.0`) or as the kernel does.
 #[test]
-fn detect_device_must_be_a_gpu_of_the_host() {
+fn detect_device_takes_any_pci_device_of_the_host() {
     let dir = tempfile::tempdir().unwrap();
     let output = cli("intel-nvidia", dir.path())
-        .args(["detect", "--device", "0000:00:14.0"])
+        .args(["detect", "--device", "00:15.0"])
         .output()
         .unwrap();
     assert_eq!(output.status.code(), Some(2), "{output:?}");
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("--device"), "{stderr}");
+    assert!(stderr.contains("no PCI device at 0000:00:15.0"), "{stderr}");
     assert!(stderr.contains("0000:00:02.0, 0000:01:00.0"), "{stderr}");
+    let output = cli("intel-nvidia", dir.path())
+        .args(["detect", "--device", "14.0"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2), "{output:?}");
+
+    // The host's USB controller: by ID, no GPU vendor, so no GPU driver arguments.
+    let output = cli("intel-nvidia", dir.path())
+        .args(["detect", "--device", "00:14.0"])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(text.contains("# Device to pass: 0000:00:14.0"), "{text}");
+    assert!(text.contains("ids = [\"8086:a36d\"]"), "{text}");
+    assert!(text.contains("vendors = []"), "{text}");
 
     let output = cli("intel-nvidia", dir.path())
         .args(["detect", "--device", "0000:00:02.0"])
@@ -491,6 +546,73 @@ fn detect_device_must_be_a_gpu_of_the_host() {
         .unwrap();
     assert!(output.status.success(), "{output:?}");
     assert!(String::from_utf8_lossy(&output.stdout).contains("ids = [\"8086:3e98\"]"));
+}
+
+/// `detect --write FILE --merge` (and `detect --config FILE`) put what detection found into the user's file and
+/// keep the rest of it, comments included; plan accepts the result.
+#[test]
+fn detect_merge_keeps_the_users_keys_and_comments() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("passthru.toml");
+    let mine = "# My workstation: keep this comment.\n[image]\ntag = \"ghcr.io/me/vfio:latest\"  # my registry\n\n\
+                [vfio]\n# the guest's GPU\nids = [\"10de:ffff\"]\n\n[kargs]\nextra = [\"quiet\"]\n";
+    std::fs::write(&path, mine).unwrap();
+    let merge = |extra: &[&str]| {
+        cli("identical-twins", dir.path())
+            .args(["detect", "--write"])
+            .arg(&path)
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let refused = merge(&[]);
+    assert_eq!(refused.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("--merge"));
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), mine);
+
+    assert!(merge(&["--merge"]).status.success());
+    let merged = std::fs::read_to_string(&path).unwrap();
+    for kept in [
+        "# My workstation: keep this comment.\n[image]\n",
+        "tag = \"ghcr.io/me/vfio:latest\"  # my registry\n",
+        "# the guest's GPU\nids = []\naddresses = [\"0000:02:00.0\", \"0000:02:00.1\"]\n",
+        "[kargs]\nextra = [\"quiet\"]\n",
+    ] {
+        assert!(merged.contains(kept), "{kept:?} not in:\n{merged}");
+    }
+    assert!(
+        merged.starts_with("# >>> passthru-image detect"),
+        "{merged}"
+    );
+    let plan = plan_json("identical-twins", &path, dir.path());
+    assert!(planned_kargs(&plan).contains(&"quiet"));
+    assert_eq!(plan["image"]["tag"], "ghcr.io/me/vfio:latest");
+
+    // Merged again: the same file, the header replaced rather than repeated.
+    assert!(merge(&["--merge"]).status.success());
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), merged);
+
+    // --config FILE prints the merge and leaves the file alone.
+    std::fs::write(&path, mine).unwrap();
+    let output = cli("identical-twins", dir.path())
+        .arg("--config")
+        .arg(&path)
+        .arg("detect")
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    assert!(String::from_utf8_lossy(&output.stdout).contains("# the guest's GPU\nids = []\n"));
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), mine);
+
+    // A broken config is bad input naming its field, and stays as it was.
+    std::fs::write(&path, "[vfio]\nids = [\"x\"]\n").unwrap();
+    let broken = merge(&["--merge"]);
+    assert_eq!(broken.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&broken.stderr).contains("vfio.ids[0]"));
+    assert_eq!(
+        std::fs::read_to_string(&path).unwrap(),
+        "[vfio]\nids = [\"x\"]\n"
+    );
 }
 
 fn doctor(host: &str, config: &Path, dir: &Path) -> (Option<i32>, Value) {
@@ -1473,4 +1595,283 @@ fn detect_json_has_the_proposal_and_its_toml() {
     assert!(report["toml"].as_str().unwrap().contains("[vfio]"));
     assert!(report["findings"].as_array().unwrap().len() > 1);
     assert_eq!(report["written"], Value::Null);
+}
+
+/// A copy of a fixture tree the test may add files to (`cp -a` keeps the sysfs symlinks).
+fn fixture_copy(host: &str, dir: &Path) -> PathBuf {
+    let tree = dir.join(host);
+    let status = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(fixture(host))
+        .arg(&tree)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    tree
+}
+
+/// detect's proposal for amd-polaris without its vendor-reset module, whose upstream git source `generate`
+/// would fetch (no network in the suite).
+fn polaris_config_without_module(dir: &Path) -> PathBuf {
+    let (config, text, _) = detect("amd-polaris", dir);
+    let text = text.replace(
+        "[vendor-reset]\nenabled = true\n",
+        "[vendor-reset]\nenabled = false\n",
+    );
+    assert!(text.contains("[vendor-reset]\nenabled = false\n"), "{text}");
+    std::fs::write(&config, text).unwrap();
+    config
+}
+
+/// The record `generate` puts in an image's host layer for `config`: plan.json and passthru.toml.
+fn generated_record(config: &Path, dir: &Path) -> PathBuf {
+    let ctx = dir.join("ctx");
+    Command::cargo_bin("passthru-image")
+        .unwrap()
+        .current_dir(dir)
+        .arg("--config")
+        .arg(config)
+        .args(["generate", "-q", "-o"])
+        .arg(&ctx)
+        .assert()
+        .success();
+    ctx.join("layers/host/usr/share/passthru-image")
+}
+
+fn doctor_without_config(tree: &Path, cwd: &Path) -> (Option<i32>, Value) {
+    let output = Command::cargo_bin("passthru-image")
+        .unwrap()
+        .current_dir(cwd)
+        .arg("--root")
+        .arg(tree)
+        .args(["doctor", "--json"])
+        .output()
+        .unwrap();
+    (output.status.code(), json_of(&output))
+}
+
+/// After `bootc switch` to a built image, doctor needs no config: it checks the host against the plan the image
+/// carries under /usr/share/passthru-image, and names it (`config` in --json). A config the user gives still
+/// comes first.
+#[test]
+fn doctor_without_a_config_checks_the_plan_the_running_image_recorded() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = polaris_config_without_module(dir.path());
+    let record = generated_record(&config, dir.path());
+    assert!(record.join("passthru.toml").is_file());
+    let tree = fixture_copy("amd-polaris", dir.path());
+    std::fs::create_dir_all(tree.join("usr/share")).unwrap();
+    std::fs::rename(&record, tree.join("usr/share/passthru-image")).unwrap();
+    let cwd = dir.path().join("empty");
+    std::fs::create_dir(&cwd).unwrap();
+
+    let (code, report) = doctor_without_config(&tree, &cwd);
+    assert_eq!(code, Some(0), "{report:#}");
+    let from = report["config"].as_str().unwrap();
+    assert!(
+        from.contains("the running image's record")
+            && from.contains("/usr/share/passthru-image/plan.json")
+            && from.contains("made by passthru-image"),
+        "{from}"
+    );
+    // Only the recorded plan binds these IDs; the embedded default binds none.
+    assert_eq!(
+        status_of(&report, "karg:vfio_pci.ids=1002:67df,1002:aaf0"),
+        "pass"
+    );
+
+    // The user's ./passthru.toml is the plan to check, not the image's.
+    std::fs::write(cwd.join("passthru.toml"), "[cpu]\nvendor = \"amd\"\n").unwrap();
+    let (_, report) = doctor_without_config(&tree, &cwd);
+    assert_eq!(report["config"], "passthru.toml");
+    assert_eq!(status_of(&report, "devices"), "warn");
+    std::fs::remove_file(cwd.join("passthru.toml")).unwrap();
+
+    // A record that is not a plan is bad input naming the file, not a silent fallback.
+    let plan_json = tree.join("usr/share/passthru-image/plan.json");
+    let text = std::fs::read_to_string(&plan_json).unwrap();
+    std::fs::write(&plan_json, text.replace("\"format\": 1", "\"format\": 7")).unwrap();
+    let output = Command::cargo_bin("passthru-image")
+        .unwrap()
+        .current_dir(&cwd)
+        .arg("--root")
+        .arg(&tree)
+        .arg("doctor")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2), "{output:?}");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("plan.json: format"), "{stderr}");
+}
+
+/// Live mode's record comes first: apply changed the host after its image was made.
+#[test]
+fn doctor_without_a_config_prefers_the_plan_live_mode_recorded() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = polaris_config_without_module(dir.path());
+    let record = generated_record(&config, dir.path());
+    let plan: Value =
+        serde_json::from_str(&std::fs::read_to_string(record.join("plan.json")).unwrap()).unwrap();
+    let tree = fixture_copy("amd-polaris", dir.path());
+    std::fs::create_dir_all(tree.join("etc/passthru-image")).unwrap();
+    let state = serde_json::json!({
+        "kargs_appended": ["iommu=pt"], "kargs_deleted": [], "initramfs_enabled": true, "files": [],
+        "kernel": null, "plan": plan,
+    });
+    std::fs::write(
+        tree.join("etc/passthru-image/live-state.json"),
+        state.to_string(),
+    )
+    .unwrap();
+    let (code, report) = doctor_without_config(&tree, dir.path());
+    assert_eq!(code, Some(0), "{report:#}");
+    let from = report["config"].as_str().unwrap();
+    assert!(
+        from.contains("the record `apply` keeps") && from.contains("live-state.json"),
+        "{from}"
+    );
+    assert_eq!(status_of(&report, "bound:0000:09:00.0"), "pass");
+}
+
+fn ostree(args: &[&str]) {
+    let output = std::process::Command::new("ostree")
+        .args(args)
+        .env("OSTREE_SYSROOT_DEBUG", "mutable-deployments")
+        .output()
+        .expect("run the ostree CLI");
+    assert!(
+        output.status.success(),
+        "ostree {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// A real ostree sysroot (never booted) whose one deployment has `origin` as its origin and `files` in its tree.
+fn ostree_sysroot(dir: &Path, origin: &str, files: &[(&str, &str)]) -> PathBuf {
+    let sysroot = dir.join("sysroot");
+    let tree = dir.join("tree");
+    let modules = tree.join("usr/lib/modules/6.1.0-pt-detect");
+    std::fs::create_dir_all(&modules).unwrap();
+    std::fs::create_dir_all(tree.join("usr/etc")).unwrap();
+    std::fs::write(modules.join("vmlinuz"), "not a kernel\n").unwrap();
+    std::fs::write(modules.join("initramfs.img"), "not an initramfs\n").unwrap();
+    std::fs::write(tree.join("usr/etc/os-release"), "ID=testos\n").unwrap();
+    for (path, content) in files {
+        let file = tree.join(path);
+        std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+        std::fs::write(file, content).unwrap();
+    }
+    std::fs::create_dir_all(&sysroot).unwrap();
+    let s = sysroot.to_str().unwrap();
+    ostree(&["admin", "init-fs", "--modern", s]);
+    ostree(&["admin", "os-init", &format!("--sysroot={s}"), "testos"]);
+    ostree(&[
+        &format!("--repo={s}/ostree/repo"),
+        "commit",
+        "--branch=testos/stable",
+        "--bootable",
+        &format!("--tree=dir={}", tree.display()),
+    ]);
+    let origin_file = dir.join("origin");
+    std::fs::write(
+        &origin_file,
+        format!("[origin]\nrefspec=testos/stable\n{origin}"),
+    )
+    .unwrap();
+    ostree(&[
+        "admin",
+        "deploy",
+        &format!("--sysroot={s}"),
+        "--os=testos",
+        &format!("--origin-file={}", origin_file.display()),
+        "testos/stable",
+    ]);
+    sysroot
+}
+
+fn detect_with_sysroot(host: &str, sysroot: &Path, cwd: &Path) -> std::process::Output {
+    cli(host, cwd)
+        .arg("detect")
+        .arg("--sysroot")
+        .arg(sysroot)
+        .output()
+        .unwrap()
+}
+
+/// On an ostree host the proposed base is what the host runs: the container image its deployment follows, or,
+/// when that is an image passthru-image built, the base recorded inside it. Anything else keeps the default and
+/// the header says why.
+#[test]
+fn detect_proposes_the_base_image_the_host_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let bazzite = dir.path().join("bazzite");
+    std::fs::create_dir(&bazzite).unwrap();
+    let sysroot = ostree_sysroot(
+        &bazzite,
+        "container-image-reference=ostree-image-signed:docker://ghcr.io/ublue-os/bazzite:stable\n",
+        &[],
+    );
+    let output = detect_with_sysroot("amd-two-gpus", &sysroot, dir.path());
+    assert!(output.status.success(), "{output:?}");
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        text.contains("\nbase = \"ghcr.io/ublue-os/bazzite:stable\"\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("# image.base: ghcr.io/ublue-os/bazzite:stable, the container image the default deployment follows (ostree-image-signed:docker://ghcr.io/ublue-os/bazzite:stable)"),
+        "{text}"
+    );
+
+    // After `bootc switch` to the image passthru-image built: its recorded base, not the image itself.
+    let config = polaris_config_without_module(dir.path());
+    let text = std::fs::read_to_string(&config).unwrap().replace(
+        "base = \"quay.io/fedora/fedora-bootc:44\"",
+        "base = \"ghcr.io/ublue-os/bazzite-deck:stable\"",
+    );
+    std::fs::write(&config, text).unwrap();
+    let record = generated_record(&config, dir.path());
+    let plan_json = std::fs::read_to_string(record.join("plan.json")).unwrap();
+    let ours = dir.path().join("ours");
+    std::fs::create_dir(&ours).unwrap();
+    let sysroot = ostree_sysroot(
+        &ours,
+        "container-image-reference=ostree-unverified-registry:ghcr.io/me/passthru:latest\n",
+        &[("usr/share/passthru-image/plan.json", &plan_json)],
+    );
+    let output = detect_with_sysroot("amd-polaris", &sysroot, dir.path());
+    assert!(output.status.success(), "{output:?}");
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        text.contains("\nbase = \"ghcr.io/ublue-os/bazzite-deck:stable\"\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("the base of the passthru-image image"),
+        "{text}"
+    );
+
+    // An ostree ref, no container image: the default, and why.
+    let classic = dir.path().join("classic");
+    std::fs::create_dir(&classic).unwrap();
+    let sysroot = ostree_sysroot(&classic, "", &[]);
+    let output = detect_with_sysroot("amd-two-gpus", &sysroot, dir.path());
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        text.contains("\nbase = \"quay.io/fedora/fedora-bootc:44\"\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("# image.base: the default; the default deployment"),
+        "{text}"
+    );
+    assert!(
+        text.contains("follows an ostree ref, not a container image"),
+        "{text}"
+    );
+
+    // --sysroot that is no sysroot is bad input.
+    let output = detect_with_sysroot("amd-two-gpus", dir.path(), dir.path());
+    assert_eq!(output.status.code(), Some(2), "{output:?}");
+    assert!(String::from_utf8_lossy(&output.stderr).contains("--sysroot"));
 }

@@ -816,13 +816,13 @@ fn flag_cases() -> Vec<Case> {
             },
         ),
         case("--device that is no address", 2, &["--device"], |s| {
-            args(&["--root", &s.host(), "detect", "--device", "01:00.0"])
+            args(&["--root", &s.host(), "detect", "--device", "0000:01:00"])
         }),
         case(
-            "--device that is not a GPU",
+            "--device that is not on the host",
             2,
-            &["--device", "is not a GPU"],
-            |s| args(&["--root", &s.host(), "detect", "--device", "0000:00:14.0"]),
+            &["--device", "no PCI device at 0000:09:00.0"],
+            |s| args(&["--root", &s.host(), "detect", "--device", "0000:09:00.0"]),
         ),
         case("--tag in capitals", 2, &["--tag"], move |s| {
             args(&["--config", &intel(s), "plan", "--tag", "Local/X:1"])

@@ -566,6 +566,38 @@ fn vendor_reset_is_refused_with_a_pointer_to_image_mode() {
     assert!(host.calls().iter().all(|c| c[0] == "status"));
 }
 
+#[test]
+fn addresses_are_refused_with_a_pointer_to_image_mode() {
+    let host = Host::new(&[], "");
+    std::fs::write(
+        &host.config,
+        CONFIG.replace("[gpu]", "addresses = [\"0000:02:00.0\"]\n[gpu]"),
+    )
+    .unwrap();
+    let err = fails_with(&mut host.apply(&[]), 2);
+    assert!(
+        err.contains("vfio.addresses") && err.contains("image mode"),
+        "{err}"
+    );
+    assert!(host.calls().iter().all(|c| c[0] == "status"));
+}
+
+/// What apply carried out is recorded with what it did, for `doctor` without a config; revert drops it.
+#[test]
+fn apply_records_its_plan_and_revert_drops_it() {
+    let host = Host::new(&[], "");
+    host.apply(&[]).assert().success();
+    let state: Value =
+        serde_json::from_str(&std::fs::read_to_string(host.etc(STATE)).unwrap()).unwrap();
+    assert_eq!(state["plan"]["format"], 1);
+    assert_eq!(
+        strings(&state["plan"]["plan"]["kargs"]),
+        host.planned_kargs()
+    );
+    host.revert().assert().success();
+    assert!(!host.etc(STATE).exists());
+}
+
 fn acs_config(host: &Host, source: &str) {
     std::fs::write(
         &host.config,

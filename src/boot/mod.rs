@@ -22,7 +22,7 @@ use serde::Serialize;
 use crate::checks::{Report, Status};
 use crate::image_ref::ImageRef;
 use probe::ProbeReport;
-use qemu::{Accel, IommuKind, VmSpec};
+use qemu::{Accel, IommuKind, StandIns, VmSpec};
 use verdict::{BootFacts, CaptureState};
 
 /// Lines of the console shown when a check fails.
@@ -44,6 +44,8 @@ pub struct BootReport {
     pub iommu: IommuKind,
     pub accel: Accel,
     pub stand_in: String,
+    /// How many stand-ins and where: one bound by ID, or twins when the image binds by address.
+    pub stand_ins: StandIns,
     /// The kargs from the image's kargs.d, as bootc would apply them.
     pub image_kargs: Vec<String>,
     /// The VM's whole kernel command line.
@@ -94,14 +96,21 @@ pub fn test_boot(options: &Options, progress: &dyn Fn(&str)) -> Result<BootRepor
     drop(mounted);
     crate::interrupt::check()?;
 
+    let stand_ins = StandIns::for_image(&files.kargs);
     let mut spec = VmSpec {
         kernel,
         initrd,
         disk: disk_path,
         console: work.join("console.log"),
-        cmdline: qemu::cmdline(&files.kargs, qemu::STAND_IN, options.capture.is_some()),
+        cmdline: qemu::cmdline(
+            &files.kargs,
+            qemu::STAND_IN,
+            stand_ins,
+            options.capture.is_some(),
+        ),
         iommu: options.iommu,
         accel: Accel::detect(),
+        stand_ins,
         capture: options.capture.as_ref().map(|_| work.join("capture.b64")),
     };
     progress(&format!(
@@ -155,6 +164,7 @@ pub fn test_boot(options: &Options, progress: &dyn Fn(&str)) -> Result<BootRepor
         parsed,
         image_kargs: files.kargs.clone(),
         stand_in: qemu::STAND_IN,
+        stand_ins,
         timed_out_after: run.timed_out.then_some(options.timeout.as_secs()),
         capture,
     };
@@ -175,6 +185,7 @@ pub fn test_boot(options: &Options, progress: &dyn Fn(&str)) -> Result<BootRepor
         iommu: options.iommu,
         accel: spec.accel,
         stand_in: qemu::STAND_IN.to_string(),
+        stand_ins,
         image_kargs: files.kargs.iter().map(|k| k.as_str().to_owned()).collect(),
         cmdline: spec.cmdline,
         checks,

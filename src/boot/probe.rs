@@ -6,6 +6,7 @@
 
 use serde::Serialize;
 
+use crate::host::pci::PciAddress;
 use crate::kargs::{HostKarg, normalize_key, split_cmdline};
 use crate::pci_id::PciId;
 
@@ -82,6 +83,12 @@ impl ProbeReport {
 
     pub fn device(&self, id: PciId) -> Option<&ProbedDevice> {
         self.devices.iter().find(|d| d.id == id)
+    }
+
+    pub fn device_at(&self, address: PciAddress) -> Option<&ProbedDevice> {
+        self.devices
+            .iter()
+            .find(|d| d.address == address.to_string())
     }
 
     /// A module is loaded when /proc/modules lists it, or built in when only /sys/module has it.

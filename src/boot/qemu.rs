@@ -12,7 +12,8 @@ use serde::Serialize;
 use super::{capture, probe};
 use crate::cmd::Cmd;
 use crate::host::cpu::CpuVendor;
-use crate::kargs::params::VFIO_PCI_IDS;
+use crate::host::pci::PciAddress;
+use crate::kargs::params::{Param, RD_PASSTHRU_VFIO_ADDRESSES, VFIO_PCI_IDS};
 use crate::kargs::{HostKarg, KernelArg, vfio_pci_ids};
 use crate::pci_id::PciId;
 use crate::root::{Device, Root};
@@ -69,21 +70,96 @@ pub const STAND_IN: PciId = PciId {
     device: 0x10d3,
 };
 const STAND_IN_QEMU_DEVICE: &str = "e1000e";
+/// The stand-in's own driver, which its twin must keep.
+pub const STAND_IN_DRIVER: &str = "e1000e";
+
+/// The fixed places of the twin stand-ins on the q35 root bus (QEMU `addr=`), clear of the slots QEMU gives
+/// its other devices.
+pub const TWIN_BOUND: PciAddress = PciAddress {
+    domain: 0,
+    bus: 0,
+    device: 0x10,
+    function: 0,
+};
+pub const TWIN_KEPT: PciAddress = PciAddress {
+    domain: 0,
+    bus: 0,
+    device: 0x11,
+    function: 0,
+};
+
+/// The emulated devices that stand in for the image's planned ones, chosen by how the image binds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(tag = "bound_by", rename_all = "lowercase")]
+pub enum StandIns {
+    /// One stand-in, added to the image's `vfio_pci.ids`.
+    Id,
+    /// Two identical stand-ins at fixed addresses: `bound` is added to the image's `rd.passthru.vfio_addresses`
+    /// (and not to `vfio_pci.ids`, which would take both), `twin` must stay on its own driver.
+    Address { bound: PciAddress, twin: PciAddress },
+}
+
+impl StandIns {
+    /// Twins when the image binds by address (its kargs.d has the address argument), else one by ID.
+    pub fn for_image(image_kargs: &[HostKarg]) -> StandIns {
+        match image_kargs
+            .iter()
+            .any(|k| k.is(&RD_PASSTHRU_VFIO_ADDRESSES))
+        {
+            true => StandIns::Address {
+                bound: TWIN_BOUND,
+                twin: TWIN_KEPT,
+            },
+            false => StandIns::Id,
+        }
+    }
+
+    /// The `-device` values of QEMU.
+    fn qemu_devices(self) -> Vec<String> {
+        match self {
+            StandIns::Id => vec![STAND_IN_QEMU_DEVICE.to_owned()],
+            StandIns::Address { bound, twin } => [bound, twin]
+                .iter()
+                .map(|a| {
+                    format!(
+                        "{STAND_IN_QEMU_DEVICE},addr={:02x}.{:x}",
+                        a.device, a.function
+                    )
+                })
+                .collect(),
+        }
+    }
+}
 
 /// The VM's kernel command line: the image's kargs as bootc would apply them, with the stand-in added to
-/// the (last, effective) `vfio_pci.ids`, then the test boot's own arguments: the disk, the console the host
-/// reads, the probe as init, and a VM that ends by itself when anything goes wrong (a panic reboots and
-/// -no-reboot makes QEMU exit; no dracut rescue shell waits for a keyboard). An image without
-/// `vfio_pci.ids` gets none: adding one would hide what is wrong with it.
-/// `capture` adds the karg that asks the probe to send its tree (`test-boot --capture`).
-pub fn cmdline(image_kargs: &[HostKarg], stand_in: PciId, capture: bool) -> Vec<String> {
+/// the (last, effective) `vfio_pci.ids`, or with twins, its bound twin's address to the last
+/// `rd.passthru.vfio_addresses`; then the test boot's own arguments: the disk, the console the host reads, the
+/// probe as init, and a VM that ends by itself when anything goes wrong (a panic reboots and -no-reboot makes
+/// QEMU exit; no dracut rescue shell waits for a keyboard). An image without `vfio_pci.ids` gets none: adding
+/// one would hide what is wrong with it. `capture` adds the karg that asks the probe to send its tree
+/// (`test-boot --capture`).
+pub fn cmdline(
+    image_kargs: &[HostKarg],
+    stand_in: PciId,
+    stand_ins: StandIns,
+    capture: bool,
+) -> Vec<String> {
     let mut words: Vec<String> = image_kargs.iter().map(|k| k.as_str().to_owned()).collect();
-    let last_ids = image_kargs.iter().rposition(|k| k.is(&VFIO_PCI_IDS));
-    if let Some(i) = last_ids {
-        let ids = image_kargs[i].value().unwrap_or("");
-        if !vfio_pci_ids(image_kargs).contains(&stand_in) {
-            let sep = if ids.is_empty() { "" } else { "," };
-            words[i] = format!("{}={ids}{sep}{stand_in}", image_kargs[i].key());
+    match stand_ins {
+        StandIns::Id => {
+            let present = vfio_pci_ids(image_kargs).contains(&stand_in);
+            add_to_last(&mut words, image_kargs, &VFIO_PCI_IDS, stand_in, present);
+        }
+        StandIns::Address { bound, .. } => {
+            let present = last_list(image_kargs, &RD_PASSTHRU_VFIO_ADDRESSES)
+                .any(|a| PciAddress::from_user(a) == Ok(bound));
+            add_to_last(
+                &mut words,
+                image_kargs,
+                &RD_PASSTHRU_VFIO_ADDRESSES,
+                bound,
+                present,
+            );
         }
     }
     words.extend([
@@ -99,6 +175,36 @@ pub fn cmdline(image_kargs: &[HostKarg], stand_in: PciId, capture: bool) -> Vec<
     words
 }
 
+/// Appends `item` to the comma-separated value of the last `param` of the image (the one that counts), unless
+/// `present`.
+fn add_to_last(
+    words: &mut [String],
+    image_kargs: &[HostKarg],
+    param: &Param,
+    item: impl std::fmt::Display,
+    present: bool,
+) {
+    let Some(i) = image_kargs.iter().rposition(|k| k.is(param)) else {
+        return;
+    };
+    if present {
+        return;
+    }
+    let list = image_kargs[i].value().unwrap_or("");
+    let sep = if list.is_empty() { "" } else { "," };
+    words[i] = format!("{}={list}{sep}{item}", image_kargs[i].key());
+}
+
+/// The entries of the last `param`'s comma-separated value.
+fn last_list<'a>(image_kargs: &'a [HostKarg], param: &Param) -> impl Iterator<Item = &'a str> {
+    image_kargs
+        .iter()
+        .rfind(|k| k.is(param))
+        .and_then(|k| k.value())
+        .into_iter()
+        .flat_map(|v| v.split(',').filter(|a| !a.is_empty()))
+}
+
 /// Files and settings of one VM.
 #[derive(Debug, Clone)]
 pub struct VmSpec {
@@ -109,6 +215,7 @@ pub struct VmSpec {
     pub cmdline: Vec<String>,
     pub iommu: IommuKind,
     pub accel: Accel,
+    pub stand_ins: StandIns,
     /// `test-boot --capture`: the file the VM's second serial port (ttyS1) writes to.
     pub capture: Option<Utf8PathBuf>,
 }
@@ -142,8 +249,11 @@ impl VmSpec {
             self.cmdline.join(" "),
             "-drive".into(),
             format!("file={},format=raw,if=virtio", qemu_escape(&self.disk)),
-            "-device".into(),
-            STAND_IN_QEMU_DEVICE.into(),
+        ]);
+        for device in self.stand_ins.qemu_devices() {
+            argv.extend(["-device".into(), device]);
+        }
+        argv.extend([
             "-display".into(),
             "none".into(),
             "-no-reboot".into(),
@@ -249,7 +359,7 @@ mod tests {
     fn the_stand_in_joins_the_effective_vfio_ids_only() {
         let image = kargs("amd_iommu=on vfio-pci.ids=1002:67df vfio_pci.ids=10de:2684,10de:22ba");
         assert_eq!(
-            cmdline(&image, STAND_IN, false),
+            cmdline(&image, STAND_IN, StandIns::Id, false),
             [
                 "amd_iommu=on",
                 "vfio-pci.ids=1002:67df",
@@ -263,16 +373,57 @@ mod tests {
         );
         let already = kargs("vfio_pci.ids=8086:10D3");
         assert_eq!(
-            cmdline(&already, STAND_IN, false)[0],
+            cmdline(&already, STAND_IN, StandIns::Id, false)[0],
             "vfio_pci.ids=8086:10D3"
         );
         let none = kargs("intel_iommu=on");
-        let line = cmdline(&none, STAND_IN, false);
+        let line = cmdline(&none, STAND_IN, StandIns::Id, false);
         assert!(!line.iter().any(|w| w.contains("8086:10d3")), "{line:?}");
         assert!(!line.iter().any(|w| w.starts_with("passthru_probe.")));
         assert_eq!(
-            cmdline(&none, STAND_IN, true).last().map(String::as_str),
+            cmdline(&none, STAND_IN, StandIns::Id, true)
+                .last()
+                .map(String::as_str),
             Some("passthru_probe.capture=ttyS1")
+        );
+    }
+
+    /// An image that binds by address gets twins: the bound one joins the last address argument, and the
+    /// stand-in's ID stays out of `vfio_pci.ids`, which would take the twin too.
+    #[test]
+    fn twins_join_the_effective_address_argument_only() {
+        let image = kargs(
+            "rd.passthru.vfio_addresses=0000:05:00.0 vfio_pci.ids=10de:2684 \
+             rd.passthru.vfio-addresses=0000:02:00.0,0000:02:00.1",
+        );
+        let twins = StandIns::for_image(&image);
+        assert_eq!(
+            twins,
+            StandIns::Address {
+                bound: TWIN_BOUND,
+                twin: TWIN_KEPT
+            }
+        );
+        assert_eq!(
+            cmdline(&image, STAND_IN, twins, false)[..3],
+            [
+                "rd.passthru.vfio_addresses=0000:05:00.0",
+                "vfio_pci.ids=10de:2684",
+                "rd.passthru.vfio-addresses=0000:02:00.0,0000:02:00.1,0000:00:10.0",
+            ]
+        );
+        let already = kargs("rd.passthru.vfio_addresses=00:10.0");
+        assert_eq!(
+            cmdline(&already, STAND_IN, twins, false)[0],
+            "rd.passthru.vfio_addresses=00:10.0"
+        );
+        assert_eq!(
+            StandIns::for_image(&kargs("vfio_pci.ids=10de:2684")),
+            StandIns::Id
+        );
+        assert_eq!(
+            serde_json::to_value(twins).unwrap(),
+            serde_json::json!({"bound_by": "address", "bound": "0000:00:10.0", "twin": "0000:00:11.0"})
         );
     }
 
@@ -286,6 +437,7 @@ mod tests {
             cmdline: vec!["root=/dev/vda".into(), "console=ttyS0".into()],
             iommu: IommuKind::Intel,
             accel: Accel::Tcg,
+            stand_ins: StandIns::Id,
             capture: None,
         };
         let text = |spec: &VmSpec| {
@@ -318,6 +470,18 @@ mod tests {
         assert!(
             text(&capturing)
                 .ends_with("-serial file:/w/console.log -serial file:/w/capture.b64 -device VGA")
+        );
+        let twins = VmSpec {
+            stand_ins: StandIns::Address {
+                bound: TWIN_BOUND,
+                twin: TWIN_KEPT,
+            },
+            ..capturing
+        };
+        assert!(
+            text(&twins).contains("-device e1000e,addr=10.0 -device e1000e,addr=11.0 -display"),
+            "{}",
+            text(&twins)
         );
     }
 }

@@ -1,13 +1,18 @@
 //! From what the probe saw to a verdict per check: did the VM boot, did the image's kargs reach the kernel,
-//! is the IOMMU on, is the stand-in device on vfio-pci, did the initramfs load the VFIO modules.
+//! is the IOMMU on, is the stand-in device on vfio-pci (and its twin, when the image binds by address, on its
+//! own driver), did the initramfs load the VFIO modules.
 
 use anyhow::Result;
 use camino::Utf8PathBuf;
 
 use super::capture::Captured;
-use super::probe::{Parsed, ProbeReport};
+use super::probe::{Parsed, ProbeReport, ProbedDevice};
+use super::qemu::{STAND_IN_DRIVER, StandIns};
 use crate::checks::{self, Check, Finding, Report};
-use crate::kargs::params::{AMD_IOMMU, INTEL_IOMMU, IOMMU, RD_DRIVER_PRE, VFIO_PCI_IDS};
+use crate::host::pci::PciAddress;
+use crate::kargs::params::{
+    AMD_IOMMU, INTEL_IOMMU, IOMMU, RD_DRIVER_PRE, RD_PASSTHRU_VFIO_ADDRESSES, VFIO_PCI_IDS,
+};
 use crate::kargs::{HostKarg, KernelArg, normalize_key};
 use crate::pci_id::PciId;
 use crate::plan::VFIO_DRIVERS;
@@ -21,6 +26,8 @@ pub struct BootFacts {
     pub image_kargs: Vec<HostKarg>,
     /// The emulated device that stands in for the planned one.
     pub stand_in: PciId,
+    /// One stand-in bound by ID, or twins, one bound by address.
+    pub stand_ins: StandIns,
     /// Seconds after which the VM was killed, when it was.
     pub timed_out_after: Option<u64>,
     pub capture: CaptureState,
@@ -47,6 +54,21 @@ impl BootFacts {
             _ => None,
         }
     }
+
+    /// The stand-in that must come up on vfio-pci: the one with the ID, or the twin named by address.
+    fn stand_in_device<'r>(&self, report: &'r ProbeReport) -> Option<&'r ProbedDevice> {
+        match self.stand_ins {
+            StandIns::Id => report.device(self.stand_in),
+            StandIns::Address { bound, .. } => report.device_at(bound),
+        }
+    }
+
+    fn stand_in_name(&self) -> String {
+        match self.stand_ins {
+            StandIns::Id => format!("the stand-in {}", self.stand_in),
+            StandIns::Address { bound, .. } => format!("the stand-in {} at {bound}", self.stand_in),
+        }
+    }
 }
 
 /// Every test-boot check, in the order they run; `boot` first.
@@ -56,6 +78,7 @@ pub const CHECKS: &[&Check<BootFacts>] = &[
     &CHECK_IOMMU,
     &CHECK_STAND_IN,
     &CHECK_VFIO_MODULES,
+    &CHECK_TWIN,
     &CHECK_CAPTURE,
 ];
 
@@ -100,7 +123,7 @@ fn with_report(
 
 static CHECK_KARGS: Check<BootFacts> = Check {
     name: "kargs",
-    verifies: "every kargs.d argument reached the kernel, with vfio_pci.ids and rd.driver.pre=vfio-pci, and the kernel refused none",
+    verifies: "every kargs.d argument reached the kernel, with vfio_pci.ids (or rd.passthru.vfio_addresses) and rd.driver.pre=vfio-pci, and the kernel refused none",
     requires: &[&CHECK_BOOT],
     judge: |facts, _| with_report(facts, |report| kargs(report, &facts.image_kargs)),
 };
@@ -124,6 +147,18 @@ static CHECK_VFIO_MODULES: Check<BootFacts> = Check {
     verifies: "the VFIO modules were loaded before the root filesystem's init ran (from the initramfs)",
     requires: &[&CHECK_BOOT],
     judge: |facts, _| with_report(facts, vfio_modules),
+};
+
+static CHECK_TWIN: Check<BootFacts> = Check {
+    name: "twin-on-own-driver",
+    verifies: "with an image that binds by address: the stand-in's identical twin, not named, stays on its own driver",
+    requires: &[],
+    judge: |facts, _| match facts.stand_ins {
+        StandIns::Id => Ok(Vec::new()),
+        StandIns::Address { twin, .. } => with_report(facts, |report| {
+            twin_on_own_driver(report, facts.stand_in, twin)
+        }),
+    },
 };
 
 static CHECK_CAPTURE: Check<BootFacts> = Check {
@@ -153,9 +188,10 @@ fn kargs(report: &ProbeReport, image_kargs: &[HostKarg]) -> Finding {
     if image_kargs.is_empty() {
         problems.push("the image's kargs.d sets no kernel arguments".to_owned());
     }
+    // Test-boot adds its stand-in to these two.
     let missing: Vec<&str> = image_kargs
         .iter()
-        .filter(|k| !k.is(&VFIO_PCI_IDS))
+        .filter(|k| !k.is(&VFIO_PCI_IDS) && !k.is(&RD_PASSTHRU_VFIO_ADDRESSES))
         .filter(|k| !cmdline.iter().any(|c| c.same_as(*k)))
         .map(HostKarg::as_str)
         .collect();
@@ -165,8 +201,11 @@ fn kargs(report: &ProbeReport, image_kargs: &[HostKarg]) -> Finding {
             missing.join(" ")
         ));
     }
-    if !image_kargs.iter().any(|k| k.is(&VFIO_PCI_IDS)) {
-        problems.push("kargs.d has no vfio_pci.ids".into());
+    if !image_kargs
+        .iter()
+        .any(|k| k.is(&VFIO_PCI_IDS) || k.is(&RD_PASSTHRU_VFIO_ADDRESSES))
+    {
+        problems.push("kargs.d has no vfio_pci.ids (nor rd.passthru.vfio_addresses)".into());
     }
     if !image_kargs.iter().any(is_driver_pre_vfio) {
         problems.push("kargs.d has no rd.driver.pre=vfio-pci".into());
@@ -174,8 +213,8 @@ fn kargs(report: &ProbeReport, image_kargs: &[HostKarg]) -> Finding {
     problems.extend(refused_by_the_kernel(report, image_kargs));
     match problems.is_empty() {
         true => Finding::pass(format!(
-            "all {} kargs.d arguments reached the kernel, with vfio_pci.ids and rd.driver.pre, and the \
-                 kernel refused none",
+            "all {} kargs.d arguments reached the kernel, with the devices to bind and rd.driver.pre, and \
+             the kernel refused none",
             image_kargs.len()
         )),
         false => Finding::fail_plain(problems.join("; ")),
@@ -217,22 +256,20 @@ fn refused_by_the_kernel(report: &ProbeReport, image_kargs: &[HostKarg]) -> Vec<
 }
 
 fn iommu(report: &ProbeReport, facts: &BootFacts) -> Finding {
-    let stand_in = facts.stand_in;
+    let stand_in = facts.stand_in_name();
     let groups = report.iommu_groups.len();
     if groups == 0 {
         return Finding::fail_plain(
             "no IOMMU groups in /sys/kernel/iommu_groups: the IOMMU is off",
         );
     }
-    let Some(group) = report
-        .device(stand_in)
+    let Some(group) = facts
+        .stand_in_device(report)
         .and_then(|d| d.iommu_group.as_deref())
     else {
-        return Finding::fail_plain(format!(
-            "{groups} IOMMU groups, but the stand-in {stand_in} is in none"
-        ));
+        return Finding::fail_plain(format!("{groups} IOMMU groups, but {stand_in} is in none"));
     };
-    let found = format!("{groups} IOMMU groups; the stand-in {stand_in} is in group {group}");
+    let found = format!("{groups} IOMMU groups; {stand_in} is in group {group}");
     // Groups alone prove little (Debian's kernel made them under QEMU without any IOMMU karg): the kargs
     // are proven by the kernel's own log lines. Without the domain line the kernel's info messages did
     // not reach the console (`quiet`), and nothing can be told from their absence.
@@ -265,10 +302,11 @@ fn iommu(report: &ProbeReport, facts: &BootFacts) -> Finding {
 
 fn stand_in(report: &ProbeReport, facts: &BootFacts) -> Finding {
     let id = facts.stand_in;
-    let Some(device) = report.device(id) else {
-        return Finding::fail_plain(format!("no {id} device in the VM"));
+    let Some(device) = facts.stand_in_device(report) else {
+        return Finding::fail_plain(format!("no {} in the VM", facts.stand_in_name()));
     };
-    let hint = match facts.image_kargs.iter().any(|k| k.is(&VFIO_PCI_IDS)) {
+    let by_address = matches!(facts.stand_ins, StandIns::Address { .. });
+    let hint = match by_address || facts.image_kargs.iter().any(|k| k.is(&VFIO_PCI_IDS)) {
         true => "",
         false => {
             " (the image's kargs.d sets no vfio_pci.ids, so the test boot had nowhere to add it)"
@@ -283,6 +321,29 @@ fn stand_in(report: &ProbeReport, facts: &BootFacts) -> Finding {
             device.address
         )),
         None => Finding::fail_plain(format!("{id} at {} has no driver{hint}", device.address)),
+    }
+}
+
+/// The stand-in's identical twin, not named by address, keeps its own driver: binding by address took exactly
+/// the one device, and the twin's driver (in the initramfs, so it raced vfio-pci there) did not take the other.
+fn twin_on_own_driver(report: &ProbeReport, id: PciId, twin: PciAddress) -> Finding {
+    let Some(device) = report.device_at(twin) else {
+        return Finding::fail_plain(format!("no {id} twin at {twin} in the VM"));
+    };
+    match device.driver.as_deref() {
+        Some(STAND_IN_DRIVER) => Finding::pass(format!(
+            "its twin {id} at {twin} stays on {STAND_IN_DRIVER}: only the address named was bound"
+        )),
+        Some("vfio-pci") => Finding::fail_plain(format!(
+            "its twin {id} at {twin} is on vfio-pci too: the binding took a device it did not name"
+        )),
+        Some(other) => Finding::fail_plain(format!(
+            "its twin {id} at {twin} is on {other}, not {STAND_IN_DRIVER}"
+        )),
+        None => Finding::fail_plain(format!(
+            "its twin {id} at {twin} has no driver: {STAND_IN_DRIVER} is not in the image's initramfs, so the \
+             race between the twins' driver and vfio-pci was never run"
+        )),
     }
 }
 
@@ -323,6 +384,7 @@ mod tests {
     fn facts(parsed: &Parsed, expect: &Expectations) -> BootFacts {
         BootFacts {
             parsed: parsed.clone(),
+            stand_ins: StandIns::for_image(expect.image_kargs),
             image_kargs: expect.image_kargs.to_vec(),
             stand_in: expect.stand_in,
             timed_out_after: None,
@@ -377,6 +439,95 @@ mod tests {
             "{checks:#?}"
         );
         assert_eq!(checks.len(), 5);
+    }
+
+    fn twins_report(twin_driver: Option<&str>) -> ProbeReport {
+        let mut report = good_report();
+        report.cmdline =
+            "iommu=pt rd.driver.pre=vfio-pci rd.passthru.vfio_addresses=0000:02:00.0,0000:00:10.0"
+                .split(' ')
+                .map(str::to_owned)
+                .collect();
+        let twin = |address: &str, driver: Option<&str>, group: &str| ProbedDevice {
+            address: address.into(),
+            id: "8086:10d3".parse().unwrap(),
+            class: "020000".into(),
+            driver: driver.map(str::to_owned),
+            iommu_group: Some(group.into()),
+        };
+        report.devices = vec![
+            twin("0000:00:10.0", Some("vfio-pci"), "3"),
+            twin("0000:00:11.0", twin_driver, "4"),
+        ];
+        report
+    }
+
+    /// An image that binds by address is judged with twins: the named one on vfio-pci, the other on its own
+    /// driver, which must have been in the initramfs to race at all.
+    #[test]
+    fn twins_pass_only_when_the_named_one_alone_is_on_vfio_pci() {
+        let image =
+            kargs("iommu=pt rd.driver.pre=vfio-pci rd.passthru.vfio_addresses=0000:02:00.0");
+        let expect = Expectations {
+            image_kargs: &image,
+            stand_in: "8086:10d3".parse().unwrap(),
+        };
+        let checks = judged(&Parsed::Complete(twins_report(Some("e1000e"))), &expect);
+        assert!(
+            checks.iter().all(|c| c.status == Status::Pass),
+            "{checks:#?}"
+        );
+        assert_eq!(statuses(&checks)[5], ("twin-on-own-driver", Status::Pass));
+        assert!(
+            checks[3]
+                .detail
+                .contains("at 0000:00:10.0 is bound to vfio-pci"),
+            "{}",
+            checks[3].detail
+        );
+        assert!(
+            checks[2].detail.contains("at 0000:00:10.0 is in group 3"),
+            "{}",
+            checks[2].detail
+        );
+
+        let both = judged(&Parsed::Complete(twins_report(Some("vfio-pci"))), &expect);
+        assert_eq!(both[5].status, Status::Fail);
+        assert!(
+            both[5].detail.contains("did not name"),
+            "{}",
+            both[5].detail
+        );
+        let never_raced = judged(&Parsed::Complete(twins_report(None)), &expect);
+        assert_eq!(never_raced[5].status, Status::Fail);
+        assert!(
+            never_raced[5]
+                .detail
+                .contains("not in the image's initramfs")
+        );
+        let mut swapped = twins_report(Some("e1000e"));
+        swapped.devices[0].driver = Some("e1000e".into());
+        let unbound = judged(&Parsed::Complete(swapped), &expect);
+        assert_eq!(unbound[3].status, Status::Fail);
+        assert!(
+            !unbound[3].detail.contains("sets no vfio_pci.ids"),
+            "{}",
+            unbound[3].detail
+        );
+
+        let not_run = judged(&Parsed::NotStarted, &expect);
+        assert_eq!(
+            statuses(&not_run)[5],
+            ("twin-on-own-driver", Status::NotRun)
+        );
+        // An image that binds by ID has no twin to judge.
+        let by_id = kargs("iommu=pt rd.driver.pre=vfio-pci vfio_pci.ids=10de:2684");
+        let expect = Expectations {
+            image_kargs: &by_id,
+            stand_in: "8086:10d3".parse().unwrap(),
+        };
+        let checks = judged(&Parsed::Complete(good_report()), &expect);
+        assert!(!checks.iter().any(|c| c.name == "twin-on-own-driver"));
     }
 
     #[test]

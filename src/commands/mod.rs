@@ -91,9 +91,24 @@ fn dispatch(cli: &Cli) -> Result<()> {
         Command::Detect {
             write,
             force,
+            merge,
             device,
+            sysroot,
             json,
-        } => detect::run(cli, write.as_deref(), *force, *device, *json),
+        } => detect::run(
+            cli,
+            &detect::Options {
+                write: write.as_deref(),
+                existing: match (*force, *merge) {
+                    (true, _) => detect::Existing::Replace,
+                    (_, true) => detect::Existing::Merge,
+                    _ => detect::Existing::Refuse,
+                },
+                device: *device,
+                sysroot: sysroot.as_deref(),
+                json: *json,
+            },
+        ),
         Command::Doctor {
             json,
             list_checks,

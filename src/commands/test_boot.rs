@@ -3,7 +3,7 @@ use std::time::Duration;
 use anyhow::Result;
 
 use super::{load_config, print_json};
-use crate::boot::qemu::IommuKind;
+use crate::boot::qemu::{IommuKind, StandIns};
 use crate::boot::{self, BootReport, Options};
 use crate::checks::{self, Colour, Status};
 use crate::cli::{Cli, OverrideArgs, TestBootArgs};
@@ -94,9 +94,15 @@ fn print_human(report: &BootReport) -> Result<()> {
         .iter()
         .all(|c| c.status == Status::Pass)
     {
-        outln!(
-            "The stand-in device came up on vfio-pci: the image binds its planned devices the same way."
-        );
+        match report.stand_ins {
+            StandIns::Id => outln!(
+                "The stand-in device came up on vfio-pci: the image binds its planned devices the same way."
+            ),
+            StandIns::Address { .. } => outln!(
+                "The stand-in named by address came up on vfio-pci and its identical twin on its own driver: the \
+                 image binds its planned devices by address the same way."
+            ),
+        }
     }
     Ok(())
 }

@@ -2,7 +2,7 @@
 //!
 //! The serde structs are the schema. `deny_unknown_fields` everywhere: a typo is an error, not a silently
 //! ignored key. Values that later land in a Containerfile, a TOML file or a command line are parsed into
-//! checked types here ([`PciId`], [`ImageRef`], [`Karg`]), so the rest of the tool never sees raw strings.
+//! checked types here ([`PciId`], [`PciAddress`], [`ImageRef`], [`Karg`]), so the rest of the tool never sees raw strings.
 
 pub mod sources;
 
@@ -11,6 +11,7 @@ use camino::{Utf8Path, Utf8PathBuf};
 use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::error::InputError;
+use crate::host::pci::PciAddress;
 use crate::image_ref::{Digest, ImageRef};
 use crate::kargs::Karg;
 use crate::pci_id::PciId;
@@ -126,6 +127,9 @@ impl Default for CpuConfig {
 #[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
 pub struct VfioConfig {
     pub ids: Vec<PciId>,
+    /// Functions bound by address (`driver_override`), for devices whose ID a device the host keeps also has.
+    /// Written `0000:02:00.0` or `02:00.0`; kept in the kernel's form.
+    pub addresses: Vec<PciAddress>,
     pub early_binding: bool,
 }
 
@@ -133,6 +137,7 @@ impl Default for VfioConfig {
     fn default() -> Self {
         VfioConfig {
             ids: Vec::new(),
+            addresses: Vec::new(),
             early_binding: true,
         }
     }
@@ -331,12 +336,17 @@ impl Config {
         let implicit = Utf8Path::new(DEFAULT_FILE);
         let (path, field) = match explicit {
             Some(path) => (path, "--config"),
-            None if std::fs::symlink_metadata(implicit).is_ok() => (implicit, DEFAULT_FILE),
+            None if Config::given(None) => (implicit, DEFAULT_FILE),
             None => return Ok((Config::default(), ConfigSource::Embedded)),
         };
         let text = crate::root::read_user_text(path, UserFile::Config, field)?;
         let config = Config::from_toml(&text, path.as_str())?;
         Ok((config, ConfigSource::File(path.to_owned())))
+    }
+
+    /// Whether the user gave a config: `--config FILE`, or a `./passthru.toml` in any form (see [`Config::load`]).
+    pub fn given(explicit: Option<&Utf8Path>) -> bool {
+        explicit.is_some() || std::fs::symlink_metadata(DEFAULT_FILE).is_ok()
     }
 
     /// Parses and validates a config. `origin` names the file in messages, and relative paths in it

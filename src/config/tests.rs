@@ -24,6 +24,7 @@ fn reads_a_full_config() {
         ignore-msrs = true
         [vfio]
         ids = ["10DE:2684", "10de:22ba"]
+        addresses = ["0A:00.0", "0000:0a:00.1"]
         [gpu]
         vendors = ["nvidia"]
         [kargs]
@@ -37,6 +38,13 @@ fn reads_a_full_config() {
     assert_eq!(
         config.vfio.ids,
         [PciId::new(0x10de, 0x2684), PciId::new(0x10de, 0x22ba)]
+    );
+    assert_eq!(
+        config.vfio.addresses,
+        [
+            "0000:0a:00.0".parse().unwrap(),
+            "0000:0a:00.1".parse().unwrap()
+        ] as [PciAddress; 2]
     );
     assert_eq!(config.gpu.vendors, [GpuVendor::Nvidia]);
     assert_eq!(config.kargs.extra.len(), 2);
@@ -52,6 +60,11 @@ fn bad_configs_are_refused_with_the_field_named() {
             "vvvv:dddd",
         ),
         ("[vfio]\nidz = []\n", "vfio.idz", "unknown field"),
+        (
+            "[vfio]\naddresses = [\"02:00.0\", \"02:00\"]\n",
+            "vfio.addresses[1]",
+            "bb:ss.f",
+        ),
         ("[gpus]\n", "gpus", "unknown field"),
         ("[cpu]\nvendor = \"arm\"\n", "cpu.vendor", "intel"),
         ("[cpu]\nnested = \"yes\"\n", "cpu.nested", "bool"),

@@ -5,7 +5,7 @@ use super::{APPLY_FIX, Facts};
 use crate::checks::{Check, Finding};
 use crate::host::kernel;
 use crate::host::modprobe::{self, Kind};
-use crate::kargs::params::{RD_DRIVER_PRE, VFIO_PCI_IDS};
+use crate::kargs::params::{RD_DRIVER_PRE, RD_PASSTHRU_VFIO_ADDRESSES, VFIO_PCI_IDS};
 use crate::kargs::{HostKarg, Karg, Kargs};
 use crate::plan::{LIVE_MODPROBE_CONF, MODPROBE_CONF, VFIO_DRIVERS};
 
@@ -276,10 +276,10 @@ fn softdep(facts: &Facts, module: &str, pre: &[String]) -> Finding {
     }
 }
 
-/// The planned `vfio_pci.ids` karg's outcome name and `rd.driver.pre`'s, for the checks whose failures they
-/// explain.
+/// The planned `vfio_pci.ids`, `rd.passthru.vfio_addresses` and `rd.driver.pre` kargs' outcome names, for the
+/// checks whose failures they explain.
 pub(super) fn binding_kargs(facts: &Facts) -> Vec<String> {
-    [&VFIO_PCI_IDS, &RD_DRIVER_PRE]
+    [&VFIO_PCI_IDS, &RD_PASSTHRU_VFIO_ADDRESSES, &RD_DRIVER_PRE]
         .into_iter()
         .filter_map(|p| facts.planned_karg(p))
         .collect()

@@ -8,8 +8,7 @@ use super::boot::{KARG, MODPROBE_CONFLICTS, MODULE, binding_kargs};
 use super::iommu::GROUPS;
 use crate::checks::{Check, Finding, some_of};
 use crate::host::bar::{self, GIB, MIB};
-use crate::host::pci::PciDevice;
-use crate::pci_id::PciId;
+use crate::host::pci::{PciAddress, PciDevice};
 use crate::vendor_reset;
 
 /// Most devices a detail lists; the rest are counted.
@@ -22,9 +21,10 @@ pub(super) static DEVICES: Check<Facts> = Check {
     verifies: "the plan binds some device to vfio-pci",
     requires: &[],
     judge: |facts, _| {
-        Ok(match facts.plan.vfio.ids.is_empty() {
+        let vfio = &facts.plan.vfio;
+        Ok(match vfio.ids.is_empty() && vfio.addresses.is_empty() {
             true => vec![Finding::warn(
-                "the plan binds no device to vfio-pci (vfio.ids is empty)",
+                "the plan binds no device to vfio-pci (vfio.ids and vfio.addresses are empty)",
                 "run `passthru-image detect --write passthru.toml`, review it, and rebuild or re-apply",
             )],
             false => Vec::new(),
@@ -34,12 +34,11 @@ pub(super) static DEVICES: Check<Facts> = Check {
 
 pub(super) static MISSING: Check<Facts> = Check {
     name: "device",
-    verifies: "every device ID in vfio.ids is on this host",
+    verifies: "every device ID in vfio.ids and every address in vfio.addresses is on this host",
     requires: &[],
     judge: |facts, _| {
-        Ok(facts
-            .plan
-            .vfio
+        let vfio = &facts.plan.vfio;
+        let ids = vfio
             .ids
             .iter()
             .filter(|id| !facts.topology.devices.iter().any(|d| d.id == **id))
@@ -49,8 +48,19 @@ pub(super) static MISSING: Check<Facts> = Check {
                     "run `passthru-image groups` and correct vfio.ids",
                 )
                 .about(id)
-            })
-            .collect())
+            });
+        let addresses = vfio
+            .addresses
+            .iter()
+            .filter(|a| facts.topology.device(a).is_none())
+            .map(|a| {
+                Finding::fail(
+                    format!("vfio.addresses lists {a} but no device is there on this host"),
+                    "run `passthru-image groups` and correct vfio.addresses",
+                )
+                .about(a)
+            });
+        Ok(ids.chain(addresses).collect())
     },
 };
 
@@ -80,7 +90,7 @@ pub(super) static IDENTICAL_IDS: Check<Facts> = Check {
                             matching.len(),
                             some_of(&matching, LISTED)
                         ),
-                        "identical devices cannot be told apart by ID: bind the guest's by address (driver_override) instead",
+                        "identical devices cannot be told apart by ID: bind the guest's by address (vfio.addresses) instead",
                     )
                     .about(id),
                 );
@@ -136,7 +146,7 @@ pub(super) static GROUP: Check<Facts> = Check {
     verifies: "each planned device's IOMMU group can go to a VM: every other member is a bridge or on vfio-pci (or no driver)",
     requires: &[],
     judge: |facts, earlier| {
-        let planned: HashSet<PciId> = facts.plan.vfio.ids.iter().copied().collect();
+        let planned: HashSet<PciAddress> = facts.planned_devices().map(|d| d.address).collect();
         let mut blockers = GroupBlockers::default();
         Ok(facts
             .planned_devices()
@@ -265,7 +275,7 @@ fn bound_to_vfio(device: &PciDevice) -> Finding {
                 Some(driver) => format!("{} is bound to {driver}, not vfio-pci", device.id),
                 None => format!("{} has no driver bound, not vfio-pci", device.id),
             },
-            "vfio-pci must claim it first: rd.driver.pre=vfio-pci and vfio_pci.ids in effect, vfio-pci in the initramfs (see the karg and module checks); then reboot",
+            "vfio-pci must claim it first: rd.driver.pre=vfio-pci and vfio_pci.ids (or rd.passthru.vfio_addresses, image mode) in effect, vfio-pci in the initramfs (see the karg and module checks); then reboot",
         ),
     }
 }
@@ -291,7 +301,7 @@ struct Blockers<'t> {
 }
 
 impl<'t> GroupBlockers<'t> {
-    fn of(&mut self, facts: &'t Facts, group: u32, planned: &HashSet<PciId>) -> &Blockers<'t> {
+    fn of(&mut self, facts: &'t Facts, group: u32, planned: &HashSet<PciAddress>) -> &Blockers<'t> {
         self.0.entry(group).or_insert_with(|| {
             let bound: Vec<&PciDevice> = facts
                 .topology
@@ -300,7 +310,7 @@ impl<'t> GroupBlockers<'t> {
                 .collect();
             let foreign = bound
                 .iter()
-                .filter(|d| !planned.contains(&d.id))
+                .filter(|d| !planned.contains(&d.address))
                 .copied()
                 .collect();
             Blockers { bound, foreign }
@@ -322,7 +332,7 @@ fn group_viable<'t>(
     facts: &'t Facts,
     blockers: &mut GroupBlockers<'t>,
     device: &PciDevice,
-    planned: &HashSet<PciId>,
+    planned: &HashSet<PciAddress>,
     earlier: &crate::checks::Earlier,
 ) -> Finding {
     let Some(group) = facts.topology.group_of(&device.address) else {
@@ -369,7 +379,7 @@ fn group_viable<'t>(
     Finding::fail(
         detail,
         format!(
-            "pass {} to the VM too (add to vfio.ids), move the card to a slot with its own group, or enable [acs-override]",
+            "pass {} to the VM too (add to vfio.ids or vfio.addresses), move the card to a slot with its own group, or enable [acs-override]",
             first_of(&shown, foreign.len())
         ),
     )
@@ -401,6 +411,7 @@ fn reset_method(device: &PciDevice) -> Finding {
 mod tests {
     use super::*;
     use crate::checks::Status;
+    use crate::pci_id::PciId;
 
     #[test]
     fn reset_method_must_lead_with_device_specific() {

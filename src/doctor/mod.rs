@@ -1,7 +1,8 @@
 //! `doctor`: checks the running host against the plan, after the reboot ("is it working?"), and the firmware
 //! and kernel facts passthrough rests on (the guide's "Checking Passthrough Support" and its BIOS checklist).
 //!
-//! Every expectation comes from the [`Plan`]: its kargs, its initramfs drivers, its devices, its modules.
+//! Every expectation comes from a plan ([`Expectations`]: of the plan the config makes, or of the plan recorded
+//! in the running image or by live mode): its kargs, its initramfs drivers, its devices, its modules.
 //! Doctor adds no karg or device of its own. It reads the host through the [`Root`]; the checks that run a
 //! program (journalctl, virt-host-validate) run it only on this machine's own root, or give it the root.
 //!
@@ -28,7 +29,7 @@ use crate::host::pci::PciDevice;
 use crate::host::topology::Topology;
 use crate::kargs::params::Param;
 use crate::kargs::{HostKarg, KernelArg};
-use crate::plan::Plan;
+use crate::plan::record::Expectations;
 use crate::root::Root;
 
 /// The version of the `doctor --json` document; raised when a field changes meaning or goes away.
@@ -74,7 +75,7 @@ pub(crate) const CHECKS: &[&Check<Facts>] = &[
 /// What the checks judge: the plan and the host facts most of them need, read once. Checks read the rest
 /// under `root` themselves.
 pub(crate) struct Facts {
-    pub(crate) plan: Plan,
+    pub(crate) plan: Expectations,
     pub(crate) root: Root,
     pub(crate) machine: Machine,
     pub(crate) cpu: CpuInfo,
@@ -86,7 +87,7 @@ pub(crate) struct Facts {
 }
 
 impl Facts {
-    pub(crate) fn read(plan: Plan, root: Root) -> Result<Facts> {
+    pub(crate) fn read(plan: Expectations, root: Root) -> Result<Facts> {
         let cmdline = kernel::cmdline(&root)?;
         Ok(Facts {
             machine: Machine::of(&root),
@@ -100,12 +101,13 @@ impl Facts {
         })
     }
 
-    /// The host's devices the plan binds to vfio-pci, in address order.
+    /// The host's devices the plan binds to vfio-pci, by ID or by address, in address order.
     pub(crate) fn planned_devices(&self) -> impl Iterator<Item = &PciDevice> {
+        let vfio = &self.plan.vfio;
         self.topology
             .devices
             .iter()
-            .filter(|d| self.plan.vfio.ids.contains(&d.id))
+            .filter(|d| vfio.ids.contains(&d.id) || vfio.addresses.contains(&d.address))
     }
 
     /// The planned karg that sets `param`, as the `karg` check names its outcome.
@@ -130,7 +132,7 @@ pub struct DoctorReport {
     pub schema_version: u32,
     /// The root that was checked.
     pub root: Utf8PathBuf,
-    /// Where the plan's config came from.
+    /// Where the plan came from: its config (a file, or the embedded default), or a record of it.
     pub config: String,
     /// No check failed.
     pub ok: bool,
@@ -167,8 +169,9 @@ impl DoctorReport {
     }
 }
 
-/// Runs every check of the host under `root` against `plan`. `config` names where the plan came from.
-pub fn check(plan: Plan, root: Root, config: String) -> Result<DoctorReport> {
+/// Runs every check of the host under `root` against what a plan expects. `config` names where the plan came
+/// from.
+pub fn check(plan: Expectations, root: Root, config: String) -> Result<DoctorReport> {
     let facts = Facts::read(plan, root)?;
     let report = checks::run(CHECKS, &facts)?;
     Ok(DoctorReport::new(report, &facts.root, config))

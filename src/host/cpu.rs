@@ -1,14 +1,14 @@
 //! CPU vendor and virtualisation support from /proc/cpuinfo.
 
 use anyhow::Result;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::error::InputError;
 use crate::root::Root;
 
 const CPUINFO: &str = "/proc/cpuinfo";
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum CpuVendor {
     Intel,

@@ -11,7 +11,7 @@ use std::str::FromStr;
 use anyhow::Result;
 use camino::{Utf8Path, Utf8PathBuf};
 use pci_ids::FromId;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::error::InputError;
 use crate::pci_id::PciId;
@@ -32,6 +32,22 @@ impl PciAddress {
     /// The same slot: the functions of one card (GPU, its HDMI audio, its USB-C controller).
     pub fn same_slot(&self, other: &PciAddress) -> bool {
         (self.domain, self.bus, self.device) == (other.domain, other.bus, other.device)
+    }
+
+    /// An address as a user writes it: the kernel's `0000:02:00.0`, or lspci's short `02:00.0` (domain 0), in
+    /// either case. Sysfs names are read with the strict [`FromStr`] instead: there, another spelling would be
+    /// a second entry for the same device.
+    pub fn from_user(s: &str) -> Result<PciAddress, String> {
+        let full = match s.matches(':').count() {
+            1 => format!("0000:{s}"),
+            _ => s.to_owned(),
+        };
+        full.parse().map_err(|_| {
+            format!(
+                "{s:?} is not a PCI address; expected dddd:bb:ss.f or bb:ss.f (hex, as lspci shows it), e.g. \
+                 0000:02:00.0 or 02:00.0"
+            )
+        })
     }
 }
 
@@ -77,6 +93,14 @@ impl fmt::Display for PciAddress {
 impl Serialize for PciAddress {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.collect_str(self)
+    }
+}
+
+/// Read as a user writes it ([`PciAddress::from_user`]): configs and recorded plans.
+impl<'de> Deserialize<'de> for PciAddress {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        PciAddress::from_user(&text).map_err(serde::de::Error::custom)
     }
 }
 
@@ -295,6 +319,33 @@ mod tests {
         ] {
             assert!(bad.parse::<PciAddress>().is_err(), "{bad:?} was accepted");
         }
+    }
+
+    #[test]
+    fn users_may_write_the_short_form_in_any_case() {
+        for (text, normal) in [
+            ("02:00.0", "0000:02:00.0"),
+            ("0A:1F.7", "0000:0a:1f.7"),
+            ("0000:02:00.1", "0000:02:00.1"),
+            ("10000:E1:00.0", "10000:e1:00.0"),
+        ] {
+            assert_eq!(PciAddress::from_user(text).unwrap().to_string(), normal);
+        }
+        for bad in [
+            "",
+            "2:00.0",
+            "02:00",
+            "02:20.0",
+            "00.0",
+            ":02:00.0",
+            "02:00.0 ",
+            "x:02:00.0",
+        ] {
+            let err = PciAddress::from_user(bad).unwrap_err();
+            assert!(err.contains("bb:ss.f"), "{bad:?}: {err}");
+        }
+        let parsed: PciAddress = serde_json::from_str("\"02:00.1\"").unwrap();
+        assert_eq!(parsed.to_string(), "0000:02:00.1");
     }
 
     #[test]

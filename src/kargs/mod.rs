@@ -405,6 +405,19 @@ impl Serialize for Kargs {
     }
 }
 
+/// A recorded plan's list: each argument validated, none contradicting another (what [`Kargs::push`] allows).
+impl<'de> Deserialize<'de> for Kargs {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let mut kargs = Kargs::default();
+        for karg in Vec::<Karg>::deserialize(d)? {
+            kargs.push(karg.clone()).map_err(|conflict| {
+                serde::de::Error::custom(format!("{karg}: {}", conflict.reason))
+            })?;
+        }
+        Ok(kargs)
+    }
+}
+
 impl<'a> IntoIterator for &'a Kargs {
     type Item = &'a Karg;
     type IntoIter = std::slice::Iter<'a, Karg>;

@@ -88,6 +88,13 @@ pub(crate) const AMDGPU_ASPM: Param = last_wins("amdgpu.aspm");
 pub(crate) const RD_DRIVER_PRE: Param = accumulates("rd.driver.pre");
 /// A module string parameter: the last one is the list vfio-pci binds by ID.
 pub(crate) const VFIO_PCI_IDS: Param = last_wins("vfio_pci.ids");
+/// Ours: the PCI functions vfio-pci claims by address (`driver_override`), read in the initramfs by the pre-udev
+/// hook of layers/dracut/90passthru-vfio, which keeps the last occurrence. The name has a dot, so the kernel
+/// takes it for a parameter of a module called `rd` (there is none): it neither logs it as unknown nor hands
+/// it to init as an environment variable, and kmod has no such module to pass it to. The `rd.` prefix is
+/// dracut's (and systemd's) mark for arguments the initramfs reads; `passthru.` keeps it apart from dracut's
+/// own.
+pub(crate) const RD_PASSTHRU_VFIO_ADDRESSES: Param = last_wins("rd.passthru.vfio_addresses");
 /// The ACS-override patch parses its one string once: a second value replaces the first.
 pub(crate) const PCIE_ACS_OVERRIDE: Param = last_wins("pcie_acs_override");
 
@@ -146,6 +153,7 @@ mod tests {
         for param in KNOWN.iter().chain(OTHERS).chain([
             &KVM_AMD_NPT,
             &VFIO_PCI_IDS,
+            &RD_PASSTHRU_VFIO_ADDRESSES,
             &PCIE_ACS_OVERRIDE,
             &NOUVEAU_MODESET,
         ]) {

@@ -18,6 +18,7 @@ use crate::atomic;
 use crate::error::ChecksFailed;
 use crate::kargs::HostKarg;
 use crate::plan::Plan;
+use crate::plan::record::PlanRecord;
 use crate::root::Root;
 
 #[derive(Debug, Clone)]
@@ -230,6 +231,9 @@ pub fn apply(plan: &Plan, root: &Root, options: &Options, is_root: bool) -> Resu
         })?;
     let host = deployment::read(&options.sysroot)?;
     verify(plan, &host, &proposal.changes)?;
+    // Kept with what apply did, for `doctor` without a config (gone again once nothing is left to undo).
+    record.plan = Some(PlanRecord::of(plan));
+    state::save(root, &record)?;
     Ok(Applied {
         steps_run: done,
         deployed_initramfs_suffices: proposal.changes.deployed_initramfs

@@ -157,6 +157,15 @@ pub fn compute(
         )
         .into());
     }
+    if !plan.vfio.addresses.is_empty() {
+        return Err(InputError::new(
+            "vfio.addresses",
+            "live mode cannot bind by address: the hook that sets driver_override before udev starts is a dracut \
+             module, and /usr/lib/dracut/modules.d is read-only on an rpm-ostree host. Use image mode \
+             (`passthru-image build`), or bind by ID (vfio.ids) when no device the host keeps has the same ID",
+        )
+        .into());
+    }
     let mut changes = Changes {
         kargs: plan.kargs.iter().cloned().collect(),
         ..Changes::default()
@@ -406,6 +415,22 @@ mod tests {
 
     fn texts(kargs: &[HostKarg]) -> Vec<&str> {
         kargs.iter().map(HostKarg::as_str).collect()
+    }
+
+    #[test]
+    fn addresses_are_refused_pointing_to_image_mode() {
+        let (_dir, root) = empty_root();
+        let mut config = Config::default();
+        config.cpu.vendor = CpuChoice::Amd;
+        config.vfio.addresses = vec!["0000:02:00.0".parse().unwrap()];
+        let plan = Plan::resolve(&config, &crate::plan::Target::Image).unwrap();
+        let err = compute(&plan, &pending("rw"), &root, false, &[], false).unwrap_err();
+        assert_eq!(crate::error::exit_code(&err), 2);
+        let text = err.to_string();
+        assert!(
+            text.contains("vfio.addresses") && text.contains("image mode"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -39,6 +39,8 @@ pub fn revert(root: &Root, sysroot: &Utf8PathBuf, is_root: bool) -> Result<Rever
         });
     }
     let original = record.clone();
+    // Being undone: the plan no longer describes the host, whichever step ends the revert.
+    record.plan = None;
     let expected_files = expected_files(root, &record)?;
     // Each undo saves the record right after its command, keeping only what is left: a revert that fails
     // half-way can be run again and neither redoes nor trips over what is already undone.

@@ -11,6 +11,7 @@ use super::changes::{BASE_KERNEL_PACKAGES, KernelChange};
 use super::files;
 use crate::error::InputError;
 use crate::kargs::HostKarg;
+use crate::plan::record::PlanRecord;
 use crate::plan::{LIVE_DRACUT_CONF, LIVE_MODPROBE_CONF};
 use crate::root::Root;
 use crate::text_rules::{PLAIN_NAME_RULE, is_lower_hex, is_plain_name};
@@ -35,6 +36,10 @@ pub struct LiveState {
     /// initramfs predates them. Any newer deployment was regenerated from them, so this one alone is stale.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub initramfs_stale_in: Option<String>,
+    /// The plan the last apply carried out, which `doctor` without a config checks the host against. Not
+    /// something to undo: it goes with the record once nothing is left to undo.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plan: Option<PlanRecord>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -47,8 +52,12 @@ pub struct FileRecord {
 }
 
 impl LiveState {
+    /// Nothing left to undo (a recorded plan alone is not worth keeping).
     pub fn is_empty(&self) -> bool {
-        *self == LiveState::default()
+        LiveState {
+            plan: None,
+            ..self.clone()
+        } == LiveState::default()
     }
 
     pub fn file(&self, path: &Utf8PathBuf) -> Option<&FileRecord> {
@@ -126,6 +135,10 @@ pub fn validate(state: &LiveState) -> Result<(), InputError> {
             "initramfs_stale_in",
             format!("{id:?} is not a deployment ID (CHECKSUM.SERIAL)"),
         ));
+    }
+    if let Some(plan) = &state.plan {
+        plan.check()
+            .map_err(|message| InputError::new("plan.format", message))?;
     }
     Ok(())
 }
@@ -281,6 +294,38 @@ mod tests {
             let err = state(&json).unwrap_err();
             assert_eq!(err.field, field, "{json}: {err}");
         }
+    }
+
+    /// The plan apply carried out is kept with what it did, read back typed, and goes with the record.
+    #[test]
+    fn the_recorded_plan_is_read_back_checked_and_kept_only_with_something_to_undo() {
+        let config =
+            crate::config::Config::from_toml("[cpu]\nvendor = \"amd\"\n", "t.toml").unwrap();
+        let plan = crate::plan::Plan::resolve(&config, &crate::plan::Target::Image).unwrap();
+        let with_plan = LiveState {
+            kargs_appended: vec![HostKarg::parse("iommu=pt").unwrap()],
+            plan: Some(PlanRecord::of(&plan)),
+            ..LiveState::default()
+        };
+        let text = serde_json::to_string(&with_plan).unwrap();
+        assert_eq!(state(&text).unwrap(), with_plan);
+        let mut bad: serde_json::Value = serde_json::from_str(&text).unwrap();
+        bad["plan"]["format"] = 99.into();
+        assert_eq!(state(&bad.to_string()).unwrap_err().field, "plan.format");
+        bad["plan"]["format"] = 1.into();
+        bad["plan"]["expect"]["kargs"][0] = "--unchanged-exit-77".into();
+        assert!(
+            state(&bad.to_string())
+                .unwrap_err()
+                .field
+                .starts_with("plan.expect.kargs"),
+        );
+        let plan_only = LiveState {
+            plan: with_plan.plan.clone(),
+            ..LiveState::default()
+        };
+        assert!(plan_only.is_empty(), "nothing to undo");
+        assert!(!with_plan.is_empty());
     }
 
     #[test]

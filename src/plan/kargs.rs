@@ -46,6 +46,8 @@ pub(crate) struct KargFacts<'a> {
     pub cpu: CpuVendor,
     /// The devices bound to vfio-pci by ID.
     pub vfio_ids: &'a [PciId],
+    /// The devices bound to vfio-pci by address.
+    pub vfio_addresses: &'a [PciAddress],
     pub host: Option<&'a HostGpus>,
 }
 
@@ -256,6 +258,13 @@ fn vfio(p: &mut Planner, facts: &KargFacts) {
     match facts.vfio_ids.is_empty() {
         true => p.omit("vfio_pci.ids=…", "vfio.ids is empty"),
         false => p.plan(&params::VFIO_PCI_IDS, join(facts.vfio_ids.iter())),
+    }
+    // Not the guide's: nothing to record when it is left out.
+    if !facts.vfio_addresses.is_empty() {
+        p.plan(
+            &params::RD_PASSTHRU_VFIO_ADDRESSES,
+            join(facts.vfio_addresses.iter()),
+        );
     }
 }
 

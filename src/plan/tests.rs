@@ -333,10 +333,12 @@ fn auto_cpu_reads_the_host_and_fails_clearly_without_one() {
 }
 
 #[test]
-fn device_ids_live_only_in_the_host_layer() {
+fn device_ids_and_addresses_live_only_in_the_host_layer() {
     let (_dir, tree) = vendor_reset_tree();
+    let mut config = config_with_path(&tree);
+    config.vfio.addresses = vec!["0000:0b:00.0".parse().unwrap()];
     let plan = plan_with(
-        config_with_path(&tree),
+        config,
         CpuChoice::Amd,
         &[GpuVendor::Amd],
         &["1002:67df", "1002:aaf0"],
@@ -344,8 +346,8 @@ fn device_ids_live_only_in_the_host_layer() {
     .unwrap();
     for file in plan.files_in(Layer::Initramfs) {
         assert!(
-            !file.content.contains("67df"),
-            "{} holds a device ID",
+            !file.content.contains("67df") && !file.content.contains("0b:00.0"),
+            "{} holds a device ID or address",
             file.path
         );
     }
@@ -357,9 +359,99 @@ fn device_ids_live_only_in_the_host_layer() {
         host,
         [
             "/usr/lib/udev/rules.d/99-passthru-vendor-reset.rules",
-            "/usr/lib/bootc/kargs.d/50-passthru.toml"
+            "/usr/lib/bootc/kargs.d/50-passthru.toml",
+            "/usr/share/passthru-image/passthru.toml",
+            "/usr/share/passthru-image/plan.json",
         ]
     );
+}
+
+/// Addresses travel in an argument of our own, after the IDs; the initramfs always gets the module whose hook
+/// reads it, so adding the first address changes no initramfs file.
+#[test]
+fn addresses_are_planned_in_their_own_argument_beside_the_ids() {
+    let config = Config::from_toml(
+        "[vfio]\naddresses = [\"02:00.0\", \"0000:02:00.1\", \"02:00.0\"]\n",
+        "t.toml",
+    )
+    .unwrap();
+    let plan = plan_with(
+        config,
+        CpuChoice::Intel,
+        &[GpuVendor::Nvidia],
+        &["10de:2684"],
+    )
+    .unwrap();
+    assert_eq!(
+        plan.kargs.as_strings(),
+        [
+            "intel_iommu=on",
+            "iommu=pt",
+            "rd.driver.pre=vfio-pci",
+            "vfio_pci.ids=10de:2684",
+            "rd.passthru.vfio_addresses=0000:02:00.0,0000:02:00.1",
+        ]
+    );
+    assert_eq!(plan.vfio.addresses.len(), 2, "each once");
+    let without = plan_with(
+        Config::default(),
+        CpuChoice::Intel,
+        &[GpuVendor::Nvidia],
+        &["10de:2684"],
+    )
+    .unwrap();
+    let initramfs =
+        |plan: &Plan| -> Vec<PlannedFile> { plan.files_in(Layer::Initramfs).cloned().collect() };
+    let contents = |plan: &Plan| -> Vec<(String, String)> {
+        initramfs(plan)
+            .into_iter()
+            .map(|f| (f.path.to_string(), f.content))
+            .collect()
+    };
+    assert_eq!(contents(&plan), contents(&without));
+    assert!(
+        !without
+            .kargs
+            .iter()
+            .any(|k| k.is(&crate::kargs::params::RD_PASSTHRU_VFIO_ADDRESSES))
+    );
+    let dracut = &initramfs(&plan)[0];
+    assert!(
+        dracut
+            .content
+            .contains("add_dracutmodules+=\" passthru-vfio \""),
+        "{}",
+        dracut.content
+    );
+    let hook = initramfs(&plan)
+        .into_iter()
+        .find(|f| {
+            f.path
+                .as_str()
+                .ends_with("90passthru-vfio/passthru-vfio-bind.sh")
+        })
+        .expect("the dracut module's hook is installed");
+    assert_eq!(hook.mode, 0o755);
+    // Live mode cannot install the module, so its drop-in does not ask dracut for it.
+    assert!(!plan.live_files[0].content.contains("add_dracutmodules"));
+}
+
+/// The hook's own reading of the argument matches the parameter's name and repeat rule.
+#[test]
+fn the_hook_reads_the_planned_argument() {
+    let hook = DRACUT_MODULE_FILES
+        .iter()
+        .find(|(name, _)| *name == "passthru-vfio-bind.sh")
+        .unwrap()
+        .1;
+    assert!(hook.contains("rd.passthru.vfio[_-]addresses=*) list=${word#*=}"));
+    assert_eq!(
+        crate::kargs::params::RD_PASSTHRU_VFIO_ADDRESSES.repeats,
+        crate::kargs::params::Repeats::LastWins,
+        "the hook keeps the last occurrence"
+    );
+    let setup = DRACUT_MODULE_FILES[0].1;
+    assert!(setup.contains("inst_hook pre-udev"), "{setup}");
 }
 
 #[test]
