@@ -24,7 +24,7 @@ use crate::root::Root;
 
 /// Whether the directories missing on the way to a file are made.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum MissingDirs {
+pub(crate) enum MissingDirs {
     Create,
     /// Stop at the first missing one (the file cannot be there).
     Stop,
@@ -213,19 +213,28 @@ fn readable(dir: &Dir) -> std::io::Result<std::os::fd::OwnedFd> {
 
 /// Checks before the first write that the host file `abs` under `root` can be written without following a
 /// symlink (see [`check_target`]); bad input naming the obstacle's path otherwise.
-pub fn check_host_file(root: &Root, abs: &Utf8Path) -> Result<()> {
-    check_target(&root.dir()?, abs).map_err(|o| o.into_input_error(root.path(), None))
+pub(crate) fn check_host_file(root: &Root, abs: &Utf8Path) -> Result<()> {
+    check_target(root.dir()?, abs).map_err(|o| o.into_input_error(root.path(), None))
 }
 
 /// The directory `abs_dir` under `root`, opened without following a symlink; `None` when it is missing and
 /// `missing` is [`MissingDirs::Stop`].
-pub fn host_dir(root: &Root, abs_dir: &Utf8Path, missing: MissingDirs) -> Result<Option<Dir>> {
-    open_dirs(&root.dir()?, abs_dir, missing).map_err(|o| o.into_input_error(root.path(), None))
+pub(crate) fn host_dir(
+    root: &Root,
+    abs_dir: &Utf8Path,
+    missing: MissingDirs,
+) -> Result<Option<Dir>> {
+    open_dirs(root.dir()?, abs_dir, missing).map_err(|o| o.into_input_error(root.path(), None))
 }
 
 /// Writes the host file `abs` under `root` atomically, making missing directories (mode 0755). Readers
 /// (dracut run by rpm-ostree, modprobe, the user's editor) see the old file or the new one, never a part.
-pub fn write_host_file(root: &Root, abs: &Utf8Path, content: &[u8], mode: u32) -> Result<()> {
+pub(crate) fn write_host_file(
+    root: &Root,
+    abs: &Utf8Path,
+    content: &[u8],
+    mode: u32,
+) -> Result<()> {
     check_host_file(root, abs)?;
     let path = root.join(abs);
     let (parent, name) = split(abs).map_err(|o| o.into_input_error(root.path(), None))?;
@@ -235,7 +244,7 @@ pub fn write_host_file(root: &Root, abs: &Utf8Path, content: &[u8], mode: u32) -
 }
 
 /// Removes the host file `abs` under `root`; already gone is fine.
-pub fn remove_host_file(root: &Root, abs: &Utf8Path) -> Result<()> {
+pub(crate) fn remove_host_file(root: &Root, abs: &Utf8Path) -> Result<()> {
     let path = root.join(abs);
     let (parent, name) = split(abs).map_err(|o| o.into_input_error(root.path(), None))?;
     let Some(dir) = host_dir(root, parent, MissingDirs::Stop)? else {
@@ -272,17 +281,17 @@ pub fn write_file(path: &Utf8Path, field: &str, content: &[u8], mode: u32) -> Re
 
 /// One file of a tree written by [`write_tree`], at a path relative to the tree's top.
 #[derive(Debug, Clone, Copy)]
-pub struct TreeFile<'a> {
-    pub path: &'a Utf8Path,
-    pub mode: u32,
-    pub content: &'a [u8],
+pub(crate) struct TreeFile<'a> {
+    pub(crate) path: &'a Utf8Path,
+    pub(crate) mode: u32,
+    pub(crate) content: &'a [u8],
 }
 
 /// Writes `files` into the existing directory `top` (other files there stay). Every path is checked first, so
 /// a folder where a file goes (or the reverse), or a symlinked folder, refuses the run before anything is
 /// written; then every file is staged and only then renamed into place. Files get `mtime`. `field` names the
 /// option that gave `top`.
-pub fn write_tree(
+pub(crate) fn write_tree(
     top: &Utf8Path,
     field: &str,
     files: &[TreeFile],
@@ -315,7 +324,7 @@ pub fn write_tree(
 }
 
 /// Sets the modification time of the directory `rel` below `top` (and not of a symlink standing there).
-pub fn set_dir_mtime(top: &Utf8Path, rel: &Utf8Path, mtime: SystemTime) -> Result<()> {
+pub(crate) fn set_dir_mtime(top: &Utf8Path, rel: &Utf8Path, mtime: SystemTime) -> Result<()> {
     let base = Dir::open_ambient_dir(top, ambient_authority())
         .with_context(|| format!("opening {top}"))?;
     let dir = open_dirs(&base, rel, MissingDirs::Stop)
@@ -510,6 +519,34 @@ mod tests {
         remove_host_file(&root, Utf8Path::new("/etc/dracut.conf.d/x.conf")).unwrap();
         remove_host_file(&root, Utf8Path::new("/etc/dracut.conf.d/x.conf")).unwrap();
         assert!(entries(&root.join("/etc/dracut.conf.d")).is_empty());
+    }
+
+    #[test]
+    fn a_tree_replaces_a_symlinked_file_and_leaves_its_target_alone() {
+        let (_tmp, top) = temp();
+        std::fs::write(top.join("victim"), "keep\n").unwrap();
+        std::fs::create_dir(top.join("out")).unwrap();
+        symlink(top.join("victim"), top.join("out/Containerfile")).unwrap();
+        let files = [TreeFile {
+            path: Utf8Path::new("Containerfile"),
+            mode: 0o644,
+            content: b"FROM base\n",
+        }];
+        write_tree(&top.join("out"), "--output", &files, SystemTime::UNIX_EPOCH).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(top.join("victim")).unwrap(),
+            "keep\n"
+        );
+        assert_eq!(
+            std::fs::read_to_string(top.join("out/Containerfile")).unwrap(),
+            "FROM base\n"
+        );
+        assert!(
+            !std::fs::symlink_metadata(top.join("out/Containerfile"))
+                .unwrap()
+                .is_symlink()
+        );
+        assert_eq!(entries(&top.join("out")), ["Containerfile"]);
     }
 
     #[test]

@@ -189,12 +189,18 @@ fn pass_device(d: &mut Detection, topology: &Topology, device: &GpuReport) {
         ));
     }
     if device.isolation == Isolation::Shared {
-        let others: Vec<String> = device
+        let mut others: Vec<String> = device
             .sharing_with
             .iter()
             .filter_map(|a| topology.device(a))
             .map(|d| format!("{} {} [{}]", d.address, d.display_name(), d.id))
             .collect();
+        if device.sharing_count > others.len() {
+            let more = device.sharing_count - others.len();
+            if let Some(last) = others.last_mut() {
+                *last = format!("{last} and {more} more");
+            }
+        }
         d.warnings.push(format!(
             "{} shares IOMMU group {} with {}: it cannot go to a VM alone. Move the card to a slot with its own group, pass those devices too, or use an ACS-override kernel (weakens isolation): set [acs-override] enabled = true with repo = \"<dnf .repo URL>\" or packages = \"<dir of kernel packages>\"",
             device.address,
@@ -348,13 +354,19 @@ fn pick_gpu(gpus: &[GpuReport], warnings: &mut Vec<String>) -> Option<GpuReport>
     }
     candidates.sort_by_key(|g| (g.isolation != Isolation::Isolated, g.address));
     if candidates.len() > 1 {
+        // A few addresses and a count: a host tree may hold thousands of GPUs.
+        const LISTED: usize = 8;
+        let mut listed: Vec<String> = candidates
+            .iter()
+            .take(LISTED)
+            .map(|g| g.address.to_string())
+            .collect();
+        if candidates.len() > LISTED {
+            listed.push(format!("and {} more", candidates.len() - LISTED));
+        }
         warnings.push(format!(
             "several GPUs could be passed ({}); proposing {}: choose another with --device ADDRESS",
-            candidates
-                .iter()
-                .map(|g| g.address.to_string())
-                .collect::<Vec<_>>()
-                .join(", "),
+            listed.join(", "),
             candidates[0].address
         ));
     }
@@ -430,6 +442,7 @@ mod tests {
             isolation,
             companions: Vec::new(),
             sharing_with: Vec::new(),
+            sharing_count: 0,
             vendor_reset: false,
         }
     }

@@ -77,6 +77,13 @@ pub fn exit_code(err: &anyhow::Error) -> i32 {
     }
 }
 
+/// Writes a line to stderr. A failed write is dropped: stderr is where it would be reported, so there is
+/// nowhere left to say it (and `eprintln!` would panic).
+pub fn stderr_line(line: impl fmt::Display) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "{line}");
+}
+
 /// Shorthand for returning bad input: `bail_input!("vfio.ids", "expected ...")`.
 #[macro_export]
 macro_rules! bail_input {

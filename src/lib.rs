@@ -8,7 +8,7 @@ pub mod boot;
 pub mod checks;
 pub(crate) mod ci_workflow;
 pub mod cli;
-pub mod cmd;
+pub(crate) mod cmd;
 pub mod commands;
 pub mod config;
 pub mod detect;

@@ -9,10 +9,10 @@ fn main() {
     if let Err(err) = commands::run(&cli) {
         // After Ctrl-C the children fail too (they got the signal): that failure is not the story.
         if interrupt::requested() {
-            eprintln!("error: {}", interrupt::Interrupted);
+            error::stderr_line(format_args!("error: {}", interrupt::Interrupted));
             std::process::exit(error::EXIT_INTERRUPTED);
         }
-        eprintln!("error: {err:#}");
+        error::stderr_line(format_args!("error: {err:#}"));
         std::process::exit(error::exit_code(&err));
     }
 }

@@ -14,6 +14,7 @@
 
 use std::io::{BufRead, BufReader, Read};
 use std::os::unix::fs::{FileTypeExt, OpenOptionsExt, PermissionsExt};
+use std::sync::{Arc, OnceLock};
 
 use anyhow::Result;
 use camino::{Utf8Path, Utf8PathBuf};
@@ -39,7 +40,7 @@ const DEFAULT_LIMIT: u64 = MIB;
 
 /// Files the user names outside the root, by kind; see [`read_user_file`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum UserFile {
+pub(crate) enum UserFile {
     /// passthru.toml: a few KiB.
     Config,
     /// A module source's dkms.conf: a few KiB.
@@ -61,7 +62,7 @@ impl UserFile {
 
 /// Device files a check opens: the only files under the root read without being regular files.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Device {
+pub(crate) enum Device {
     /// /dev/kvm, opened read-write: whether this machine can run a VM with KVM.
     Kvm,
     /// /dev/kmsg, opened read-only and non-blocking: the kernel log, one record per read.
@@ -77,38 +78,56 @@ impl Device {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Root(Utf8PathBuf);
+#[derive(Debug, Clone)]
+pub struct Root {
+    path: Utf8PathBuf,
+    /// The root opened once, on first use (a host read opens every file through it).
+    dir: Arc<OnceLock<Dir>>,
+}
+
+impl PartialEq for Root {
+    fn eq(&self, other: &Root) -> bool {
+        self.path == other.path
+    }
+}
+
+impl Eq for Root {}
 
 impl Default for Root {
     fn default() -> Self {
-        Root(Utf8PathBuf::from("/"))
+        Root::new("/")
     }
 }
 
 impl Root {
     pub fn new(path: impl Into<Utf8PathBuf>) -> Self {
-        Root(path.into())
+        Root {
+            path: path.into(),
+            dir: Arc::default(),
+        }
     }
 
     pub fn path(&self) -> &Utf8Path {
-        &self.0
+        &self.path
     }
 
     /// The host path `abs` (e.g. `/proc/cpuinfo`) under this root, for messages: nothing is opened by it.
     pub fn join(&self, abs: impl AsRef<Utf8Path>) -> Utf8PathBuf {
-        self.0.join(relative(abs.as_ref()))
+        self.path.join(relative(abs.as_ref()))
     }
 
     /// The root as a directory handle: every path opened through it stays inside.
-    pub fn dir(&self) -> Result<Dir> {
-        Dir::open_ambient_dir(&self.0, ambient_authority()).map_err(|e| {
+    pub(crate) fn dir(&self) -> Result<&Dir> {
+        if let Some(dir) = self.dir.get() {
+            return Ok(dir);
+        }
+        let dir = Dir::open_ambient_dir(&self.path, ambient_authority()).map_err(|e| {
             InputError::new(
                 "--root",
-                format!("{} cannot be opened as a directory: {e}", self.0),
+                format!("{} cannot be opened as a directory: {e}", self.path),
             )
-            .into()
-        })
+        })?;
+        Ok(self.dir.get_or_init(|| dir))
     }
 
     /// Whether `abs` is there inside the root. A link that leads out of the root counts as absent.
@@ -118,9 +137,15 @@ impl Root {
     }
 
     /// Whether `abs` is a directory inside the root (following links that stay inside).
-    pub fn is_dir(&self, abs: impl AsRef<Utf8Path>) -> bool {
+    pub(crate) fn is_dir(&self, abs: impl AsRef<Utf8Path>) -> bool {
         self.dir()
             .is_ok_and(|dir| dir.is_dir(relative(abs.as_ref())))
+    }
+
+    /// Whether `abs` is a regular file inside the root (following links that stay inside).
+    pub(crate) fn is_file(&self, abs: impl AsRef<Utf8Path>) -> bool {
+        self.dir()
+            .is_ok_and(|dir| dir.is_file(relative(abs.as_ref())))
     }
 
     /// Reads a text file of the host that the command needs.
@@ -145,7 +170,10 @@ impl Root {
 
     /// The bytes and permission bits of a host file, `None` when it does not exist: for copies that must come
     /// back exactly as they were (backups of drop-ins).
-    pub fn read_bytes_optional(&self, abs: impl AsRef<Utf8Path>) -> Result<Option<HostBytes>> {
+    pub(crate) fn read_bytes_optional(
+        &self,
+        abs: impl AsRef<Utf8Path>,
+    ) -> Result<Option<HostBytes>> {
         let abs = abs.as_ref();
         let Some(file) = self.open_regular(abs)? else {
             return Ok(None);
@@ -169,7 +197,7 @@ impl Root {
 
     /// The lines of a host file the command needs, read as they are used (for files too large to want whole,
     /// like /proc/kallsyms). The size cap and the UTF-8 rule hold as for [`Root::read`].
-    pub fn lines(&self, abs: impl AsRef<Utf8Path>) -> Result<Lines> {
+    pub(crate) fn lines(&self, abs: impl AsRef<Utf8Path>) -> Result<Lines> {
         let abs = abs.as_ref();
         let Some(file) = self.open_regular(abs)? else {
             return Err(self.bad(abs, "does not exist (is --root the root of a Linux host?)"));
@@ -184,7 +212,7 @@ impl Root {
     }
 
     /// The entry names of a host directory, sorted; `None` when it does not exist.
-    pub fn read_dir(&self, abs: impl AsRef<Utf8Path>) -> Result<Option<Vec<String>>> {
+    pub(crate) fn read_dir(&self, abs: impl AsRef<Utf8Path>) -> Result<Option<Vec<String>>> {
         let abs = abs.as_ref();
         let entries = match self.dir()?.read_dir(relative(abs)) {
             Ok(entries) => entries,
@@ -205,7 +233,7 @@ impl Root {
 
     /// The last component of a symlink's target (`../../bus/pci/drivers/nvidia` -> `nvidia`), `None` when the
     /// link does not exist. The target is not followed: only its name matters, wherever it points.
-    pub fn link_name(&self, abs: impl AsRef<Utf8Path>) -> Result<Option<String>> {
+    pub(crate) fn link_name(&self, abs: impl AsRef<Utf8Path>) -> Result<Option<String>> {
         let abs = abs.as_ref();
         let target = match self.dir()?.read_link_contents(relative(abs)) {
             Ok(target) => target,
@@ -223,7 +251,7 @@ impl Root {
     }
 
     /// Opens one of the device files a check needs, which must be a character device inside the root.
-    pub fn open_device(&self, device: Device) -> Result<std::fs::File> {
+    pub(crate) fn open_device(&self, device: Device) -> Result<std::fs::File> {
         let abs = Utf8Path::new(device.path());
         let mut options = OpenOptions::new();
         match device {
@@ -281,11 +309,13 @@ impl Root {
     }
 
     fn io_error(&self, abs: &Utf8Path, e: std::io::Error) -> anyhow::Error {
-        let root = &self.0;
+        let root = &self.path;
         let what = if is_escape(&e) {
             format!(
-                "leads outside --root {root} (through a symlink or `..`); a host tree's links must stay inside it"
+                "leads outside {root} (through a symlink or `..`); links in a host tree must stay inside it"
             )
+        } else if e.kind() == std::io::ErrorKind::NotADirectory {
+            "is not a directory (or a path on the way to it is not)".to_owned()
         } else {
             format!("cannot be read: {e}")
         };
@@ -295,13 +325,13 @@ impl Root {
 
 /// A host file's bytes and permission bits.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HostBytes {
-    pub bytes: Vec<u8>,
-    pub mode: u32,
+pub(crate) struct HostBytes {
+    pub(crate) bytes: Vec<u8>,
+    pub(crate) mode: u32,
 }
 
 /// The lines of a host file, without their line ends; see [`Root::lines`].
-pub struct Lines {
+pub(crate) struct Lines {
     reader: BufReader<std::io::Take<std::fs::File>>,
     path: Utf8PathBuf,
     limit: u64,
@@ -341,7 +371,11 @@ impl Iterator for Lines {
 
 /// Reads a file the user named (`--config`, `vendor-reset.path`'s dkms.conf, a kernel package): only a regular
 /// file, opened without blocking, up to the cap of its kind. Anything else is bad input for `field`.
-pub fn read_user_file(path: &Utf8Path, kind: UserFile, field: &str) -> Result<Vec<u8>, InputError> {
+pub(crate) fn read_user_file(
+    path: &Utf8Path,
+    kind: UserFile,
+    field: &str,
+) -> Result<Vec<u8>, InputError> {
     let bad = |what: String| InputError::new(field, format!("{path} {what}"));
     let file = std::fs::File::options()
         .read(true)
@@ -370,7 +404,11 @@ pub fn read_user_file(path: &Utf8Path, kind: UserFile, field: &str) -> Result<Ve
 }
 
 /// [`read_user_file`] for text.
-pub fn read_user_text(path: &Utf8Path, kind: UserFile, field: &str) -> Result<String, InputError> {
+pub(crate) fn read_user_text(
+    path: &Utf8Path,
+    kind: UserFile,
+    field: &str,
+) -> Result<String, InputError> {
     String::from_utf8(read_user_file(path, kind, field)?)
         .map_err(|_| InputError::new(field, format!("{path} is not UTF-8 text")))
 }
@@ -450,7 +488,7 @@ mod tests {
         ] {
             symlink(target, root.join(format!("/sys/{name}"))).unwrap();
             let message = input_field(root.read(format!("/sys/{name}/passwd")).unwrap_err());
-            assert!(message.contains("leads outside --root"), "{message}");
+            assert!(message.contains("leads outside"), "{message}");
             assert!(!root.exists(format!("/sys/{name}")));
         }
     }

@@ -30,10 +30,16 @@ pub struct Captured {
     pub pci_devices: usize,
 }
 
-/// Refuses a DIR that exists and is not an empty directory, before the image is even mounted.
+/// Refuses a DIR that exists and is not an empty directory (or is a symlink, which would not be replaced but
+/// written through), before the image is even mounted.
 pub fn check_target(dir: &Utf8Path) -> Result<()> {
-    if !dir.exists() && !dir.is_symlink() {
-        return Ok(());
+    match std::fs::symlink_metadata(dir) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Ok(meta) if meta.file_type().is_symlink() => bail!(InputError::new(
+            FLAG,
+            format!("{dir} is a symlink; name the directory itself")
+        )),
+        _ => {}
     }
     let empty = dir.is_dir()
         && dir

@@ -10,6 +10,7 @@ use crate::error::InputError;
 use crate::image_ref::ImageRef;
 use crate::kargs::HostKarg;
 use crate::kargs_d::{self, KargsD};
+use crate::root::Root;
 
 /// An image's root filesystem, mounted read-only by podman for as long as this value lives.
 pub struct MountedImage {
@@ -69,15 +70,21 @@ pub struct BootFiles {
 }
 
 /// Finds the image's kernel (the one directory of /usr/lib/modules with a vmlinuz, as bootc requires), its
-/// initramfs, and the kargs of /usr/lib/bootc/kargs.d.
+/// initramfs, and the kargs of /usr/lib/bootc/kargs.d. The image's tree is read through a [`Root`]: a link in
+/// it that points out of the image (an absolute one, or `..` too far) is not followed onto this machine.
 pub fn boot_files(root: &Utf8Path) -> Result<BootFiles> {
-    let modules = root.join("usr/lib/modules");
-    let mut kernels: Vec<String> = modules
-        .read_dir_utf8()
-        .with_context(|| format!("the image has no /usr/lib/modules ({modules})"))?
-        .filter_map(|entry| entry.ok())
-        .filter(|entry| entry.path().join("vmlinuz").is_file())
-        .map(|entry| entry.file_name().to_owned())
+    let image = Root::new(root);
+    let modules = Utf8Path::new("/usr/lib/modules");
+    let mut kernels: Vec<String> = image
+        .read_dir(modules)?
+        .with_context(|| {
+            format!(
+                "the image has no /usr/lib/modules ({})",
+                image.join(modules)
+            )
+        })?
+        .into_iter()
+        .filter(|kver| image.is_file(modules.join(kver).join("vmlinuz")))
         .collect();
     kernels.sort();
     let kver = match kernels.as_slice() {
@@ -90,38 +97,34 @@ pub fn boot_files(root: &Utf8Path) -> Result<BootFiles> {
         ),
     };
     let dir = modules.join(&kver);
-    let initrd = dir.join("initramfs.img");
-    if !initrd.is_file() {
+    if !image.is_file(dir.join("initramfs.img")) {
         bail!("the image has no initramfs: /usr/lib/modules/{kver}/initramfs.img is missing");
     }
     Ok(BootFiles {
-        kernel: dir.join("vmlinuz"),
-        initrd,
-        kargs: kargs_d_kargs(root)?,
+        kernel: image.join(dir.join("vmlinuz")),
+        initrd: image.join(dir.join("initramfs.img")),
+        kargs: kargs_d_kargs(&image)?,
         kver,
     })
 }
 
 /// The kargs of every `kargs.d/*.toml` for x86_64, in lexical file order, parsed by bootc's rules.
-fn kargs_d_kargs(root: &Utf8Path) -> Result<Vec<HostKarg>> {
-    let dir = root.join(kargs_d::DIR.trim_start_matches('/'));
-    let Ok(entries) = dir.read_dir_utf8() else {
+fn kargs_d_kargs(image: &Root) -> Result<Vec<HostKarg>> {
+    let dir = Utf8Path::new(kargs_d::DIR);
+    let Some(names) = image.read_dir(dir)? else {
         return Ok(Vec::new());
     };
-    let mut files: Vec<Utf8PathBuf> = entries
-        .filter_map(|entry| entry.ok())
-        .map(|entry| entry.into_path())
-        .filter(|path| path.extension() == Some("toml") && path.is_file())
-        .collect();
-    files.sort();
     let mut kargs = Vec::new();
-    for file in files {
-        let text = std::fs::read_to_string(&file).with_context(|| format!("reading {file}"))?;
+    for name in names {
+        let file = dir.join(&name);
+        if file.extension() != Some("toml") || !image.is_file(&file) {
+            continue;
+        }
+        let text = image.read(&file)?;
         let parsed = KargsD::parse(&text).map_err(|e| {
             anyhow::anyhow!(
-                "the image's {}/{} is not valid for bootc: {e}",
-                kargs_d::DIR,
-                file.file_name().unwrap_or_default()
+                "the image's {}/{name} is not valid for bootc: {e}",
+                kargs_d::DIR
             )
         })?;
         kargs.extend(parsed.kargs_for("x86_64"));
@@ -243,6 +246,25 @@ mod tests {
         );
         let err = boot_files(&root).unwrap_err().to_string();
         assert!(err.contains("50-x.toml"), "{err}");
+    }
+
+    #[test]
+    fn links_out_of_the_image_are_not_followed_onto_this_machine() {
+        let (_dir, root) = tree();
+        write(&root, "usr/lib/modules/6.1.0-9-amd64/initramfs.img", "i");
+        std::os::unix::fs::symlink(
+            "/etc/hostname",
+            root.join("usr/lib/modules/6.1.0-9-amd64/vmlinuz"),
+        )
+        .unwrap();
+        let err = boot_files(&root).unwrap_err().to_string();
+        assert!(err.contains("no kernel"), "{err}");
+        std::fs::remove_file(root.join("usr/lib/modules/6.1.0-9-amd64/vmlinuz")).unwrap();
+        write(&root, "usr/lib/modules/6.1.0-9-amd64/vmlinuz", "k");
+        std::fs::create_dir_all(root.join("usr/lib/bootc")).unwrap();
+        std::os::unix::fs::symlink("/etc", root.join("usr/lib/bootc/kargs.d")).unwrap();
+        let err = format!("{:#}", boot_files(&root).unwrap_err());
+        assert!(err.contains("leads outside"), "{err}");
     }
 
     #[test]

@@ -21,10 +21,10 @@ pub fn run(
     let root = cli.root();
     let plan = Plan::resolve(&config, &cli.host_target())?;
     for warning in &plan.warnings {
-        eprintln!("warning: {warning}");
+        errln!("warning: {warning}");
     }
     for note in &plan.notes {
-        eprintln!("note: {note}");
+        errln!("note: {note}");
     }
     let options = Options {
         sysroot: live.sysroot.clone(),
@@ -35,21 +35,18 @@ pub fn run(
         let proposal = apply::propose(&plan, &root, &rpm, &options)?;
         return match json {
             true => print_json(&proposal),
-            false => {
-                print_proposal(&proposal, &rpm);
-                Ok(())
-            }
+            false => print_proposal(&proposal, &rpm),
         };
     }
     let applied = apply::apply(&plan, &root, &options, preflight::running_as_root()?)?;
     for warning in &applied.warnings {
-        eprintln!("warning: {warning}");
+        errln!("warning: {warning}");
     }
     if applied.deployed_initramfs_suffices {
-        println!("{INITRAMFS_SUFFICES}");
+        outln!("{INITRAMFS_SUFFICES}");
     }
     if applied.steps_run.is_empty() {
-        println!("Nothing to change: the pending deployment already carries the plan.");
+        outln!("Nothing to change: the pending deployment already carries the plan.");
     }
     report_live_steps("Applied", &applied.steps_run, applied.incomplete)
 }
@@ -65,29 +62,29 @@ pub(super) fn report_live_steps(
     incomplete: Option<&str>,
 ) -> Result<()> {
     if !steps.is_empty() {
-        println!("{heading}:");
+        outln!("{heading}:");
         for step in steps {
-            println!("  {step}");
+            outln!("  {step}");
         }
-        println!("Verified on the pending deployment.");
+        outln!("Verified on the pending deployment.");
     }
     if let Some(why) = incomplete {
         return Err(Incomplete(why.to_owned()).into());
     }
     if !steps.is_empty() {
-        println!("Reboot to use it.");
+        outln!("Reboot to use it.");
     }
     Ok(())
 }
 
-fn print_proposal(p: &Proposal, rpm: &RpmOstree) {
-    println!("Pending deployment: {} (sysroot {})", p.pending, p.sysroot);
+fn print_proposal(p: &Proposal, rpm: &RpmOstree) -> Result<()> {
+    outln!("Pending deployment: {} (sysroot {})", p.pending, p.sysroot);
     if let Some(booted) = &p.booted {
-        println!("Booted deployment: {booted}");
+        outln!("Booted deployment: {booted}");
     }
-    println!("Planned kernel arguments:");
+    outln!("Planned kernel arguments:");
     for karg in &p.changes.kargs {
-        println!("  {karg}");
+        outln!("  {karg}");
     }
     for conflict in &p.changes.conflicts {
         let keep = conflict
@@ -95,37 +92,38 @@ fn print_proposal(p: &Proposal, rpm: &RpmOstree) {
             .as_ref()
             .map(|k| format!(", keeping {k}"))
             .unwrap_or_default();
-        println!("Conflict, removed: {}{keep}", conflict.describe());
+        outln!("Conflict, removed: {}{keep}", conflict.describe());
     }
     if let DeployedInitramfs::Lacks(why) = &p.changes.deployed_initramfs {
-        println!(
+        outln!(
             "The deployed initramfs will not do ({why}): rpm-ostree regenerates it on this host."
         );
     }
     if p.changes.deployed_initramfs == DeployedInitramfs::Suffices {
-        println!("{INITRAMFS_SUFFICES}");
+        outln!("{INITRAMFS_SUFFICES}");
     }
     for warning in &p.changes.warnings {
-        println!("Warning: {warning}");
+        outln!("Warning: {warning}");
     }
     if p.changes.rebuild_initramfs == Some(InitramfsRebuild::NotPossible) {
-        println!(
+        outln!(
             "NOT COMPLETE after apply: {}.",
             changes::INITRAMFS_NOT_REBUILT
         );
     }
     if p.steps.is_empty() {
-        println!("Nothing to change: the pending deployment already carries the plan.");
-        return;
+        outln!("Nothing to change: the pending deployment already carries the plan.");
+        return Ok(());
     }
-    println!("Would run, in order:");
+    outln!("Would run, in order:");
     for step in &p.steps {
-        println!("  {}", step.describe(rpm));
+        outln!("  {}", step.describe(rpm));
     }
     for step in &p.steps {
         if let apply::Step::WriteFile(file) = step {
-            println!("--- {}", file.path);
-            print!("{}", file.content);
+            outln!("--- {}", file.path);
+            out!("{}", file.content);
         }
     }
+    Ok(())
 }

@@ -21,6 +21,9 @@ use crate::plan::Plan;
 
 pub fn run(cli: &Cli, args: &BuildArgs) -> Result<()> {
     check_digest_file(args)?;
+    if let Some(dir) = &args.context {
+        crate::image::context::check(dir, false)?;
+    }
     match &args.hosts {
         None => build_one(cli, args),
         Some(dir) => build_fleet(cli, args, dir),
@@ -45,7 +48,7 @@ fn build_one(cli: &Cli, args: &BuildArgs) -> Result<()> {
         atomic::write_file(file, "--digest-file", digest.to_string().as_bytes(), 0o644)?;
     }
     if !cli.quiet {
-        print!("{}", usage(&plan, pushed[0].as_ref()));
+        out!("{}", usage(&plan, pushed[0].as_ref()));
     }
     Ok(())
 }
@@ -97,7 +100,7 @@ fn build_fleet(cli: &Cli, args: &BuildArgs, dir: &Utf8Path) -> Result<()> {
         atomic::write_file(file, "--digest-file", lines.as_bytes(), 0o644)?;
     }
     if !cli.quiet {
-        print!("{}", fleet_usage(&hosts, &pushed, stacks.len()));
+        out!("{}", fleet_usage(&hosts, &pushed, stacks.len()));
     }
     Ok(())
 }
@@ -167,10 +170,10 @@ impl<'a> Builder<'a> {
         };
         for image in images {
             for warning in image.plan.image_mode_warnings() {
-                eprintln!("warning: {}", in_image(image, warning));
+                errln!("warning: {}", in_image(image, warning));
             }
             if let Some(warning) = unused_key_warning(image.plan) {
-                eprintln!("warning: {}", in_image(image, warning));
+                errln!("warning: {}", in_image(image, warning));
             }
         }
         // Every key is read and checked before anything is pulled or built.
@@ -233,7 +236,7 @@ impl<'a> Builder<'a> {
         }
         let digest = engine.image_digest(base)?;
         if digest.is_none() {
-            eprintln!(
+            errln!(
                 "warning: {} knows no registry digest of {base} (built locally?): the image gets no {} label",
                 engine.program(),
                 labels::BASE_DIGEST
@@ -284,7 +287,7 @@ impl<'a> Builder<'a> {
         };
         context::write(&ctx, &dir, false)?;
         if !self.cli.quiet {
-            eprintln!(
+            errln!(
                 "Building {}{count} with {} from {} ({} files in {dir})",
                 plan.image.tag,
                 self.engine.program(),

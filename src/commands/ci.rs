@@ -30,11 +30,11 @@ pub fn github(cli: &Cli, args: &GithubArgs) -> Result<()> {
     };
     let text = workflow.render(&fleet)?;
     match &args.write {
-        None => print!("{text}"),
+        None => out!("{text}"),
         Some(path) => {
             atomic::write_file(path, "--write", text.as_bytes(), 0o644)?;
             if !cli.quiet {
-                eprintln!(
+                errln!(
                     "Wrote {path} for {} hosts; commit it with {}/. The job runs in {}.",
                     fleet.hosts.len(),
                     args.hosts,

@@ -58,13 +58,13 @@ pub fn run(cli: &Cli, options: &Options) -> Result<()> {
     let json = options.json;
     if !cli.quiet && !json {
         for warning in &detection.warnings {
-            eprintln!("warning: {warning}");
+            errln!("warning: {warning}");
         }
     }
     if let Some(path) = options.write {
         atomic::write_file(path, "--write", text.as_bytes(), 0o644)?;
         if !cli.quiet && !json {
-            eprintln!("Wrote {path}; check it with: passthru-image --config {path} plan");
+            errln!("Wrote {path}; check it with: passthru-image --config {path} plan");
         }
     }
     match (json, options.write) {
@@ -77,7 +77,7 @@ pub fn run(cli: &Cli, options: &Options) -> Result<()> {
             written: options.write,
         }),
         (false, None) => {
-            print!("{text}");
+            out!("{text}");
             Ok(())
         }
         (false, Some(_)) => Ok(()),

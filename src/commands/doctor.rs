@@ -21,9 +21,10 @@ pub fn run(cli: &Cli, overrides: &OverrideArgs, json: bool, list: bool) -> Resul
     if json {
         print_json(&report)?;
     } else {
-        println!(
+        outln!(
             "Checking {} against the plan from {}",
-            report.root, report.config
+            report.root,
+            report.config
         );
         checks::print(&report.checks, &mut std::io::stdout(), Colour::for_stdout())?;
     }

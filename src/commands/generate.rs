@@ -15,17 +15,17 @@ pub fn run(cli: &Cli, overrides: &OverrideArgs, output: &Utf8Path, force: bool) 
     let fetched = fetch::fetch_git_sources(&unfetched, cli.quiet)?;
     let plan = Plan::resolve_fetched(&config, &target, &fetched.checkouts)?;
     for warning in plan.image_mode_warnings() {
-        eprintln!("warning: {warning}");
+        errln!("warning: {warning}");
     }
     let ctx = render::render(&plan)?;
     context::write(&ctx, output, force)?;
     if !cli.quiet {
-        eprintln!(
+        errln!(
             "Wrote the build context for {} ({} files) from {source} to {output}",
             plan.image.tag,
             ctx.files.len()
         );
-        eprintln!(
+        errln!(
             "Build it with: podman build {}-t {} {output}",
             secret_options(&plan),
             plan.image.tag

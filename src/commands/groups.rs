@@ -27,7 +27,7 @@ pub fn run(cli: &Cli, json: bool, classes: &[DeviceClass]) -> Result<()> {
                 iommu_kargs(CpuVendor::Amd).join(" ")
             ),
         };
-        println!(
+        outln!(
             "The IOMMU is off: {} has no groups.\nEnable it in the firmware setup (Intel: VT-d; AMD: IOMMU/AMD-Vi, with SVM for the VM itself) and boot with {karg}.\n`passthru-image detect` proposes a passthru.toml that plans these kernel arguments.",
             root.join(crate::host::iommu::GROUPS_DIR)
         );
@@ -41,7 +41,7 @@ pub fn run(cli: &Cli, json: bool, classes: &[DeviceClass]) -> Result<()> {
         .max(2);
     for group in &report.groups {
         for device in topology.members(group.id) {
-            println!(
+            outln!(
                 "IOMMU Group {:>width$}: {}",
                 group.id,
                 ls_iommu_line(device)
@@ -51,7 +51,7 @@ pub fn run(cli: &Cli, json: bool, classes: &[DeviceClass]) -> Result<()> {
                     false => String::new(),
                     true => format!(" ({})", usb.input_names()),
                 };
-                println!(
+                outln!(
                     "{:indent$}USB {}: {}{inputs}",
                     "",
                     usb.port,
@@ -67,20 +67,20 @@ pub fn run(cli: &Cli, json: bool, classes: &[DeviceClass]) -> Result<()> {
         .filter(|v| !classes.is_empty() || v.kind.is_some())
         .collect();
     if !shown.is_empty() {
-        println!();
+        outln!();
     }
     for verdict in shown {
         let line = match report.gpus.iter().find(|g| g.address == verdict.address) {
             Some(gpu) => gpu_verdict(gpu),
             None => device_verdict(verdict),
         };
-        println!("{line}");
+        outln!("{line}");
         for caveat in verdict
             .caveats
             .iter()
             .filter(|c| c.caveat != CaveatKind::VendorReset)
         {
-            println!("    caveat: {}", caveat.detail);
+            outln!("    caveat: {}", caveat.detail);
         }
     }
     Ok(())

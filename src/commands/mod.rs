@@ -1,4 +1,34 @@
 //! One module per command: thin glue from parsed arguments to the library.
+//!
+//! Commands print through [`outln!`]/[`out!`] (stdout) and [`errln!`] (stderr), never `println!`: stdout may be
+//! a full disk, /dev/full or a closed pipe, and a write error must end the run with a one-line error, not a
+//! panic.
+
+use std::io::Write;
+
+/// `println!` that returns the write error (with `?`) instead of panicking.
+macro_rules! outln {
+    () => {
+        $crate::commands::write_stdout(format_args!("\n"))?
+    };
+    ($($arg:tt)*) => {
+        $crate::commands::write_stdout(format_args!("{}\n", format_args!($($arg)*)))?
+    };
+}
+
+/// `print!` that returns the write error (with `?`) instead of panicking.
+macro_rules! out {
+    ($($arg:tt)*) => {
+        $crate::commands::write_stdout(format_args!($($arg)*))?
+    };
+}
+
+/// `eprintln!` that drops a failed write: stderr is where it would be reported.
+macro_rules! errln {
+    ($($arg:tt)*) => {
+        $crate::error::stderr_line(format_args!($($arg)*))
+    };
+}
 
 mod apply;
 mod build;
@@ -12,12 +42,20 @@ mod plan;
 mod revert;
 mod test_boot;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 
 use crate::cli::{CiTarget, Cli, Command, OverrideArgs};
 use crate::config::{Config, ConfigSource};
 
 pub fn run(cli: &Cli) -> Result<()> {
+    dispatch(cli)?;
+    // What is still buffered must reach its file too; a full disk shows only now.
+    std::io::stdout()
+        .flush()
+        .context("writing to standard output")
+}
+
+fn dispatch(cli: &Cli) -> Result<()> {
     match &cli.command {
         Command::Plan {
             json,
@@ -122,6 +160,14 @@ pub fn refuse_with_hosts(cli: &Cli, overrides: &OverrideArgs) -> Result<()> {
 
 /// Prints `value` as pretty JSON on stdout: the machine-readable contract of `--json`.
 pub fn print_json(value: &impl serde::Serialize) -> Result<()> {
-    println!("{}", serde_json::to_string_pretty(value)?);
+    outln!("{}", serde_json::to_string_pretty(value)?);
     Ok(())
+}
+
+/// Writes to stdout, returning the error a full disk or a closed pipe gives.
+pub(crate) fn write_stdout(text: std::fmt::Arguments) -> Result<()> {
+    std::io::stdout()
+        .lock()
+        .write_fmt(text)
+        .context("writing to standard output")
 }

@@ -17,7 +17,7 @@ fn new(cli: &Cli, dir: &Utf8Path, name: Option<&str>) -> Result<()> {
     };
     let files = mok::create(dir, &name)?;
     if !cli.quiet {
-        print!("{}", enrollment_steps(&absolute(&files)?, &name));
+        out!("{}", enrollment_steps(&absolute(&files)?, &name));
     }
     Ok(())
 }

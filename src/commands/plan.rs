@@ -12,40 +12,40 @@ pub fn run(cli: &Cli, overrides: &OverrideArgs, json: bool) -> Result<()> {
     let (config, source) = load_config(cli, overrides)?;
     let plan = Plan::resolve(&config, &cli.image_target())?;
     for warning in &plan.warnings {
-        eprintln!("warning: {warning}");
+        errln!("warning: {warning}");
     }
     for note in &plan.notes {
-        eprintln!("note: {note}");
+        errln!("note: {note}");
     }
     if json {
         return print_json(&plan);
     }
-    println!(
+    outln!(
         "Plan from {source}, CPU vendor {}",
         plan.cpu_vendor.as_str()
     );
     match &plan.host {
-        Some(root) => println!("For the host under {root}: its devices were read"),
-        None => println!(
+        Some(root) => outln!("For the host under {root}: its devices were read"),
+        None => outln!(
             "For an image: from the config alone; no host was read, so host checks do not apply (give --root \
              to plan for a host)"
         ),
     }
-    println!("Image: {} -> {}", plan.image.base, plan.image.tag);
-    println!("Kernel arguments:");
+    outln!("Image: {} -> {}", plan.image.base, plan.image.tag);
+    outln!("Kernel arguments:");
     for karg in &plan.kargs {
-        println!("  {karg}");
+        outln!("  {karg}");
     }
     if !plan.omitted_kargs.is_empty() {
-        println!("Left out of the guide's kernel arguments:");
+        outln!("Left out of the guide's kernel arguments:");
         for omitted in &plan.omitted_kargs {
-            println!("  {}: {}", omitted.karg, omitted.reason);
+            outln!("  {}: {}", omitted.karg, omitted.reason);
         }
     }
-    println!("Initramfs drivers: {}", plan.initramfs_drivers.join(" "));
-    println!("Files:");
+    outln!("Initramfs drivers: {}", plan.initramfs_drivers.join(" "));
+    outln!("Files:");
     for file in &plan.files {
-        println!(
+        outln!(
             "  {} ({:04o}, {} layer)",
             file.path,
             file.mode,
@@ -54,28 +54,28 @@ pub fn run(cli: &Cli, overrides: &OverrideArgs, json: bool) -> Result<()> {
     }
     match &plan.kernel {
         Some(kernel) => {
-            println!(
+            outln!(
                 "Kernel: replaced ({}) from {}",
                 kernel.purpose,
                 serde_json::to_string(&kernel.source)?
             );
-            println!(
+            outln!(
                 "  unless the base's kernel already carries the ACS override patch (checked at build time: \
                  {} in its System.map); then only the kernel argument is added",
                 kernel.unless_symbol
             );
-            println!(
+            outln!(
                 "  removes only the old kernel's own packages (kernel.removes in `plan --json`), and refuses \
                  when other packages or build steps put modules in its directory"
             );
         }
-        None => println!("Kernel: the base image's"),
+        None => outln!("Kernel: the base image's"),
     }
     for module in &plan.modules {
-        println!("{}", module_line(module));
+        outln!("{}", module_line(module));
     }
     if let Some(line) = signing_line(&plan) {
-        println!("{line}");
+        outln!("{line}");
     }
     Ok(())
 }
@@ -146,14 +146,14 @@ pub fn run_fleet(cli: &Cli, overrides: &OverrideArgs, dir: &Utf8Path, json: bool
     let fleet = Fleet::load(dir, &overrides.into(), &cli.image_target())?;
     for host in &fleet.hosts {
         for warning in &host.plan.warnings {
-            eprintln!("warning: {}: {warning}", host.file);
+            errln!("warning: {}: {warning}", host.file);
         }
     }
     let stacks = fleet.stacks();
     if json {
         return print_json(&fleet_json(&fleet, &stacks));
     }
-    println!(
+    outln!(
         "Fleet {dir}: {} hosts on {} stacks",
         fleet.hosts.len(),
         stacks.len()
@@ -169,7 +169,7 @@ pub fn run_fleet(cli: &Cli, overrides: &OverrideArgs, dir: &Utf8Path, json: bool
             .files_in(Layer::Initramfs)
             .map(|f| f.path.as_str())
             .collect();
-        println!(
+        outln!(
             "Stack {}: base {}; kernel {kernel}; modules: {}; initramfs files: {}",
             stack.key.short(),
             first.image.base,
@@ -182,8 +182,8 @@ pub fn run_fleet(cli: &Cli, overrides: &OverrideArgs, dir: &Utf8Path, json: bool
         );
         for host in &stack.hosts {
             let kargs: Vec<String> = host.plan.kargs.iter().map(|k| k.to_string()).collect();
-            println!("  {} -> {}", host.name, host.plan.image.tag);
-            println!("    {}", kargs.join(" "));
+            outln!("  {} -> {}", host.name, host.plan.image.tag);
+            outln!("    {}", kargs.join(" "));
         }
     }
     Ok(())

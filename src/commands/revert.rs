@@ -7,7 +7,7 @@ use crate::live::{preflight, revert};
 pub fn run(cli: &Cli, live: &LiveArgs) -> Result<()> {
     let reverted = revert::revert(&cli.root(), &live.sysroot, preflight::running_as_root()?)?;
     if reverted.steps_run.is_empty() && reverted.incomplete.is_none() {
-        println!("Nothing to revert: no apply is recorded.");
+        outln!("Nothing to revert: no apply is recorded.");
     }
     report_live_steps("Reverted", &reverted.steps_run, reverted.incomplete)
 }

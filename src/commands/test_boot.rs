@@ -40,7 +40,7 @@ pub fn run(cli: &Cli, args: &TestBootArgs) -> Result<()> {
     crate::interrupt::catch();
     let report = boot::test_boot(&options, &|step| {
         if !quiet {
-            eprintln!("{step}");
+            errln!("{step}");
         }
     })?;
     if args.json {
@@ -63,7 +63,7 @@ fn print_human(report: &BootReport) -> Result<()> {
         Some(s) => format!("probe reported after {s} s"),
         None => format!("no probe report after {} s", report.vm_seconds),
     };
-    println!(
+    outln!(
         "Test boot of {} (kernel {}, {} IOMMU, {}): {timing}",
         report.image,
         report.kernel,
@@ -76,16 +76,16 @@ fn print_human(report: &BootReport) -> Result<()> {
             .and_then(|v| v.as_str().map(str::to_uppercase))
             .unwrap_or_default()
     );
-    println!("Kernel command line: {}", report.cmdline.join(" "));
+    outln!("Kernel command line: {}", report.cmdline.join(" "));
     checks::print(&report.checks, &mut std::io::stdout(), Colour::for_stdout())?;
     if let Some(tail) = &report.console_tail {
         if tail.is_empty() {
-            println!("--- the serial console stayed empty (the kernel printed nothing yet) ---");
+            outln!("--- the serial console stayed empty (the kernel printed nothing yet) ---");
         } else {
-            println!("--- last {} lines of the serial console ---", tail.len());
+            outln!("--- last {} lines of the serial console ---", tail.len());
         }
         for line in tail {
-            println!("{line}");
+            outln!("{line}");
         }
     }
     if report
@@ -95,10 +95,10 @@ fn print_human(report: &BootReport) -> Result<()> {
         .all(|c| c.status == Status::Pass)
     {
         match report.stand_ins {
-            StandIns::Id => println!(
+            StandIns::Id => outln!(
                 "The stand-in device came up on vfio-pci: the image binds its planned devices the same way."
             ),
-            StandIns::Address { .. } => println!(
+            StandIns::Address { .. } => outln!(
                 "The stand-in named by address came up on vfio-pci and its identical twin on its own driver: the \
                  image binds its planned devices by address the same way."
             ),

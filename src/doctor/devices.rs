@@ -1,7 +1,7 @@
 //! The devices the plan passes: there, bound to vfio-pci, in a group a VM can take, resettable; and the
 //! firmware settings their memory windows show (Resizable BAR, Above 4G decoding, SR-IOV).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use super::Facts;
 use super::boot::{KARG, MODPROBE_CONFLICTS, MODULE, binding_kargs};
@@ -71,8 +71,12 @@ pub(super) static IDENTICAL_IDS: Check<Facts> = Check {
     judge: |facts, _| {
         let mut findings = Vec::new();
         for id in &facts.plan.vfio.ids {
-            let devices: Vec<&PciDevice> =
-                facts.planned_devices().filter(|d| d.id == *id).collect();
+            let devices: Vec<&PciDevice> = facts
+                .topology
+                .devices
+                .iter()
+                .filter(|d| d.id == *id)
+                .collect();
             let slots: HashSet<(u32, u8, u8)> = devices
                 .iter()
                 .map(|d| (d.address.domain, d.address.bus, d.address.device))
@@ -143,9 +147,10 @@ pub(super) static GROUP: Check<Facts> = Check {
     requires: &[],
     judge: |facts, earlier| {
         let planned: HashSet<PciAddress> = facts.planned_devices().map(|d| d.address).collect();
+        let mut blockers = GroupBlockers::default();
         Ok(facts
             .planned_devices()
-            .map(|d| group_viable(facts, d, &planned, earlier).about(d.address))
+            .map(|d| group_viable(facts, &mut blockers, d, &planned, earlier).about(d.address))
             .collect())
     },
 };
@@ -284,10 +289,48 @@ fn blocks(device: &PciDevice) -> bool {
         )
 }
 
+/// Per group, its members that block it (see [`blocks`]) and those of them the plan does not pass: worked out
+/// once per group, so a check per device costs no walk through its group (a host tree may hold thousands of
+/// devices in one).
+#[derive(Default)]
+struct GroupBlockers<'t>(HashMap<u32, Blockers<'t>>);
+
+struct Blockers<'t> {
+    bound: Vec<&'t PciDevice>,
+    foreign: Vec<&'t PciDevice>,
+}
+
+impl<'t> GroupBlockers<'t> {
+    fn of(&mut self, facts: &'t Facts, group: u32, planned: &HashSet<PciAddress>) -> &Blockers<'t> {
+        self.0.entry(group).or_insert_with(|| {
+            let bound: Vec<&PciDevice> = facts
+                .topology
+                .members(group)
+                .filter(|d| blocks(d))
+                .collect();
+            let foreign = bound
+                .iter()
+                .filter(|d| !planned.contains(&d.address))
+                .copied()
+                .collect();
+            Blockers { bound, foreign }
+        })
+    }
+}
+
+/// `a, b, c and 5 more`: the first items of a list of `total` ([`some_of`] for a list not made whole).
+fn first_of(shown: &[String], total: usize) -> String {
+    match total.saturating_sub(shown.len()) {
+        0 => shown.join(", "),
+        more => format!("{} and {more} more", shown.join(", ")),
+    }
+}
+
 /// The kernel's rule: a group can be used by a VM when every device in it, bridges aside, is bound to
 /// vfio-pci (or pci-stub) or to no driver.
-fn group_viable(
-    facts: &Facts,
+fn group_viable<'t>(
+    facts: &'t Facts,
+    blockers: &mut GroupBlockers<'t>,
     device: &PciDevice,
     planned: &HashSet<PciAddress>,
     earlier: &crate::checks::Earlier,
@@ -299,16 +342,16 @@ fn group_viable(
         )
         .because(earlier.failed(&GROUPS, None));
     };
-    let blockers: Vec<&PciDevice> = facts
-        .topology
-        .members(group)
-        .filter(|d| d.address != device.address && blocks(d))
-        .collect();
-    if blockers.is_empty() {
+    let Blockers { bound, foreign } = blockers.of(facts, group, planned);
+    // The device itself is planned (so never foreign), and blocks only its own check.
+    let others = bound.len() - usize::from(blocks(device));
+    if others == 0 {
         return Finding::pass(format!("group {group} can go to a VM"));
     }
-    let listed: Vec<String> = blockers
-        .iter()
+    let mut others_bound = bound.iter().filter(|d| d.address != device.address);
+    let listed: Vec<String> = others_bound
+        .clone()
+        .take(LISTED)
         .map(|d| {
             format!(
                 "{} ({}, {})",
@@ -320,26 +363,24 @@ fn group_viable(
         .collect();
     let detail = format!(
         "group {group} also holds {} bound to a host driver",
-        some_of(&listed, LISTED)
+        first_of(&listed, others)
     );
-    let foreign: Vec<String> = blockers
-        .iter()
-        .filter(|d| !planned.contains(&d.address))
-        .map(|d| format!("{} ({})", d.address, d.id))
-        .collect();
     if foreign.is_empty() {
         // Only planned devices hold the group: their binding is the cause.
-        let cause = blockers
-            .iter()
-            .find_map(|d| earlier.failed(&BOUND, Some(&d.address.to_string())));
+        let cause = others_bound.find_map(|d| earlier.failed(&BOUND, Some(&d.address.to_string())));
         return Finding::fail(detail, "bind them to vfio-pci (see their bound checks)")
             .because(cause);
     }
+    let shown: Vec<String> = foreign
+        .iter()
+        .take(LISTED)
+        .map(|d| format!("{} ({})", d.address, d.id))
+        .collect();
     Finding::fail(
         detail,
         format!(
             "pass {} to the VM too (add to vfio.ids or vfio.addresses), move the card to a slot with its own group, or enable [acs-override]",
-            some_of(&foreign, LISTED)
+            first_of(&shown, foreign.len())
         ),
     )
 }

@@ -6,6 +6,8 @@
 
 use std::collections::BTreeMap;
 
+use std::collections::HashMap;
+
 use anyhow::Result;
 use serde::Serialize;
 
@@ -20,10 +22,21 @@ use crate::vendor_reset;
 
 #[derive(Debug, Clone)]
 pub struct Topology {
+    /// Sorted by address.
     pub devices: Vec<PciDevice>,
-    /// Group number -> members, sorted; empty when the IOMMU is off.
+    /// Group number -> members, both sorted; empty when the IOMMU is off.
     pub groups: Vec<(u32, Vec<PciAddress>)>,
+    /// Address -> group, from the group directories.
+    group_of: HashMap<PciAddress, u32>,
+    /// Group -> its members that are not PCI bridges, sorted: the ones that can keep a device from going alone.
+    non_bridges: HashMap<u32, Vec<PciAddress>>,
+    /// How many devices of each class the host has.
+    class_counts: HashMap<DeviceClass, usize>,
 }
+
+/// Most addresses a GPU report lists in `sharing_with`; `sharing_count` has them all. A real group holds a
+/// handful of devices; a list per GPU of every other member of a huge group would grow with the square.
+pub const SHARING_LISTED: usize = 16;
 
 /// Whether a GPU can be handed to a VM on its own (with its slot's other functions).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -50,8 +63,10 @@ pub struct GpuReport {
     pub isolation: Isolation,
     /// The other functions of the GPU's slot (audio, USB-C): they go to the VM with it.
     pub companions: Vec<PciAddress>,
-    /// Group members that make it `shared`.
+    /// Group members that make it `shared`: the first [`SHARING_LISTED`] of them.
     pub sharing_with: Vec<PciAddress>,
+    /// How many group members make it `shared`.
+    pub sharing_count: usize,
     /// The GPU is in vendor-reset's table (DESIGN §5).
     pub vendor_reset: bool,
 }
@@ -60,7 +75,41 @@ impl Topology {
     pub fn read(root: &Root) -> Result<Topology> {
         let devices = pci::read_devices(root)?;
         let groups = iommu::read_groups(root)?.into_iter().collect();
-        Ok(Topology { devices, groups })
+        Ok(Topology::new(devices, groups))
+    }
+
+    /// Indexes devices by address and group, so every question below takes time in the size of its answer,
+    /// not of the host (a tree may hold thousands of devices in one group).
+    pub fn new(mut devices: Vec<PciDevice>, mut groups: Vec<(u32, Vec<PciAddress>)>) -> Topology {
+        devices.sort_by_key(|d| d.address);
+        groups.sort_by_key(|(id, _)| *id);
+        let mut topology = Topology {
+            devices,
+            groups,
+            group_of: HashMap::new(),
+            non_bridges: HashMap::new(),
+            class_counts: HashMap::new(),
+        };
+        for device in &topology.devices {
+            for class in <DeviceClass as clap::ValueEnum>::value_variants() {
+                if class.matches(device.class_code()) {
+                    *topology.class_counts.entry(*class).or_default() += 1;
+                }
+            }
+        }
+        for (id, members) in &topology.groups {
+            for address in members {
+                topology.group_of.insert(*address, *id);
+            }
+            let mut non_bridges: Vec<PciAddress> = members
+                .iter()
+                .filter(|a| topology.device(a).is_some_and(|d| !d.is_pci_bridge()))
+                .copied()
+                .collect();
+            non_bridges.sort();
+            topology.non_bridges.insert(*id, non_bridges);
+        }
+        topology
     }
 
     pub fn iommu_enabled(&self) -> bool {
@@ -68,23 +117,23 @@ impl Topology {
     }
 
     pub fn device(&self, address: &PciAddress) -> Option<&PciDevice> {
-        self.devices.iter().find(|d| d.address == *address)
+        self.devices
+            .binary_search_by_key(address, |d| d.address)
+            .ok()
+            .map(|i| &self.devices[i])
     }
 
     /// The group of a device, from the group directory (the device's own link says the same on real sysfs).
     pub fn group_of(&self, address: &PciAddress) -> Option<u32> {
-        self.groups
-            .iter()
-            .find(|(_, members)| members.contains(address))
-            .map(|(id, _)| *id)
+        self.group_of.get(address).copied()
     }
 
     pub fn members(&self, group: u32) -> impl Iterator<Item = &PciDevice> {
-        self.groups
-            .iter()
-            .filter(move |(id, _)| *id == group)
-            .flat_map(|(_, members)| members.iter())
-            .filter_map(|address| self.device(address))
+        let members = match self.groups.binary_search_by_key(&group, |(id, _)| *id) {
+            Ok(i) => self.groups[i].1.as_slice(),
+            Err(_) => &[],
+        };
+        members.iter().filter_map(|address| self.device(address))
     }
 
     pub fn gpus(&self) -> impl Iterator<Item = &PciDevice> {
@@ -93,30 +142,42 @@ impl Topology {
 
     /// The other functions of `device`'s slot, whatever their group.
     pub fn companions(&self, device: &PciDevice) -> Vec<PciAddress> {
-        self.devices
+        let start = self
+            .devices
+            .partition_point(|d| d.address < slot_start(&device.address));
+        self.devices[start..]
             .iter()
-            .filter(|d| d.address != device.address && d.address.same_slot(&device.address))
+            .take_while(|d| d.address.same_slot(&device.address))
+            .filter(|d| d.address != device.address)
             .map(|d| d.address)
             .collect()
     }
 
-    /// Group members other than the device's own slot and PCI bridges: what stops it going alone.
-    pub fn sharing_with(&self, device: &PciDevice) -> Vec<PciAddress> {
-        let Some(group) = self.group_of(&device.address) else {
-            return Vec::new();
+    /// Group members other than the device's own slot and PCI bridges, what stops it going alone: the first
+    /// [`SHARING_LISTED`], and how many there are.
+    pub fn sharing_with(&self, device: &PciDevice) -> (Vec<PciAddress>, usize) {
+        let Some(non_bridges) = self
+            .group_of(&device.address)
+            .and_then(|group| self.non_bridges.get(&group))
+        else {
+            return (Vec::new(), 0);
         };
-        self.members(group)
-            .filter(|d| !d.address.same_slot(&device.address) && !d.is_pci_bridge())
-            .map(|d| d.address)
-            .collect()
+        let count = non_bridges.len() - slot_of(non_bridges, &device.address).len();
+        let listed = non_bridges
+            .iter()
+            .filter(|a| !a.same_slot(&device.address))
+            .take(SHARING_LISTED)
+            .copied()
+            .collect();
+        (listed, count)
     }
 
     pub fn gpu_report(&self, gpu: &PciDevice) -> GpuReport {
         let group = self.group_of(&gpu.address);
-        let sharing_with = self.sharing_with(gpu);
+        let (sharing_with, sharing_count) = self.sharing_with(gpu);
         let isolation = match group {
             None => Isolation::Unknown,
-            Some(_) if sharing_with.is_empty() => Isolation::Isolated,
+            Some(_) if sharing_count == 0 => Isolation::Isolated,
             Some(_) => Isolation::Shared,
         };
         GpuReport {
@@ -131,12 +192,29 @@ impl Topology {
             isolation,
             companions: self.companions(gpu),
             sharing_with,
+            sharing_count,
             vendor_reset: vendor_reset::needs_vendor_reset(gpu.id),
         }
     }
 
     pub fn gpu_reports(&self) -> Vec<GpuReport> {
         self.gpus().map(|gpu| self.gpu_report(gpu)).collect()
+    }
+}
+
+/// The addresses of `address`'s slot in a sorted list: they stand together, the slot ordering before the
+/// function.
+fn slot_of<'a>(sorted: &'a [PciAddress], address: &PciAddress) -> &'a [PciAddress] {
+    let start = sorted.partition_point(|a| *a < slot_start(address));
+    let len = sorted[start..].partition_point(|a| a.same_slot(address));
+    &sorted[start..start + len]
+}
+
+/// Function 0 of `address`'s slot: no address of the slot sorts before it.
+fn slot_start(address: &PciAddress) -> PciAddress {
+    PciAddress {
+        function: 0,
+        ..*address
     }
 }
 
@@ -272,7 +350,10 @@ pub struct DeviceVerdict {
     pub group: Option<u32>,
     pub isolation: Isolation,
     pub companions: Vec<PciAddress>,
+    /// Group members that make it `shared`: the first [`SHARING_LISTED`] of them.
     pub sharing_with: Vec<PciAddress>,
+    /// How many group members make it `shared`.
+    pub sharing_count: usize,
     pub caveats: Vec<Caveat>,
     /// For a USB controller: the USB devices behind it.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -306,10 +387,10 @@ impl Topology {
     /// The verdict on one device, with the caveats `needs` gives.
     pub fn verdict(&self, device: &PciDevice, needs: &HostNeeds) -> DeviceVerdict {
         let group = self.group_of(&device.address);
-        let sharing_with = self.sharing_with(device);
+        let (sharing_with, sharing_count) = self.sharing_with(device);
         let isolation = match group {
             None => Isolation::Unknown,
-            Some(_) if sharing_with.is_empty() => Isolation::Isolated,
+            Some(_) if sharing_count == 0 => Isolation::Isolated,
             Some(_) => Isolation::Shared,
         };
         let kind = DeviceClass::of(device.class_code());
@@ -324,6 +405,7 @@ impl Topology {
             isolation,
             companions: self.companions(device),
             sharing_with,
+            sharing_count,
             caveats: self.caveats(device, needs),
             usb_devices: (kind == Some(DeviceClass::Usb))
                 .then(|| needs.usb.get(&device.address).cloned().unwrap_or_default()),
@@ -430,10 +512,8 @@ impl Topology {
     }
 
     fn only_of_class(&self, device: &PciDevice, class: DeviceClass) -> bool {
-        !self
-            .devices
-            .iter()
-            .any(|d| d.address != device.address && class.matches(d.class_code()))
+        let all = self.class_counts.get(&class).copied().unwrap_or(0);
+        all == usize::from(class.matches(device.class_code()))
     }
 }
 
@@ -481,13 +561,35 @@ mod tests {
     }
 
     fn topology(devices: Vec<PciDevice>, groups: &[(u32, &[&str])]) -> Topology {
-        Topology {
+        Topology::new(
             devices,
-            groups: groups
+            groups
                 .iter()
                 .map(|(id, members)| (*id, members.iter().map(|m| m.parse().unwrap()).collect()))
                 .collect(),
-        }
+        )
+    }
+
+    #[test]
+    fn thousands_of_gpus_in_one_group_list_a_few_and_count_the_rest() {
+        let devices: Vec<PciDevice> = (0..4000)
+            .map(|i| {
+                let address = format!("0000:{:02x}:{:02x}.{}", i / 256, (i / 8) % 32, i % 8);
+                dev(&address, "10de:1401", 0x030000)
+            })
+            .collect();
+        let addresses: Vec<String> = devices.iter().map(|d| d.address.to_string()).collect();
+        let members: Vec<&str> = addresses.iter().map(String::as_str).collect();
+        let t = topology(devices, &[(1, &members)]);
+        let started = std::time::Instant::now();
+        let reports = t.gpu_reports();
+        assert!(started.elapsed().as_secs() < 2, "{:?}", started.elapsed());
+        let first = &reports[0];
+        assert_eq!(first.isolation, Isolation::Shared);
+        assert_eq!(first.companions.len(), 7);
+        assert_eq!(first.sharing_count, 4000 - 8);
+        assert_eq!(first.sharing_with.len(), SHARING_LISTED);
+        assert_eq!(first.sharing_with[0].to_string(), "0000:00:01.0");
     }
 
     #[test]
@@ -519,6 +621,7 @@ mod tests {
         let report = t.gpu_report(&t.devices[1]);
         assert_eq!(report.isolation, Isolation::Shared);
         assert_eq!(report.sharing_with, ["0000:03:00.0".parse().unwrap()]);
+        assert_eq!(report.sharing_count, 1);
     }
 
     #[test]

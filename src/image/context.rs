@@ -21,14 +21,7 @@ const FIXED_MTIME: Duration = Duration::from_secs(315_532_800);
 /// Writes `ctx` into `dir`. With `force`, a foreign non-empty directory is written into (its other files stay;
 /// a folder where a file goes, a file where a folder goes or a symlinked folder refuses it before any write).
 pub fn write(ctx: &BuildContext, dir: &Utf8Path, force: bool) -> Result<()> {
-    let state = DirState::of(dir)?;
-    if state == DirState::Foreign && !force {
-        return Err(InputError::new(
-            "--output",
-            format!("{dir} is not empty and was not made by passthru-image; name an empty or new directory, or pass --force"),
-        )
-        .into());
-    }
+    let state = check(dir, force)?;
     if state == DirState::Foreign {
         // No marker: the directory stays the user's, so a later `generate` will not replace it whole.
         return write_files(ctx, dir, Marker::Omit);
@@ -39,8 +32,22 @@ pub fn write(ctx: &BuildContext, dir: &Utf8Path, force: bool) -> Result<()> {
     })
 }
 
+/// Refuses `dir` as [`write`] would (a symlink, not a directory, or foreign and not empty without `force`),
+/// for commands that act before they write it (`build` pulls its base first).
+pub(crate) fn check(dir: &Utf8Path, force: bool) -> Result<DirState> {
+    let state = DirState::of(dir)?;
+    if state == DirState::Foreign && !force {
+        return Err(InputError::new(
+            "--output",
+            format!("{dir} is not empty and was not made by passthru-image; name an empty or new directory, or pass --force"),
+        )
+        .into());
+    }
+    Ok(state)
+}
+
 #[derive(Debug, PartialEq, Eq)]
-enum DirState {
+pub(crate) enum DirState {
     Absent,
     Empty,
     Ours,

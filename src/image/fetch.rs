@@ -63,7 +63,7 @@ pub(crate) fn fetch_git_sources(plan: &Plan, quiet: bool) -> Result<Fetched> {
             .context("the temporary directory's path is not UTF-8")?
             .join(format!("source-{i}"));
         if !quiet {
-            eprintln!("Fetching {url} at {commit}");
+            crate::error::stderr_line(format_args!("Fetching {url} at {commit}"));
         }
         fetch(url, commit, &dir)?;
         checkouts.add(url, commit, dir);

@@ -28,7 +28,7 @@ pub fn run_streamed(argv: &[OsString], verbose: bool) -> Result<()> {
         match &bar {
             Some(bar) if is_step(line) => bar.set_message(line.to_owned()),
             Some(_) => {}
-            None => eprintln!("{line}"),
+            None => crate::error::stderr_line(line),
         }
     });
     if let Some(bar) = &bar {

@@ -7,6 +7,7 @@ use camino::{Utf8Path, Utf8PathBuf};
 
 use crate::cmd::Cmd;
 use crate::host::kernel::module_name;
+use crate::root::Root;
 
 /// Whether the deployment's initramfs has every module asked for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -28,12 +29,21 @@ pub fn modules_in(dir: &Utf8Path, modules: &[String]) -> Contents {
     }
 }
 
+/// The deployment's tree is read through a [`Root`]: inside it, regular files only, capped.
 fn read(dir: &Utf8Path, modules: &[String]) -> Result<Vec<String>> {
-    let kernel = kernel_dir(dir)?;
+    let deployment = Root::new(dir);
+    let kernel = kernel_dir(&deployment)?;
     let image = kernel.join("initramfs.img");
+    if !deployment.is_file(&image) {
+        anyhow::bail!("{} is not a regular file", deployment.join(&image));
+    }
     // lsinitrd is dracut's own lister: it knows the early-microcode cpio and every compression dracut writes.
-    let listing = Cmd::new("lsinitrd").arg(image.as_str()).read()?;
-    let builtin = std::fs::read_to_string(kernel.join("modules.builtin")).unwrap_or_default();
+    let listing = Cmd::new("lsinitrd")
+        .arg(deployment.join(&image).as_str())
+        .read()?;
+    let builtin = deployment
+        .read_optional(kernel.join("modules.builtin"))?
+        .unwrap_or_default();
     Ok(modules
         .iter()
         .filter(|m| !has_module(&listing, m) && !has_module(&builtin, m))
@@ -41,25 +51,24 @@ fn read(dir: &Utf8Path, modules: &[String]) -> Result<Vec<String>> {
         .collect())
 }
 
-/// The deployment's kernel directory: the one under usr/lib/modules that holds a vmlinuz (a bootc image has
-/// exactly one).
-fn kernel_dir(dir: &Utf8Path) -> Result<Utf8PathBuf> {
-    let modules = dir.join("usr/lib/modules");
-    let mut kernels = Vec::new();
-    for entry in modules
-        .read_dir_utf8()
-        .with_context(|| format!("listing {modules}"))?
-    {
-        let path = entry?.path().to_owned();
-        if path.join("vmlinuz").is_file() {
-            kernels.push(path);
-        }
-    }
+/// The deployment's kernel directory (a path inside it): the one under /usr/lib/modules that holds a vmlinuz
+/// (a bootc image has exactly one).
+fn kernel_dir(deployment: &Root) -> Result<Utf8PathBuf> {
+    let modules = Utf8Path::new("/usr/lib/modules");
+    let names = deployment
+        .read_dir(modules)?
+        .with_context(|| format!("listing {}", deployment.join(modules)))?;
+    let kernels: Vec<Utf8PathBuf> = names
+        .iter()
+        .map(|name| modules.join(name))
+        .filter(|dir| deployment.is_file(dir.join("vmlinuz")))
+        .collect();
     match kernels.as_slice() {
         [one] => Ok(one.clone()),
         _ => anyhow::bail!(
-            "{} kernels with a vmlinuz under {modules}, expected one",
-            kernels.len()
+            "{} kernels with a vmlinuz under {}, expected one",
+            kernels.len(),
+            deployment.join(modules)
         ),
     }
 }

@@ -307,16 +307,16 @@ mod tests {
     }
 
     fn host() -> Topology {
-        Topology {
-            devices: vec![
+        Topology::new(
+            vec![
                 dev("0000:00:02.0", "8086:3e98", 0x030000, Some(true)),
                 dev("0000:00:14.0", "8086:a36d", 0x0c0330, None),
                 dev("0000:01:00.0", "10de:1b80", 0x030000, Some(false)),
                 dev("0000:02:00.0", "10de:1b80", 0x030000, Some(false)),
                 dev("0000:03:00.0", "144d:a808", 0x010802, None),
             ],
-            groups: Vec::new(),
-        }
+            Vec::new(),
+        )
     }
 
     fn ids(list: &[&str]) -> Vec<PciId> {
