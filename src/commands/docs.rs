@@ -9,29 +9,56 @@ use clap::CommandFactory;
 
 use super::Destination;
 use crate::atomic::{self, TreeFile};
-use crate::cli::{Cli, CompletionsArgs, ManArgs};
+use crate::cli::{Cli, CompletionShell, CompletionsArgs, ManArgs};
 use crate::error::InputError;
 use crate::verbosity::Verbosity;
 
 /// The name the scripts complete and the pages are named after: the installed binary's.
 const BIN: &str = "passthru-image";
 
+/// The name bash's script is generated for: clap_complete's bash scripts never complete a subcommand's options
+/// when the name has a hyphen (clap-rs/clap#6421: the dispatch loop and the case arms escape it differently), so
+/// the script is made for this name and registered for [`BIN`].
+const BASH_NAME: &str = "passthru_image";
+
 pub fn completions(args: &CompletionsArgs) -> Result<()> {
-    let mut script = Vec::new();
-    clap_complete::generate(
-        args.shell.generator(),
-        &mut Cli::command(),
-        BIN,
-        &mut script,
-    );
+    let script = completion_script(args.shell)?;
     match Destination::of(args.write.as_deref()) {
-        Destination::Stdout => out!("{}", String::from_utf8(script)?),
+        Destination::Stdout => out!("{script}"),
         Destination::File(path) => {
-            atomic::write_file(path, "--write", &script, 0o644)?;
+            atomic::write_file(path, "--write", script.as_bytes(), 0o644)?;
             infoln!("Wrote {path}");
         }
     }
     Ok(())
+}
+
+fn completion_script(shell: CompletionShell) -> Result<String> {
+    let name = match shell {
+        CompletionShell::Bash => BASH_NAME,
+        CompletionShell::Zsh | CompletionShell::Fish => BIN,
+    };
+    let mut script = Vec::new();
+    clap_complete::generate(shell.generator(), &mut Cli::command(), name, &mut script);
+    let script = String::from_utf8(script).context("the completion script is not UTF-8")?;
+    Ok(match shell {
+        CompletionShell::Bash => registered_for_bin(&script),
+        CompletionShell::Zsh | CompletionShell::Fish => script,
+    })
+}
+
+/// The bash script with its `complete -F _passthru_image ... passthru_image` lines completing `passthru-image`.
+fn registered_for_bin(script: &str) -> String {
+    script
+        .lines()
+        .map(|line| match line.trim_start().starts_with("complete -F ") {
+            true => match line.strip_suffix(&format!(" {BASH_NAME}")) {
+                Some(start) => format!("{start} {BIN}\n"),
+                None => format!("{line}\n"),
+            },
+            false => format!("{line}\n"),
+        })
+        .collect()
 }
 
 pub fn man(args: &ManArgs) -> Result<()> {
@@ -88,6 +115,23 @@ fn add_pages(command: clap::Command, pages: &mut Vec<(Utf8PathBuf, Vec<u8>)>) ->
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_bash_script_completes_the_binary_by_its_name() {
+        let script = completion_script(CompletionShell::Bash).unwrap();
+        let registered: Vec<&str> = script
+            .lines()
+            .filter(|l| l.trim_start().starts_with("complete -F "))
+            .collect();
+        assert!(!registered.is_empty(), "{script}");
+        for line in registered {
+            assert!(
+                line.starts_with("    complete -F _passthru_image ")
+                    && line.ends_with(" passthru-image"),
+                "{line}"
+            );
+        }
+    }
 
     #[test]
     fn one_page_for_the_tool_and_each_command() {
