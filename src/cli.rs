@@ -398,6 +398,10 @@ pub struct GroupsArgs {
 }
 
 #[derive(Debug, Clone, Args)]
+#[command(mut_arg("config", |arg| arg.help(
+    "This passthru.toml with what detect found put in, its other keys and comments kept, instead of a new \
+     proposal; `-` reads it from standard input [default: $PASSTHRU_CONFIG, else a new proposal]"
+)))]
 pub struct DetectArgs {
     /// Write the proposal to FILE instead of stdout (`-`: stdout); refused when FILE exists, unless --force or
     /// --merge
@@ -495,6 +499,10 @@ pub struct GithubArgs {
 }
 
 #[derive(Debug, Clone, Args)]
+#[command(mut_arg("config", |arg| arg.help(
+    "Configuration file, read for what IMAGE and --iommu leave open: image.tag and cpu.vendor; `-` reads it \
+     from standard input [default: $PASSTHRU_CONFIG, else ./passthru.toml if present, else the embedded default]"
+)))]
 pub struct TestBootArgs {
     /// Image in podman's local storage [default: the config's image.tag]
     #[arg(value_parser = parse_image_ref, value_name = "IMAGE")]
@@ -515,7 +523,6 @@ pub struct TestBootArgs {
     /// List the checks and what each verifies; boot nothing
     #[arg(long, conflicts_with_all = ["image", "json", "iommu", "capture", "config"])]
     pub list_checks: bool,
-    /// The config, read for what IMAGE and --iommu leave open: image.tag and cpu.vendor
     #[command(flatten)]
     pub config: ConfigArg,
 }

@@ -15,7 +15,7 @@ use crate::root::Root;
 
 /// What `--write` does with a file that is there.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Existing {
+enum Existing {
     Refuse,
     /// `--force`.
     Replace,
