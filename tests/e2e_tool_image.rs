@@ -142,7 +142,16 @@ fn the_tool_image_runs_groups_and_doctor_on_a_host_mounted_at_host() {
         "/usr/share/man/man1/passthru-image-groups.1",
     ] {
         let out = Command::new("buildah")
-            .args(["run", "--isolation", "chroot", &container.name, "--", "test", "-s", path])
+            .args([
+                "run",
+                "--isolation",
+                "chroot",
+                &container.name,
+                "--",
+                "test",
+                "-s",
+                path,
+            ])
             .output()
             .unwrap();
         assert!(out.status.success(), "{path} is not in the image");
