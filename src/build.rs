@@ -52,14 +52,11 @@ fn is_commit_hash(text: &str) -> bool {
     text.len() >= COMMIT_DIGITS && text.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
-/// The files whose change means another commit: HEAD itself, the branch it points to, and the packed refs
-/// (in a worktree git resolves each to the right directory). Nothing outside a checkout.
+/// The files whose change means another commit: HEAD itself, the branches (a directory: cargo watches every
+/// file in it, so a commit on a branch whose ref was packed is seen when it writes the loose one) and the packed
+/// refs. In a worktree git resolves each to the right directory.
 fn files_that_move_head() -> Vec<PathBuf> {
-    let mut names = vec!["HEAD".to_owned(), "packed-refs".to_owned()];
-    if let Some(branch) = git(&["symbolic-ref", "--quiet", "HEAD"]) {
-        names.push(branch);
-    }
-    names
+    ["HEAD", "refs/heads", "packed-refs"]
         .iter()
         .filter_map(|name| git(&["rev-parse", "--git-path", name]))
         .map(PathBuf::from)
