@@ -226,6 +226,18 @@ impl Report {
         fixes
     }
 
+    /// The failed outcomes alone, with their fixes: what a quiet run shows.
+    pub fn failures(&self) -> Report {
+        Report {
+            outcomes: self
+                .outcomes
+                .iter()
+                .filter(|o| o.status == Status::Fail)
+                .cloned()
+                .collect(),
+        }
+    }
+
     /// The outcome named `name`, for tests and callers that look at one.
     pub fn get(&self, name: &str) -> Option<&Outcome> {
         self.outcomes.iter().find(|o| o.name == name)
@@ -401,6 +413,25 @@ mod tests {
         let mut out = Vec::new();
         print(report, &mut out, Colour::Off).unwrap();
         String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn a_quiet_report_holds_the_failures_and_their_fixes_alone() {
+        let facts = Facts {
+            base: Status::Pass,
+            items: vec![("a", Status::Pass), ("b", Status::Fail)],
+        };
+        let report = run(ALL, &facts).unwrap();
+        let text = printed(&report.failures());
+        assert_eq!(
+            text,
+            "FAIL  item:b: broken [fix 1]\n\nTo fix:\n  [fix 1] apply the plan and reboot\n          for item:b\n"
+        );
+        let facts = Facts {
+            base: Status::Pass,
+            items: vec![("a", Status::Pass)],
+        };
+        assert_eq!(printed(&run(ALL, &facts).unwrap().failures()), "");
     }
 
     #[test]

@@ -23,6 +23,8 @@ use std::thread::JoinHandle;
 use anyhow::{Context, Result};
 use serde::de::DeserializeOwned;
 
+use crate::verbosity::{self, Verbosity};
+
 /// How many of a program's last lines a failure shows.
 const TAIL_LINES: usize = 25;
 /// The longest line kept in a tail: a program printing one endless line cannot fill the memory.
@@ -179,7 +181,9 @@ impl Cmd {
         .into()
     }
 
+    /// The program ready to run, its command line shown first with `-v` (each way to run it comes here once).
     fn expression(&self) -> duct::Expression {
+        verbosity::say(Verbosity::Verbose, format_args!("+ {}", self.display()));
         let mut expression = duct::cmd(&self.argv[0], &self.argv[1..]).unchecked();
         for (key, value) in &self.env {
             expression = expression.env(key, value);
@@ -198,9 +202,9 @@ impl Cmd {
     }
 
     /// Runs it to the end with its output (stdout and stderr) shown on our stderr as it comes, as rpm-ostree's
-    /// progress should be.
+    /// progress should be; with `-q` only the last lines show, in the error when it fails.
     pub fn run(&self) -> Result<Outcome> {
-        self.stream(|line| crate::error::stderr_line(line))
+        self.stream(|line| verbosity::say(Verbosity::Normal, line))
     }
 
     /// Runs it to the end, each line of its output (stdout and stderr together) given to `on_line` as it

@@ -98,7 +98,7 @@ pub fn detect(root: &Root, chosen: Option<PciAddress>, sysroot: &Sysroot) -> Res
     }
 
     let device = match chosen {
-        Some(address) => Some(chosen_device(&topology, address, &gpus)?),
+        Some(address) => Some(chosen_device(root, &topology, address, &gpus)?),
         None => pick_gpu(&gpus, &mut d.warnings),
     };
     for other in gpus
@@ -245,6 +245,7 @@ fn bind(d: &mut Detection, topology: &Topology, member: &PciDevice, passed: &[Pc
 }
 
 fn chosen_device(
+    root: &Root,
     topology: &Topology,
     address: PciAddress,
     gpus: &[GpuReport],
@@ -254,7 +255,8 @@ fn chosen_device(
         None => Err(InputError::new(
             "--device",
             format!(
-                "no PCI device at {address} on this host; GPUs: {} (`passthru-image groups` lists every device)",
+                "no PCI device at {address} on {}; GPUs: {} (`passthru-image groups` lists every device)",
+                root.host_name(),
                 match gpus.is_empty() {
                     true => "none".to_owned(),
                     false => gpus.iter().map(|g| g.address.to_string()).collect::<Vec<_>>().join(", "),

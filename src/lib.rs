@@ -28,3 +28,4 @@ pub mod plan;
 pub mod root;
 pub mod text_rules;
 pub mod vendor_reset;
+pub mod verbosity;

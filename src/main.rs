@@ -5,8 +5,7 @@ use passthru_image::{commands, error, interrupt};
 
 fn main() {
     restore_default_sigpipe();
-    let cli = Cli::parse();
-    if let Err(err) = commands::run(&cli) {
+    if let Err(err) = commands::run(Cli::parse()) {
         // After Ctrl-C the children fail too (they got the signal): that failure is not the story.
         if interrupt::requested() {
             error::stderr_line(format_args!("error: {}", interrupt::Interrupted));

@@ -646,7 +646,8 @@ fn refuse_on_secure_boot(root: &Root, modules: Option<&str>, kernel: bool) -> Re
     Err(InputError::new(
         "signing",
         format!(
-            "not set, but on this host {}: {}. {SIGNING_WAY_OUT}",
+            "not set, but on {} {}: {}. {SIGNING_WAY_OUT}",
+            root.host_name(),
             why.join(" and "),
             refused.join("; ")
         ),

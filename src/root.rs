@@ -22,6 +22,7 @@ use cap_std::ambient_authority;
 use cap_std::fs::{Dir, OpenOptions, OpenOptionsExt as _};
 
 use crate::error::InputError;
+use crate::verbosity::{self, Verbosity};
 
 const KIB: u64 = 1024;
 const MIB: u64 = 1024 * KIB;
@@ -109,6 +110,15 @@ impl Root {
 
     pub fn path(&self) -> &Utf8Path {
         &self.path
+    }
+
+    /// The host in messages: "this machine" for `/`, "the host under DIR" for any other root, so that nothing
+    /// said about a tree's facts speaks of the machine the tool runs on.
+    pub(crate) fn host_name(&self) -> String {
+        match self.path == "/" {
+            true => "this machine".to_owned(),
+            false => format!("the host under {}", self.path),
+        }
     }
 
     /// The host path `abs` (e.g. `/proc/cpuinfo`) under this root, for messages: nothing is opened by it.
@@ -216,9 +226,13 @@ impl Root {
         let abs = abs.as_ref();
         let entries = match self.dir()?.read_dir(relative(abs)) {
             Ok(entries) => entries,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                self.trace("listing", abs, " (absent)");
+                return Ok(None);
+            }
             Err(e) => return Err(self.io_error(abs, e)),
         };
+        self.trace("listing", abs, "");
         let mut names = Vec::new();
         for entry in entries {
             let entry = entry.map_err(|e| self.io_error(abs, e))?;
@@ -235,6 +249,7 @@ impl Root {
     /// link does not exist. The target is not followed: only its name matters, wherever it points.
     pub(crate) fn link_name(&self, abs: impl AsRef<Utf8Path>) -> Result<Option<String>> {
         let abs = abs.as_ref();
+        self.trace("reading the link", abs, "");
         let target = match self.dir()?.read_link_contents(relative(abs)) {
             Ok(target) => target,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
@@ -282,9 +297,13 @@ impl Root {
             .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY);
         let file = match self.dir()?.open_with(relative(abs), &options) {
             Ok(file) => file.into_std(),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                self.trace("reading", abs, " (absent)");
+                return Ok(None);
+            }
             Err(e) => return Err(self.io_error(abs, e)),
         };
+        self.trace("reading", abs, "");
         let kind = file
             .metadata()
             .map_err(|e| self.io_error(abs, e))?
@@ -293,6 +312,15 @@ impl Root {
             return Err(self.bad(abs, &format!("is {}, not a regular file", describe(kind))));
         }
         Ok(Some(file))
+    }
+
+    /// `-vv` shows every host path read, so a user can see what an answer rests on (and what a fixture tree
+    /// must hold).
+    fn trace(&self, what: &str, abs: &Utf8Path, note: &str) {
+        verbosity::say(
+            Verbosity::Trace,
+            format_args!("{what} {}{note}", self.join(abs)),
+        );
     }
 
     fn bad(&self, abs: &Utf8Path, what: &str) -> anyhow::Error {
@@ -377,6 +405,7 @@ pub(crate) fn read_user_file(
     field: &str,
 ) -> Result<Vec<u8>, InputError> {
     let bad = |what: String| InputError::new(field, format!("{path} {what}"));
+    verbosity::say(Verbosity::Trace, format_args!("reading {path} ({field})"));
     let file = std::fs::File::options()
         .read(true)
         .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
@@ -411,6 +440,35 @@ pub(crate) fn read_user_text(
 ) -> Result<String, InputError> {
     String::from_utf8(read_user_file(path, kind, field)?)
         .map_err(|_| InputError::new(field, format!("{path} is not UTF-8 text")))
+}
+
+/// Reads text the user pipes in (`--config -`), up to the cap of its kind. A terminal on stdin is refused
+/// rather than waited on: nobody types a config there, and the run would seem to hang.
+pub(crate) fn read_user_stdin(kind: UserFile, field: &str) -> Result<String, InputError> {
+    use std::io::IsTerminal;
+    let bad =
+        |what: String| InputError::new(field, format!("- reads standard input, which {what}"));
+    let stdin = std::io::stdin();
+    if stdin.is_terminal() {
+        return Err(bad(
+            "is a terminal: pipe the file in (`passthru-image detect | passthru-image plan --config -`)".into(),
+        ));
+    }
+    verbosity::say(
+        Verbosity::Trace,
+        format_args!("reading standard input ({field})"),
+    );
+    let limit = kind.limit();
+    let mut bytes = Vec::new();
+    stdin
+        .lock()
+        .take(limit + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| bad(format!("cannot be read: {e}")))?;
+    if bytes.len() as u64 > limit {
+        return Err(bad(format!("holds more than {limit} bytes")));
+    }
+    String::from_utf8(bytes).map_err(|_| bad("is not UTF-8 text".into()))
 }
 
 /// `abs` relative to the root: cap-std refuses absolute paths.

@@ -560,8 +560,12 @@ fn a_secure_boot_host_refuses_an_unsigned_plan_and_takes_a_signed_one() {
             .unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{command:?}: {stderr}");
+        let refused = format!(
+            "signing: not set, but on the host under {} Secure Boot is on",
+            root.path().display()
+        );
         for part in [
-            "signing: not set, but on this host Secure Boot is on",
+            refused.as_str(),
             "the vendor-reset-standin module would not load",
             "the ACS-override kernel would not boot",
             "passthru-image mok new DIR",

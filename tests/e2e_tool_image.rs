@@ -133,6 +133,30 @@ fn the_tool_image_runs_groups_and_doctor_on_a_host_mounted_at_host() {
     let container = Container::new(entrypoint);
     let host = fixture("amd-polaris");
 
+    // The completions and man pages the binary made while the image was built, where the shells and man look.
+    for path in [
+        "/usr/share/bash-completion/completions/passthru-image",
+        "/usr/share/zsh/site-functions/_passthru-image",
+        "/usr/share/fish/vendor_completions.d/passthru-image.fish",
+        "/usr/share/man/man1/passthru-image.1",
+        "/usr/share/man/man1/passthru-image-groups.1",
+    ] {
+        let out = Command::new("buildah")
+            .args([
+                "run",
+                "--isolation",
+                "chroot",
+                &container.name,
+                "--",
+                "test",
+                "-s",
+                path,
+            ])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{path} is not in the image");
+    }
+
     let (code, stdout, stderr) = container.run(
         &[(&host, "/host")],
         &["--root", "/host", "groups", "--json"],

@@ -175,23 +175,25 @@ impl Sandbox {
         self.at("host")
     }
 
-    /// `--root host` of a booted ostree host, and a directory that passes for an ostree sysroot (enough for
-    /// everything before the sysroot is read).
+    /// `--root host --config CFG` of a booted ostree host, and a directory that passes for an ostree sysroot
+    /// (enough for everything before the sysroot is read).
     fn live_host(&self) -> Vec<String> {
+        let mut a = self.revert_host();
+        a.extend(args(&["--config", &self.config(LIVE_CONFIG)]));
+        a
+    }
+
+    /// [`Sandbox::live_host`] with a real ostree sysroot (copied from one made once per run).
+    /// [`Sandbox::live_host`] for `revert`, which reads no config.
+    fn revert_host(&self) -> Vec<String> {
         self.host();
         self.file("host/run/ostree-booted", "");
         self.dir("host/etc");
         self.dir("sysroot/ostree/repo");
         self.dir("sysroot/ostree/deploy");
-        args(&[
-            "--root",
-            &self.at("host"),
-            "--config",
-            &self.config(LIVE_CONFIG),
-        ])
+        args(&["--root", &self.at("host")])
     }
 
-    /// [`Sandbox::live_host`] with a real ostree sysroot (copied from one made once per run).
     fn live_host_with_sysroot(&self) -> Vec<String> {
         let args = self.live_host();
         self.remove("sysroot");
@@ -891,7 +893,7 @@ fn flag_cases() -> Vec<Case> {
             2,
             &["--sysroot", "not an ostree sysroot"],
             |s| {
-                let mut a = s.live_host();
+                let mut a = s.revert_host();
                 a.extend(args(&["revert", "--sysroot", &s.dir("plain")]));
                 a
             },
@@ -1363,7 +1365,7 @@ fn make_many_gpus(top: &Path) {
 /// `revert` on a live host whose state file is `json`.
 fn state_case(name: &'static str, says: &[&'static str], json: &'static str) -> Case {
     case(name, 2, says, move |s| {
-        let mut a = s.live_host();
+        let mut a = s.revert_host();
         s.state(json);
         a.extend(args(&["revert", "--sysroot", &s.at("sysroot")]));
         a
@@ -1410,32 +1412,32 @@ fn state_cases() -> Vec<Case> {
         state_case("not JSON", &["live-state.json", "not what apply records"], "kargs_appended = []\n"),
         state_case("unknown field", &["live-state.json", "unknown field"], Box::leak(format!(r#"{{{NO_KARGS},"kernel":null,"files":[],"run":"rm -rf /"}}"#).into_boxed_str())),
         case("state file is a FIFO", 2, &["live-state.json", "a FIFO"], |s| {
-            let mut a = s.live_host();
+            let mut a = s.revert_host();
             s.fifo(STATE);
             a.extend(args(&["revert", "--sysroot", &s.at("sysroot")]));
             a
         }),
         case("state file of 2 MiB", 2, &["live-state.json", "larger than"], |s| {
-            let mut a = s.live_host();
+            let mut a = s.revert_host();
             s.state(&" ".repeat(2 << 20));
             a.extend(args(&["revert", "--sysroot", &s.at("sysroot")]));
             a
         }),
         case("state file links to /etc/passwd", 2, &["live-state.json", "leads outside"], |s| {
-            let mut a = s.live_host();
+            let mut a = s.revert_host();
             s.link("/etc/passwd", STATE);
             a.extend(args(&["revert", "--sysroot", &s.at("sysroot")]));
             a
         }),
         case("state directory links inside the root", 2, &["etc/passthru-image", "is a symlink"], move |s| {
-            let mut a = s.live_host();
+            let mut a = s.revert_host();
             s.file("host/srv/elsewhere/live-state.json", ours);
             s.link("../srv/elsewhere", "host/etc/passthru-image");
             a.extend(args(&["revert", "--sysroot", &s.at("sysroot")]));
             a
         }),
         case("restore into a symlinked modprobe.d", 2, &["etc/modprobe.d", "is a symlink"], move |s| {
-            let mut a = s.live_host();
+            let mut a = s.revert_host();
             s.state(ours);
             s.file("host/etc/passthru-image/backup/etc/modprobe.d/50-passthru-vfio.conf", "mine\n");
             s.dir("elsewhere");
@@ -1444,7 +1446,7 @@ fn state_cases() -> Vec<Case> {
             a
         }),
         case("backup directory is a symlink", 2, &["etc/passthru-image/backup", "is a symlink"], move |s| {
-            let mut a = s.live_host();
+            let mut a = s.revert_host();
             s.state(ours);
             s.file("host/srv/etc/modprobe.d/50-passthru-vfio.conf", "mine\n");
             s.link("../../srv", "host/etc/passthru-image/backup");

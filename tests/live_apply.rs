@@ -160,13 +160,12 @@ impl Host {
             .env_remove("PT_RPM_OSTREE_BUSY")
             .env_remove("PT_RPM_OSTREE_CONCURRENT_KARGS")
             .env_remove("PT_RPM_OSTREE_CONCURRENT_STATUS_KARGS")
-            .args([
-                "--root",
-                self.root.as_str(),
-                "--config",
-                self.config.as_str(),
-            ])
-            .args(args);
+            .args(["--root", self.root.as_str()]);
+        // revert undoes what apply recorded and reads no config.
+        if args.first() != Some(&"revert") {
+            cmd.args(["--config", self.config.as_str()]);
+        }
+        cmd.args(args);
         cmd
     }
 

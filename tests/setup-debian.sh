@@ -24,6 +24,9 @@ packages=(
     docker-registry skopeo apache2-utils python3-venv
     # the generated workflow reads `plan --hosts --json` with jq; tests/ci_workflow.rs runs its program
     jq
+    # tests/cli.rs: man renders the generated pages (`man --warnings -l`), zsh and fish read the completion
+    # scripts bash completes with, script(1) gives `--config -` a terminal
+    man-db groff-base zsh fish bsdutils
 )
 
 missing=()

@@ -1,80 +1,100 @@
 use anyhow::Result;
 
 use super::{load_config, print_json};
-use crate::cli::{Cli, LiveArgs, OverrideArgs};
+use crate::cli::{ApplyArgs, Cli};
 use crate::error::Incomplete;
 use crate::live::apply::{self, Options, Proposal};
 use crate::live::changes::{self, DeployedInitramfs, InitramfsRebuild};
 use crate::live::preflight;
 use crate::live::rpm_ostree::RpmOstree;
 use crate::plan::Plan;
+use crate::verbosity::Verbosity;
 
-pub fn run(
-    cli: &Cli,
-    overrides: &OverrideArgs,
-    live: &LiveArgs,
-    dry_run: bool,
-    replace_conflicts: bool,
-    json: bool,
-) -> Result<()> {
-    let (config, _source) = load_config(cli, overrides)?;
-    let root = cli.root();
-    let plan = Plan::resolve(&config, &cli.host_target())?;
+pub fn run(cli: &Cli, args: &ApplyArgs) -> Result<()> {
+    let (config, _source) = load_config(&args.config, &args.overrides.overrides())?;
+    let root = args.root.root();
+    let plan = Plan::resolve(&config, &args.root.target())?;
     for warning in &plan.warnings {
-        errln!("warning: {warning}");
+        warnln!("{warning}");
     }
     for note in &plan.notes {
-        errln!("note: {note}");
+        noteln!("{note}");
     }
     let options = Options {
-        sysroot: live.sysroot.clone(),
-        replace_conflicts,
+        sysroot: args.live.sysroot.clone(),
+        replace_conflicts: args.replace_conflicts,
     };
-    if dry_run {
+    if args.dry_run {
         let rpm = RpmOstree::new(&options.sysroot);
         let proposal = apply::propose(&plan, &root, &rpm, &options)?;
-        return match json {
+        return match args.json {
             true => print_json(&proposal),
             false => print_proposal(&proposal, &rpm),
         };
     }
     let applied = apply::apply(&plan, &root, &options, preflight::running_as_root()?)?;
     for warning in &applied.warnings {
-        errln!("warning: {warning}");
+        warnln!("{warning}");
     }
+    let report = Report::for_run(cli.verbosity());
     if applied.deployed_initramfs_suffices {
-        outln!("{INITRAMFS_SUFFICES}");
+        report.line(INITRAMFS_SUFFICES)?;
     }
     if applied.steps_run.is_empty() {
-        outln!("Nothing to change: the pending deployment already carries the plan.");
+        report.line("Nothing to change: the pending deployment already carries the plan.")?;
     }
-    report_live_steps("Applied", &applied.steps_run, applied.incomplete)
+    report.live_steps("Applied", &applied.steps_run, applied.incomplete)
 }
 
 const INITRAMFS_SUFFICES: &str = "The deployed initramfs already holds the VFIO drivers, and rd.driver.pre=vfio-pci \
      loads them first: no client-side regeneration, so the host stays upgradable with `bootc upgrade`.";
 
-/// Prints what `apply` or `revert` ran and how it ended. An incomplete change is returned as the error, so
-/// it exits 3 with its reason on stderr.
-pub(super) fn report_live_steps(
-    heading: &str,
-    steps: &[String],
-    incomplete: Option<&str>,
-) -> Result<()> {
-    if !steps.is_empty() {
-        outln!("{heading}:");
-        for step in steps {
-            outln!("  {step}");
+/// How `apply` and `revert` report what they did on stdout: in full, or with `-q` not at all (an incomplete
+/// change is an error, and errors always print).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Report {
+    Full,
+    Silent,
+}
+
+impl Report {
+    pub(super) fn for_run(verbosity: Verbosity) -> Report {
+        match verbosity {
+            Verbosity::Quiet => Report::Silent,
+            _ => Report::Full,
         }
-        outln!("Verified on the pending deployment.");
     }
-    if let Some(why) = incomplete {
-        return Err(Incomplete(why.to_owned()).into());
+
+    pub(super) fn line(self, text: &str) -> Result<()> {
+        if self == Report::Full {
+            outln!("{text}");
+        }
+        Ok(())
     }
-    if !steps.is_empty() {
-        outln!("Reboot to use it.");
+
+    /// Prints what `apply` or `revert` ran and how it ended. An incomplete change is returned as the error, so
+    /// it exits 3 with its reason on stderr.
+    pub(super) fn live_steps(
+        self,
+        heading: &str,
+        steps: &[String],
+        incomplete: Option<&str>,
+    ) -> Result<()> {
+        if !steps.is_empty() {
+            self.line(&format!("{heading}:"))?;
+            for step in steps {
+                self.line(&format!("  {step}"))?;
+            }
+            self.line("Verified on the pending deployment.")?;
+        }
+        if let Some(why) = incomplete {
+            return Err(Incomplete(why.to_owned()).into());
+        }
+        if !steps.is_empty() {
+            self.line("Reboot to use it.")?;
+        }
+        Ok(())
     }
-    Ok(())
 }
 
 fn print_proposal(p: &Proposal, rpm: &RpmOstree) -> Result<()> {
@@ -96,7 +116,7 @@ fn print_proposal(p: &Proposal, rpm: &RpmOstree) -> Result<()> {
     }
     if let DeployedInitramfs::Lacks(why) = &p.changes.deployed_initramfs {
         outln!(
-            "The deployed initramfs will not do ({why}): rpm-ostree regenerates it on this host."
+            "The deployed initramfs will not do ({why}): rpm-ostree regenerates it client-side."
         );
     }
     if p.changes.deployed_initramfs == DeployedInitramfs::Suffices {

@@ -18,6 +18,7 @@ use crate::image::secrets::SigningSecrets;
 use crate::image::{context, fetch, progress, render};
 use crate::image_ref::{Digest, ImageRef};
 use crate::plan::Plan;
+use crate::verbosity::Verbosity;
 
 pub fn run(cli: &Cli, args: &BuildArgs) -> Result<()> {
     check_digest_file(args)?;
@@ -31,11 +32,11 @@ pub fn run(cli: &Cli, args: &BuildArgs) -> Result<()> {
 }
 
 fn build_one(cli: &Cli, args: &BuildArgs) -> Result<()> {
-    let (config, source) = load_config(cli, &args.overrides)?;
-    let target = cli.image_target();
+    let (config, source) = load_config(&args.config, &args.overrides.overrides())?;
+    let target = args.root.target();
     let unfetched = Plan::resolve(&config, &target)?;
     let builder = Builder::new(cli, args)?;
-    let fetched = fetch::fetch_git_sources(&unfetched, cli.quiet)?;
+    let fetched = fetch::fetch_git_sources(&unfetched, cli.verbosity())?;
     let plan = Plan::resolve_fetched(&config, &target, &fetched.checkouts)?;
     let image = Image {
         config: &config,
@@ -47,22 +48,22 @@ fn build_one(cli: &Cli, args: &BuildArgs) -> Result<()> {
         // podman's --digestfile format, which CI steps already read.
         atomic::write_file(file, "--digest-file", digest.to_string().as_bytes(), 0o644)?;
     }
-    if !cli.quiet {
+    if cli.verbosity() >= Verbosity::Normal {
         out!("{}", usage(&plan, pushed[0].as_ref()));
     }
     Ok(())
 }
 
 fn build_fleet(cli: &Cli, args: &BuildArgs, dir: &Utf8Path) -> Result<()> {
-    refuse_with_hosts(cli, &args.overrides)?;
+    refuse_with_hosts(&args.config, &args.overrides.plan, &args.overrides.image)?;
     if args.context.is_some() {
         bail!(InputError::new(
             "--context",
             "cannot be used with --hosts: see one host's context with `generate --config HOSTS/NAME.toml`"
         ));
     }
-    let target = cli.image_target();
-    let fleet = Fleet::load(dir, &(&args.overrides).into(), &target)?;
+    let target = args.root.target();
+    let fleet = Fleet::load(dir, &args.overrides.overrides(), &target)?;
     let builder = Builder::new(cli, args)?;
     let stacks = fleet.stacks();
     // Each stack's hosts one after another, so its layers are built once and then found in the cache. They share
@@ -71,7 +72,7 @@ fn build_fleet(cli: &Cli, args: &BuildArgs, dir: &Utf8Path) -> Result<()> {
     let mut plans: Vec<Plan> = Vec::new();
     let mut sources = Vec::new();
     for stack in &stacks {
-        let fetched = fetch::fetch_git_sources(&stack.hosts[0].plan, cli.quiet)?;
+        let fetched = fetch::fetch_git_sources(&stack.hosts[0].plan, cli.verbosity())?;
         for host in &stack.hosts {
             plans.push(host.resolve_fetched(&target, &fetched.checkouts)?);
             hosts.push(host);
@@ -99,7 +100,7 @@ fn build_fleet(cli: &Cli, args: &BuildArgs, dir: &Utf8Path) -> Result<()> {
             .collect();
         atomic::write_file(file, "--digest-file", lines.as_bytes(), 0o644)?;
     }
-    if !cli.quiet {
+    if cli.verbosity() >= Verbosity::Normal {
         out!("{}", fleet_usage(&hosts, &pushed, stacks.len()));
     }
     Ok(())
@@ -170,10 +171,10 @@ impl<'a> Builder<'a> {
         };
         for image in images {
             for warning in image.plan.image_mode_warnings() {
-                errln!("warning: {}", in_image(image, warning));
+                warnln!("{}", in_image(image, warning));
             }
             if let Some(warning) = unused_key_warning(image.plan) {
-                errln!("warning: {}", in_image(image, warning));
+                warnln!("{}", in_image(image, warning));
             }
         }
         // Every key is read and checked before anything is pulled or built.
@@ -231,13 +232,13 @@ impl<'a> Builder<'a> {
             )),
         };
         if fetch {
-            progress::run_streamed(&engine.pull_argv(base), self.cli.verbose)
+            progress::run_streamed(&engine.pull_argv(base), self.cli.verbosity())
                 .with_context(|| format!("pulling the base {base} failed"))?;
         }
         let digest = engine.image_digest(base)?;
         if digest.is_none() {
-            errln!(
-                "warning: {} knows no registry digest of {base} (built locally?): the image gets no {} label",
+            warnln!(
+                "{} knows no registry digest of {base} (built locally?): the image gets no {} label",
                 engine.program(),
                 labels::BASE_DIGEST
             );
@@ -286,17 +287,18 @@ impl<'a> Builder<'a> {
                 .context("the temporary directory's path is not UTF-8")?,
         };
         context::write(&ctx, &dir, false)?;
-        if !self.cli.quiet {
-            errln!(
-                "Building {}{count} with {} from {} ({} files in {dir})",
-                plan.image.tag,
-                self.engine.program(),
-                image.origin,
-                ctx.files.len()
-            );
-        }
-        progress::run_streamed(&self.engine.build_argv(&dir, &options), self.cli.verbose)
-            .with_context(|| format!("the build of {} failed", plan.image.tag))
+        infoln!(
+            "Building {}{count} with {} from {} ({} files in {dir})",
+            plan.image.tag,
+            self.engine.program(),
+            image.origin,
+            ctx.files.len()
+        );
+        progress::run_streamed(
+            &self.engine.build_argv(&dir, &options),
+            self.cli.verbosity(),
+        )
+        .with_context(|| format!("the build of {} failed", plan.image.tag))
     }
 
     /// Pushes `tag` and returns the digest the registry stored it under. A failed push leaves the built image.
@@ -308,7 +310,7 @@ impl<'a> Builder<'a> {
             tls_verify: self.args.tls_verify.unwrap_or_default(),
             digest_file: &digest_file,
         };
-        progress::run_streamed(&self.engine.push_argv(tag, &options), self.cli.verbose)
+        progress::run_streamed(&self.engine.push_argv(tag, &options), self.cli.verbosity())
             .with_context(|| format!("pushing {tag} failed (the image stays in local storage)"))?;
         self.engine.pushed_digest(tag, &options)
     }

@@ -2,15 +2,19 @@
 
 use anyhow::Result;
 
+use super::Destination;
 use crate::atomic;
 use crate::ci_workflow::Workflow;
-use crate::cli::{Cli, GithubArgs};
+use crate::cli::GithubArgs;
 use crate::config::Overrides;
 use crate::error::InputError;
 use crate::fleet::Fleet;
+use crate::plan::Target;
 
-pub fn github(cli: &Cli, args: &GithubArgs) -> Result<()> {
-    if let Some(path) = &args.write
+pub fn github(args: &GithubArgs) -> Result<()> {
+    let destination = Destination::of(args.write.as_deref());
+    destination.refuse_for_stdout("--force", args.force)?;
+    if let Destination::File(path) = destination
         && !args.force
         && (path.exists() || path.is_symlink())
     {
@@ -20,7 +24,8 @@ pub fn github(cli: &Cli, args: &GithubArgs) -> Result<()> {
         )
         .into());
     }
-    let fleet = Fleet::load(&args.hosts, &Overrides::default(), &cli.image_target())?;
+    // The workflow builds images for the fleet's hosts, which the runner cannot see.
+    let fleet = Fleet::load(&args.hosts, &Overrides::default(), &Target::Image)?;
     let workflow = Workflow {
         hosts: &args.hosts,
         tool_image: &args.tool_image,
@@ -29,18 +34,16 @@ pub fn github(cli: &Cli, args: &GithubArgs) -> Result<()> {
         sign: args.sign,
     };
     let text = workflow.render(&fleet)?;
-    match &args.write {
-        None => out!("{text}"),
-        Some(path) => {
+    match destination {
+        Destination::Stdout => out!("{text}"),
+        Destination::File(path) => {
             atomic::write_file(path, "--write", text.as_bytes(), 0o644)?;
-            if !cli.quiet {
-                errln!(
-                    "Wrote {path} for {} hosts; commit it with {}/. The job runs in {}.",
-                    fleet.hosts.len(),
-                    args.hosts,
-                    args.tool_image
-                );
-            }
+            infoln!(
+                "Wrote {path} for {} hosts; commit it with {}/. The job runs in {}.",
+                fleet.hosts.len(),
+                args.hosts,
+                args.tool_image
+            );
         }
     }
     Ok(())

@@ -2,34 +2,20 @@ use anyhow::Result;
 use camino::Utf8Path;
 use serde::Serialize;
 
-use super::print_json;
+use super::{Destination, print_json};
 use crate::atomic;
-use crate::cli::Cli;
-use crate::config::{Config, Switch};
+use crate::cli::DetectArgs;
+use crate::config::{Config, ConfigFile, Switch};
 use crate::detect::{self, Decided, Detection, Sysroot};
 use crate::error::InputError;
 use crate::host::pci::PciAddress;
 use crate::host::topology::{GpuReport, HostNeeds, Topology};
 use crate::plan::host_safety::{self, Taken};
-use crate::root::{Root, UserFile};
-
-/// What `detect` was asked to do, beyond reading the host.
-pub struct Options<'a> {
-    /// `--write FILE`.
-    pub write: Option<&'a Utf8Path>,
-    /// How an existing `--write FILE` is treated.
-    pub existing: Existing,
-    /// `--device ADDRESS`.
-    pub device: Option<PciAddress>,
-    /// `--sysroot DIR`.
-    pub sysroot: Option<&'a Utf8Path>,
-    /// `--json`.
-    pub json: bool,
-}
+use crate::root::Root;
 
 /// What `--write` does with a file that is there.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Existing {
+enum Existing {
     Refuse,
     /// `--force`.
     Replace,
@@ -37,50 +23,69 @@ pub enum Existing {
     Merge,
 }
 
-pub fn run(cli: &Cli, options: &Options) -> Result<()> {
-    let root = cli.root();
+impl Existing {
+    fn of(args: &DetectArgs) -> Existing {
+        match (args.force, args.merge) {
+            (true, _) => Existing::Replace,
+            (_, true) => Existing::Merge,
+            _ => Existing::Refuse,
+        }
+    }
+}
+
+pub fn run(args: &DetectArgs) -> Result<()> {
+    let root = args.root.root();
+    let destination = Destination::of(args.write.as_deref());
+    destination.refuse_for_stdout("--force", args.force)?;
+    destination.refuse_for_stdout("--merge", args.merge)?;
+    let existing = Existing::of(args);
     // Refuse before reading anything: an existing config is the user's work, and a config goes only where
     // the user's directory is.
-    if let Some(path) = options.write {
-        check_write_target(path, options.existing)?;
+    if let Destination::File(path) = destination {
+        check_write_target(path, existing)?;
     }
-    let into = merge_source(cli, options)?;
-    let sysroot = match options.sysroot {
+    let into = merge_source(args, destination, existing)?;
+    let sysroot = match &args.sysroot {
         Some(dir) => Sysroot::Given(dir.to_owned()),
         None => Sysroot::HostRoot(root.path().to_owned()),
     };
-    let mut detection = detect::detect(&root, options.device, &sysroot)?;
+    let mut detection = detect::detect(&root, args.device, &sysroot)?;
     withdraw_what_the_host_needs(&mut detection, &root)?;
     let text = match &into {
-        Some((path, text)) => detect::merge(&detection, &root, text, path.as_str())?,
+        Some((origin, text)) => detect::merge(&detection, &root, text, origin)?,
         None => detect::render(&detection, &root)?,
     };
-    let json = options.json;
-    if !cli.quiet && !json {
+    let json = args.json;
+    // With --json the warnings are in the document.
+    if !json {
         for warning in &detection.warnings {
-            errln!("warning: {warning}");
+            warnln!("{warning}");
         }
     }
-    if let Some(path) = options.write {
-        atomic::write_file(path, "--write", text.as_bytes(), 0o644)?;
-        if !cli.quiet && !json {
-            errln!("Wrote {path}; check it with: passthru-image --config {path} plan");
+    let written = match destination {
+        Destination::File(path) => {
+            atomic::write_file(path, "--write", text.as_bytes(), 0o644)?;
+            if !json {
+                infoln!("Wrote {path}; check it with: passthru-image plan --config {path}");
+            }
+            Some(path)
         }
-    }
-    match (json, options.write) {
+        Destination::Stdout => None,
+    };
+    match (json, destination) {
         (true, _) => print_json(&DetectReport {
             config: &detection.config,
             toml: &text,
             gpu: detection.gpu.as_ref(),
             findings: &detection.findings,
             warnings: &detection.warnings,
-            written: options.write,
+            written,
         }),
-        (false, None) => {
+        (false, Destination::Stdout) => {
             out!("{text}");
             Ok(())
         }
-        (false, Some(_)) => Ok(()),
+        (false, Destination::File(_)) => Ok(()),
     }
 }
 
@@ -114,7 +119,13 @@ fn withdraw_what_the_host_needs(detection: &mut Detection, root: &Root) -> Resul
         ids: &ids,
         addresses: &addresses,
     };
-    let judgement = host_safety::judge(&topology, &needs, &taken, &detection.config.accept_risk);
+    let judgement = host_safety::judge(
+        root,
+        &topology,
+        &needs,
+        &taken,
+        &detection.config.accept_risk,
+    );
     if judgement.refusals.is_empty() {
         return Ok(());
     }
@@ -173,33 +184,40 @@ fn listed(ids: &[crate::pci_id::PciId], addresses: &[PciAddress]) -> String {
     keys.join(", ")
 }
 
-/// The user's config that the proposal is merged into, with its text: an existing `--write FILE` with
-/// `--merge`, else `--config FILE`. Only one of them may name it.
-fn merge_source<'a>(cli: &'a Cli, options: &Options<'a>) -> Result<Option<(&'a Utf8Path, String)>> {
-    let merge_into = match (options.existing, options.write) {
-        (Existing::Merge, Some(path)) if std::fs::symlink_metadata(path).is_ok() => Some(path),
+/// The user's config that the proposal is merged into, with how messages name it and its text: an existing
+/// `--write FILE` with `--merge`, else `--config FILE` (`-`: standard input). Only one of them may name it.
+fn merge_source(
+    args: &DetectArgs,
+    destination: Destination,
+    existing: Existing,
+) -> Result<Option<(String, String)>> {
+    let merge_into = match (existing, destination) {
+        (Existing::Merge, Destination::File(path)) if std::fs::symlink_metadata(path).is_ok() => {
+            Some(path)
+        }
         _ => None,
     };
-    let path = match (merge_into, cli.config.as_deref()) {
-        (Some(write), Some(config)) if write != config => {
+    let config = args.config.file();
+    let file = match (merge_into, config) {
+        (Some(write), Some(config)) if write != config.path => {
             return Err(InputError::new(
-                "--config",
+                config.field,
                 format!(
-                    "--merge merges into --write {write}; --config names another file ({config}): give one of them"
+                    "--merge merges into --write {write}; {} names another file ({}): give one of them",
+                    config.field, config.path
                 ),
             )
             .into());
         }
-        (Some(path), _) | (None, Some(path)) => path,
+        (Some(path), _) => ConfigFile {
+            path,
+            field: "--write",
+        },
+        (None, Some(config)) => config,
         (None, None) => return Ok(None),
     };
-    let field = if merge_into.is_some() {
-        "--write"
-    } else {
-        "--config"
-    };
-    let text = crate::root::read_user_text(path, UserFile::Config, field)?;
-    Ok(Some((path, text)))
+    let (text, source) = file.read()?;
+    Ok(Some((source.to_string(), text)))
 }
 
 /// `--write FILE` names a file in an existing directory; an existing FILE only with `--force` or `--merge`,

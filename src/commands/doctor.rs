@@ -2,7 +2,7 @@ use anyhow::Result;
 
 use super::{load_config, print_json};
 use crate::checks::{self, Colour};
-use crate::cli::{Cli, OverrideArgs};
+use crate::cli::{Cli, DoctorArgs};
 use crate::config::Config;
 use crate::doctor;
 use crate::error::ChecksFailed;
@@ -10,16 +10,24 @@ use crate::live;
 use crate::plan::Plan;
 use crate::plan::record::{self, Expectations, RecordSource};
 use crate::root::Root;
+use crate::verbosity::Verbosity;
 
-pub fn run(cli: &Cli, overrides: &OverrideArgs, json: bool, list: bool) -> Result<()> {
-    if list {
+pub fn run(cli: &Cli, args: &DoctorArgs) -> Result<()> {
+    if args.list_checks {
         return Ok(checks::list(doctor::CHECKS, &mut std::io::stdout())?);
     }
-    let root = cli.root();
-    let (expected, source) = expectations(cli, overrides, &root)?;
+    let root = args.root.root();
+    let (expected, source) = expectations(args, &root)?;
     let report = doctor::check(expected, root, source)?;
-    if json {
+    if args.json {
         print_json(&report)?;
+    } else if cli.verbosity() == Verbosity::Quiet {
+        // Only what needs doing: the failed checks and their fixes.
+        checks::print(
+            &report.checks.failures(),
+            &mut std::io::stdout(),
+            Colour::for_stdout(),
+        )?;
     } else {
         outln!(
             "Checking {} against the plan from {}",
@@ -39,16 +47,12 @@ pub fn run(cli: &Cli, overrides: &OverrideArgs, json: bool, list: bool) -> Resul
 }
 
 /// What the plan a user's config makes for this host expects; without a config (no --config, no
-/// ./passthru.toml) and without overrides, what the plan recorded on the host expects: live mode's, as it
-/// changed the host after its image was made, else the running image's. Only then the embedded default's.
-/// Returns the expectations and where the plan came from.
-fn expectations(
-    cli: &Cli,
-    overrides: &OverrideArgs,
-    root: &Root,
-) -> Result<(Expectations, String)> {
-    if !Config::given(cli.config.as_deref())
-        && overrides.is_empty()
+/// PASSTHRU_CONFIG, no ./passthru.toml) and without overrides, what the plan recorded on the host expects: live
+/// mode's, as it changed the host after its image was made, else the running image's. Only then the embedded
+/// default's. Returns the expectations and where the plan came from.
+fn expectations(args: &DoctorArgs, root: &Root) -> Result<(Expectations, String)> {
+    if !Config::given(args.config.file())
+        && args.overrides.is_empty()
         && let Some((recorded, from)) = recorded_plan(root)?
     {
         return Ok((
@@ -56,8 +60,8 @@ fn expectations(
             format!("{from} (made by {})", recorded.made_by),
         ));
     }
-    let (config, source) = load_config(cli, overrides)?;
-    let plan = Plan::resolve_to_diagnose(&config, &cli.host_target())?;
+    let (config, source) = load_config(&args.config, &args.overrides.overrides())?;
+    let plan = Plan::resolve_to_diagnose(&config, &args.root.target())?;
     Ok((Expectations::of(&plan), source.to_string()))
 }
 

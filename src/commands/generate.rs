@@ -1,36 +1,34 @@
 use anyhow::Result;
-use camino::Utf8Path;
 
 use super::load_config;
-use crate::cli::{Cli, OverrideArgs};
+use crate::cli::{Cli, GenerateArgs};
 use crate::config::signing::PemSource;
 use crate::image::secrets::{MOK_CERT, MOK_KEY};
 use crate::image::{context, fetch, render};
 use crate::plan::Plan;
 
-pub fn run(cli: &Cli, overrides: &OverrideArgs, output: &Utf8Path, force: bool) -> Result<()> {
-    let (config, source) = load_config(cli, overrides)?;
-    let target = cli.image_target();
+pub fn run(cli: &Cli, args: &GenerateArgs) -> Result<()> {
+    let (config, source) = load_config(&args.config, &args.overrides.overrides())?;
+    let target = args.root.target();
     let unfetched = Plan::resolve(&config, &target)?;
-    let fetched = fetch::fetch_git_sources(&unfetched, cli.quiet)?;
+    let fetched = fetch::fetch_git_sources(&unfetched, cli.verbosity())?;
     let plan = Plan::resolve_fetched(&config, &target, &fetched.checkouts)?;
     for warning in plan.image_mode_warnings() {
-        errln!("warning: {warning}");
+        warnln!("{warning}");
     }
     let ctx = render::render(&plan)?;
-    context::write(&ctx, output, force)?;
-    if !cli.quiet {
-        errln!(
-            "Wrote the build context for {} ({} files) from {source} to {output}",
-            plan.image.tag,
-            ctx.files.len()
-        );
-        errln!(
-            "Build it with: podman build {}-t {} {output}",
-            secret_options(&plan),
-            plan.image.tag
-        );
-    }
+    let output = &args.output;
+    context::write(&ctx, output, args.force)?;
+    infoln!(
+        "Wrote the build context for {} ({} files) from {source} to {output}",
+        plan.image.tag,
+        ctx.files.len()
+    );
+    infoln!(
+        "Build it with: podman build {}-t {} {output}",
+        secret_options(&plan),
+        plan.image.tag
+    );
     Ok(())
 }
 

@@ -1,7 +1,7 @@
 use anyhow::Result;
 
 use super::print_json;
-use crate::cli::Cli;
+use crate::cli::{Cli, GroupsArgs};
 use crate::host::class::DeviceClass;
 use crate::host::cpu::{CpuInfo, CpuVendor};
 use crate::host::pci::PciDevice;
@@ -9,28 +9,31 @@ use crate::host::topology::{
     CaveatKind, DeviceVerdict, GpuReport, GroupsReport, HostNeeds, Isolation, Topology,
 };
 use crate::plan::iommu_kargs;
+use crate::root::Root;
+use crate::verbosity::Verbosity;
 
-pub fn run(cli: &Cli, json: bool, classes: &[DeviceClass]) -> Result<()> {
-    let root = cli.root();
+pub fn run(cli: &Cli, args: &GroupsArgs) -> Result<()> {
+    let mut classes = args.class.clone();
+    if args.gpus {
+        classes.push(DeviceClass::Gpu);
+    }
+    let classes = &classes[..];
+    let root = args.root.root();
     let topology = Topology::read(&root)?;
     let needs = HostNeeds::read(&root, &topology)?;
     let report = GroupsReport::new(&topology, &needs, classes);
-    if json {
+    if args.json {
         return print_json(&report);
     }
     if !report.iommu_enabled {
-        let karg = match CpuInfo::read(&root)?.vendor {
-            Some(vendor) => iommu_kargs(vendor).join(" "),
-            None => format!(
-                "{} (Intel) or {} (AMD)",
-                iommu_kargs(CpuVendor::Intel).join(" "),
-                iommu_kargs(CpuVendor::Amd).join(" ")
-            ),
-        };
         outln!(
-            "The IOMMU is off: {} has no groups.\nEnable it in the firmware setup (Intel: VT-d; AMD: IOMMU/AMD-Vi, with SVM for the VM itself) and boot with {karg}.\n`passthru-image detect` proposes a passthru.toml that plans these kernel arguments.",
+            "The IOMMU is off: {} has no groups.",
             root.join(crate::host::iommu::GROUPS_DIR)
         );
+        // How to turn it on is advice, which -q leaves out.
+        if cli.verbosity() >= Verbosity::Normal {
+            outln!("{}", how_to_enable_the_iommu(&root)?);
+        }
     }
     let width = topology
         .groups
@@ -84,6 +87,21 @@ pub fn run(cli: &Cli, json: bool, classes: &[DeviceClass]) -> Result<()> {
         }
     }
     Ok(())
+}
+
+fn how_to_enable_the_iommu(root: &Root) -> Result<String> {
+    let karg = match CpuInfo::read(root)?.vendor {
+        Some(vendor) => iommu_kargs(vendor).join(" "),
+        None => format!(
+            "{} (Intel) or {} (AMD)",
+            iommu_kargs(CpuVendor::Intel).join(" "),
+            iommu_kargs(CpuVendor::Amd).join(" ")
+        ),
+    };
+    Ok(format!(
+        "Enable it in the firmware setup (Intel: VT-d; AMD: IOMMU/AMD-Vi, with SVM for the VM itself) and boot \
+         with {karg}.\n`passthru-image detect` proposes a passthru.toml that plans these kernel arguments."
+    ))
 }
 
 /// `0000:01:00.0 VGA compatible controller [0300]: NVIDIA … [10de:1401] (driver: nvidia)`, as ls-iommu writes.

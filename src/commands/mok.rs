@@ -3,6 +3,7 @@ use camino::{Utf8Path, Utf8PathBuf};
 
 use crate::cli::{Cli, MokCommand};
 use crate::mok::{self, CommonName, MokFiles};
+use crate::verbosity::Verbosity;
 
 pub fn run(cli: &Cli, command: &MokCommand) -> Result<()> {
     match command {
@@ -16,7 +17,7 @@ fn new(cli: &Cli, dir: &Utf8Path, name: Option<&str>) -> Result<()> {
         None => CommonName::for_host(&hostname()?)?,
     };
     let files = mok::create(dir, &name)?;
-    if !cli.quiet {
+    if cli.verbosity() >= Verbosity::Normal {
         out!("{}", enrollment_steps(&absolute(&files)?, &name));
     }
     Ok(())

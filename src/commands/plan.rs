@@ -2,22 +2,22 @@ use anyhow::Result;
 use camino::Utf8Path;
 
 use super::{load_config, print_json, refuse_with_hosts};
-use crate::cli::{Cli, OverrideArgs};
+use crate::cli::PlanArgs;
 use crate::config::signing::PemSource;
 use crate::fleet::{Fleet, Stack};
 use crate::image::labels;
 use crate::plan::{Layer, ModulePlan, Plan};
 
-pub fn run(cli: &Cli, overrides: &OverrideArgs, json: bool) -> Result<()> {
-    let (config, source) = load_config(cli, overrides)?;
-    let plan = Plan::resolve(&config, &cli.image_target())?;
+pub fn run(args: &PlanArgs) -> Result<()> {
+    let (config, source) = load_config(&args.config, &args.overrides.overrides())?;
+    let plan = Plan::resolve(&config, &args.root.target())?;
     for warning in &plan.warnings {
-        errln!("warning: {warning}");
+        warnln!("{warning}");
     }
     for note in &plan.notes {
-        errln!("note: {note}");
+        noteln!("{note}");
     }
-    if json {
+    if args.json {
         return print_json(&plan);
     }
     outln!(
@@ -141,16 +141,17 @@ fn module_line(module: &ModulePlan) -> String {
 }
 
 /// `plan --hosts DIR`: every host's plan, grouped by the stack (base, kernel, modules, initramfs) it shares.
-pub fn run_fleet(cli: &Cli, overrides: &OverrideArgs, dir: &Utf8Path, json: bool) -> Result<()> {
-    refuse_with_hosts(cli, overrides)?;
-    let fleet = Fleet::load(dir, &overrides.into(), &cli.image_target())?;
+pub fn run_fleet(args: &PlanArgs, dir: &Utf8Path) -> Result<()> {
+    let overrides = &args.overrides;
+    refuse_with_hosts(&args.config, &overrides.plan, &overrides.image)?;
+    let fleet = Fleet::load(dir, &overrides.overrides(), &args.root.target())?;
     for host in &fleet.hosts {
         for warning in &host.plan.warnings {
-            errln!("warning: {}: {warning}", host.file);
+            warnln!("{}: {warning}", host.file);
         }
     }
     let stacks = fleet.stacks();
-    if json {
+    if args.json {
         return print_json(&fleet_json(&fleet, &stacks));
     }
     outln!(

@@ -1,13 +1,18 @@
 use anyhow::Result;
 
-use super::apply::report_live_steps;
-use crate::cli::{Cli, LiveArgs};
+use super::apply::Report;
+use crate::cli::{Cli, RevertArgs};
 use crate::live::{preflight, revert};
 
-pub fn run(cli: &Cli, live: &LiveArgs) -> Result<()> {
-    let reverted = revert::revert(&cli.root(), &live.sysroot, preflight::running_as_root()?)?;
+pub fn run(cli: &Cli, args: &RevertArgs) -> Result<()> {
+    let reverted = revert::revert(
+        &args.root.root(),
+        &args.live.sysroot,
+        preflight::running_as_root()?,
+    )?;
+    let report = Report::for_run(cli.verbosity());
     if reverted.steps_run.is_empty() && reverted.incomplete.is_none() {
-        outln!("Nothing to revert: no apply is recorded.");
+        report.line("Nothing to revert: no apply is recorded.")?;
     }
-    report_live_steps("Reverted", &reverted.steps_run, reverted.incomplete)
+    report.live_steps("Reverted", &reverted.steps_run, reverted.incomplete)
 }

@@ -317,10 +317,19 @@ impl Default for AcsOverrideConfig {
     }
 }
 
+/// The `--config` value that reads the config from standard input.
+pub const STDIN: &str = "-";
+
+/// How messages name a config read from standard input. It has no directory, so relative paths in it stay
+/// relative to the current directory (see [`Config::from_toml`]).
+pub const STDIN_ORIGIN: &str = "standard input";
+
 /// Where the config came from, for messages.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ConfigSource {
     File(Utf8PathBuf),
+    /// `--config -`.
+    Stdin,
     Embedded,
 }
 
@@ -328,35 +337,63 @@ impl std::fmt::Display for ConfigSource {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             ConfigSource::File(path) => write!(f, "{path}"),
+            ConfigSource::Stdin => f.write_str(STDIN_ORIGIN),
             ConfigSource::Embedded => f.write_str("the embedded default config"),
         }
     }
 }
 
+/// A config the user named, and the option or variable that named it (`--config`, `PASSTHRU_CONFIG`), for
+/// messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConfigFile<'a> {
+    pub path: &'a Utf8Path,
+    pub field: &'a str,
+}
+
+impl ConfigFile<'_> {
+    /// Its text and how messages name it: `-` is standard input, anything else a file.
+    pub(crate) fn read(self) -> Result<(String, ConfigSource), InputError> {
+        match self.path.as_str() {
+            STDIN => Ok((
+                crate::root::read_user_stdin(UserFile::Config, self.field)?,
+                ConfigSource::Stdin,
+            )),
+            _ => Ok((
+                crate::root::read_user_text(self.path, UserFile::Config, self.field)?,
+                ConfigSource::File(self.path.to_owned()),
+            )),
+        }
+    }
+}
+
 impl Config {
-    /// Loads `--config FILE`, else `./passthru.toml` when present, else the embedded default. A
-    /// `./passthru.toml` that is there in any form (a directory, a FIFO, a dangling link) is the user's config
-    /// and must read as one: it is never passed over for the embedded default.
-    pub fn load(explicit: Option<&Utf8Path>) -> Result<(Config, ConfigSource)> {
-        let implicit = Utf8Path::new(DEFAULT_FILE);
-        let (path, field) = match explicit {
-            Some(path) => (path, "--config"),
-            None if Config::given(None) => (implicit, DEFAULT_FILE),
+    /// Loads `--config FILE` (`-`: standard input), else `./passthru.toml` when present, else the embedded
+    /// default. A `./passthru.toml` that is there in any form (a directory, a FIFO, a dangling link) is the
+    /// user's config and must read as one: it is never passed over for the embedded default.
+    pub fn load(explicit: Option<ConfigFile>) -> Result<(Config, ConfigSource)> {
+        let file = match explicit {
+            Some(file) => file,
+            None if Config::given(None) => ConfigFile {
+                path: Utf8Path::new(DEFAULT_FILE),
+                field: DEFAULT_FILE,
+            },
             None => return Ok((Config::default(), ConfigSource::Embedded)),
         };
-        let text = crate::root::read_user_text(path, UserFile::Config, field)?;
-        let config = Config::from_toml(&text, path.as_str())?;
-        Ok((config, ConfigSource::File(path.to_owned())))
+        let (text, source) = file.read()?;
+        let config = Config::from_toml(&text, &source.to_string())?;
+        Ok((config, source))
     }
 
     /// Whether the user gave a config: `--config FILE`, or a `./passthru.toml` in any form (see [`Config::load`]).
-    pub fn given(explicit: Option<&Utf8Path>) -> bool {
+    pub fn given(explicit: Option<ConfigFile>) -> bool {
         explicit.is_some() || std::fs::symlink_metadata(DEFAULT_FILE).is_ok()
     }
 
     /// Parses and validates a config. `origin` names the file in messages, and relative paths in it
     /// (`vendor-reset.path`, `vendor-reset.headers`, `acs-override.packages`, `signing.key`, `signing.cert`) are
-    /// taken relative to that file's directory, so a config means the same wherever the tool is run from.
+    /// taken relative to that file's directory, so a config means the same wherever the tool is run from. An
+    /// origin without a directory ([`STDIN_ORIGIN`], `passthru.toml`) leaves them relative to the current one.
     pub fn from_toml(text: &str, origin: &str) -> Result<Config> {
         let deserializer = toml::Deserializer::parse(text)
             .map_err(|e| InputError::new(origin, format!("not valid TOML: {e}")))?;

@@ -34,7 +34,7 @@ pub(super) static DEVICES: Check<Facts> = Check {
 
 pub(super) static MISSING: Check<Facts> = Check {
     name: "device",
-    verifies: "every device ID in vfio.ids and every address in vfio.addresses is on this host",
+    verifies: "every device ID in vfio.ids and every address in vfio.addresses is on the host",
     requires: &[],
     judge: |facts, _| {
         let vfio = &facts.plan.vfio;
@@ -44,7 +44,10 @@ pub(super) static MISSING: Check<Facts> = Check {
             .filter(|id| !facts.topology.devices.iter().any(|d| d.id == **id))
             .map(|id| {
                 Finding::fail(
-                    format!("vfio.ids lists {id} but no such device is on this host"),
+                    format!(
+                        "vfio.ids lists {id} but no such device is on {}",
+                        facts.root.host_name()
+                    ),
                     "run `passthru-image groups` and correct vfio.ids",
                 )
                 .about(id)
@@ -55,7 +58,10 @@ pub(super) static MISSING: Check<Facts> = Check {
             .filter(|a| facts.topology.device(a).is_none())
             .map(|a| {
                 Finding::fail(
-                    format!("vfio.addresses lists {a} but no device is there on this host"),
+                    format!(
+                        "vfio.addresses lists {a} but no device is there on {}",
+                        facts.root.host_name()
+                    ),
                     "run `passthru-image groups` and correct vfio.addresses",
                 )
                 .about(a)

@@ -13,6 +13,7 @@ use camino::Utf8Path;
 use crate::cmd::Cmd;
 use crate::config::ModuleSource;
 use crate::plan::{Checkouts, ModuleConf, Plan};
+use crate::verbosity::Verbosity;
 
 /// `-c` options of every git call: no transport but https, ssh and file, and ssh that never asks.
 const GIT_OPTIONS: &[&str] = &[
@@ -36,8 +37,9 @@ pub(crate) struct Fetched {
     _scratch: Option<tempfile::TempDir>,
 }
 
-/// Fetches every git module source of `plan` whose dkms.conf is still unread.
-pub(crate) fn fetch_git_sources(plan: &Plan, quiet: bool) -> Result<Fetched> {
+/// Fetches every git module source of `plan` whose dkms.conf is still unread; each fetch is announced unless
+/// `verbosity` is quiet.
+pub(crate) fn fetch_git_sources(plan: &Plan, verbosity: Verbosity) -> Result<Fetched> {
     let mut checkouts = Checkouts::default();
     let sources: Vec<(&str, &str)> = plan
         .modules
@@ -62,7 +64,7 @@ pub(crate) fn fetch_git_sources(plan: &Plan, quiet: bool) -> Result<Fetched> {
         let dir = Utf8Path::from_path(scratch.path())
             .context("the temporary directory's path is not UTF-8")?
             .join(format!("source-{i}"));
-        if !quiet {
+        if verbosity >= Verbosity::Normal {
             crate::error::stderr_line(format_args!("Fetching {url} at {commit}"));
         }
         fetch(url, commit, &dir)?;

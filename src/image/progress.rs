@@ -1,5 +1,5 @@
 //! Runs an engine command and shows its output: a progress line per build step on a terminal, every line
-//! otherwise (CI logs, `-v`). A failure names the step that failed; its error ([`crate::cmd::Failed`]) ends
+//! otherwise (CI logs, `-v`), nothing with `-q`. A failure names the step that failed; its error ([`crate::cmd::Failed`]) ends
 //! with the engine's last lines.
 
 use std::ffi::OsString;
@@ -9,10 +9,33 @@ use anyhow::{Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::cmd::Cmd;
+use crate::verbosity::Verbosity;
 
-/// Runs `argv`, stdout and stderr merged, and fails when it exits non-zero.
-pub fn run_streamed(argv: &[OsString], verbose: bool) -> Result<()> {
-    let bar = (!verbose && std::io::stderr().is_terminal()).then(|| {
+/// How an engine's output is shown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Display {
+    /// Nothing (`-q`): the last lines show in the error when it fails.
+    Nothing,
+    /// The step lines on a progress line (a terminal, without `-v`).
+    ProgressLine,
+    /// Every line (a log, or `-v`).
+    EveryLine,
+}
+
+impl Display {
+    fn for_run(verbosity: Verbosity) -> Display {
+        match verbosity {
+            Verbosity::Quiet => Display::Nothing,
+            Verbosity::Normal if std::io::stderr().is_terminal() => Display::ProgressLine,
+            Verbosity::Normal | Verbosity::Verbose | Verbosity::Trace => Display::EveryLine,
+        }
+    }
+}
+
+/// Runs `argv`, stdout and stderr merged, shown as `verbosity` asks, and fails when it exits non-zero.
+pub fn run_streamed(argv: &[OsString], verbosity: Verbosity) -> Result<()> {
+    let display = Display::for_run(verbosity);
+    let bar = (display == Display::ProgressLine).then(|| {
         let bar = ProgressBar::new_spinner();
         bar.set_style(
             ProgressStyle::with_template("{spinner} [{elapsed}] {msg}").expect("valid template"),
@@ -28,7 +51,8 @@ pub fn run_streamed(argv: &[OsString], verbose: bool) -> Result<()> {
         match &bar {
             Some(bar) if is_step(line) => bar.set_message(line.to_owned()),
             Some(_) => {}
-            None => crate::error::stderr_line(line),
+            None if display == Display::EveryLine => crate::error::stderr_line(line),
+            None => {}
         }
     });
     if let Some(bar) = &bar {
@@ -102,7 +126,7 @@ mod tests {
     fn output_that_is_not_utf8_is_shown_not_fatal() {
         let err = run_streamed(
             &sh("printf 'STEP 1/1: RUN x\\n\\377\\376 latin-1\\n'; exit 4"),
-            true,
+            Verbosity::Verbose,
         )
         .unwrap_err();
         let text = format!("{err:#}");
@@ -117,7 +141,7 @@ mod tests {
     fn a_failing_command_names_its_last_step_and_ends_with_its_last_lines() {
         let err = run_streamed(
             &sh("echo 'STEP 2/5: RUN false'; echo boom >&2; exit 3"),
-            true,
+            Verbosity::Verbose,
         )
         .unwrap_err();
         let text = format!("{err:#}");
@@ -126,6 +150,11 @@ mod tests {
             "{text}"
         );
         assert!(text.ends_with("\n  STEP 2/5: RUN false\n  boom"), "{text}");
-        assert!(run_streamed(&sh("true"), true).is_ok());
+        assert!(run_streamed(&sh("true"), Verbosity::Quiet).is_ok());
+        let quiet = run_streamed(&sh("echo boom; exit 3"), Verbosity::Quiet).unwrap_err();
+        assert!(
+            format!("{quiet:#}").ends_with("\n  boom"),
+            "-q keeps the tail: {quiet:#}"
+        );
     }
 }

@@ -105,7 +105,7 @@ pub(crate) fn check(
         return Ok(Vec::new());
     };
     let needs = HostNeeds::read(root, topology)?;
-    let judgement = judge(topology, &needs, taken, accepted);
+    let judgement = judge(root, topology, &needs, taken, accepted);
     match judgement.refusals.first() {
         None => Ok(judgement.warnings),
         Some(first) => {
@@ -125,8 +125,9 @@ fn refusal_message(root: &Root, refusals: &[Refusal]) -> String {
     text
 }
 
-/// The refusals and warnings for `taken` on this host, the accepted risks left out.
+/// The refusals and warnings for `taken` on the host under `root`, the accepted risks left out.
 pub(crate) fn judge(
+    root: &Root,
     topology: &Topology,
     needs: &HostNeeds,
     taken: &Taken,
@@ -143,7 +144,7 @@ pub(crate) fn judge(
     refusals.retain(|r| !r.risk.accepted(accepted));
     Judgement {
         refusals,
-        warnings: unknown(topology, taken),
+        warnings: unknown(root, topology, taken),
     }
 }
 
@@ -269,19 +270,21 @@ fn usb(
 }
 
 /// IDs and addresses that no device of the host has.
-fn unknown(topology: &Topology, taken: &Taken) -> Vec<String> {
+fn unknown(root: &Root, topology: &Topology, taken: &Taken) -> Vec<String> {
     let mut warnings = Vec::new();
     for id in taken.ids {
         if !topology.devices.iter().any(|d| d.id == *id) {
             warnings.push(format!(
-                "vfio.ids: no device of this host has the ID {id} (fine when the image is for another host)"
+                "vfio.ids: no device of {} has the ID {id} (fine when the image is for another host)",
+                root.host_name()
             ));
         }
     }
     for address in taken.addresses {
         if topology.device(address).is_none() {
             warnings.push(format!(
-                "vfio.addresses: this host has no device at {address} (fine when the image is for another host)"
+                "vfio.addresses: {} has no device at {address} (fine when the image is for another host)",
+                root.host_name()
             ));
         }
     }
@@ -343,7 +346,7 @@ mod tests {
         };
         // The twins stay with the host: it keeps a display.
         assert!(
-            judge(&topology, &needs, &taken, &accept)
+            judge(&Root::new("/host"), &topology, &needs, &taken, &accept)
                 .refusals
                 .is_empty()
         );
@@ -352,7 +355,7 @@ mod tests {
             ids: &all,
             addresses: &[],
         };
-        let judgement = judge(&topology, &needs, &taken, &accept);
+        let judgement = judge(&Root::new("/host"), &topology, &needs, &taken, &accept);
         assert_eq!(
             risks(&judgement),
             [
@@ -372,7 +375,7 @@ mod tests {
             ..Default::default()
         };
         assert!(
-            judge(&topology, &needs, &taken, &accept)
+            judge(&Root::new("/host"), &topology, &needs, &taken, &accept)
                 .refusals
                 .is_empty()
         );
@@ -387,6 +390,7 @@ mod tests {
             addresses: &[twin],
         };
         let judgement = judge(
+            &Root::new("/host"),
             &topology,
             &HostNeeds::default(),
             &taken,
@@ -421,7 +425,13 @@ mod tests {
             ids: &taken_ids,
             addresses: &[],
         };
-        let judgement = judge(&topology, &needs, &taken, &AcceptRiskConfig::default());
+        let judgement = judge(
+            &Root::new("/host"),
+            &topology,
+            &needs,
+            &taken,
+            &AcceptRiskConfig::default(),
+        );
         assert_eq!(
             risks(&judgement),
             [
@@ -436,7 +446,13 @@ mod tests {
         );
         // Without the keyboard it is still the only USB controller.
         needs.usb.clear();
-        let judgement = judge(&topology, &needs, &taken, &AcceptRiskConfig::default());
+        let judgement = judge(
+            &Root::new("/host"),
+            &topology,
+            &needs,
+            &taken,
+            &AcceptRiskConfig::default(),
+        );
         assert!(judgement.refusals[1].reason.contains("only USB controller"));
     }
 
@@ -450,6 +466,7 @@ mod tests {
             addresses: &[nowhere],
         };
         let judgement = judge(
+            &Root::new("/host"),
             &topology,
             &HostNeeds::default(),
             &taken,
@@ -457,7 +474,12 @@ mod tests {
         );
         assert!(judgement.refusals.is_empty());
         assert_eq!(judgement.warnings.len(), 2);
-        assert!(judgement.warnings[0].contains("1002:67df"));
-        assert!(judgement.warnings[1].contains("0000:09:00.0"));
+        assert!(
+            judgement.warnings[0]
+                .contains("no device of the host under /host has the ID 1002:67df")
+        );
+        assert!(
+            judgement.warnings[1].contains("the host under /host has no device at 0000:09:00.0")
+        );
     }
 }
