@@ -258,7 +258,7 @@ pub(crate) fn remove_host_file(root: &Root, abs: &Utf8Path) -> Result<()> {
 
 /// Writes the file `path` the user named (`detect --write`) atomically, in its existing directory. `field`
 /// names the option for bad input.
-pub fn write_file(path: &Utf8Path, field: &str, content: &[u8], mode: u32) -> Result<()> {
+pub(crate) fn write_file(path: &Utf8Path, field: &str, content: &[u8], mode: u32) -> Result<()> {
     let bad =
         |what: &str| -> anyhow::Error { InputError::new(field, format!("{path} {what}")).into() };
     let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
@@ -345,7 +345,7 @@ pub(crate) fn set_dir_mtime(top: &Utf8Path, rel: &Utf8Path, mtime: SystemTime) -
 /// `dir` may be absent or empty; a non-empty `dir` is replaced only with `replace_existing` (the caller knows it
 /// is its own). `dir` may not be a symlink. When `fill` fails, the staging directory goes and `dir` is as it
 /// was. `flag` names the option that gave `dir`.
-pub fn replace_dir<T>(
+pub(crate) fn replace_dir<T>(
     dir: &Utf8Path,
     flag: &'static str,
     replace_existing: bool,

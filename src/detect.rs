@@ -6,7 +6,7 @@
 
 mod merge;
 
-pub use merge::merge;
+pub(crate) use merge::merge;
 
 use anyhow::{Result, bail};
 use camino::Utf8PathBuf;
@@ -22,21 +22,21 @@ use crate::plan::record;
 use crate::root::Root;
 
 #[derive(Debug, Clone)]
-pub struct Detection {
-    pub config: Config,
+pub(crate) struct Detection {
+    pub(crate) config: Config,
     /// The device proposed for the VM (a GPU unless `--device` named another), with its verdict.
-    pub gpu: Option<GpuReport>,
+    pub(crate) gpu: Option<GpuReport>,
     /// What was found, for the header.
-    pub findings: Vec<String>,
+    pub(crate) findings: Vec<String>,
     /// What the user must act on; also printed on stderr.
-    pub warnings: Vec<String>,
+    pub(crate) warnings: Vec<String>,
     /// The config keys detection decided, which `--merge` sets in the user's file (the rest stay the user's).
-    pub decided: Vec<Decided>,
+    pub(crate) decided: Vec<Decided>,
 }
 
 /// A config key detection sets from what it found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Decided {
+pub(crate) enum Decided {
     ImageBase,
     CpuVendor,
     VfioDevices,
@@ -46,7 +46,7 @@ pub enum Decided {
 
 /// Where detect looks for the ostree deployment the host runs, for `image.base`.
 #[derive(Debug, Clone)]
-pub enum Sysroot {
+pub(crate) enum Sysroot {
     /// `--sysroot DIR`: it must be an ostree sysroot.
     Given(Utf8PathBuf),
     /// The host's root (`--root`, default /): a host that is not an ostree system keeps the default base.
@@ -54,7 +54,7 @@ pub enum Sysroot {
 }
 
 /// Reads the host under `root`. `chosen`: the device to pass (`--device`), else the GPU detect picks.
-pub fn detect(root: &Root, chosen: Option<PciAddress>, sysroot: &Sysroot) -> Result<Detection> {
+pub(crate) fn detect(root: &Root, chosen: Option<PciAddress>, sysroot: &Sysroot) -> Result<Detection> {
     let cpu = CpuInfo::read(root)?;
     let topology = Topology::read(root)?;
     let gpus = topology.gpu_reports();
@@ -383,7 +383,7 @@ fn gpu_vendor(vendor: u16) -> Option<GpuVendor> {
 }
 
 /// The proposed passthru.toml: the header of what was found, then the config itself.
-pub fn render(detection: &Detection, root: &Root) -> Result<String> {
+pub(crate) fn render(detection: &Detection, root: &Root) -> Result<String> {
     let text = format!(
         "{}\n{}",
         header(detection, root, &[]),

@@ -107,12 +107,12 @@ impl Root {
         }
     }
 
-    pub fn path(&self) -> &Utf8Path {
+    pub(crate) fn path(&self) -> &Utf8Path {
         &self.path
     }
 
     /// The host path `abs` (e.g. `/proc/cpuinfo`) under this root, for messages: nothing is opened by it.
-    pub fn join(&self, abs: impl AsRef<Utf8Path>) -> Utf8PathBuf {
+    pub(crate) fn join(&self, abs: impl AsRef<Utf8Path>) -> Utf8PathBuf {
         self.path.join(relative(abs.as_ref()))
     }
 
@@ -131,7 +131,7 @@ impl Root {
     }
 
     /// Whether `abs` is there inside the root. A link that leads out of the root counts as absent.
-    pub fn exists(&self, abs: impl AsRef<Utf8Path>) -> bool {
+    pub(crate) fn exists(&self, abs: impl AsRef<Utf8Path>) -> bool {
         self.dir()
             .is_ok_and(|dir| dir.exists(relative(abs.as_ref())))
     }
@@ -149,7 +149,7 @@ impl Root {
     }
 
     /// Reads a text file of the host that the command needs.
-    pub fn read(&self, abs: impl AsRef<Utf8Path>) -> Result<String> {
+    pub(crate) fn read(&self, abs: impl AsRef<Utf8Path>) -> Result<String> {
         let abs = abs.as_ref();
         match self.read_optional(abs)? {
             Some(text) => Ok(text),
@@ -158,7 +158,7 @@ impl Root {
     }
 
     /// Reads a file when it exists; `None` when it does not (sysfs attributes are often optional).
-    pub fn read_optional(&self, abs: impl AsRef<Utf8Path>) -> Result<Option<String>> {
+    pub(crate) fn read_optional(&self, abs: impl AsRef<Utf8Path>) -> Result<Option<String>> {
         let abs = abs.as_ref();
         match self.read_bytes_optional(abs)? {
             None => Ok(None),

@@ -20,22 +20,22 @@ use crate::plan::VFIO_DRIVERS;
 /// What the checks judge: the probe's report, what the image asked for, and how the boot and its capture
 /// ended.
 #[derive(Debug, Clone)]
-pub struct BootFacts {
-    pub parsed: Parsed,
+pub(crate) struct BootFacts {
+    pub(crate) parsed: Parsed,
     /// The kargs bootc would apply from the image's kargs.d (before the stand-in was added).
-    pub image_kargs: Vec<HostKarg>,
+    pub(crate) image_kargs: Vec<HostKarg>,
     /// The emulated device that stands in for the planned one.
-    pub stand_in: PciId,
+    pub(crate) stand_in: PciId,
     /// One stand-in bound by ID, or twins, one bound by address.
-    pub stand_ins: StandIns,
+    pub(crate) stand_ins: StandIns,
     /// Seconds after which the VM was killed, when it was.
-    pub timed_out_after: Option<u64>,
-    pub capture: CaptureState,
+    pub(crate) timed_out_after: Option<u64>,
+    pub(crate) capture: CaptureState,
 }
 
 /// How `--capture DIR` went, decided before the checks run (writing DIR is no check's business).
 #[derive(Debug, Clone)]
-pub enum CaptureState {
+pub(crate) enum CaptureState {
     /// No `--capture`.
     NotAsked,
     /// Without a probe there is no capture to look for.
@@ -72,7 +72,7 @@ impl BootFacts {
 }
 
 /// Every test-boot check, in the order they run; `boot` first.
-pub const CHECKS: &[&Check<BootFacts>] = &[
+pub(crate) const CHECKS: &[&Check<BootFacts>] = &[
     &CHECK_BOOT,
     &CHECK_KARGS,
     &CHECK_IOMMU,
@@ -83,7 +83,7 @@ pub const CHECKS: &[&Check<BootFacts>] = &[
 ];
 
 /// Runs every check over what the boot left.
-pub fn judge(facts: &BootFacts) -> Result<Report> {
+pub(crate) fn judge(facts: &BootFacts) -> Result<Report> {
     checks::run(CHECKS, facts)
 }
 

@@ -23,7 +23,7 @@ const REGISTRY: &str = "ghcr.io";
 
 /// Whether the workflow signs what it pushed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Signing {
+pub(crate) enum Signing {
     None,
     /// Keyless cosign signatures (Sigstore), by digest, with the workflow's OIDC identity.
     Cosign,

@@ -29,13 +29,13 @@ const MIN_RSA_BITS: u32 = 2048;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
-pub struct SigningConfig {
+pub(crate) struct SigningConfig {
     /// The private key (PEM); without it, [`KEY_ENV`] holds it when `build` runs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub key: Option<Utf8PathBuf>,
+    pub(crate) key: Option<Utf8PathBuf>,
     /// The certificate (PEM or DER); without it, [`CERT_ENV`] holds it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cert: Option<Utf8PathBuf>,
+    pub(crate) cert: Option<Utf8PathBuf>,
 }
 
 impl SigningConfig {
@@ -59,7 +59,7 @@ impl SigningConfig {
 /// for a file the config leaves out.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case", tag = "from")]
-pub enum PemSource {
+pub(crate) enum PemSource {
     File { path: Utf8PathBuf },
     Environment { variable: &'static str },
 }
@@ -114,15 +114,15 @@ impl PemSource {
 /// The certificate of the signing key, checked for what shim and the kernel need, in the one form the build
 /// gets it (PEM, one certificate, no text around it).
 #[derive(Debug, Clone, Serialize)]
-pub struct Certificate {
-    pub source: PemSource,
+pub(crate) struct Certificate {
+    pub(crate) source: PemSource,
     /// As OpenSSL prints it (RFC 2253): `CN=passthru-image MOK host`.
-    pub subject: String,
+    pub(crate) subject: String,
     /// The SHA-256 fingerprint (of the DER form), lowercase hex: on the build steps that sign, so another
     /// key signs again, and checked there against the certificate the engine mounts.
-    pub sha256: String,
+    pub(crate) sha256: String,
     /// Its extended key usages as OpenSSL names them (`Code Signing`), empty when it has none.
-    pub extended_key_usage: Vec<String>,
+    pub(crate) extended_key_usage: Vec<String>,
     #[serde(skip)]
     pub(crate) pem: String,
     /// Its public key (PEM), which the private key must match.

@@ -1,5 +1,8 @@
 use super::*;
 
+/// The documented reference of every key and what omitting it means.
+const DEFAULT_TOML: &str = include_str!("default.toml");
+
 #[test]
 fn embedded_default_file_matches_the_defaults_of_omitted_keys() {
     let from_file = Config::from_toml(DEFAULT_TOML, "default.toml").unwrap();

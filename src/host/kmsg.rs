@@ -15,8 +15,8 @@ use crate::cmd::Cmd;
 use crate::host::Machine;
 use crate::root::{Device, Root};
 
-pub const KMSG: &str = "/dev/kmsg";
-pub const JOURNAL_DIR: &str = "/var/log/journal";
+pub(crate) const KMSG: &str = "/dev/kmsg";
+pub(crate) const JOURNAL_DIR: &str = "/var/log/journal";
 /// Records read from /dev/kmsg at most: a ring buffer of a few MiB holds far fewer.
 const MAX_RECORDS: usize = 1_000_000;
 /// Lines of each kind kept for the report; the rest are counted.
@@ -24,23 +24,23 @@ const KEPT: usize = 3;
 
 /// The lines of one boot's kernel log that doctor judges.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct KernelLog {
+pub(crate) struct KernelLog {
     /// Where the lines came from (`journalctl -k -b`, `/dev/kmsg`).
-    pub source: String,
+    pub(crate) source: String,
     /// Lines read in all.
-    pub lines: usize,
+    pub(crate) lines: usize,
     /// The driver came up (`DMAR: IOMMU enabled`, `AMD-Vi: Found IOMMU ...`).
-    pub enabled: Vec<String>,
+    pub(crate) enabled: Vec<String>,
     /// `iommu: Default domain type: Passthrough (set via kernel command line)`.
-    pub domain: Option<String>,
-    pub remapping: Vec<String>,
-    pub faults: Vec<String>,
-    pub fault_count: usize,
+    pub(crate) domain: Option<String>,
+    pub(crate) remapping: Vec<String>,
+    pub(crate) faults: Vec<String>,
+    pub(crate) fault_count: usize,
     /// Options the IOMMU drivers did not take (`AMD-Vi: Unknown option - 'on'`).
-    pub refused: Vec<String>,
-    pub firmware_bugs: Vec<String>,
+    pub(crate) refused: Vec<String>,
+    pub(crate) firmware_bugs: Vec<String>,
     /// Modules the kernel refused to load for want of a signature it trusts.
-    pub module_refusals: Vec<String>,
+    pub(crate) module_refusals: Vec<String>,
 }
 
 const ENABLED: &[&str] = &[
@@ -73,7 +73,7 @@ const IOMMU_WORDS: &[&str] = &["DMAR", "AMD-Vi", "IVRS", "IOMMU", "iommu"];
 
 impl KernelLog {
     /// Sorts one log line into the kinds above.
-    pub fn take(&mut self, line: &str) {
+    pub(crate) fn take(&mut self, line: &str) {
         self.lines += 1;
         let line = line.trim();
         let keep = |list: &mut Vec<String>| {
@@ -101,7 +101,7 @@ impl KernelLog {
 }
 
 /// The log, or why none could be read (one reason per source tried).
-pub fn read(root: &Root, machine: Machine) -> Result<KernelLog, Vec<String>> {
+pub(crate) fn read(root: &Root, machine: Machine) -> Result<KernelLog, Vec<String>> {
     let mut reasons = Vec::new();
     match from_journal(root, machine) {
         Ok(log) => return Ok(log),

@@ -15,7 +15,7 @@ use crate::error::InputError;
 use crate::image_ref::{Digest, ImageRef};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Engine {
+pub(crate) enum Engine {
     Podman,
     Buildah,
     Docker,
@@ -24,7 +24,7 @@ pub enum Engine {
 /// Process isolation for RUN steps. `chroot` builds where the OCI runtime cannot make cgroups (hybrid
 /// cgroup hosts); unset keeps the engine's own default, so BUILDAH_ISOLATION still works.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Isolation {
+pub(crate) enum Isolation {
     Oci,
     Chroot,
     Rootless,
@@ -32,7 +32,7 @@ pub enum Isolation {
 
 /// When the engine may fetch the base image from its registry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum)]
-pub enum Pull {
+pub(crate) enum Pull {
     Never,
     #[default]
     Missing,
@@ -42,7 +42,7 @@ pub enum Pull {
 /// Whether a push checks the registry's TLS certificate. `false` is for a registry on plain HTTP or with a
 /// certificate the machine does not trust; it applies to the push only, never to fetching the base.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum)]
-pub enum TlsVerify {
+pub(crate) enum TlsVerify {
     #[default]
     #[value(name = "true")]
     Verify,
@@ -61,9 +61,9 @@ pub(crate) struct BuildSecret {
 
 /// A `--label KEY=VALUE` for the built image, checked before it reaches the engine's command line.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Label {
-    pub key: String,
-    pub value: String,
+pub(crate) struct Label {
+    pub(crate) key: String,
+    pub(crate) value: String,
 }
 
 impl std::str::FromStr for Label {
@@ -99,10 +99,10 @@ impl std::str::FromStr for Label {
 /// and records its digest), so the engine is never allowed to fetch it again: the image is built from exactly
 /// the base its label names.
 #[derive(Debug, Clone)]
-pub struct BuildOptions<'a> {
-    pub tag: &'a ImageRef,
-    pub isolation: Option<Isolation>,
-    pub labels: &'a [Label],
+pub(crate) struct BuildOptions<'a> {
+    pub(crate) tag: &'a ImageRef,
+    pub(crate) isolation: Option<Isolation>,
+    pub(crate) labels: &'a [Label],
     pub(crate) secrets: &'a [BuildSecret],
 }
 
@@ -115,7 +115,7 @@ pub(crate) struct PushOptions<'a> {
 
 impl Engine {
     /// The first of podman, buildah, docker found on PATH: podman is bootc's own tool.
-    pub fn detect() -> Result<Engine> {
+    pub(crate) fn detect() -> Result<Engine> {
         Engine::value_variants()
             .iter()
             .copied()
@@ -127,7 +127,7 @@ impl Engine {
             })
     }
 
-    pub fn program(self) -> &'static str {
+    pub(crate) fn program(self) -> &'static str {
         match self {
             Engine::Podman => "podman",
             Engine::Buildah => "buildah",
@@ -135,14 +135,14 @@ impl Engine {
         }
     }
 
-    pub fn is_installed(self) -> bool {
+    pub(crate) fn is_installed(self) -> bool {
         std::env::var_os("PATH").is_some_and(|path| {
             std::env::split_paths(&path).any(|dir| dir.join(self.program()).is_file())
         })
     }
 
     /// Refuses option combinations this engine cannot honour, before anything runs.
-    pub fn check(self, isolation: Option<Isolation>, tls_verify: TlsVerify) -> Result<()> {
+    pub(crate) fn check(self, isolation: Option<Isolation>, tls_verify: TlsVerify) -> Result<()> {
         if self == Engine::Docker && isolation.is_some() {
             bail!(InputError::new(
                 "--isolation",
@@ -166,7 +166,7 @@ impl Engine {
             .collect()
     }
 
-    pub fn build_argv(self, context: &Utf8Path, options: &BuildOptions) -> Vec<OsString> {
+    pub(crate) fn build_argv(self, context: &Utf8Path, options: &BuildOptions) -> Vec<OsString> {
         let mut argv: Vec<String> = vec![self.program().into()];
         match self {
             Engine::Podman => argv.extend(["build".into(), "--layers".into()]),
@@ -283,7 +283,7 @@ impl Engine {
     }
 
     /// Whether `image` is in the engine's local storage.
-    pub fn has_image(self, image: &ImageRef) -> Result<bool> {
+    pub(crate) fn has_image(self, image: &ImageRef) -> Result<bool> {
         let argv: Vec<&str> = match self {
             Engine::Podman => vec!["podman", "image", "exists", image.as_str()],
             Engine::Buildah => vec!["buildah", "inspect", "--type", "image", image.as_str()],

@@ -11,7 +11,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use crate::cmd::Cmd;
 
 /// Runs `argv`, stdout and stderr merged, and fails when it exits non-zero.
-pub fn run_streamed(argv: &[OsString], verbose: bool) -> Result<()> {
+pub(crate) fn run_streamed(argv: &[OsString], verbose: bool) -> Result<()> {
     let bar = (!verbose && std::io::stderr().is_terminal()).then(|| {
         let bar = ProgressBar::new_spinner();
         bar.set_style(

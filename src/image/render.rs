@@ -44,8 +44,8 @@ const SCRIPTS: &[(&str, &str)] = &[
 /// One file of the build context, relative to its root.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ContextFile {
-    pub path: Utf8PathBuf,
-    pub mode: u32,
+    pub(crate) path: Utf8PathBuf,
+    pub(crate) mode: u32,
     pub content: Vec<u8>,
 }
 

@@ -22,16 +22,16 @@ use crate::plan::record::PlanRecord;
 use crate::root::Root;
 
 #[derive(Debug, Clone)]
-pub struct Options {
-    pub sysroot: Utf8PathBuf,
-    pub replace_conflicts: bool,
+pub(crate) struct Options {
+    pub(crate) sysroot: Utf8PathBuf,
+    pub(crate) replace_conflicts: bool,
 }
 
 /// One thing apply does, in the order it does them: files first (initramfs regeneration reads /etc), then
 /// kargs, then initramfs, then the kernel. Each rpm-ostree call stacks on the pending deployment.
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "kebab-case", tag = "step")]
-pub enum Step {
+pub(crate) enum Step {
     WriteFile(FileChange),
     Kargs {
         append: Vec<HostKarg>,
@@ -57,7 +57,7 @@ impl Step {
         !matches!(self, Step::WriteFile(_))
     }
 
-    pub fn describe(&self, rpm: &RpmOstree) -> String {
+    pub(crate) fn describe(&self, rpm: &RpmOstree) -> String {
         match self {
             Step::WriteFile(f) => format!(
                 "write {} ({:04o}{})",
@@ -79,18 +79,18 @@ impl Step {
 
 /// What apply would do: `--dry-run` prints it, apply carries it out.
 #[derive(Debug, Clone, Serialize)]
-pub struct Proposal {
-    pub sysroot: Utf8PathBuf,
-    pub pending: String,
+pub(crate) struct Proposal {
+    pub(crate) sysroot: Utf8PathBuf,
+    pub(crate) pending: String,
     /// The running deployment, when the sysroot is booted.
-    pub booted: Option<String>,
+    pub(crate) booted: Option<String>,
     #[serde(flatten)]
-    pub changes: Changes,
-    pub steps: Vec<Step>,
+    pub(crate) changes: Changes,
+    pub(crate) steps: Vec<Step>,
 }
 
 /// Reads the host and works out the steps. Changes nothing.
-pub fn propose(plan: &Plan, root: &Root, rpm: &RpmOstree, options: &Options) -> Result<Proposal> {
+pub(crate) fn propose(plan: &Plan, root: &Root, rpm: &RpmOstree, options: &Options) -> Result<Proposal> {
     propose_on(plan, root, rpm, options, &state::load(root)?)
 }
 
@@ -158,16 +158,16 @@ fn propose_on(
 
 /// The outcome of a completed apply.
 #[derive(Debug)]
-pub struct Applied {
-    pub steps_run: Vec<String>,
-    pub warnings: Vec<String>,
+pub(crate) struct Applied {
+    pub(crate) steps_run: Vec<String>,
+    pub(crate) warnings: Vec<String>,
     /// Why the change is not complete yet, when it is not (the initramfs could not be rebuilt).
-    pub incomplete: Option<&'static str>,
+    pub(crate) incomplete: Option<&'static str>,
     /// The initramfs the deployment shipped does the job: regeneration stays off.
-    pub deployed_initramfs_suffices: bool,
+    pub(crate) deployed_initramfs_suffices: bool,
 }
 
-pub fn apply(plan: &Plan, root: &Root, options: &Options, is_root: bool) -> Result<Applied> {
+pub(crate) fn apply(plan: &Plan, root: &Root, options: &Options, is_root: bool) -> Result<Applied> {
     deployment::check_sysroot(&options.sysroot)?;
     preflight::check_host(root, is_root)?;
     let rpm = RpmOstree::new(&options.sysroot);

@@ -22,30 +22,30 @@ pub(crate) const BASE_KERNEL_PACKAGES: &[&str] = &[
 ];
 
 #[derive(Debug, Clone, Default, Serialize)]
-pub struct Changes {
+pub(crate) struct Changes {
     /// Every planned karg, in plan order (what `plan` shows).
-    pub kargs: Vec<Karg>,
+    pub(crate) kargs: Vec<Karg>,
     /// Planned kargs the pending deployment lacks, and what is left of a host's token argument whose other
     /// tokens contradict the plan.
-    pub append: Vec<HostKarg>,
+    pub(crate) append: Vec<HostKarg>,
     /// Host kargs that contradict the plan, removed with `--replace-conflicts`.
-    pub delete: Vec<HostKarg>,
-    pub conflicts: Vec<Conflict>,
-    pub files: Vec<FileChange>,
+    pub(crate) delete: Vec<HostKarg>,
+    pub(crate) conflicts: Vec<Conflict>,
+    pub(crate) files: Vec<FileChange>,
     /// Whether the initramfs the deployment shipped already does the job.
-    pub deployed_initramfs: DeployedInitramfs,
+    pub(crate) deployed_initramfs: DeployedInitramfs,
     /// `rpm-ostree initramfs --enable` is needed (regeneration is off, and the deployed initramfs lacks VFIO).
-    pub enable_initramfs: bool,
+    pub(crate) enable_initramfs: bool,
     /// Regeneration is already on and only the drop-ins change: the initramfs must be rebuilt to read them.
-    pub rebuild_initramfs: Option<InitramfsRebuild>,
-    pub kernel: Option<KernelChange>,
-    pub warnings: Vec<String>,
+    pub(crate) rebuild_initramfs: Option<InitramfsRebuild>,
+    pub(crate) kernel: Option<KernelChange>,
+    pub(crate) warnings: Vec<String>,
 }
 
 /// The pending deployment's initramfs, for the VFIO drivers the plan needs at boot.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case", tag = "state", content = "why")]
-pub enum DeployedInitramfs {
+pub(crate) enum DeployedInitramfs {
     /// rpm-ostree already regenerates it on the host from /etc.
     #[default]
     Regenerated,
@@ -62,7 +62,7 @@ pub enum DeployedInitramfs {
 /// "initramfs regeneration state is already enabled".
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case", tag = "how")]
-pub enum InitramfsRebuild {
+pub(crate) enum InitramfsRebuild {
     /// `rpm-ostree initramfs --enable` again with the origin's own `--arg=` values, unchanged.
     Rerun { args: Vec<String> },
     /// No args to re-pass: the tool cannot trigger it without changing the user's settings.
@@ -70,7 +70,7 @@ pub enum InitramfsRebuild {
 }
 
 /// What the user is told when the rebuild cannot be triggered (by apply or revert).
-pub const INITRAMFS_NOT_REBUILT: &str = "the initramfs still lacks the change until it is regenerated: \
+pub(crate) const INITRAMFS_NOT_REBUILT: &str = "the initramfs still lacks the change until it is regenerated: \
      regeneration is already on without arguments, and rpm-ostree then refuses to re-run `initramfs --enable`. \
      The /etc/dracut.conf.d and /etc/modprobe.d files as they are now reach the initramfs with the next deployment \
      rpm-ostree makes (e.g. `rpm-ostree upgrade`); to do it now, run `rpm-ostree initramfs --disable` and then \
@@ -78,18 +78,18 @@ pub const INITRAMFS_NOT_REBUILT: &str = "the initramfs still lacks the change un
 
 /// A host argument that contradicts the plan.
 #[derive(Debug, Clone, Serialize)]
-pub struct Conflict {
-    pub host: HostKarg,
+pub(crate) struct Conflict {
+    pub(crate) host: HostKarg,
     /// The planned argument it contradicts; `None` when it contradicts the plan as a whole (the IOMMU off).
-    pub planned: Option<Karg>,
-    pub reason: String,
+    pub(crate) planned: Option<Karg>,
+    pub(crate) reason: String,
     /// What of `host` stays when it goes: its tokens that contradict nothing.
-    pub keep: Option<HostKarg>,
+    pub(crate) keep: Option<HostKarg>,
 }
 
 impl Conflict {
     /// `iommu=off (planned iommu=pt)`, for messages.
-    pub fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         match &self.planned {
             Some(planned) => format!("{} (planned {planned}: {})", self.host, self.reason),
             None => format!("{} ({})", self.host, self.reason),
@@ -98,18 +98,18 @@ impl Conflict {
 }
 
 #[derive(Debug, Clone, Serialize)]
-pub struct FileChange {
+pub(crate) struct FileChange {
     /// Host path (under --root when one is given).
-    pub path: Utf8PathBuf,
-    pub mode: u32,
-    pub content: String,
+    pub(crate) path: Utf8PathBuf,
+    pub(crate) mode: u32,
+    pub(crate) content: String,
     /// The file exists now with other content: it is backed up before it is replaced.
-    pub replaces_existing: bool,
+    pub(crate) replaces_existing: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case", tag = "kind")]
-pub enum KernelChange {
+pub(crate) enum KernelChange {
     /// `rpm-ostree override replace` of local packages with the base kernel's package names.
     Replace { packages: Vec<Utf8PathBuf> },
     /// Packages of other names (`kernel-acs*`): remove the base kernel packages, install these.
@@ -120,15 +120,7 @@ pub enum KernelChange {
 }
 
 impl Changes {
-    pub fn is_empty(&self) -> bool {
-        self.append.is_empty()
-            && self.delete.is_empty()
-            && self.files.is_empty()
-            && !self.enable_initramfs
-            && self.kernel.is_none()
-    }
-
-    pub fn needs_kargs_transaction(&self) -> bool {
+    pub(crate) fn needs_kargs_transaction(&self) -> bool {
         !self.append.is_empty() || !self.delete.is_empty()
     }
 }
@@ -137,7 +129,7 @@ impl Changes {
 /// `replace_conflicts`: rpm-ostree would append the planned karg beside the old one and the kernel would keep
 /// whichever comes last. Kargs an earlier apply added (`own`) are replaced without asking: they are ours.
 /// `initramfs_stale`: an earlier apply changed the drop-ins after `pending`'s initramfs was built.
-pub fn compute(
+pub(crate) fn compute(
     plan: &Plan,
     pending: &DeploymentState,
     root: &Root,
@@ -321,7 +313,7 @@ fn upgrade_blockers(changes: &Changes, pending: &DeploymentState) -> Vec<String>
 }
 
 /// The kernel packages still to install; `None` when the pending deployment already has them.
-pub fn kernel_change(
+pub(crate) fn kernel_change(
     source: &KernelSource,
     pending: &DeploymentState,
 ) -> Result<Option<KernelChange>> {

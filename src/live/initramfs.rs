@@ -17,7 +17,7 @@ use crate::root::Root;
 /// Rebuilds the pending initramfs when it is still the marked one, with `initramfs --enable` and the
 /// origin's own args. Without args rpm-ostree refuses that, so the marker stays and the reason is returned:
 /// the next apply or revert says so again, until some new deployment exists.
-pub fn rebuild_if_stale(
+pub(crate) fn rebuild_if_stale(
     root: &Root,
     sysroot: &Utf8Path,
     rpm: &RpmOstree,

@@ -14,15 +14,18 @@ use crate::error::ChecksFailed;
 use crate::root::Root;
 
 /// Present on every booted ostree system; its absence means this is not an rpm-ostree host.
-pub const OSTREE_BOOTED: &str = "/run/ostree-booted";
-pub const LOCK_FILE: &str = "/run/passthru-image-live.lock";
+pub(crate) const OSTREE_BOOTED: &str = "/run/ostree-booted";
+pub(crate) const LOCK_FILE: &str = "/run/passthru-image-live.lock";
 
 /// Held for the whole run; released when dropped (the lock dies with the process too).
 #[derive(Debug)]
-pub struct Lock(#[allow(dead_code)] File);
+pub(crate) struct Lock {
+    // Never read: holding the open file is holding the lock.
+    _file: File,
+}
 
 /// Whether this process runs as root: /proc/self belongs to the effective user.
-pub fn running_as_root() -> Result<bool> {
+pub(crate) fn running_as_root() -> Result<bool> {
     Ok(std::fs::metadata("/proc/self")
         .context("reading /proc/self")?
         .uid()
@@ -30,7 +33,7 @@ pub fn running_as_root() -> Result<bool> {
 }
 
 /// Host and privilege checks that need no rpm-ostree.
-pub fn check_host(root: &Root, is_root: bool) -> Result<()> {
+pub(crate) fn check_host(root: &Root, is_root: bool) -> Result<()> {
     if !root.exists(OSTREE_BOOTED) {
         return Err(ChecksFailed(format!(
             "{} does not exist: this is not a booted ostree host; live mode is for rpm-ostree hosts \
@@ -46,7 +49,7 @@ pub fn check_host(root: &Root, is_root: bool) -> Result<()> {
 }
 
 /// Takes the lock file in /run under the root, made if missing; a symlink standing there is not followed.
-pub fn lock(root: &Root) -> Result<Lock> {
+pub(crate) fn lock(root: &Root) -> Result<Lock> {
     let path = root.join(LOCK_FILE);
     let abs = Utf8Path::new(LOCK_FILE);
     let dir = atomic::host_dir(
@@ -66,7 +69,7 @@ pub fn lock(root: &Root) -> Result<Lock> {
     .with_context(|| format!("opening the lock file {path}"))?;
     let file = File::from(fd);
     match file.try_lock() {
-        Ok(()) => Ok(Lock(file)),
+        Ok(()) => Ok(Lock { _file: file }),
         Err(TryLockError::WouldBlock) => Err(ChecksFailed(format!(
             "another passthru-image apply or revert holds {path}; wait for it to finish"
         ))
@@ -77,7 +80,7 @@ pub fn lock(root: &Root) -> Result<Lock> {
 
 /// Right before the first change: our lock, and rpm-ostree idle. (The host checks and the reading of every
 /// input come first, so bad input never even makes the lock file.)
-pub fn lock_when_idle(root: &Root, rpm: &RpmOstree) -> Result<Lock> {
+pub(crate) fn lock_when_idle(root: &Root, rpm: &RpmOstree) -> Result<Lock> {
     let lock = lock(root)?;
     if let Some(transaction) = rpm.transaction_in_progress()? {
         return Err(ChecksFailed(format!(

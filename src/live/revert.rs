@@ -15,13 +15,13 @@ use crate::error::ChecksFailed;
 use crate::root::Root;
 
 #[derive(Debug)]
-pub struct Reverted {
-    pub steps_run: Vec<String>,
+pub(crate) struct Reverted {
+    pub(crate) steps_run: Vec<String>,
     /// Why the revert is not complete yet, when it is not (the initramfs could not be rebuilt).
-    pub incomplete: Option<&'static str>,
+    pub(crate) incomplete: Option<&'static str>,
 }
 
-pub fn revert(root: &Root, sysroot: &Utf8PathBuf, is_root: bool) -> Result<Reverted> {
+pub(crate) fn revert(root: &Root, sysroot: &Utf8PathBuf, is_root: bool) -> Result<Reverted> {
     deployment::check_sysroot(sysroot)?;
     preflight::check_host(root, is_root)?;
     // The record is input: read and checked before anything is written (the lock file included), so a record

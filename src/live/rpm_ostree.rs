@@ -10,12 +10,12 @@ use camino::{Utf8Path, Utf8PathBuf};
 use serde::Serialize;
 
 use crate::cmd::Cmd;
-pub use crate::cmd::Outcome;
+pub(crate) use crate::cmd::Outcome;
 use crate::kargs::HostKarg;
 
 /// How rpm-ostree is reached: the program on PATH, pointed at the sysroot being changed.
 #[derive(Debug, Clone)]
-pub struct RpmOstree {
+pub(crate) struct RpmOstree {
     program: String,
     /// `--sysroot`, passed only when it is not `/` (rpm-ostree's own default).
     sysroot: Option<Utf8PathBuf>,
@@ -24,10 +24,10 @@ pub struct RpmOstree {
 /// One rpm-ostree command line (without the program name).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(transparent)]
-pub struct Invocation(pub Vec<String>);
+pub(crate) struct Invocation(pub(crate) Vec<String>);
 
 impl RpmOstree {
-    pub fn new(sysroot: &Utf8Path) -> RpmOstree {
+    pub(crate) fn new(sysroot: &Utf8Path) -> RpmOstree {
         RpmOstree {
             program: "rpm-ostree".into(),
             sysroot: (sysroot != "/").then(|| sysroot.to_owned()),
@@ -45,7 +45,7 @@ impl RpmOstree {
     }
 
     /// All karg changes in one transaction: one new deployment, one reboot.
-    pub fn kargs(&self, append: &[HostKarg], delete: &[HostKarg]) -> Invocation {
+    pub(crate) fn kargs(&self, append: &[HostKarg], delete: &[HostKarg]) -> Invocation {
         let delete = delete.iter().map(|k| format!("--delete-if-present={k}"));
         let append = append.iter().map(|k| format!("--append-if-missing={k}"));
         let rest = delete
@@ -54,7 +54,7 @@ impl RpmOstree {
         self.build(&["kargs"], rest)
     }
 
-    pub fn initramfs(&self, enable: bool) -> Invocation {
+    pub(crate) fn initramfs(&self, enable: bool) -> Invocation {
         let flag = if enable { "--enable" } else { "--disable" };
         self.build(&["initramfs"], [flag.to_owned()])
     }
@@ -67,14 +67,14 @@ impl RpmOstree {
     /// call fails loudly (apply reports the step as not applied and the next apply retries it); the fix then
     /// is to plan [`super::changes::InitramfsRebuild::NotPossible`] instead, which tells the user to run
     /// `--disable` and `--enable`.
-    pub fn initramfs_rerun(&self, args: &[String]) -> Invocation {
+    pub(crate) fn initramfs_rerun(&self, args: &[String]) -> Invocation {
         let rest =
             std::iter::once("--enable".to_owned()).chain(args.iter().map(|a| format!("--arg={a}")));
         self.build(&["initramfs"], rest)
     }
 
     /// Replaces base packages by local package files of the same names.
-    pub fn override_replace(&self, packages: &[Utf8PathBuf]) -> Invocation {
+    pub(crate) fn override_replace(&self, packages: &[Utf8PathBuf]) -> Invocation {
         self.build(
             &["override", "replace"],
             packages.iter().map(|p| p.to_string()),
@@ -82,7 +82,7 @@ impl RpmOstree {
     }
 
     /// Removes base packages and installs local ones of other names in the same transaction.
-    pub fn override_remove_install(
+    pub(crate) fn override_remove_install(
         &self,
         remove: &[String],
         install: &[Utf8PathBuf],
@@ -97,7 +97,7 @@ impl RpmOstree {
     /// Undoes overrides of the named packages and removes the layered packages `uninstall` in the same
     /// transaction (the override commands take `--uninstall` like `--install`), so no deployment in between
     /// is left without a kernel.
-    pub fn override_reset(&self, names: &[String], uninstall: &[String]) -> Invocation {
+    pub(crate) fn override_reset(&self, names: &[String], uninstall: &[String]) -> Invocation {
         let uninstall = uninstall.iter().map(|n| format!("--uninstall={n}"));
         self.build(
             &["override", "reset"],
@@ -111,19 +111,19 @@ impl RpmOstree {
     }
 
     /// Runs a command; its output goes to the user's stderr as it comes (rpm-ostree reports progress there).
-    pub fn run(&self, invocation: &Invocation) -> Result<Outcome> {
+    pub(crate) fn run(&self, invocation: &Invocation) -> Result<Outcome> {
         self.command(invocation).run()
     }
 
     /// Whether rpm-ostree is in the middle of a transaction (`"transaction"` is null when idle).
-    pub fn transaction_in_progress(&self) -> Result<Option<String>> {
+    pub(crate) fn transaction_in_progress(&self) -> Result<Option<String>> {
         let status = self.build(&["status"], ["--json".to_owned()]);
         let json: serde_json::Value = self.command(&status).read_json()?;
         Ok(transaction_of(&json))
     }
 
     /// The command line as a user would type it.
-    pub fn display(&self, invocation: &Invocation) -> String {
+    pub(crate) fn display(&self, invocation: &Invocation) -> String {
         std::iter::once(self.program.as_str())
             .chain(invocation.0.iter().map(String::as_str))
             .collect::<Vec<_>>()

@@ -59,15 +59,15 @@ fn dkms_variable(name: &str) -> Option<Value> {
 
 /// What dkms.conf says about a module source.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct DkmsConf {
+pub(crate) struct DkmsConf {
     /// PACKAGE_NAME and PACKAGE_VERSION.
-    pub name: String,
-    pub version: String,
+    pub(crate) name: String,
+    pub(crate) version: String,
     /// The kernel modules the build makes, in dkms.conf's order.
-    pub modules: Vec<BuiltModule>,
+    pub(crate) modules: Vec<BuiltModule>,
     /// The build command as dkms runs it in the build directory, one argument per word; `${kernelver}`,
     /// `${kernel_source_dir}` and `${parallel_jobs}` are filled by the build.
-    pub make: Vec<Word>,
+    pub(crate) make: Vec<Word>,
 }
 
 impl DkmsConf {
@@ -84,13 +84,13 @@ impl DkmsConf {
 
 /// One kernel module a dkms build makes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct BuiltModule {
+pub(crate) struct BuiltModule {
     /// BUILT_MODULE_NAME: `NAME.ko` after the build, and the name modprobe knows.
-    pub name: String,
+    pub(crate) name: String,
     /// BUILT_MODULE_LOCATION: the .ko's directory in the build directory, empty for its top.
-    pub location: String,
+    pub(crate) location: String,
     /// STRIP: dkms strips debug information unless told "no".
-    pub debug_info: DebugInfo,
+    pub(crate) debug_info: DebugInfo,
 }
 
 impl BuiltModule {
@@ -105,14 +105,14 @@ impl BuiltModule {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
-pub enum DebugInfo {
+pub(crate) enum DebugInfo {
     Strip,
     Keep,
 }
 
 /// One argument of the build command: text, and variables only the build knows.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Word(Vec<WordPart>);
+pub(crate) struct Word(Vec<WordPart>);
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum WordPart {

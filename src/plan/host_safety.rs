@@ -21,9 +21,9 @@ use crate::root::Root;
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Taken<'a> {
     /// `vfio.ids`: every device with one of them.
-    pub ids: &'a [PciId],
+    pub(crate) ids: &'a [PciId],
     /// Devices named by address.
-    pub addresses: &'a [PciAddress],
+    pub(crate) addresses: &'a [PciAddress],
 }
 
 impl Taken<'_> {
@@ -77,20 +77,20 @@ impl Risk {
 /// One device the plan must not take without the switch.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Refusal {
-    pub risk: Risk,
+    pub(crate) risk: Risk,
     /// The config key that takes the device (`vfio.ids`, `vfio.addresses`).
-    pub field: &'static str,
-    pub device: PciAddress,
+    pub(crate) field: &'static str,
+    pub(crate) device: PciAddress,
     /// Why, and what to do instead, in words.
-    pub reason: String,
+    pub(crate) reason: String,
 }
 
 /// The verdict on a plan's devices for one host.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct Judgement {
-    pub refusals: Vec<Refusal>,
+    pub(crate) refusals: Vec<Refusal>,
     /// IDs and addresses no device of the host has: fine when the image is for another host.
-    pub warnings: Vec<String>,
+    pub(crate) warnings: Vec<String>,
 }
 
 /// Reads what the host needs and judges `taken`: the warnings, or bad input listing every refusal. Reads

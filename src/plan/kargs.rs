@@ -19,9 +19,9 @@ const HOST_ARGS_RESERVE: usize = 512;
 
 /// An argument of the guide that the plan leaves out, and why in one line.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct OmittedKarg {
-    pub karg: &'static str,
-    pub reason: String,
+pub(crate) struct OmittedKarg {
+    pub(crate) karg: &'static str,
+    pub(crate) reason: String,
 }
 
 /// What the host the plan is for tells about its own GPUs; `None` when the plan is for an image built
@@ -29,26 +29,26 @@ pub struct OmittedKarg {
 #[derive(Debug, Clone, Default)]
 pub(crate) struct HostGpus {
     /// GPUs the host keeps (not passed through) that are driven by nouveau.
-    pub kept_on_nouveau: Vec<PciAddress>,
+    pub(crate) kept_on_nouveau: Vec<PciAddress>,
 }
 
 /// The kernel arguments of a plan and the guide's arguments it leaves out.
 #[derive(Debug, Clone)]
 pub(crate) struct PlannedKargs {
-    pub kargs: Kargs,
-    pub omitted: Vec<OmittedKarg>,
-    pub warnings: Vec<String>,
+    pub(crate) kargs: Kargs,
+    pub(crate) omitted: Vec<OmittedKarg>,
+    pub(crate) warnings: Vec<String>,
 }
 
 /// The facts the arguments are rendered from.
 pub(crate) struct KargFacts<'a> {
-    pub config: &'a Config,
-    pub cpu: CpuVendor,
+    pub(crate) config: &'a Config,
+    pub(crate) cpu: CpuVendor,
     /// The devices bound to vfio-pci by ID.
-    pub vfio_ids: &'a [PciId],
+    pub(crate) vfio_ids: &'a [PciId],
     /// The devices bound to vfio-pci by address.
-    pub vfio_addresses: &'a [PciAddress],
-    pub host: Option<&'a HostGpus>,
+    pub(crate) vfio_addresses: &'a [PciAddress],
+    pub(crate) host: Option<&'a HostGpus>,
 }
 
 #[derive(Default)]

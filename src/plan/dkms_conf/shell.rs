@@ -67,15 +67,15 @@ fn push_part(value: &mut Value, part: &Part) {
 /// What went wrong, and on which line of the file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) struct ShellError {
-    pub line: usize,
-    pub message: String,
+    pub(crate) line: usize,
+    pub(crate) message: String,
 }
 
 /// One element of a variable, with the line that assigned it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) struct Assigned {
-    pub value: Value,
-    pub line: usize,
+    pub(crate) value: Value,
+    pub(crate) line: usize,
 }
 
 /// The variables a dkms.conf assigned (every bash variable is an array; `NAME=` sets element 0), and the ones
