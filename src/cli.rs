@@ -23,34 +23,34 @@ use crate::root::Root;
 pub struct Cli {
     /// Configuration file [default: ./passthru.toml if present, else the embedded default]
     #[arg(long, global = true, value_name = "FILE")]
-    pub config: Option<Utf8PathBuf>,
+    pub(crate) config: Option<Utf8PathBuf>,
 
     /// Root of the host filesystem whose /sys and /proc are read [default: /]; with plan, generate and build it
     /// also makes the plan for that host (its devices are read and checked)
     #[arg(long, global = true, value_name = "DIR", value_parser = parse_existing_dir)]
-    pub root: Option<Utf8PathBuf>,
+    pub(crate) root: Option<Utf8PathBuf>,
 
     /// Show the container engine's whole output during build, instead of one progress line
     #[arg(short, long, global = true, conflicts_with = "quiet")]
-    pub verbose: bool,
+    pub(crate) verbose: bool,
 
     /// Only errors
     #[arg(short, long, global = true)]
-    pub quiet: bool,
+    pub(crate) quiet: bool,
 
     #[command(subcommand)]
-    pub command: Command,
+    pub(crate) command: Command,
 }
 
 impl Cli {
     /// The root of the host that commands about a host read: `--root`, else `/`.
-    pub fn root(&self) -> Root {
+    pub(crate) fn root(&self) -> Root {
         self.root.clone().map(Root::new).unwrap_or_default()
     }
 
     /// Whom `plan`, `generate` and `build` plan for: the host under `--root`, else an image whose hosts this
     /// machine cannot see.
-    pub fn image_target(&self) -> Target {
+    pub(crate) fn image_target(&self) -> Target {
         match &self.root {
             Some(root) => Target::Host(Root::new(root.clone())),
             None => Target::Image,
@@ -58,13 +58,13 @@ impl Cli {
     }
 
     /// Whom the commands about this host (apply, doctor, detect) plan for.
-    pub fn host_target(&self) -> Target {
+    pub(crate) fn host_target(&self) -> Target {
         Target::Host(self.root())
     }
 }
 
 #[derive(Debug, Subcommand)]
-pub enum Command {
+pub(crate) enum Command {
     /// Show the resolved plan: kernel arguments, initramfs drivers, files, kernel, modules
     Plan {
         /// Print the plan as JSON
@@ -172,7 +172,7 @@ pub enum Command {
 }
 
 #[derive(Debug, Subcommand)]
-pub enum MokCommand {
+pub(crate) enum MokCommand {
     /// Make a key pair and certificate for shim and the kernel in DIR (new or empty), and print how to
     /// enroll it with mokutil
     New {
@@ -186,128 +186,128 @@ pub enum MokCommand {
 }
 
 #[derive(Debug, Subcommand)]
-pub enum CiTarget {
+pub(crate) enum CiTarget {
     /// A GitHub Actions workflow: build every host with `build --hosts` on push and when a base image changes
     Github(GithubArgs),
 }
 
 #[derive(Debug, Clone, Args)]
-pub struct GithubArgs {
+pub(crate) struct GithubArgs {
     /// The fleet directory, relative to the repository root (one NAME.toml per host, tags on ghcr.io)
     #[arg(long, value_name = "DIR", default_value = "hosts")]
-    pub hosts: Utf8PathBuf,
+    pub(crate) hosts: Utf8PathBuf,
     /// The passthru-image container image the workflow runs in, pinned by digest (IMAGE@sha256:...)
     #[arg(long, value_name = "IMAGE@DIGEST", value_parser = parse_image_ref)]
-    pub tool_image: ImageRef,
+    pub(crate) tool_image: ImageRef,
     /// Branch whose pushes rebuild the images
     #[arg(long, value_name = "NAME", default_value = "main")]
-    pub branch: String,
+    pub(crate) branch: String,
     /// When the daily check for base image updates runs: cron, UTC
     #[arg(long, value_name = "CRON", default_value = "23 4 * * *")]
-    pub schedule: String,
+    pub(crate) schedule: String,
     /// Sign every pushed image: cosign signs keyless with the workflow's identity
     #[arg(long, value_enum, default_value = "none")]
-    pub sign: Signing,
+    pub(crate) sign: Signing,
     /// Write the workflow to FILE (e.g. .github/workflows/passthru-image.yml) instead of stdout; refused when
     /// FILE exists, unless --force
     #[arg(long, value_name = "FILE")]
-    pub write: Option<Utf8PathBuf>,
+    pub(crate) write: Option<Utf8PathBuf>,
     /// Replace an existing --write FILE
     #[arg(long, requires = "write")]
-    pub force: bool,
+    pub(crate) force: bool,
 }
 
 #[derive(Debug, Clone, Args)]
-pub struct TestBootArgs {
+pub(crate) struct TestBootArgs {
     /// Image in podman's local storage [default: the config's image.tag]
     #[arg(value_parser = parse_image_ref, value_name = "IMAGE")]
-    pub image: Option<ImageRef>,
+    pub(crate) image: Option<ImageRef>,
     /// Print the report (checks, timings, what the probe saw) as JSON
     #[arg(long)]
-    pub json: bool,
+    pub(crate) json: bool,
     /// Seconds the VM may run before it is killed and the boot fails
     #[arg(long, value_name = "SECS", default_value_t = 300,
           value_parser = clap::value_parser!(u64).range(1..=3600))]
-    pub timeout: u64,
+    pub(crate) timeout: u64,
     /// Virtual IOMMU of the VM [default: from the plan's CPU vendor]
     #[arg(long, value_enum)]
-    pub iommu: Option<IommuKind>,
+    pub(crate) iommu: Option<IommuKind>,
     /// Also write the VM's sysfs/procfs tree (the paths `--root` reads) to DIR, a new or empty directory
     #[arg(long, value_name = "DIR")]
-    pub capture: Option<Utf8PathBuf>,
+    pub(crate) capture: Option<Utf8PathBuf>,
     /// List the checks and what each verifies; boot nothing
     #[arg(long)]
-    pub list_checks: bool,
+    pub(crate) list_checks: bool,
 }
 
 #[derive(Debug, Clone, Args)]
-pub struct BuildArgs {
+pub(crate) struct BuildArgs {
     /// Container engine [default: podman, else buildah, else docker, whichever is on PATH]
     #[arg(long, value_enum, env = "PASSTHRU_ENGINE")]
-    pub engine: Option<Engine>,
+    pub(crate) engine: Option<Engine>,
     /// Process isolation for RUN steps (chroot where cgroups are hybrid) [default: the engine's own]
     #[arg(long, value_enum)]
-    pub isolation: Option<Isolation>,
+    pub(crate) isolation: Option<Isolation>,
     /// When the engine may fetch the base image
     #[arg(long, value_enum, default_value = "missing")]
-    pub pull: Pull,
+    pub(crate) pull: Pull,
     /// Label for the built image (repeatable)
     #[arg(long = "label", value_name = "KEY=VALUE", value_parser = parse_label)]
-    pub labels: Vec<Label>,
+    pub(crate) labels: Vec<Label>,
     /// Push the image to its registry after the build, and print its digest
     #[arg(long)]
-    pub push: bool,
+    pub(crate) push: bool,
     /// With --push: write the pushed digest to FILE (as `podman push --digestfile`); with --hosts, one
     /// REPOSITORY@DIGEST line per host
     #[arg(long, value_name = "FILE", requires = "push")]
-    pub digest_file: Option<Utf8PathBuf>,
+    pub(crate) digest_file: Option<Utf8PathBuf>,
     /// With --push: `false` pushes to a registry on plain HTTP or with a certificate this machine does not
     /// trust (podman, buildah; the base is still fetched with verification)
     #[arg(long, value_enum, value_name = "BOOL", requires = "push", num_args = 0..=1,
           require_equals = true, default_missing_value = "true")]
-    pub tls_verify: Option<TlsVerify>,
+    pub(crate) tls_verify: Option<TlsVerify>,
     /// Build every host config in DIR: NAME.toml, each a passthru.toml, makes REPOSITORY:NAME (the repository
     /// of its image.tag); hosts with the same base, kernel, modules and initramfs share those layers
     #[arg(long, value_name = "DIR")]
-    pub hosts: Option<Utf8PathBuf>,
+    pub(crate) hosts: Option<Utf8PathBuf>,
     /// Keep the build context in DIR (same rules as `generate -o`) instead of a temporary directory
     #[arg(long, value_name = "DIR")]
-    pub context: Option<Utf8PathBuf>,
+    pub(crate) context: Option<Utf8PathBuf>,
     #[command(flatten)]
-    pub overrides: OverrideArgs,
+    pub(crate) overrides: OverrideArgs,
 }
 
 /// Where live mode finds the ostree deployments.
 #[derive(Debug, Clone, Args)]
-pub struct LiveArgs {
+pub(crate) struct LiveArgs {
     /// The ostree sysroot holding the deployments
     #[arg(long, value_name = "DIR", default_value = "/")]
-    pub sysroot: Utf8PathBuf,
+    pub(crate) sysroot: Utf8PathBuf,
 }
 
 /// Config values a single run may override.
 #[derive(Debug, Clone, Default, Args)]
-pub struct OverrideArgs {
+pub(crate) struct OverrideArgs {
     /// CPU vendor, instead of cpu.vendor
     #[arg(long, value_enum)]
-    pub cpu: Option<CpuChoice>,
+    pub(crate) cpu: Option<CpuChoice>,
     /// Vendors of the passed-through GPUs, comma-separated, instead of gpu.vendors
     #[arg(long, value_enum, value_delimiter = ',', num_args = 0..)]
-    pub gpu: Option<Vec<GpuVendor>>,
+    pub(crate) gpu: Option<Vec<GpuVendor>>,
     /// Device IDs to bind to vfio-pci (vvvv:dddd, comma-separated), instead of vfio.ids
     #[arg(long, value_delimiter = ',', value_parser = parse_pci_id, num_args = 0..)]
-    pub vfio_ids: Option<Vec<PciId>>,
+    pub(crate) vfio_ids: Option<Vec<PciId>>,
     /// Base image, instead of image.base (drops a configured digest)
     #[arg(long, value_parser = parse_image_ref, value_name = "IMAGE")]
-    pub base: Option<ImageRef>,
+    pub(crate) base: Option<ImageRef>,
     /// Tag of the built image, instead of image.tag
     #[arg(long, value_parser = parse_image_ref, value_name = "IMAGE")]
-    pub tag: Option<ImageRef>,
+    pub(crate) tag: Option<ImageRef>,
 }
 
 impl OverrideArgs {
     /// No override given on the command line.
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         let OverrideArgs {
             cpu,
             gpu,

@@ -9,7 +9,7 @@ use crate::live::preflight;
 use crate::live::rpm_ostree::RpmOstree;
 use crate::plan::Plan;
 
-pub fn run(
+pub(crate) fn run(
     cli: &Cli,
     overrides: &OverrideArgs,
     live: &LiveArgs,

@@ -19,7 +19,7 @@ use crate::image::{context, fetch, progress, render};
 use crate::image_ref::{Digest, ImageRef};
 use crate::plan::Plan;
 
-pub fn run(cli: &Cli, args: &BuildArgs) -> Result<()> {
+pub(crate) fn run(cli: &Cli, args: &BuildArgs) -> Result<()> {
     check_digest_file(args)?;
     if let Some(dir) = &args.context {
         crate::image::context::check(dir, false)?;

@@ -9,7 +9,7 @@ use crate::config::Overrides;
 use crate::error::InputError;
 use crate::fleet::Fleet;
 
-pub fn github(cli: &Cli, args: &GithubArgs) -> Result<()> {
+pub(crate) fn github(cli: &Cli, args: &GithubArgs) -> Result<()> {
     if let Some(path) = &args.write
         && !args.force
         && (path.exists() || path.is_symlink())

@@ -14,22 +14,22 @@ use crate::plan::host_safety::{self, Taken};
 use crate::root::{Root, UserFile};
 
 /// What `detect` was asked to do, beyond reading the host.
-pub struct Options<'a> {
+pub(crate) struct Options<'a> {
     /// `--write FILE`.
-    pub write: Option<&'a Utf8Path>,
+    pub(crate) write: Option<&'a Utf8Path>,
     /// How an existing `--write FILE` is treated.
-    pub existing: Existing,
+    pub(crate) existing: Existing,
     /// `--device ADDRESS`.
-    pub device: Option<PciAddress>,
+    pub(crate) device: Option<PciAddress>,
     /// `--sysroot DIR`.
-    pub sysroot: Option<&'a Utf8Path>,
+    pub(crate) sysroot: Option<&'a Utf8Path>,
     /// `--json`.
-    pub json: bool,
+    pub(crate) json: bool,
 }
 
 /// What `--write` does with a file that is there.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Existing {
+pub(crate) enum Existing {
     Refuse,
     /// `--force`.
     Replace,
@@ -37,7 +37,7 @@ pub enum Existing {
     Merge,
 }
 
-pub fn run(cli: &Cli, options: &Options) -> Result<()> {
+pub(crate) fn run(cli: &Cli, options: &Options) -> Result<()> {
     let root = cli.root();
     // Refuse before reading anything: an existing config is the user's work, and a config goes only where
     // the user's directory is.

@@ -11,7 +11,7 @@ use crate::plan::Plan;
 use crate::plan::record::{self, Expectations, RecordSource};
 use crate::root::Root;
 
-pub fn run(cli: &Cli, overrides: &OverrideArgs, json: bool, list: bool) -> Result<()> {
+pub(crate) fn run(cli: &Cli, overrides: &OverrideArgs, json: bool, list: bool) -> Result<()> {
     if list {
         return Ok(checks::list(doctor::CHECKS, &mut std::io::stdout())?);
     }

@@ -10,7 +10,7 @@ use crate::host::topology::{
 };
 use crate::plan::iommu_kargs;
 
-pub fn run(cli: &Cli, json: bool, classes: &[DeviceClass]) -> Result<()> {
+pub(crate) fn run(cli: &Cli, json: bool, classes: &[DeviceClass]) -> Result<()> {
     let root = cli.root();
     let topology = Topology::read(&root)?;
     let needs = HostNeeds::read(&root, &topology)?;

@@ -123,14 +123,14 @@ fn dispatch(cli: &Cli) -> Result<()> {
 }
 
 /// The config for this run: `--config`/./passthru.toml/embedded, with the command's overrides applied.
-pub fn load_config(cli: &Cli, overrides: &OverrideArgs) -> Result<(Config, ConfigSource)> {
+pub(crate) fn load_config(cli: &Cli, overrides: &OverrideArgs) -> Result<(Config, ConfigSource)> {
     let (config, source) = Config::load(cli.config.as_deref())?;
     Ok((config.with_overrides(&overrides.into()), source))
 }
 
 /// `--hosts` takes each host's config, tag and device IDs from its file: flags that would replace them for every
 /// host are refused.
-pub fn refuse_with_hosts(cli: &Cli, overrides: &OverrideArgs) -> Result<()> {
+pub(crate) fn refuse_with_hosts(cli: &Cli, overrides: &OverrideArgs) -> Result<()> {
     let refused = [
         (
             "--config",
@@ -159,7 +159,7 @@ pub fn refuse_with_hosts(cli: &Cli, overrides: &OverrideArgs) -> Result<()> {
 }
 
 /// Prints `value` as pretty JSON on stdout: the machine-readable contract of `--json`.
-pub fn print_json(value: &impl serde::Serialize) -> Result<()> {
+pub(crate) fn print_json(value: &impl serde::Serialize) -> Result<()> {
     outln!("{}", serde_json::to_string_pretty(value)?);
     Ok(())
 }

@@ -4,7 +4,7 @@ use camino::{Utf8Path, Utf8PathBuf};
 use crate::cli::{Cli, MokCommand};
 use crate::mok::{self, CommonName, MokFiles};
 
-pub fn run(cli: &Cli, command: &MokCommand) -> Result<()> {
+pub(crate) fn run(cli: &Cli, command: &MokCommand) -> Result<()> {
     match command {
         MokCommand::New { dir, name } => new(cli, dir, name.as_deref()),
     }

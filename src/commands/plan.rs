@@ -8,7 +8,7 @@ use crate::fleet::{Fleet, Stack};
 use crate::image::labels;
 use crate::plan::{Layer, ModulePlan, Plan};
 
-pub fn run(cli: &Cli, overrides: &OverrideArgs, json: bool) -> Result<()> {
+pub(crate) fn run(cli: &Cli, overrides: &OverrideArgs, json: bool) -> Result<()> {
     let (config, source) = load_config(cli, overrides)?;
     let plan = Plan::resolve(&config, &cli.image_target())?;
     for warning in &plan.warnings {
@@ -141,7 +141,7 @@ fn module_line(module: &ModulePlan) -> String {
 }
 
 /// `plan --hosts DIR`: every host's plan, grouped by the stack (base, kernel, modules, initramfs) it shares.
-pub fn run_fleet(cli: &Cli, overrides: &OverrideArgs, dir: &Utf8Path, json: bool) -> Result<()> {
+pub(crate) fn run_fleet(cli: &Cli, overrides: &OverrideArgs, dir: &Utf8Path, json: bool) -> Result<()> {
     refuse_with_hosts(cli, overrides)?;
     let fleet = Fleet::load(dir, &overrides.into(), &cli.image_target())?;
     for host in &fleet.hosts {

@@ -10,7 +10,7 @@ use crate::cli::{Cli, OverrideArgs, TestBootArgs};
 use crate::error::ChecksFailed;
 use crate::plan::Plan;
 
-pub fn run(cli: &Cli, args: &TestBootArgs) -> Result<()> {
+pub(crate) fn run(cli: &Cli, args: &TestBootArgs) -> Result<()> {
     if args.list_checks {
         return Ok(checks::list(boot::verdict::CHECKS, &mut std::io::stdout())?);
     }
