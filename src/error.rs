@@ -13,11 +13,11 @@ pub struct InputError {
     /// The config key, flag or file the bad value came from, e.g. `vfio.ids[1]` or `--vfio-ids`.
     pub field: String,
     /// What is wrong and what is allowed.
-    pub message: String,
+    pub(crate) message: String,
 }
 
 impl InputError {
-    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+    pub(crate) fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
         Self {
             field: field.into(),
             message: message.into(),
