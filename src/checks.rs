@@ -347,13 +347,13 @@ pub(crate) fn list<F>(checks: &[&Check<F>], out: &mut impl Write) -> std::io::Re
 mod tests {
     use super::*;
 
-    /// Facts of the test checks: what each of them finds.
-    struct Facts {
+    /// TestFacts of the test checks: what each of them finds.
+    struct TestFacts {
         base: Status,
         items: Vec<(&'static str, Status)>,
     }
 
-    static BASE: Check<Facts> = Check {
+    static BASE: Check<TestFacts> = Check {
         name: "base",
         verifies: "the base is there",
         requires: &[],
@@ -365,7 +365,7 @@ mod tests {
         },
     };
 
-    static ITEM: Check<Facts> = Check {
+    static ITEM: Check<TestFacts> = Check {
         name: "item",
         verifies: "each item works",
         requires: &[],
@@ -384,21 +384,21 @@ mod tests {
         },
     };
 
-    static NEEDS_BASE: Check<Facts> = Check {
+    static NEEDS_BASE: Check<TestFacts> = Check {
         name: "needs-base",
         verifies: "something on top of the base",
         requires: &[&BASE],
         judge: |_, _| Ok(vec![Finding::pass("fine")]),
     };
 
-    static NOTHING: Check<Facts> = Check {
+    static NOTHING: Check<TestFacts> = Check {
         name: "nothing",
         verifies: "a check with nothing to judge",
         requires: &[],
         judge: |_, _| Ok(Vec::new()),
     };
 
-    const ALL: &[&Check<Facts>] = &[&BASE, &ITEM, &NEEDS_BASE, &NOTHING];
+    const ALL: &[&Check<TestFacts>] = &[&BASE, &ITEM, &NEEDS_BASE, &NOTHING];
 
     fn printed(report: &Report) -> String {
         let mut out = Vec::new();
@@ -408,7 +408,7 @@ mod tests {
 
     #[test]
     fn a_fix_is_printed_once_for_every_check_it_answers() {
-        let facts = Facts {
+        let facts = TestFacts {
             base: Status::Pass,
             items: vec![
                 ("a", Status::Fail),
@@ -441,7 +441,7 @@ mod tests {
 
     #[test]
     fn a_failure_that_follows_from_another_names_it_instead_of_a_fix() {
-        let facts = Facts {
+        let facts = TestFacts {
             base: Status::Fail,
             items: vec![("a", Status::Fail), ("c", Status::Pass)],
         };
@@ -476,7 +476,7 @@ mod tests {
     fn labels_are_coloured_only_when_asked_and_lists_are_cut() {
         let report = run(
             &[&BASE],
-            &Facts {
+            &TestFacts {
                 base: Status::Pass,
                 items: vec![],
             },

@@ -8,7 +8,7 @@ use crate::ci_workflow::Signing;
 use crate::config::{CpuChoice, GpuVendor, Overrides};
 use crate::host::class::DeviceClass;
 use crate::host::pci::PciAddress;
-use crate::image::engine::{Engine, Isolation, Label, Pull, TlsVerify};
+use crate::image::engine::{BuildIsolation, Engine, Label, Pull, TlsVerify};
 use crate::image_ref::ImageRef;
 use crate::pci_id::PciId;
 use crate::plan::Target;
@@ -247,7 +247,7 @@ pub(crate) struct BuildArgs {
     pub(crate) engine: Option<Engine>,
     /// Process isolation for RUN steps (chroot where cgroups are hybrid) [default: the engine's own]
     #[arg(long, value_enum)]
-    pub(crate) isolation: Option<Isolation>,
+    pub(crate) isolation: Option<BuildIsolation>,
     /// When the engine may fetch the base image
     #[arg(long, value_enum, default_value = "missing")]
     pub(crate) pull: Pull,

@@ -41,7 +41,7 @@ pub(crate) struct Cmd {
 
 /// How a program that did its job ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Outcome {
+pub(crate) enum Completion {
     Done,
     /// It succeeded and changed nothing (rpm-ostree's `--unchanged-exit-77`).
     Unchanged,
@@ -199,14 +199,14 @@ impl Cmd {
 
     /// Runs it to the end with its output (stdout and stderr) shown on our stderr as it comes, as rpm-ostree's
     /// progress should be.
-    pub(crate) fn run(&self) -> Result<Outcome> {
+    pub(crate) fn run(&self) -> Result<Completion> {
         self.stream(|line| crate::error::stderr_line(line))
     }
 
     /// Runs it to the end, each line of its output (stdout and stderr together) given to `on_line` as it
     /// comes; the last lines are kept for the error. Bytes that are not UTF-8 (compilers, dracut) are shown
     /// lossily rather than failing the run.
-    pub(crate) fn stream(&self, mut on_line: impl FnMut(&str)) -> Result<Outcome> {
+    pub(crate) fn stream(&self, mut on_line: impl FnMut(&str)) -> Result<Completion> {
         let reader = self
             .expression()
             .stderr_to_stdout()
@@ -237,8 +237,8 @@ impl Cmd {
             .map(|output| output.status)
             .with_context(|| format!("{} closed its output but did not exit", self.program()))?;
         match self.meaning(status) {
-            Meaning::Done => Ok(Outcome::Done),
-            Meaning::Unchanged => Ok(Outcome::Unchanged),
+            Meaning::Done => Ok(Completion::Done),
+            Meaning::Unchanged => Ok(Completion::Unchanged),
             Meaning::No | Meaning::Failed => Err(self.failed(status, tail.lines())),
         }
     }

@@ -15,7 +15,7 @@ use crate::config::{Config, CpuChoice, GpuVendor, Switch};
 use crate::error::InputError;
 use crate::host::cpu::{CpuInfo, CpuVendor};
 use crate::host::pci::{PciAddress, PciDevice};
-use crate::host::topology::{GpuReport, Isolation, Topology};
+use crate::host::topology::{GpuReport, GroupIsolation, Topology};
 use crate::image_ref::ImageRef;
 use crate::live::deployment;
 use crate::plan::record;
@@ -54,7 +54,11 @@ pub(crate) enum Sysroot {
 }
 
 /// Reads the host under `root`. `chosen`: the device to pass (`--device`), else the GPU detect picks.
-pub(crate) fn detect(root: &Root, chosen: Option<PciAddress>, sysroot: &Sysroot) -> Result<Detection> {
+pub(crate) fn detect(
+    root: &Root,
+    chosen: Option<PciAddress>,
+    sysroot: &Sysroot,
+) -> Result<Detection> {
     let cpu = CpuInfo::read(root)?;
     let topology = Topology::read(root)?;
     let gpus = topology.gpu_reports();
@@ -137,7 +141,7 @@ fn pass_device(d: &mut Detection, topology: &Topology, device: &GpuReport) {
         device.vendor_id,
         device.device_id,
         match (device.group, device.isolation) {
-            (Some(group), Isolation::Isolated) => format!("IOMMU group {group}, isolated"),
+            (Some(group), GroupIsolation::Isolated) => format!("IOMMU group {group}, isolated"),
             (Some(group), _) => format!("IOMMU group {group}, shared"),
             (None, _) => "no IOMMU group (IOMMU off)".to_owned(),
         }
@@ -188,7 +192,7 @@ fn pass_device(d: &mut Detection, topology: &Topology, device: &GpuReport) {
             crate::vendor_reset::family(id).unwrap_or("vendor-reset")
         ));
     }
-    if device.isolation == Isolation::Shared {
+    if device.isolation == GroupIsolation::Shared {
         let mut others: Vec<String> = device
             .sharing_with
             .iter()
@@ -352,7 +356,7 @@ fn pick_gpu(gpus: &[GpuReport], warnings: &mut Vec<String>) -> Option<GpuReport>
         }
         candidates.push(only);
     }
-    candidates.sort_by_key(|g| (g.isolation != Isolation::Isolated, g.address));
+    candidates.sort_by_key(|g| (g.isolation != GroupIsolation::Isolated, g.address));
     if candidates.len() > 1 {
         // A few addresses and a count: a host tree may hold thousands of GPUs.
         const LISTED: usize = 8;
@@ -429,7 +433,7 @@ fn header(detection: &Detection, root: &Root, notes: &[String]) -> String {
 mod tests {
     use super::*;
 
-    fn gpu(address: &str, boot_vga: bool, isolation: Isolation) -> GpuReport {
+    fn gpu(address: &str, boot_vga: bool, isolation: GroupIsolation) -> GpuReport {
         GpuReport {
             address: address.parse().unwrap(),
             group: Some(1),
@@ -450,9 +454,9 @@ mod tests {
     #[test]
     fn picks_an_isolated_gpu_that_is_not_the_boot_gpu() {
         let gpus = [
-            gpu("0000:01:00.0", true, Isolation::Isolated),
-            gpu("0000:02:00.0", false, Isolation::Shared),
-            gpu("0000:03:00.0", false, Isolation::Isolated),
+            gpu("0000:01:00.0", true, GroupIsolation::Isolated),
+            gpu("0000:02:00.0", false, GroupIsolation::Shared),
+            gpu("0000:03:00.0", false, GroupIsolation::Isolated),
         ];
         let mut warnings = Vec::new();
         let picked = pick_gpu(&gpus, &mut warnings).unwrap();
@@ -506,7 +510,7 @@ mod tests {
     #[test]
     fn a_single_gpu_is_proposed_with_a_warning_and_none_gives_none() {
         let mut warnings = Vec::new();
-        let only = [gpu("0000:01:00.0", true, Isolation::Isolated)];
+        let only = [gpu("0000:01:00.0", true, GroupIsolation::Isolated)];
         assert!(pick_gpu(&only, &mut warnings).is_some());
         assert!(warnings[0].contains("single-GPU"), "{warnings:?}");
         assert!(pick_gpu(&[], &mut Vec::new()).is_none());

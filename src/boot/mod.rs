@@ -29,7 +29,7 @@ use verdict::{BootFacts, CaptureState};
 pub(crate) const CONSOLE_TAIL_LINES: usize = 40;
 
 #[derive(Debug, Clone)]
-pub(crate) struct Options {
+pub(crate) struct TestBootOptions {
     pub(crate) image: ImageRef,
     pub(crate) iommu: IommuKind,
     pub(crate) timeout: Duration,
@@ -71,7 +71,7 @@ impl BootReport {
 }
 
 /// Exports the image to a disk, boots it and judges what the probe saw. `progress` gets one line per step.
-pub(crate) fn test_boot(options: &Options, progress: &dyn Fn(&str)) -> Result<BootReport> {
+pub(crate) fn test_boot(options: &TestBootOptions, progress: &dyn Fn(&str)) -> Result<BootReport> {
     // Removed with everything in it (the disk is as large as the image) however test_boot returns.
     let scratch = tempfile::Builder::new()
         .prefix("passthru-test-boot.")

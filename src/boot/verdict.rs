@@ -376,12 +376,12 @@ mod tests {
     use crate::checks::{Outcome, Status};
 
     /// What the image asked for, as the tests vary it.
-    struct Expectations<'a> {
+    struct Asked<'a> {
         image_kargs: &'a [HostKarg],
         stand_in: PciId,
     }
 
-    fn facts(parsed: &Parsed, expect: &Expectations) -> BootFacts {
+    fn facts(parsed: &Parsed, expect: &Asked) -> BootFacts {
         BootFacts {
             parsed: parsed.clone(),
             stand_ins: StandIns::for_image(expect.image_kargs),
@@ -392,7 +392,7 @@ mod tests {
         }
     }
 
-    fn judged(parsed: &Parsed, expect: &Expectations) -> Vec<Outcome> {
+    fn judged(parsed: &Parsed, expect: &Asked) -> Vec<Outcome> {
         judge(&facts(parsed, expect)).unwrap().outcomes
     }
 
@@ -429,7 +429,7 @@ mod tests {
     #[test]
     fn a_good_boot_passes_every_check() {
         let image = kargs("intel_iommu=on iommu=pt rd.driver.pre=vfio-pci vfio_pci.ids=10de:2684");
-        let expect = Expectations {
+        let expect = Asked {
             image_kargs: &image,
             stand_in: "8086:10d3".parse().unwrap(),
         };
@@ -468,7 +468,7 @@ mod tests {
     fn twins_pass_only_when_the_named_one_alone_is_on_vfio_pci() {
         let image =
             kargs("iommu=pt rd.driver.pre=vfio-pci rd.passthru.vfio_addresses=0000:02:00.0");
-        let expect = Expectations {
+        let expect = Asked {
             image_kargs: &image,
             stand_in: "8086:10d3".parse().unwrap(),
         };
@@ -522,7 +522,7 @@ mod tests {
         );
         // An image that binds by ID has no twin to judge.
         let by_id = kargs("iommu=pt rd.driver.pre=vfio-pci vfio_pci.ids=10de:2684");
-        let expect = Expectations {
+        let expect = Asked {
             image_kargs: &by_id,
             stand_in: "8086:10d3".parse().unwrap(),
         };
@@ -533,7 +533,7 @@ mod tests {
     #[test]
     fn iommu_kargs_must_be_acknowledged_in_the_kernels_log() {
         let image = kargs("intel_iommu=on iommu=pt rd.driver.pre=vfio-pci vfio_pci.ids=10de:2684");
-        let expect = Expectations {
+        let expect = Asked {
             image_kargs: &image,
             stand_in: "8086:10d3".parse().unwrap(),
         };
@@ -568,7 +568,7 @@ mod tests {
         assert!(silent.detail.contains("logged no default domain"));
         // Without iommu=pt in the image, the default domain is only reported.
         let no_pt = kargs("intel_iommu=on rd.driver.pre=vfio-pci vfio_pci.ids=10de:2684");
-        let expect = Expectations {
+        let expect = Asked {
             image_kargs: &no_pt,
             stand_in: "8086:10d3".parse().unwrap(),
         };
@@ -587,7 +587,7 @@ mod tests {
         report.iommu_groups.clear();
         report.devices[0].driver = Some("e1000e".into());
         report.devices[0].iommu_group = None;
-        let expect = Expectations {
+        let expect = Asked {
             image_kargs: &[],
             stand_in: "8086:10d3".parse().unwrap(),
         };
@@ -615,7 +615,7 @@ mod tests {
         report.sys_modules = vec!["vfio_pci".into()];
         let image =
             kargs("intel_iommu=on rd.driver.pre=vfio-pci vfio_pci.ids=10de:2684 kvm.ignore_msrs=1");
-        let expect = Expectations {
+        let expect = Asked {
             image_kargs: &image,
             stand_in: "8086:10d3".parse().unwrap(),
         };
@@ -633,7 +633,7 @@ mod tests {
     #[test]
     fn no_report_fails_boot_and_leaves_the_rest_unchecked() {
         let image = kargs("rd.driver.pre=vfio-pci");
-        let expect = Expectations {
+        let expect = Asked {
             image_kargs: &image,
             stand_in: "8086:10d3".parse().unwrap(),
         };
@@ -649,7 +649,7 @@ mod tests {
     #[test]
     fn a_timeout_and_the_capture_are_reported_by_their_checks() {
         let image = kargs("rd.driver.pre=vfio-pci");
-        let expect = Expectations {
+        let expect = Asked {
             image_kargs: &image,
             stand_in: "8086:10d3".parse().unwrap(),
         };
@@ -698,7 +698,7 @@ mod tests {
             unknown_module_params: vec!["vfio_pci.nope".into()],
             iommu_options: vec!["AMD-Vi: Unknown option - 'on'".into()],
         };
-        let expect = Expectations {
+        let expect = Asked {
             image_kargs: &image,
             stand_in: "8086:10d3".parse().unwrap(),
         };
@@ -717,14 +717,14 @@ mod tests {
             ..Default::default()
         };
         let plain = kargs("iommu=pt rd.driver.pre=vfio-pci vfio_pci.ids=10de:2684");
-        let expect = Expectations {
+        let expect = Asked {
             image_kargs: &plain,
             stand_in: "8086:10d3".parse().unwrap(),
         };
         assert_eq!(kargs_check(&report, &expect).status, Status::Pass);
     }
 
-    fn kargs_check(report: &ProbeReport, expect: &Expectations) -> Outcome {
+    fn kargs_check(report: &ProbeReport, expect: &Asked) -> Outcome {
         judged(&Parsed::Complete(report.clone()), expect)
             .into_iter()
             .find(|c| c.name == "kargs")

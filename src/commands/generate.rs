@@ -8,7 +8,12 @@ use crate::image::secrets::{MOK_CERT, MOK_KEY};
 use crate::image::{context, fetch, render};
 use crate::plan::Plan;
 
-pub(crate) fn run(cli: &Cli, overrides: &OverrideArgs, output: &Utf8Path, force: bool) -> Result<()> {
+pub(crate) fn run(
+    cli: &Cli,
+    overrides: &OverrideArgs,
+    output: &Utf8Path,
+    force: bool,
+) -> Result<()> {
     let (config, source) = load_config(cli, overrides)?;
     let target = cli.image_target();
     let unfetched = Plan::resolve(&config, &target)?;

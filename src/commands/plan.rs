@@ -141,7 +141,12 @@ fn module_line(module: &ModulePlan) -> String {
 }
 
 /// `plan --hosts DIR`: every host's plan, grouped by the stack (base, kernel, modules, initramfs) it shares.
-pub(crate) fn run_fleet(cli: &Cli, overrides: &OverrideArgs, dir: &Utf8Path, json: bool) -> Result<()> {
+pub(crate) fn run_fleet(
+    cli: &Cli,
+    overrides: &OverrideArgs,
+    dir: &Utf8Path,
+    json: bool,
+) -> Result<()> {
     refuse_with_hosts(cli, overrides)?;
     let fleet = Fleet::load(dir, &overrides.into(), &cli.image_target())?;
     for host in &fleet.hosts {

@@ -4,7 +4,7 @@ use anyhow::Result;
 
 use super::{load_config, print_json};
 use crate::boot::qemu::{IommuKind, StandIns};
-use crate::boot::{self, BootReport, Options};
+use crate::boot::{self, BootReport, TestBootOptions};
 use crate::checks::{self, Colour, Status};
 use crate::cli::{Cli, OverrideArgs, TestBootArgs};
 use crate::error::ChecksFailed;
@@ -29,7 +29,7 @@ pub(crate) fn run(cli: &Cli, args: &TestBootArgs) -> Result<()> {
             )
         }
     };
-    let options = Options {
+    let options = TestBootOptions {
         image,
         iommu,
         timeout: Duration::from_secs(args.timeout),

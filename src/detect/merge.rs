@@ -14,7 +14,12 @@ use crate::root::Root;
 
 /// The user's config `text` (read from `origin`) with what `detection` decided. A config that does not read is
 /// bad input naming the field, as for every other command.
-pub(crate) fn merge(detection: &Detection, root: &Root, text: &str, origin: &str) -> Result<String> {
+pub(crate) fn merge(
+    detection: &Detection,
+    root: &Root,
+    text: &str,
+    origin: &str,
+) -> Result<String> {
     let user = Config::from_toml(text, origin)?;
     let wanted = decided_config(&user, detection);
     let body = without_header(text);

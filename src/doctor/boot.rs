@@ -155,7 +155,7 @@ fn module(facts: &Facts, name: &str, purpose: &str) -> Finding {
 }
 
 /// The modprobe configuration's lines that keep `module` from loading, or only look as if they did.
-fn fights(config: &modprobe::Config, module: &str) -> Vec<Finding> {
+fn fights(config: &modprobe::ModprobeConfig, module: &str) -> Vec<Finding> {
     let mut findings = Vec::new();
     if let Some(install) = config.install(module) {
         let Kind::Install { command, .. } = &install.kind else {
@@ -338,7 +338,7 @@ mod tests {
 
     #[test]
     fn install_lines_fail_blacklists_only_warn() {
-        let config = modprobe::Config {
+        let config = modprobe::ModprobeConfig {
             directives: modprobe::parse(
                 "install vfio-pci /bin/false\nblacklist vfio_pci\ninstall vfio /sbin/modprobe --ignore-install vfio\n",
                 "/etc/modprobe.d/x.conf",

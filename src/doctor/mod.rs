@@ -85,7 +85,7 @@ pub(crate) struct Facts {
     pub(crate) cmdline: Vec<HostKarg>,
     /// Module names in /proc/modules.
     pub(crate) loaded: Vec<String>,
-    pub(crate) modprobe: modprobe::Config,
+    pub(crate) modprobe: modprobe::ModprobeConfig,
     /// This boot's kernel log, read when a check first asks (it may run journalctl), or why it could not be.
     kernel_log: std::cell::OnceCell<Result<kmsg::KernelLog, Vec<String>>>,
 }

@@ -13,7 +13,8 @@ use super::pci::PciAddress;
 use crate::error::InputError;
 use crate::root::Root;
 
-pub(crate) const MOUNT_TABLES: &[&str] = &["/proc/1/mountinfo", "/proc/self/mountinfo", "/proc/mounts"];
+pub(crate) const MOUNT_TABLES: &[&str] =
+    &["/proc/1/mountinfo", "/proc/self/mountinfo", "/proc/mounts"];
 pub(crate) const DEV_BLOCK: &str = "/sys/dev/block";
 pub(crate) const CLASS_BLOCK: &str = "/sys/class/block";
 /// Layers of slaves and multipath links followed at most (a LUKS volume on LVM on RAID on NVMe is four).

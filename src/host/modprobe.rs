@@ -55,7 +55,7 @@ pub(crate) enum Kind {
 
 /// The effective configuration, in the order kmod reads it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub(crate) struct Config {
+pub(crate) struct ModprobeConfig {
     pub(crate) directives: Vec<Directive>,
     /// The files read, after hiding.
     pub(crate) files: Vec<Utf8PathBuf>,
@@ -67,7 +67,7 @@ pub(crate) fn module_name(name: &str) -> String {
 }
 
 /// Reads the configuration under `root`, with the blacklists of `cmdline`.
-pub(crate) fn read(root: &Root, cmdline: &[HostKarg]) -> Result<Config> {
+pub(crate) fn read(root: &Root, cmdline: &[HostKarg]) -> Result<ModprobeConfig> {
     let mut by_name: BTreeMap<String, Utf8PathBuf> = BTreeMap::new();
     for dir in DIRS {
         for name in root.read_dir(dir)?.unwrap_or_default() {
@@ -78,7 +78,7 @@ pub(crate) fn read(root: &Root, cmdline: &[HostKarg]) -> Result<Config> {
             }
         }
     }
-    let mut config = Config::default();
+    let mut config = ModprobeConfig::default();
     for path in by_name.into_values() {
         // A name that is a directory (or a dangling link) is skipped by kmod too.
         if !root.exists(&path) || root.is_dir(&path) {
@@ -170,7 +170,7 @@ fn from_cmdline(cmdline: &[HostKarg]) -> Vec<Directive> {
     directives
 }
 
-impl Config {
+impl ModprobeConfig {
     /// The `softdep` line kmod uses for `module`: the first one.
     pub(crate) fn softdep(&self, module: &str) -> Option<&Directive> {
         let module = module_name(module);

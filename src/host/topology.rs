@@ -41,7 +41,7 @@ pub(crate) const SHARING_LISTED: usize = 16;
 /// Whether a GPU can be handed to a VM on its own (with its slot's other functions).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
-pub(crate) enum Isolation {
+pub(crate) enum GroupIsolation {
     /// Every other group member is a function of the same slot or a PCI bridge.
     Isolated,
     /// Another device shares the group: it would have to go to the VM too (or an ACS override split it).
@@ -60,7 +60,7 @@ pub(crate) struct GpuReport {
     pub(crate) name: String,
     pub(crate) driver: Option<String>,
     pub(crate) boot_vga: bool,
-    pub(crate) isolation: Isolation,
+    pub(crate) isolation: GroupIsolation,
     /// The other functions of the GPU's slot (audio, USB-C): they go to the VM with it.
     pub(crate) companions: Vec<PciAddress>,
     /// Group members that make it `shared`: the first [`SHARING_LISTED`] of them.
@@ -80,7 +80,10 @@ impl Topology {
 
     /// Indexes devices by address and group, so every question below takes time in the size of its answer,
     /// not of the host (a tree may hold thousands of devices in one group).
-    pub(crate) fn new(mut devices: Vec<PciDevice>, mut groups: Vec<(u32, Vec<PciAddress>)>) -> Topology {
+    pub(crate) fn new(
+        mut devices: Vec<PciDevice>,
+        mut groups: Vec<(u32, Vec<PciAddress>)>,
+    ) -> Topology {
         devices.sort_by_key(|d| d.address);
         groups.sort_by_key(|(id, _)| *id);
         let mut topology = Topology {
@@ -176,9 +179,9 @@ impl Topology {
         let group = self.group_of(&gpu.address);
         let (sharing_with, sharing_count) = self.sharing_with(gpu);
         let isolation = match group {
-            None => Isolation::Unknown,
-            Some(_) if sharing_count == 0 => Isolation::Isolated,
-            Some(_) => Isolation::Shared,
+            None => GroupIsolation::Unknown,
+            Some(_) if sharing_count == 0 => GroupIsolation::Isolated,
+            Some(_) => GroupIsolation::Shared,
         };
         GpuReport {
             address: gpu.address,
@@ -265,7 +268,11 @@ pub(crate) struct GroupsReport {
 impl GroupsReport {
     /// `classes`: keep the groups that hold a device of one of them, and their verdicts (`groups --class`);
     /// all when empty.
-    pub(crate) fn new(topology: &Topology, needs: &HostNeeds, classes: &[DeviceClass]) -> GroupsReport {
+    pub(crate) fn new(
+        topology: &Topology,
+        needs: &HostNeeds,
+        classes: &[DeviceClass],
+    ) -> GroupsReport {
         let chosen =
             |d: &PciDevice| classes.is_empty() || classes.iter().any(|c| c.matches(d.class_code()));
         let groups = topology
@@ -348,7 +355,7 @@ pub(crate) struct DeviceVerdict {
     pub(crate) name: String,
     pub(crate) driver: Option<String>,
     pub(crate) group: Option<u32>,
-    pub(crate) isolation: Isolation,
+    pub(crate) isolation: GroupIsolation,
     pub(crate) companions: Vec<PciAddress>,
     /// Group members that make it `shared`: the first [`SHARING_LISTED`] of them.
     pub(crate) sharing_with: Vec<PciAddress>,
@@ -389,9 +396,9 @@ impl Topology {
         let group = self.group_of(&device.address);
         let (sharing_with, sharing_count) = self.sharing_with(device);
         let isolation = match group {
-            None => Isolation::Unknown,
-            Some(_) if sharing_count == 0 => Isolation::Isolated,
-            Some(_) => Isolation::Shared,
+            None => GroupIsolation::Unknown,
+            Some(_) if sharing_count == 0 => GroupIsolation::Isolated,
+            Some(_) => GroupIsolation::Shared,
         };
         let kind = DeviceClass::of(device.class_code());
         DeviceVerdict {
@@ -585,7 +592,7 @@ mod tests {
         let reports = t.gpu_reports();
         assert!(started.elapsed().as_secs() < 2, "{:?}", started.elapsed());
         let first = &reports[0];
-        assert_eq!(first.isolation, Isolation::Shared);
+        assert_eq!(first.isolation, GroupIsolation::Shared);
         assert_eq!(first.companions.len(), 7);
         assert_eq!(first.sharing_count, 4000 - 8);
         assert_eq!(first.sharing_with.len(), SHARING_LISTED);
@@ -603,7 +610,7 @@ mod tests {
             &[(1, &["0000:00:01.0", "0000:01:00.0", "0000:01:00.1"])],
         );
         let report = t.gpu_report(&t.devices[1]);
-        assert_eq!(report.isolation, Isolation::Isolated);
+        assert_eq!(report.isolation, GroupIsolation::Isolated);
         assert_eq!(report.group, Some(1));
         assert_eq!(report.companions, ["0000:01:00.1".parse().unwrap()]);
         assert!(!report.vendor_reset);
@@ -619,7 +626,7 @@ mod tests {
             &[(8, &["0000:03:00.0", "0000:04:00.0"])],
         );
         let report = t.gpu_report(&t.devices[1]);
-        assert_eq!(report.isolation, Isolation::Shared);
+        assert_eq!(report.isolation, GroupIsolation::Shared);
         assert_eq!(report.sharing_with, ["0000:03:00.0".parse().unwrap()]);
         assert_eq!(report.sharing_count, 1);
     }
@@ -629,7 +636,7 @@ mod tests {
         let t = topology(vec![dev("0000:01:00.0", "1002:67df", 0x030000)], &[]);
         assert!(!t.iommu_enabled());
         let report = t.gpu_report(&t.devices[0]);
-        assert_eq!(report.isolation, Isolation::Unknown);
+        assert_eq!(report.isolation, GroupIsolation::Unknown);
         assert!(report.vendor_reset);
     }
 }

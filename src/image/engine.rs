@@ -21,13 +21,26 @@ pub(crate) enum Engine {
     Docker,
 }
 
-/// Process isolation for RUN steps. `chroot` builds where the OCI runtime cannot make cgroups (hybrid
-/// cgroup hosts); unset keeps the engine's own default, so BUILDAH_ISOLATION still works.
+/// Process isolation for RUN steps (podman's and buildah's `--isolation`). `chroot` builds where the OCI
+/// runtime cannot make cgroups (hybrid cgroup hosts); unset keeps the engine's own default, so
+/// BUILDAH_ISOLATION still works.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub(crate) enum Isolation {
+pub(crate) enum BuildIsolation {
     Oci,
     Chroot,
     Rootless,
+}
+
+impl BuildIsolation {
+    /// The engine's own spelling, written out: renaming the command-line value cannot change an engine's
+    /// command line.
+    fn engine_value(self) -> &'static str {
+        match self {
+            BuildIsolation::Oci => "oci",
+            BuildIsolation::Chroot => "chroot",
+            BuildIsolation::Rootless => "rootless",
+        }
+    }
 }
 
 /// When the engine may fetch the base image from its registry.
@@ -101,7 +114,7 @@ impl std::str::FromStr for Label {
 #[derive(Debug, Clone)]
 pub(crate) struct BuildOptions<'a> {
     pub(crate) tag: &'a ImageRef,
-    pub(crate) isolation: Option<Isolation>,
+    pub(crate) isolation: Option<BuildIsolation>,
     pub(crate) labels: &'a [Label],
     pub(crate) secrets: &'a [BuildSecret],
 }
@@ -142,7 +155,11 @@ impl Engine {
     }
 
     /// Refuses option combinations this engine cannot honour, before anything runs.
-    pub(crate) fn check(self, isolation: Option<Isolation>, tls_verify: TlsVerify) -> Result<()> {
+    pub(crate) fn check(
+        self,
+        isolation: Option<BuildIsolation>,
+        tls_verify: TlsVerify,
+    ) -> Result<()> {
         if self == Engine::Docker && isolation.is_some() {
             bail!(InputError::new(
                 "--isolation",
@@ -178,7 +195,7 @@ impl Engine {
             argv.push("--pull=never".into());
         }
         if let Some(isolation) = options.isolation {
-            argv.extend(["--isolation".into(), isolation.name()]);
+            argv.extend(["--isolation".into(), isolation.engine_value().into()]);
         }
         // podman and buildah turn each --label into a LABEL step after the last instruction: a user's label
         // never costs the cached layers below it.
@@ -308,19 +325,6 @@ fn query(argv: &[&str]) -> Result<String> {
     Cmd::new(argv[0]).args(&argv[1..]).read()
 }
 
-trait ValueName {
-    fn name(&self) -> String;
-}
-
-impl<T: ValueEnum> ValueName for T {
-    fn name(&self) -> String {
-        self.to_possible_value()
-            .expect("no skipped variants")
-            .get_name()
-            .to_owned()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -334,7 +338,7 @@ mod tests {
 
     fn argv(
         engine: Engine,
-        isolation: Option<Isolation>,
+        isolation: Option<BuildIsolation>,
         labels: &[Label],
         secrets: &[BuildSecret],
     ) -> String {
@@ -352,7 +356,7 @@ mod tests {
     fn podman_and_buildah_never_pull_during_the_build_and_take_isolation() {
         let labels = ["org.example.ci=42".parse().unwrap()];
         assert_eq!(
-            argv(Engine::Podman, Some(Isolation::Chroot), &labels, &[]),
+            argv(Engine::Podman, Some(BuildIsolation::Chroot), &labels, &[]),
             "podman build --layers --pull=never --isolation chroot --label org.example.ci=42 \
              --tag localhost/vfio:1 --file /ctx/Containerfile /ctx"
         );
@@ -369,14 +373,14 @@ mod tests {
             "docker build --tag localhost/vfio:1 --file /ctx/Containerfile /ctx"
         );
         let err = Engine::Docker
-            .check(Some(Isolation::Chroot), TlsVerify::Verify)
+            .check(Some(BuildIsolation::Chroot), TlsVerify::Verify)
             .unwrap_err();
         assert_eq!(crate::error::exit_code(&err), 2);
         let err = Engine::Docker.check(None, TlsVerify::Skip).unwrap_err();
         assert!(err.to_string().starts_with("--tls-verify: "), "{err}");
         assert!(
             Engine::Podman
-                .check(Some(Isolation::Chroot), TlsVerify::Skip)
+                .check(Some(BuildIsolation::Chroot), TlsVerify::Skip)
                 .is_ok()
         );
     }

@@ -12,9 +12,10 @@ use super::deployment::{self, HostState};
 use super::files;
 use super::initramfs;
 use super::preflight;
-use super::rpm_ostree::{Invocation, Outcome, RpmOstree};
+use super::rpm_ostree::{Invocation, RpmOstree};
 use super::state::{self, FileRecord, LiveState};
 use crate::atomic;
+use crate::cmd::Completion;
 use crate::error::ChecksFailed;
 use crate::kargs::HostKarg;
 use crate::plan::Plan;
@@ -90,7 +91,12 @@ pub(crate) struct Proposal {
 }
 
 /// Reads the host and works out the steps. Changes nothing.
-pub(crate) fn propose(plan: &Plan, root: &Root, rpm: &RpmOstree, options: &Options) -> Result<Proposal> {
+pub(crate) fn propose(
+    plan: &Plan,
+    root: &Root,
+    rpm: &RpmOstree,
+    options: &Options,
+) -> Result<Proposal> {
     propose_on(plan, root, rpm, options, &state::load(root)?)
 }
 
@@ -344,7 +350,7 @@ fn run_step(
             delete,
             command,
         } => {
-            if rpm.run(command)? == Outcome::Unchanged {
+            if rpm.run(command)? == Completion::Unchanged {
                 // Exit 77: the host already had what we asked for (someone else changed it since we read it),
                 // so none of it is ours to undo.
                 return Ok(StepResult::Unchanged);

@@ -30,7 +30,7 @@ pub(crate) struct Changes {
     pub(crate) append: Vec<HostKarg>,
     /// Host kargs that contradict the plan, removed with `--replace-conflicts`.
     pub(crate) delete: Vec<HostKarg>,
-    pub(crate) conflicts: Vec<Conflict>,
+    pub(crate) conflicts: Vec<HostConflict>,
     pub(crate) files: Vec<FileChange>,
     /// Whether the initramfs the deployment shipped already does the job.
     pub(crate) deployed_initramfs: DeployedInitramfs,
@@ -78,7 +78,7 @@ pub(crate) const INITRAMFS_NOT_REBUILT: &str = "the initramfs still lacks the ch
 
 /// A host argument that contradicts the plan.
 #[derive(Debug, Clone, Serialize)]
-pub(crate) struct Conflict {
+pub(crate) struct HostConflict {
     pub(crate) host: HostKarg,
     /// The planned argument it contradicts; `None` when it contradicts the plan as a whole (the IOMMU off).
     pub(crate) planned: Option<Karg>,
@@ -87,7 +87,7 @@ pub(crate) struct Conflict {
     pub(crate) keep: Option<HostKarg>,
 }
 
-impl Conflict {
+impl HostConflict {
     /// `iommu=off (planned iommu=pt)`, for messages.
     pub(crate) fn describe(&self) -> String {
         match &self.planned {
@@ -164,7 +164,7 @@ pub(crate) fn compute(
     };
     for host in &pending.kargs {
         if let Some(conflict) = plan.kargs.conflict_with(host) {
-            changes.conflicts.push(Conflict {
+            changes.conflicts.push(HostConflict {
                 host: host.clone(),
                 planned: conflict.planned,
                 reason: conflict.reason,
@@ -196,7 +196,7 @@ pub(crate) fn compute(
             changes.append.push(HostKarg::from(planned));
         }
     }
-    let foreign: Vec<&Conflict> = changes
+    let foreign: Vec<&HostConflict> = changes
         .conflicts
         .iter()
         .filter(|c| !own.contains(&c.host))

@@ -10,7 +10,7 @@ use camino::{Utf8Path, Utf8PathBuf};
 use serde::Serialize;
 
 use crate::cmd::Cmd;
-pub(crate) use crate::cmd::Outcome;
+use crate::cmd::Completion;
 use crate::kargs::HostKarg;
 
 /// How rpm-ostree is reached: the program on PATH, pointed at the sysroot being changed.
@@ -111,7 +111,7 @@ impl RpmOstree {
     }
 
     /// Runs a command; its output goes to the user's stderr as it comes (rpm-ostree reports progress there).
-    pub(crate) fn run(&self, invocation: &Invocation) -> Result<Outcome> {
+    pub(crate) fn run(&self, invocation: &Invocation) -> Result<Completion> {
         self.command(invocation).run()
     }
 
