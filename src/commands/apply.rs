@@ -3,22 +3,35 @@ use anyhow::Result;
 use super::{load_config, print_json};
 use crate::cli::{Cli, LiveArgs, OverrideArgs};
 use crate::error::Incomplete;
-use crate::live::apply::{self, Options, Proposal};
-use crate::live::changes::{self, DeployedInitramfs, InitramfsRebuild};
-use crate::live::preflight;
+use crate::live::apply::{self, Proposal};
+use crate::live::changes::{self, DeployedInitramfs, HostConflicts, InitramfsRebuild};
 use crate::live::rpm_ostree::RpmOstree;
+use crate::live::session::{LiveHost, Privilege};
 use crate::plan::Plan;
+
+/// What `apply` does with the plan.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Action {
+    /// `--dry-run`: show what it would do, as text or (`--json`) as JSON.
+    Propose(Output),
+    Apply,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Output {
+    Text,
+    Json,
+}
 
 pub(crate) fn run(
     cli: &Cli,
     overrides: &OverrideArgs,
     live: &LiveArgs,
-    dry_run: bool,
-    replace_conflicts: bool,
-    json: bool,
+    action: Action,
+    conflicts: HostConflicts,
 ) -> Result<()> {
     let (config, _source) = load_config(cli, overrides)?;
-    let root = cli.root();
+    let host = LiveHost::new(cli.root(), &live.sysroot);
     let plan = Plan::resolve(&config, &cli.host_target())?;
     for warning in &plan.warnings {
         errln!("warning: {warning}");
@@ -26,19 +39,14 @@ pub(crate) fn run(
     for note in &plan.notes {
         errln!("note: {note}");
     }
-    let options = Options {
-        sysroot: live.sysroot.clone(),
-        replace_conflicts,
-    };
-    if dry_run {
-        let rpm = RpmOstree::new(&options.sysroot);
-        let proposal = apply::propose(&plan, &root, &rpm, &options)?;
-        return match json {
-            true => print_json(&proposal),
-            false => print_proposal(&proposal, &rpm),
+    if let Action::Propose(output) = action {
+        let proposal = apply::propose(&plan, &host, conflicts)?;
+        return match output {
+            Output::Json => print_json(&proposal),
+            Output::Text => print_proposal(&proposal, &host.rpm),
         };
     }
-    let applied = apply::apply(&plan, &root, &options, preflight::running_as_root()?)?;
+    let applied = apply::apply(&plan, &host, conflicts, Privilege::of_this_process()?)?;
     for warning in &applied.warnings {
         errln!("warning: {warning}");
     }

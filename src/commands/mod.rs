@@ -46,6 +46,7 @@ use anyhow::{Context, Result};
 
 use crate::cli::{CiTarget, Cli, Command, OverrideArgs};
 use crate::config::{Config, ConfigSource};
+use crate::live::changes::HostConflicts;
 
 pub fn run(cli: &Cli) -> Result<()> {
     dispatch(cli)?;
@@ -78,7 +79,18 @@ fn dispatch(cli: &Cli) -> Result<()> {
             replace_conflicts,
             json,
             overrides,
-        } => apply::run(cli, overrides, live, *dry_run, *replace_conflicts, *json),
+        } => {
+            let action = match (*dry_run, *json) {
+                (true, false) => apply::Action::Propose(apply::Output::Text),
+                (true, true) => apply::Action::Propose(apply::Output::Json),
+                (false, _) => apply::Action::Apply,
+            };
+            let conflicts = match *replace_conflicts {
+                true => HostConflicts::Replace,
+                false => HostConflicts::Refuse,
+            };
+            apply::run(cli, overrides, live, action, conflicts)
+        }
         Command::Build(args) => build::run(cli, args),
         Command::Revert { live } => revert::run(cli, live),
         Command::Groups { json, gpus, class } => {

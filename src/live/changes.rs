@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use super::deployed_initramfs;
 use super::deployment::{self, DeploymentState};
+use super::state::LiveState;
 use crate::config::KernelSource;
 use crate::error::{ChecksFailed, InputError};
 use crate::kargs::{HostKarg, Karg, Kargs};
@@ -125,18 +126,28 @@ impl Changes {
     }
 }
 
-/// The changes that bring `pending` to the plan. Same-key conflicts are an input error unless
-/// `replace_conflicts`: rpm-ostree would append the planned karg beside the old one and the kernel would keep
-/// whichever comes last. Kargs an earlier apply added (`own`) are replaced without asking: they are ours.
-/// `initramfs_stale`: an earlier apply changed the drop-ins after `pending`'s initramfs was built.
+/// What apply does about host kargs that contradict the plan (`--replace-conflicts`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum HostConflicts {
+    /// Bad input that names them: rpm-ostree would append the planned karg beside the old one, and the kernel
+    /// would keep whichever comes last.
+    Refuse,
+    /// Deleted, with what of them contradicts nothing appended again.
+    Replace,
+}
+
+/// The changes that bring `pending` to the plan. `record` is what earlier applies did: kargs one of them added
+/// are replaced without asking (they are ours), and its mark says whether the drop-ins changed after
+/// `pending`'s initramfs was built.
 pub(crate) fn compute(
     plan: &Plan,
     pending: &DeploymentState,
     root: &Root,
-    replace_conflicts: bool,
-    own: &[HostKarg],
-    initramfs_stale: bool,
+    conflicts: HostConflicts,
+    record: &LiveState,
 ) -> Result<Changes> {
+    let own = &record.kargs_appended;
+    let initramfs_stale = record.initramfs_stale_in.as_deref() == Some(pending.id.as_str());
     if let Some(module) = plan.modules.first() {
         return Err(InputError::new(
             "vendor-reset",
@@ -201,7 +212,7 @@ pub(crate) fn compute(
         .iter()
         .filter(|c| !own.contains(&c.host))
         .collect();
-    if !foreign.is_empty() && !replace_conflicts {
+    if !foreign.is_empty() && conflicts == HostConflicts::Refuse {
         let list: Vec<String> = foreign.iter().map(|c| c.describe()).collect();
         return Err(InputError::new(
             "--replace-conflicts",
@@ -401,6 +412,11 @@ mod tests {
         (dir, root)
     }
 
+    /// No earlier apply.
+    fn no_earlier_apply() -> LiveState {
+        LiveState::default()
+    }
+
     fn host_karg(text: &str) -> HostKarg {
         HostKarg::parse(text).unwrap()
     }
@@ -416,7 +432,14 @@ mod tests {
         config.cpu.vendor = CpuChoice::Amd;
         config.vfio.addresses = vec!["0000:02:00.0".parse().unwrap()];
         let plan = Plan::resolve(&config, &crate::plan::Target::Image).unwrap();
-        let err = compute(&plan, &pending("rw"), &root, false, &[], false).unwrap_err();
+        let err = compute(
+            &plan,
+            &pending("rw"),
+            &root,
+            HostConflicts::Refuse,
+            &no_earlier_apply(),
+        )
+        .unwrap_err();
         assert_eq!(crate::error::exit_code(&err), 2);
         let text = err.to_string();
         assert!(
@@ -429,7 +452,14 @@ mod tests {
     fn appends_only_what_is_missing_whatever_the_spelling() {
         let (_dir, root) = empty_root();
         let host = pending("rw iommu=force,pt kvm-amd.npt=1");
-        let changes = compute(&plan(), &host, &root, false, &[], false).unwrap();
+        let changes = compute(
+            &plan(),
+            &host,
+            &root,
+            HostConflicts::Refuse,
+            &no_earlier_apply(),
+        )
+        .unwrap();
         let append = texts(&changes.append);
         assert!(!append.contains(&"kvm_amd.npt=1") && !append.contains(&"iommu=pt"));
         assert!(append.contains(&"kvm_amd.avic=1"));
@@ -440,13 +470,27 @@ mod tests {
     fn conflicts_need_the_flag_unless_the_karg_is_ours() {
         let (_dir, root) = empty_root();
         let host = pending("rw iommu=nopt");
-        let err = compute(&plan(), &host, &root, false, &[], false).unwrap_err();
+        let err = compute(
+            &plan(),
+            &host,
+            &root,
+            HostConflicts::Refuse,
+            &no_earlier_apply(),
+        )
+        .unwrap_err();
         assert_eq!(crate::error::exit_code(&err), 2);
         assert!(
             err.to_string().contains("iommu=nopt (planned iommu=pt"),
             "{err}"
         );
-        let changes = compute(&plan(), &host, &root, true, &[], false).unwrap();
+        let changes = compute(
+            &plan(),
+            &host,
+            &root,
+            HostConflicts::Replace,
+            &no_earlier_apply(),
+        )
+        .unwrap();
         assert_eq!(texts(&changes.delete), ["iommu=nopt"]);
         assert!(texts(&changes.append).contains(&"iommu=pt"));
         // A value an earlier apply wrote is replaced without asking.
@@ -454,9 +498,11 @@ mod tests {
             &plan(),
             &host,
             &root,
-            false,
-            &[host_karg("iommu=nopt")],
-            false,
+            HostConflicts::Refuse,
+            &LiveState {
+                kargs_appended: vec![host_karg("iommu=nopt")],
+                ..LiveState::default()
+            },
         )
         .unwrap();
         assert_eq!(texts(&changes.delete), ["iommu=nopt"]);
@@ -471,12 +517,26 @@ mod tests {
         config.cpu.vendor = CpuChoice::Intel;
         let intel = Plan::resolve(&config, &crate::plan::Target::Image).unwrap();
         let host_kargs = pending("rw intel_iommu=igfx_off iommu=pt");
-        let changes = compute(&intel, &host_kargs, &root, false, &[], false).unwrap();
+        let changes = compute(
+            &intel,
+            &host_kargs,
+            &root,
+            HostConflicts::Refuse,
+            &no_earlier_apply(),
+        )
+        .unwrap();
         assert!(changes.delete.is_empty(), "{:?}", changes.delete);
         assert!(texts(&changes.append).contains(&"intel_iommu=on"));
 
         let off = pending("rw intel_iommu=off,igfx_off");
-        let changes = compute(&intel, &off, &root, true, &[], false).unwrap();
+        let changes = compute(
+            &intel,
+            &off,
+            &root,
+            HostConflicts::Replace,
+            &no_earlier_apply(),
+        )
+        .unwrap();
         assert_eq!(texts(&changes.delete), ["intel_iommu=off,igfx_off"]);
         let append = texts(&changes.append);
         assert!(append.contains(&"intel_iommu=igfx_off") && append.contains(&"intel_iommu=on"));
@@ -490,9 +550,8 @@ mod tests {
             &plan(),
             &pending("rw amd_iommu=off"),
             &root,
-            false,
-            &[],
-            false,
+            HostConflicts::Refuse,
+            &no_earlier_apply(),
         )
         .unwrap_err();
         assert!(err.to_string().contains("turns the IOMMU off"), "{err}");
@@ -504,10 +563,24 @@ mod tests {
         let mut host = pending("rw");
         host.container_image =
             Some("ostree-image-signed:docker://quay.io/fedora/fedora-bootc:44".into());
-        let changes = compute(&plan(), &host, &root, false, &[], false).unwrap();
+        let changes = compute(
+            &plan(),
+            &host,
+            &root,
+            HostConflicts::Refuse,
+            &no_earlier_apply(),
+        )
+        .unwrap();
         assert!(changes.warnings.iter().any(|w| w.contains("bootc upgrade")));
         host.regenerate_initramfs = true;
-        let changes = compute(&plan(), &host, &root, false, &[], false).unwrap();
+        let changes = compute(
+            &plan(),
+            &host,
+            &root,
+            HostConflicts::Refuse,
+            &no_earlier_apply(),
+        )
+        .unwrap();
         assert!(!changes.warnings.iter().any(|w| w.contains("bootc upgrade")));
     }
 }

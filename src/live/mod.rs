@@ -9,4 +9,5 @@ pub(crate) mod initramfs;
 pub(crate) mod preflight;
 pub(crate) mod revert;
 pub(crate) mod rpm_ostree;
+pub(crate) mod session;
 pub(crate) mod state;

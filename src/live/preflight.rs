@@ -1,7 +1,6 @@
 //! Checks before live mode changes anything, and the lock that keeps two runs apart.
 
 use std::fs::{File, TryLockError};
-use std::os::unix::fs::MetadataExt;
 
 use anyhow::{Context, Result};
 
@@ -9,6 +8,7 @@ use camino::Utf8Path;
 use rustix::fs::{Mode, OFlags};
 
 use super::rpm_ostree::RpmOstree;
+use super::session::Privilege;
 use crate::atomic::{self, MissingDirs};
 use crate::error::ChecksFailed;
 use crate::root::Root;
@@ -24,16 +24,8 @@ pub(crate) struct Lock {
     _file: File,
 }
 
-/// Whether this process runs as root: /proc/self belongs to the effective user.
-pub(crate) fn running_as_root() -> Result<bool> {
-    Ok(std::fs::metadata("/proc/self")
-        .context("reading /proc/self")?
-        .uid()
-        == 0)
-}
-
 /// Host and privilege checks that need no rpm-ostree.
-pub(crate) fn check_host(root: &Root, is_root: bool) -> Result<()> {
+pub(crate) fn check_host(root: &Root, privilege: Privilege) -> Result<()> {
     if !root.exists(OSTREE_BOOTED) {
         return Err(ChecksFailed(format!(
             "{} does not exist: this is not a booted ostree host; live mode is for rpm-ostree hosts \
@@ -42,7 +34,7 @@ pub(crate) fn check_host(root: &Root, is_root: bool) -> Result<()> {
         ))
         .into());
     }
-    if !is_root {
+    if privilege != Privilege::Superuser {
         return Err(ChecksFailed("live mode changes the host: run it as root".into()).into());
     }
     Ok(())
@@ -106,13 +98,13 @@ mod tests {
     #[test]
     fn refuses_hosts_without_ostree_booted_and_non_root() {
         let (_dir, root) = temp_root();
-        let err = check_host(&root, true).unwrap_err();
+        let err = check_host(&root, Privilege::Superuser).unwrap_err();
         assert!(err.to_string().contains("ostree-booted"), "{err}");
         std::fs::create_dir_all(root.join("/run")).unwrap();
         std::fs::write(root.join(OSTREE_BOOTED), "").unwrap();
-        let err = check_host(&root, false).unwrap_err();
+        let err = check_host(&root, Privilege::Unprivileged).unwrap_err();
         assert!(err.to_string().contains("as root"), "{err}");
-        check_host(&root, true).unwrap();
+        check_host(&root, Privilege::Superuser).unwrap();
     }
 
     #[test]

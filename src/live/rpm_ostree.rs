@@ -22,6 +22,13 @@ pub(crate) struct RpmOstree {
 }
 
 /// One rpm-ostree command line (without the program name).
+/// Whether rpm-ostree regenerates the initramfs on the host (`rpm-ostree initramfs --enable/--disable`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Regeneration {
+    Enable,
+    Disable,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(transparent)]
 pub(crate) struct Invocation(pub(crate) Vec<String>);
@@ -54,8 +61,11 @@ impl RpmOstree {
         self.build(&["kargs"], rest)
     }
 
-    pub(crate) fn initramfs(&self, enable: bool) -> Invocation {
-        let flag = if enable { "--enable" } else { "--disable" };
+    pub(crate) fn initramfs(&self, regeneration: Regeneration) -> Invocation {
+        let flag = match regeneration {
+            Regeneration::Enable => "--enable",
+            Regeneration::Disable => "--disable",
+        };
         self.build(&["initramfs"], [flag.to_owned()])
     }
 
@@ -175,11 +185,11 @@ mod tests {
     fn sysroot_is_passed_only_when_not_slash() {
         let r = RpmOstree::new(Utf8Path::new("/mnt/s"));
         assert_eq!(
-            r.initramfs(true).0,
+            r.initramfs(Regeneration::Enable).0,
             ["initramfs", "--sysroot=/mnt/s", "--enable"]
         );
         assert_eq!(
-            r.display(&r.initramfs(false)),
+            r.display(&r.initramfs(Regeneration::Disable)),
             "rpm-ostree initramfs --sysroot=/mnt/s --disable"
         );
     }
