@@ -9,7 +9,7 @@ use anyhow::{Context, Result, bail};
 use camino::{Utf8Path, Utf8PathBuf};
 use serde::Serialize;
 
-use crate::atomic;
+use crate::atomic::{self, Occupied};
 use crate::cmd::Cmd;
 use crate::error::InputError;
 use crate::host::topology::{HostNeeds, Topology};
@@ -73,7 +73,7 @@ pub(crate) fn framed(serial: &str) -> Result<String> {
 pub(crate) fn write(serial: &str, dir: &Utf8Path) -> Result<Captured> {
     check_target(dir)?;
     let base64 = framed(serial)?;
-    atomic::replace_dir(dir, FLAG, false, |staging| {
+    atomic::replace_dir(dir, FLAG, Occupied::Refuse, |staging| {
         unpack(&base64, staging)?;
         summarize(staging, dir)
     })

@@ -22,7 +22,7 @@ use serde::Serialize;
 use crate::checks::{Report, Status};
 use crate::image_ref::ImageRef;
 use probe::ProbeReport;
-use qemu::{Accel, IommuKind, StandIns, VmSpec};
+use qemu::{Accel, Capture, IommuKind, StandIns, VmSpec};
 use verdict::{BootFacts, CaptureState};
 
 /// Lines of the console shown when a check fails.
@@ -106,7 +106,10 @@ pub(crate) fn test_boot(options: &TestBootOptions, progress: &dyn Fn(&str)) -> R
             &files.kargs,
             qemu::STAND_IN,
             stand_ins,
-            options.capture.is_some(),
+            match options.capture {
+                Some(_) => Capture::Asked,
+                None => Capture::NotAsked,
+            },
         ),
         iommu: options.iommu,
         accel: Accel::detect(),

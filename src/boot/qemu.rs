@@ -136,13 +136,13 @@ impl StandIns {
 /// `rd.passthru.vfio_addresses`; then the test boot's own arguments: the disk, the console the host reads, the
 /// probe as init, and a VM that ends by itself when anything goes wrong (a panic reboots and -no-reboot makes
 /// QEMU exit; no dracut rescue shell waits for a keyboard). An image without `vfio_pci.ids` gets none: adding
-/// one would hide what is wrong with it. `capture` adds the karg that asks the probe to send its tree
+/// one would hide what is wrong with it. [`Capture::Asked`] adds the karg that asks the probe to send its tree
 /// (`test-boot --capture`).
 pub(crate) fn cmdline(
     image_kargs: &[HostKarg],
     stand_in: PciId,
     stand_ins: StandIns,
-    capture: bool,
+    capture: Capture,
 ) -> Vec<String> {
     let mut words: Vec<String> = image_kargs.iter().map(|k| k.as_str().to_owned()).collect();
     match stand_ins {
@@ -169,7 +169,7 @@ pub(crate) fn cmdline(
         "panic=-1".into(),
         "rd.shell=0".into(),
     ]);
-    if capture {
+    if capture == Capture::Asked {
         words.push(capture::KARG.into());
     }
     words
@@ -203,6 +203,13 @@ fn last_list<'a>(image_kargs: &'a [HostKarg], param: &Param) -> impl Iterator<It
         .and_then(|k| k.value())
         .into_iter()
         .flat_map(|v| v.split(',').filter(|a| !a.is_empty()))
+}
+
+/// Whether the probe sends the VM's sysfs/procfs tree to the host (`test-boot --capture`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Capture {
+    Asked,
+    NotAsked,
 }
 
 /// Files and settings of one VM.
@@ -359,7 +366,7 @@ mod tests {
     fn the_stand_in_joins_the_effective_vfio_ids_only() {
         let image = kargs("amd_iommu=on vfio-pci.ids=1002:67df vfio_pci.ids=10de:2684,10de:22ba");
         assert_eq!(
-            cmdline(&image, STAND_IN, StandIns::Id, false),
+            cmdline(&image, STAND_IN, StandIns::Id, Capture::NotAsked),
             [
                 "amd_iommu=on",
                 "vfio-pci.ids=1002:67df",
@@ -373,15 +380,15 @@ mod tests {
         );
         let already = kargs("vfio_pci.ids=8086:10D3");
         assert_eq!(
-            cmdline(&already, STAND_IN, StandIns::Id, false)[0],
+            cmdline(&already, STAND_IN, StandIns::Id, Capture::NotAsked)[0],
             "vfio_pci.ids=8086:10D3"
         );
         let none = kargs("intel_iommu=on");
-        let line = cmdline(&none, STAND_IN, StandIns::Id, false);
+        let line = cmdline(&none, STAND_IN, StandIns::Id, Capture::NotAsked);
         assert!(!line.iter().any(|w| w.contains("8086:10d3")), "{line:?}");
         assert!(!line.iter().any(|w| w.starts_with("passthru_probe.")));
         assert_eq!(
-            cmdline(&none, STAND_IN, StandIns::Id, true)
+            cmdline(&none, STAND_IN, StandIns::Id, Capture::Asked)
                 .last()
                 .map(String::as_str),
             Some("passthru_probe.capture=ttyS1")
@@ -405,7 +412,7 @@ mod tests {
             }
         );
         assert_eq!(
-            cmdline(&image, STAND_IN, twins, false)[..3],
+            cmdline(&image, STAND_IN, twins, Capture::NotAsked)[..3],
             [
                 "rd.passthru.vfio_addresses=0000:05:00.0",
                 "vfio_pci.ids=10de:2684",
@@ -414,7 +421,7 @@ mod tests {
         );
         let already = kargs("rd.passthru.vfio_addresses=00:10.0");
         assert_eq!(
-            cmdline(&already, STAND_IN, twins, false)[0],
+            cmdline(&already, STAND_IN, twins, Capture::NotAsked)[0],
             "rd.passthru.vfio_addresses=00:10.0"
         );
         assert_eq!(

@@ -23,7 +23,11 @@ pub(crate) fn run(
         errln!("warning: {warning}");
     }
     let ctx = render::render(&plan)?;
-    context::write(&ctx, output, force)?;
+    let foreign = match force {
+        true => context::Foreign::WriteInto,
+        false => context::Foreign::Refuse,
+    };
+    context::write(&ctx, output, foreign)?;
     if !cli.quiet {
         errln!(
             "Wrote the build context for {} ({} files) from {source} to {output}",
