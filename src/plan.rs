@@ -124,6 +124,16 @@ pub(crate) enum Layer {
     Host,
 }
 
+/// For people: the name `plan --json` gives it.
+impl std::fmt::Display for Layer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Layer::Initramfs => "initramfs",
+            Layer::Host => "host",
+        })
+    }
+}
+
 /// Read back only as a record's expectation ([`record::Expectations`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

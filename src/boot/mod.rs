@@ -122,10 +122,7 @@ pub(crate) fn test_boot(options: &TestBootOptions, progress: &dyn Fn(&str)) -> R
             Accel::Kvm => "KVM",
             Accel::Tcg => "TCG emulation, no KVM",
         },
-        match spec.iommu {
-            IommuKind::Intel => "Intel",
-            IommuKind::Amd => "AMD",
-        },
+        spec.iommu,
         options.timeout.as_secs()
     ));
     let mut run = qemu::run(&spec, options.timeout)?;

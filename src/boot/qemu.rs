@@ -48,11 +48,31 @@ impl IommuKind {
     }
 }
 
+/// For people: `Intel`, `AMD`.
+impl std::fmt::Display for IommuKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            IommuKind::Intel => "Intel",
+            IommuKind::Amd => "AMD",
+        })
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub(crate) enum Accel {
     Kvm,
     Tcg,
+}
+
+/// For people: `KVM`, `TCG`.
+impl std::fmt::Display for Accel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Accel::Kvm => "KVM",
+            Accel::Tcg => "TCG",
+        })
+    }
 }
 
 impl Accel {

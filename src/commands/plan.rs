@@ -45,12 +45,7 @@ pub(crate) fn run(cli: &Cli, overrides: &OverrideArgs, json: bool) -> Result<()>
     outln!("Initramfs drivers: {}", plan.initramfs_drivers.join(" "));
     outln!("Files:");
     for file in &plan.files {
-        outln!(
-            "  {} ({:04o}, {} layer)",
-            file.path,
-            file.mode,
-            serde_json::to_value(file.layer)?.as_str().unwrap_or("?")
-        );
+        outln!("  {} ({:04o}, {} layer)", file.path, file.mode, file.layer);
     }
     match &plan.kernel {
         Some(kernel) => {

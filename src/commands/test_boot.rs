@@ -67,14 +67,8 @@ fn print_human(report: &BootReport) -> Result<()> {
         "Test boot of {} (kernel {}, {} IOMMU, {}): {timing}",
         report.image,
         report.kernel,
-        match report.iommu {
-            IommuKind::Intel => "Intel",
-            IommuKind::Amd => "AMD",
-        },
-        serde_json::to_value(report.accel)
-            .ok()
-            .and_then(|v| v.as_str().map(str::to_uppercase))
-            .unwrap_or_default()
+        report.iommu,
+        report.accel
     );
     outln!("Kernel command line: {}", report.cmdline.join(" "));
     checks::print(&report.checks, &mut std::io::stdout(), Colour::for_stdout())?;

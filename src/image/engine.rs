@@ -366,6 +366,21 @@ mod tests {
         );
     }
 
+    /// podman's and buildah's own words, whatever the command line calls them.
+    #[test]
+    fn isolation_reaches_the_engine_in_its_spelling() {
+        let values: Vec<String> = [
+            BuildIsolation::Oci,
+            BuildIsolation::Chroot,
+            BuildIsolation::Rootless,
+        ]
+        .into_iter()
+        .map(|isolation| argv(Engine::Buildah, Some(isolation), &[], &[]))
+        .map(|line| line.split(' ').nth(5).unwrap().to_owned())
+        .collect();
+        assert_eq!(values, ["oci", "chroot", "rootless"]);
+    }
+
     #[test]
     fn docker_takes_the_local_base_and_refuses_isolation_and_tls_skip() {
         assert_eq!(

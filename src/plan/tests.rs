@@ -942,3 +942,10 @@ fn a_module_signing_only_certificate_is_refused_only_when_a_kernel_is_replaced()
         err.message
     );
 }
+
+#[test]
+fn a_layer_reads_in_text_as_plan_json_names_it() {
+    for layer in [Layer::Initramfs, Layer::Host] {
+        assert_eq!(serde_json::to_value(layer).unwrap(), layer.to_string());
+    }
+}
