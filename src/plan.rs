@@ -200,14 +200,19 @@ pub(crate) struct OldKernelPackages {
 /// Stands for the old kernel's release in [`OldKernelPackages::deb`].
 pub(crate) const KVER_PLACEHOLDER: &str = "{kver}";
 
-/// Fedora's kernel packages that own files of a kernel release (kernel-modules-internal and
-/// kernel-uki-virt-addons too: left behind, their modules would block the swap as foreign files).
-const RPM_KERNEL_PACKAGES: &[&str] = &[
+/// The packages an ACS-override kernel build consists of (some-natalie/fedora-acs-override), by the names of
+/// the base kernel's packages it replaces; newer builds name them `kernel-acs*` ([`acs_named`]).
+pub(crate) const ACS_KERNEL_PACKAGES: &[&str] = &[
     "kernel",
     "kernel-core",
     "kernel-modules",
     "kernel-modules-core",
     "kernel-modules-extra",
+];
+
+/// Fedora's other kernel packages that own files of a kernel release (kernel-modules-internal and
+/// kernel-uki-virt-addons too: left behind, their modules would block the swap as foreign files).
+const MORE_RPM_KERNEL_PACKAGES: &[&str] = &[
     "kernel-modules-internal",
     "kernel-uki-virt",
     "kernel-uki-virt-addons",
@@ -215,16 +220,28 @@ const RPM_KERNEL_PACKAGES: &[&str] = &[
     "kernel-devel-matched",
 ];
 
+/// A kernel package's name in the newer ACS-override builds: `kernel-core` is `kernel-acs-core`.
+fn acs_named(name: &str) -> String {
+    name.replacen("kernel", "kernel-acs", 1)
+}
+
+/// What a swap from an ACS-override repository installs, by name: the newest of each the repository offers,
+/// the `kernel-acs*` names winning over the base kernel's.
+pub(crate) fn acs_repository_packages() -> Vec<String> {
+    let acs = ACS_KERNEL_PACKAGES.iter().map(|name| acs_named(name));
+    acs.chain(ACS_KERNEL_PACKAGES.iter().map(|name| name.to_string()))
+        .collect()
+}
+
 /// Debian's kernel packages are these prefixes followed by the kernel release.
 const DEB_KERNEL_PACKAGE_PREFIXES: &[&str] = &["linux-image-", "linux-headers-"];
 
 impl OldKernelPackages {
     pub(crate) fn all() -> OldKernelPackages {
-        let acs = RPM_KERNEL_PACKAGES
-            .iter()
-            .map(|name| name.replacen("kernel", "kernel-acs", 1));
+        let base: Vec<&str> = [ACS_KERNEL_PACKAGES, MORE_RPM_KERNEL_PACKAGES].concat();
+        let acs = base.iter().map(|name| acs_named(name));
         OldKernelPackages {
-            rpm: RPM_KERNEL_PACKAGES
+            rpm: base
                 .iter()
                 .map(|name| name.to_string())
                 .chain(acs)

@@ -338,11 +338,12 @@ fn changing_only_device_ids_rebuilds_only_the_host_layer() {
         .iter()
         .position(|s| s.line.contains("COPY layers/host/"))
         .unwrap_or_else(|| panic!("no host layer step in:\n{output}"));
+    // Each script's RUN step (its path ends the argv's first string), not the COPY that installs it.
     for heavy in [
-        "swap-kernel",
-        "build-kmods",
-        "depmod",
-        "regenerate-initramfs",
+        "/swap-kernel\"",
+        "/build-kmods\"",
+        "/depmod-kernel\"",
+        "/regenerate-initramfs\"",
         "COPY --from=kmods",
     ] {
         let step = steps

@@ -1,5 +1,6 @@
 //! Image mode: the build context rendered from a plan, and the engines that build it.
 
+pub(crate) mod containerfile;
 pub(crate) mod context;
 pub(crate) mod engine;
 pub(crate) mod fetch;

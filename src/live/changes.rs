@@ -10,17 +10,8 @@ use super::state::LiveState;
 use crate::config::KernelSource;
 use crate::error::{ChecksFailed, InputError};
 use crate::kargs::{HostKarg, Karg, Kargs};
-use crate::plan::Plan;
+use crate::plan::{ACS_KERNEL_PACKAGES, Plan};
 use crate::root::Root;
-
-/// The base packages an ACS kernel build replaces when its packages carry other names (`kernel-acs*`).
-pub(crate) const BASE_KERNEL_PACKAGES: &[&str] = &[
-    "kernel",
-    "kernel-core",
-    "kernel-modules",
-    "kernel-modules-core",
-    "kernel-modules-extra",
-];
 
 #[derive(Debug, Clone, Default, Serialize)]
 pub(crate) struct Changes {
@@ -369,7 +360,8 @@ pub(crate) fn kernel_change(
             return Ok(None);
         }
         Ok(Some(KernelChange::RemoveInstall {
-            remove: BASE_KERNEL_PACKAGES.iter().map(|s| s.to_string()).collect(),
+            // The base packages an ACS kernel build replaces when its packages carry other names.
+            remove: ACS_KERNEL_PACKAGES.iter().map(|s| s.to_string()).collect(),
             install: paths,
         }))
     } else if recorded(&pending.replaced_local) {

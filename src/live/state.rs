@@ -7,12 +7,12 @@ use anyhow::Result;
 use camino::{Utf8Path, Utf8PathBuf};
 use serde::{Deserialize, Serialize};
 
-use super::changes::{BASE_KERNEL_PACKAGES, KernelChange};
+use super::changes::KernelChange;
 use super::files;
 use crate::error::InputError;
 use crate::kargs::HostKarg;
 use crate::plan::record::PlanRecord;
-use crate::plan::{LIVE_DRACUT_CONF, LIVE_MODPROBE_CONF};
+use crate::plan::{ACS_KERNEL_PACKAGES, LIVE_DRACUT_CONF, LIVE_MODPROBE_CONF};
 use crate::root::Root;
 use crate::text_rules::{PLAIN_NAME_RULE, is_lower_hex, is_plain_name};
 
@@ -149,13 +149,13 @@ fn check_kernel_change(kernel: &KernelChange) -> Result<(), InputError> {
             if remove
                 .iter()
                 .map(String::as_str)
-                .ne(BASE_KERNEL_PACKAGES.iter().copied())
+                .ne(ACS_KERNEL_PACKAGES.iter().copied())
             {
                 return Err(InputError::new(
                     "kernel.remove",
                     format!(
                         "apply removes exactly the base kernel packages ({}), not {remove:?}",
-                        BASE_KERNEL_PACKAGES.join(", ")
+                        ACS_KERNEL_PACKAGES.join(", ")
                     ),
                 ));
             }

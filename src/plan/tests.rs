@@ -949,3 +949,16 @@ fn a_layer_reads_in_text_as_plan_json_names_it() {
         assert_eq!(serde_json::to_value(layer).unwrap(), layer.to_string());
     }
 }
+
+/// The initramfs hook reads the argument the plan writes the addresses into. Its name is in both places: the
+/// hook's only input is the kernel's command line, which it matches with `-` and `_` alike, as the kernel does.
+#[test]
+fn the_dracut_hook_reads_the_planned_address_argument() {
+    let (_, hook) = DRACUT_MODULE_FILES
+        .iter()
+        .find(|(name, _)| *name == "passthru-vfio-bind.sh")
+        .unwrap();
+    let name = crate::kargs::params::RD_PASSTHRU_VFIO_ADDRESSES.name;
+    let pattern = format!("{}=*)", name.replace('_', "[_-]"));
+    assert!(hook.contains(&pattern), "the hook does not match {pattern}");
+}
