@@ -90,13 +90,15 @@ pub(crate) fn detect(
     ));
     if !cpu.virtualization {
         d.warnings.push(
-            "the CPU flags have neither vmx nor svm: enable Intel VT-x / AMD SVM in the firmware setup"
+            "the CPU flags have neither vmx nor svm: enable Intel VT-x / AMD SVM in the firmware \
+             setup"
                 .into(),
         );
     }
     if !topology.iommu_enabled() {
         d.warnings.push(format!(
-            "the IOMMU is off (no IOMMU groups): enable VT-d (Intel) or AMD-Vi/IOMMU (AMD) in the firmware setup and boot with the planned {}; isolation could not be checked",
+            "the IOMMU is off (no IOMMU groups): enable VT-d (Intel) or AMD-Vi/IOMMU (AMD) in the \
+             firmware setup and boot with the planned {}; isolation could not be checked",
             crate::plan::iommu_kargs(cpu.vendor.unwrap_or(CpuVendor::Intel)).join(" ")
         ));
     }
@@ -119,7 +121,11 @@ pub(crate) fn detect(
         ));
     }
     let Some(device) = device else {
-        d.warnings.push("no GPU found (PCI class 0300, 0302 or 0380): vfio.ids is left empty; add the devices to pass by hand, or name one with --device ADDRESS".into());
+        d.warnings.push(
+            "no GPU found (PCI class 0300, 0302 or 0380): vfio.ids is left empty; add the devices \
+             to pass by hand, or name one with --device ADDRESS"
+                .into(),
+        );
         return Ok(d);
     };
     pass_device(&mut d, &topology, &device);
@@ -165,8 +171,8 @@ fn pass_device(d: &mut Detection, topology: &Topology, device: &GpuReport) {
     }
     if !d.config.vfio.addresses.is_empty() {
         d.findings.push(
-            "vfio.addresses: bound with driver_override by an initramfs hook before udev starts; image mode only \
-             (live mode cannot add the hook and refuses addresses)"
+            "vfio.addresses: bound with driver_override by an initramfs hook before udev starts; \
+             image mode only (live mode cannot add the hook and refuses addresses)"
                 .into(),
         );
     }
@@ -178,7 +184,8 @@ fn pass_device(d: &mut Detection, topology: &Topology, device: &GpuReport) {
         match gpu_vendor(id.vendor) {
             Some(vendor) => d.config.gpu.vendors = vec![vendor],
             None => d.warnings.push(format!(
-                "GPU vendor {:04x} is not NVIDIA, AMD or Intel: gpu.vendors is left empty (no driver-specific kargs)",
+                "GPU vendor {:04x} is not NVIDIA, AMD or Intel: gpu.vendors is left empty (no \
+                 driver-specific kargs)",
                 id.vendor
             )),
         }
@@ -206,7 +213,10 @@ fn pass_device(d: &mut Detection, topology: &Topology, device: &GpuReport) {
             }
         }
         d.warnings.push(format!(
-            "{} shares IOMMU group {} with {}: it cannot go to a VM alone. Move the card to a slot with its own group, pass those devices too, or use an ACS-override kernel (weakens isolation): set [acs-override] enabled = true with repo = \"<dnf .repo URL>\" or packages = \"<dir of kernel packages>\"",
+            "{} shares IOMMU group {} with {}: it cannot go to a VM alone. Move the card to a slot \
+             with its own group, pass those devices too, or use an ACS-override kernel (weakens \
+             isolation): set [acs-override] enabled = true with repo = \"<dnf .repo URL>\" or \
+             packages = \"<dir of kernel packages>\"",
             device.address,
             device.group.unwrap_or_default(),
             others.join(", ")
@@ -241,7 +251,8 @@ fn bind(d: &mut Detection, topology: &Topology, member: &PciDevice, passed: &[Pc
     }
     d.config.vfio.addresses.push(member.address);
     d.findings.push(format!(
-        "  {} bound by address: the host keeps {} with the same ID [{}], which vfio_pci.ids would take too",
+        "  {} bound by address: the host keeps {} with the same ID [{}], which vfio_pci.ids would \
+         take too",
         member.address,
         twins.join(", "),
         member.id
@@ -258,10 +269,15 @@ fn chosen_device(
         None => Err(InputError::new(
             "--device",
             format!(
-                "no PCI device at {address} on this host; GPUs: {} (`passthru-image groups` lists every device)",
+                "no PCI device at {address} on this host; GPUs: {} (`passthru-image groups` lists \
+                 every device)",
                 match gpus.is_empty() {
                     true => "none".to_owned(),
-                    false => gpus.iter().map(|g| g.address.to_string()).collect::<Vec<_>>().join(", "),
+                    false => gpus
+                        .iter()
+                        .map(|g| g.address.to_string())
+                        .collect::<Vec<_>>()
+                        .join(", "),
                 }
             ),
         )
@@ -276,7 +292,8 @@ fn propose_base(d: &mut Detection, sysroot: &Sysroot) -> Result<()> {
         Sysroot::Given(path) => path,
         Sysroot::HostRoot(path) if deployment::check_sysroot(path).is_err() => {
             d.findings.push(format!(
-                "image.base: the default; {path} is not an ostree system, so no deployment tells what the host runs"
+                "image.base: the default; {path} is not an ostree system, so no deployment tells \
+                 what the host runs"
             ));
             return Ok(());
         }
@@ -289,15 +306,16 @@ fn propose_base(d: &mut Detection, sysroot: &Sysroot) -> Result<()> {
     };
     let Some(reference) = &running.container_image else {
         d.findings.push(format!(
-            "image.base: the default; the {which} deployment {} follows an ostree ref, not a container image: set \
-             image.base to the bootc image of your system",
+            "image.base: the default; the {which} deployment {} follows an ostree ref, not a \
+             container image: set image.base to the bootc image of your system",
             running.id
         ));
         return Ok(());
     };
     if let Some(record) = record::read_image_record(&Root::new(running.dir.clone()))? {
         d.findings.push(format!(
-            "image.base: {}, the base of the passthru-image image the {which} deployment runs ({reference})",
+            "image.base: {}, the base of the passthru-image image the {which} deployment runs \
+             ({reference})",
             record.image.base
         ));
         d.config.image.base = record.image.base;
@@ -307,14 +325,15 @@ fn propose_base(d: &mut Detection, sysroot: &Sysroot) -> Result<()> {
     match registry_image(reference) {
         Some(base) => {
             d.findings.push(format!(
-                "image.base: {base}, the container image the {which} deployment follows ({reference})"
+                "image.base: {base}, the container image the {which} deployment follows \
+                 ({reference})"
             ));
             d.config.image.base = base;
             d.decided.push(Decided::ImageBase);
         }
         None => d.findings.push(format!(
-            "image.base: the default; the {which} deployment follows {reference}, which names no image in a \
-             registry: set image.base to the bootc image of your system"
+            "image.base: the default; the {which} deployment follows {reference}, which names no \
+             image in a registry: set image.base to the bootc image of your system"
         )),
     }
     Ok(())
@@ -350,7 +369,8 @@ fn pick_gpu(gpus: &[GpuReport], warnings: &mut Vec<String>) -> Option<GpuReport>
         let only = gpus.first()?;
         if gpus.len() == 1 {
             warnings.push(format!(
-                "{} is the only GPU: the host has no display while the VM runs (single-GPU passthrough)",
+                "{} is the only GPU: the host has no display while the VM runs (single-GPU \
+                 passthrough)",
                 only.address
             ));
         }
@@ -412,7 +432,9 @@ const HEADER_END: &str = "# <<< passthru-image detect";
 /// changed beyond setting keys.
 fn header(detection: &Detection, root: &Root, notes: &[String]) -> String {
     let mut text = format!(
-        "{HEADER_BEGIN}\n# passthru.toml proposed by `passthru-image detect` from the host under {}.\n# Review it, then: passthru-image plan; passthru-image build (image mode) or apply (live mode).\n#\n",
+        "{HEADER_BEGIN}\n# passthru.toml proposed by `passthru-image detect` from the host under \
+         {}.\n# Review it, then: passthru-image plan; passthru-image build (image mode) or apply \
+         (live mode).\n#\n",
         root.path()
     );
     for finding in &detection.findings {

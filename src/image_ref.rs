@@ -58,8 +58,8 @@ impl FromStr for ImageRef {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let allowed = "expected [registry[:port]/]name[:tag][@sha256:<64 hex>], lowercase name components \
-                       of [a-z0-9] joined by . _ - or /";
+        let allowed = "expected [registry[:port]/]name[:tag][@sha256:<64 hex>], lowercase name \
+                       components of [a-z0-9] joined by . _ - or /";
         let (rest, digest) = match s.split_once('@') {
             Some((rest, digest)) => (rest, Some(digest)),
             None => (s, None),

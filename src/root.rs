@@ -312,7 +312,8 @@ impl Root {
         let root = &self.path;
         let what = if is_escape(&e) {
             format!(
-                "leads outside {root} (through a symlink or `..`); links in a host tree must stay inside it"
+                "leads outside {root} (through a symlink or `..`); links in a host tree must stay \
+                 inside it"
             )
         } else if e.kind() == std::io::ErrorKind::NotADirectory {
             "is not a directory (or a path on the way to it is not)".to_owned()

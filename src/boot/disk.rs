@@ -28,7 +28,8 @@ impl MountedImage {
             bail!(InputError::new(
                 "IMAGE",
                 format!(
-                    "{image} is not in podman's local storage; build it with `passthru-image build` or pull it"
+                    "{image} is not in podman's local storage; build it with `passthru-image \
+                     build` or pull it"
                 )
             ));
         }

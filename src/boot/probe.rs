@@ -288,7 +288,8 @@ ptprobe:end 1\r
 
     #[test]
     fn malformed_device_lines_are_skipped() {
-        let text = "ptprobe:begin 1\nptprobe:pci 0000:00:02.0 0x8086\nptprobe:pci a 0xzz 0x1 0x0 - -\nptprobe:end 1\n";
+        let text = "ptprobe:begin 1\nptprobe:pci 0000:00:02.0 0x8086\nptprobe:pci a 0xzz 0x1 0x0 - \
+                    -\nptprobe:end 1\n";
         let Parsed::Complete(report) = parse(text) else {
             panic!("expected a complete report");
         };

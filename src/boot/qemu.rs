@@ -450,7 +450,11 @@ mod tests {
         );
         assert_eq!(
             serde_json::to_value(twins).unwrap(),
-            serde_json::json!({"bound_by": "address", "bound": "0000:00:10.0", "twin": "0000:00:11.0"})
+            serde_json::json!({
+                "bound_by": "address",
+                "bound": "0000:00:10.0",
+                "twin": "0000:00:11.0"
+            })
         );
     }
 

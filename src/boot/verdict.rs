@@ -89,13 +89,15 @@ pub(crate) fn judge(facts: &BootFacts) -> Result<Report> {
 
 static CHECK_BOOT: Check<BootFacts> = Check {
     name: "boot",
-    verifies: "the image's kernel and initramfs mounted its root filesystem and ran the probe to its end",
+    verifies: "the image's kernel and initramfs mounted its root filesystem and ran the probe to \
+               its end",
     requires: &[],
     judge: |facts, _| {
         let detail = match &facts.parsed {
             Parsed::Complete(_) => {
                 return Ok(vec![Finding::pass(
-                    "the image's kernel and initramfs mounted the root filesystem and ran the probe",
+                    "the image's kernel and initramfs mounted the root filesystem and ran the \
+                     probe",
                 )]);
             }
             Parsed::Truncated(_) => "the probe started but its report was cut off",
@@ -123,14 +125,16 @@ fn with_report(
 
 static CHECK_KARGS: Check<BootFacts> = Check {
     name: "kargs",
-    verifies: "every kargs.d argument reached the kernel, with vfio_pci.ids (or rd.passthru.vfio_addresses) and rd.driver.pre=vfio-pci, and the kernel refused none",
+    verifies: "every kargs.d argument reached the kernel, with vfio_pci.ids (or \
+               rd.passthru.vfio_addresses) and rd.driver.pre=vfio-pci, and the kernel refused none",
     requires: &[&CHECK_BOOT],
     judge: |facts, _| with_report(facts, |report| kargs(report, &facts.image_kargs)),
 };
 
 static CHECK_IOMMU: Check<BootFacts> = Check {
     name: "iommu",
-    verifies: "IOMMU groups exist, the stand-in is in one, and the kernel's log acknowledges the IOMMU kargs",
+    verifies: "IOMMU groups exist, the stand-in is in one, and the kernel's log acknowledges the \
+               IOMMU kargs",
     requires: &[&CHECK_BOOT],
     judge: |facts, _| with_report(facts, |report| iommu(report, facts)),
 };
@@ -144,14 +148,16 @@ static CHECK_STAND_IN: Check<BootFacts> = Check {
 
 static CHECK_VFIO_MODULES: Check<BootFacts> = Check {
     name: "vfio-modules",
-    verifies: "the VFIO modules were loaded before the root filesystem's init ran (from the initramfs)",
+    verifies: "the VFIO modules were loaded before the root filesystem's init ran (from the \
+               initramfs)",
     requires: &[&CHECK_BOOT],
     judge: |facts, _| with_report(facts, vfio_modules),
 };
 
 static CHECK_TWIN: Check<BootFacts> = Check {
     name: "twin-on-own-driver",
-    verifies: "with an image that binds by address: the stand-in's identical twin, not named, stays on its own driver",
+    verifies: "with an image that binds by address: the stand-in's identical twin, not named, \
+               stays on its own driver",
     requires: &[],
     judge: |facts, _| match facts.stand_ins {
         StandIns::Id => Ok(Vec::new()),
@@ -163,7 +169,8 @@ static CHECK_TWIN: Check<BootFacts> = Check {
 
 static CHECK_CAPTURE: Check<BootFacts> = Check {
     name: "capture",
-    verifies: "with --capture: the VM's sysfs/procfs tree arrived whole, reads as a host tree, and was written",
+    verifies: "with --capture: the VM's sysfs/procfs tree arrived whole, reads as a host tree, and \
+               was written",
     requires: &[],
     judge: |facts, _| {
         Ok(match &facts.capture {
@@ -213,8 +220,8 @@ fn kargs(report: &ProbeReport, image_kargs: &[HostKarg]) -> Finding {
     problems.extend(refused_by_the_kernel(report, image_kargs));
     match problems.is_empty() {
         true => Finding::pass(format!(
-            "all {} kargs.d arguments reached the kernel, with the devices to bind and rd.driver.pre, and \
-             the kernel refused none",
+            "all {} kargs.d arguments reached the kernel, with the devices to bind and \
+             rd.driver.pre, and the kernel refused none",
             image_kargs.len()
         )),
         false => Finding::fail_plain(problems.join("; ")),
@@ -341,8 +348,8 @@ fn twin_on_own_driver(report: &ProbeReport, id: PciId, twin: PciAddress) -> Find
             "its twin {id} at {twin} is on {other}, not {STAND_IN_DRIVER}"
         )),
         None => Finding::fail_plain(format!(
-            "its twin {id} at {twin} has no driver: {STAND_IN_DRIVER} is not in the image's initramfs, so the \
-             race between the twins' driver and vfio-pci was never run"
+            "its twin {id} at {twin} has no driver: {STAND_IN_DRIVER} is not in the image's \
+             initramfs, so the race between the twins' driver and vfio-pci was never run"
         )),
     }
 }
@@ -402,7 +409,8 @@ mod tests {
 
     fn good_report() -> ProbeReport {
         ProbeReport {
-            cmdline: "intel_iommu=on iommu=pt rd.driver.pre=vfio-pci vfio-pci.ids=10de:2684,8086:10d3 root=/dev/vda"
+            cmdline: "intel_iommu=on iommu=pt rd.driver.pre=vfio-pci \
+                      vfio-pci.ids=10de:2684,8086:10d3 root=/dev/vda"
                 .split(' ')
                 .map(str::to_owned)
                 .collect(),

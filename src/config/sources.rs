@@ -150,7 +150,8 @@ pub(super) fn vendor_reset_source(c: &VendorResetConfig) -> Result<ModuleSource,
         return Err(InputError::new(
             "vendor-reset.commit",
             format!(
-                "{commit:?} is not a full commit hash; expected 40 lowercase hex digits (a branch or tag can move)"
+                "{commit:?} is not a full commit hash; expected 40 lowercase hex digits (a branch \
+                 or tag can move)"
             ),
         ));
     }
@@ -165,7 +166,8 @@ pub(super) fn kernel_source(c: &AcsOverrideConfig) -> Result<KernelSource, Input
         )),
         (None, None) => Err(InputError::new(
             "acs-override",
-            "enabled without a kernel source: set `repo` (a dnf .repo file URL) or `packages` (a directory of .rpm/.deb files)",
+            "enabled without a kernel source: set `repo` (a dnf .repo file URL) or `packages` (a \
+             directory of .rpm/.deb files)",
         )),
         (Some(url), None) => {
             if !c.sha256.is_empty() {

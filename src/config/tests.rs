@@ -113,27 +113,32 @@ fn bad_configs_are_refused_with_the_field_named() {
             "40 lowercase hex",
         ),
         (
-            "[vendor-reset]\ngit = \"file:///x;rm\"\ncommit = \"084881c6e9e11bdadaf05798e669568848e698a3\"\n",
+            "[vendor-reset]\ngit = \"file:///x;rm\"\ncommit = \
+             \"084881c6e9e11bdadaf05798e669568848e698a3\"\n",
             "vendor-reset.git",
             "URL",
         ),
         (
-            "[vendor-reset]\ngit = \"git://github.com/gnif/vendor-reset.git\"\ncommit = \"084881c6e9e11bdadaf05798e669568848e698a3\"\n",
+            "[vendor-reset]\ngit = \"git://github.com/gnif/vendor-reset.git\"\ncommit = \
+             \"084881c6e9e11bdadaf05798e669568848e698a3\"\n",
             "vendor-reset.git",
             "https",
         ),
         (
-            "[vendor-reset]\ngit = \"ssh://-oProxyCommand=x/vr.git\"\ncommit = \"084881c6e9e11bdadaf05798e669568848e698a3\"\n",
+            "[vendor-reset]\ngit = \"ssh://-oProxyCommand=x/vr.git\"\ncommit = \
+             \"084881c6e9e11bdadaf05798e669568848e698a3\"\n",
             "vendor-reset.git",
             "may not start with `-`",
         ),
         (
-            "[vendor-reset]\ngit = \"ssh://git@-oProxyCommand=x/vr.git\"\ncommit = \"084881c6e9e11bdadaf05798e669568848e698a3\"\n",
+            "[vendor-reset]\ngit = \"ssh://git@-oProxyCommand=x/vr.git\"\ncommit = \
+             \"084881c6e9e11bdadaf05798e669568848e698a3\"\n",
             "vendor-reset.git",
             "may not start with `-`",
         ),
         (
-            "[vendor-reset]\ngit = \"file://host/srv/vr.git\"\ncommit = \"084881c6e9e11bdadaf05798e669568848e698a3\"\n",
+            "[vendor-reset]\ngit = \"file://host/srv/vr.git\"\ncommit = \
+             \"084881c6e9e11bdadaf05798e669568848e698a3\"\n",
             "vendor-reset.git",
             "file:///path",
         ),
@@ -218,7 +223,8 @@ fn too_many_acs_ids_are_refused() {
 #[test]
 fn overrides_replace_config_values_and_drop_the_digest_with_the_base() {
     let config = Config::from_toml(
-        "[image]\ndigest = \"sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef\"\n",
+        "[image]\ndigest = \
+         \"sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef\"\n",
         "t.toml",
     )
     .unwrap();
@@ -280,7 +286,8 @@ fn relative_source_paths_are_relative_to_the_config_file() {
     let dir = camino::Utf8Path::from_path(dir.path()).unwrap();
     std::fs::create_dir(dir.join("kernel")).unwrap();
     std::fs::write(dir.join("kernel/linux-image-6.1.0-99-amd64.deb"), b"x").unwrap();
-    let text = "[vendor-reset]\npath = \"src/vr\"\n[acs-override]\nenabled = true\npackages = \"kernel\"\n";
+    let text = "[vendor-reset]\npath = \"src/vr\"\n[acs-override]\nenabled = true\npackages = \
+                \"kernel\"\n";
     let config = Config::from_toml(text, dir.join("passthru.toml").as_str()).unwrap();
     assert_eq!(config.vendor_reset.path.unwrap(), dir.join("src/vr"));
     assert_eq!(config.acs_override.packages.unwrap(), dir.join("kernel"));
@@ -306,7 +313,8 @@ fn serialized_config_has_no_empty_tables_or_unset_keys_and_reads_back() {
     std::fs::write(path.join("linux-image-6.1.0-99-amd64.deb"), b"x").unwrap();
     let sum = "0".repeat(64);
     let with_sums = format!(
-        "[acs-override]\nenabled = true\npackages = \"{path}\"\nsha256 = {{ \"linux-image-6.1.0-99-amd64.deb\" = \"{sum}\" }}\n"
+        "[acs-override]\nenabled = true\npackages = \"{path}\"\nsha256 = {{ \
+         \"linux-image-6.1.0-99-amd64.deb\" = \"{sum}\" }}\n"
     );
     let config = Config::from_toml(&with_sums, "t.toml").unwrap();
     let text = toml::to_string(&config).unwrap();
@@ -344,12 +352,12 @@ fn module_sources_over_https_ssh_and_file_are_accepted() {
         "file:///srv/git/vendor-reset",
     ] {
         let text = format!(
-            "[vendor-reset]\ngit = \"{url}\"\ncommit = \"084881c6e9e11bdadaf05798e669568848e698a3\"\n"
+            "[vendor-reset]\ngit = \"{url}\"\ncommit = \
+             \"084881c6e9e11bdadaf05798e669568848e698a3\"\n"
         );
         let config = Config::from_toml(&text, "t.toml").unwrap_or_else(|e| panic!("{url}: {e:#}"));
-        assert!(
-            matches!(config.vendor_reset_source().unwrap(), ModuleSource::Git { url: u, .. } if u == url)
-        );
+        let source = config.vendor_reset_source().unwrap();
+        assert!(matches!(source, ModuleSource::Git { url: u, .. } if u == url));
     }
 }
 

@@ -71,7 +71,8 @@ pub(crate) fn merge(
     // The file must read back as the user's config with exactly the decided keys changed.
     if Config::from_toml(&merged, origin)? != wanted {
         bail!(
-            "internal error: the merged passthru.toml does not read back as the user's config with the detected keys"
+            "internal error: the merged passthru.toml does not read back as the user's config with \
+             the detected keys"
         );
     }
     Ok(merged)

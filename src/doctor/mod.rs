@@ -38,7 +38,9 @@ pub(crate) const SCHEMA_VERSION: u32 = 1;
 
 /// What makes the planned kargs, drivers and files take effect after the next boot, for both modes: the fix of
 /// every check that fails because the plan is not (yet) what the host booted.
-pub(crate) const APPLY_FIX: &str = "image mode: `bootc switch`/`bootc upgrade` to the image `passthru-image build` made (kargs.d is applied by bootc, not rpm-ostree); live mode: `passthru-image apply`; then reboot";
+pub(crate) const APPLY_FIX: &str = "image mode: `bootc switch`/`bootc upgrade` to the image \
+                                    `passthru-image build` made (kargs.d is applied by bootc, not \
+                                    rpm-ostree); live mode: `passthru-image apply`; then reboot";
 
 /// Every check, in the order they run: a check may name only earlier ones as its cause.
 pub(crate) const CHECKS: &[&Check<Facts>] = &[

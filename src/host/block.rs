@@ -272,8 +272,9 @@ mod tests {
         write(
             &root,
             "/proc/self/mountinfo",
-            "60 1 0:31 / / ro shared:1 - overlay composefs ro,lowerdir=/run/ostree/.private/cfsroot-lower\n\
-             98 60 253:0 / /sysroot ro shared:5 - xfs /dev/mapper/luks-1 rw\n",
+            "60 1 0:31 / / ro shared:1 - overlay composefs \
+             ro,lowerdir=/run/ostree/.private/cfsroot-lower\n98 60 253:0 / /sysroot ro shared:5 - \
+             xfs /dev/mapper/luks-1 rw\n",
         );
         let pci = "/sys/devices/pci0000:00/0000:00:1d.0/0000:3d:00.0";
         let subsys = "/sys/devices/virtual/nvme-subsystem/nvme-subsys0/nvme0n1";

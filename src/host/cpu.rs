@@ -61,7 +61,8 @@ impl CpuInfo {
             InputError::new(
                 "cpu.vendor",
                 format!(
-                    "\"auto\" could not tell the CPU vendor from {}; set cpu.vendor (or --cpu) to intel or amd",
+                    "\"auto\" could not tell the CPU vendor from {}; set cpu.vendor (or --cpu) to \
+                     intel or amd",
                     root.join(CPUINFO)
                 ),
             )

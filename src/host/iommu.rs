@@ -27,14 +27,18 @@ pub(crate) fn read_groups(root: &Root) -> Result<BTreeMap<u32, Vec<PciAddress>>>
         let id = pci::parse_group_number(&name).ok_or_else(|| {
             InputError::new(
                 dir.as_str(),
-                format!("{name:?} is not a group number as the kernel writes it (is --root a host filesystem?)"),
+                format!(
+                    "{name:?} is not a group number as the kernel writes it (is --root a host \
+                     filesystem?)"
+                ),
             )
         })?;
         let members_dir = Utf8PathBuf::from(GROUPS_DIR).join(&name).join("devices");
         let Some(entries) = root.read_dir(&members_dir)? else {
             return Err(InputError::new(
                 root.join(&members_dir).as_str(),
-                "is missing: every IOMMU group has a devices directory (is --root a host filesystem?)",
+                "is missing: every IOMMU group has a devices directory (is --root a host \
+                 filesystem?)",
             )
             .into());
         };

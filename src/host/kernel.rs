@@ -82,7 +82,8 @@ mod tests {
         std::fs::create_dir_all(root.join("/proc")).unwrap();
         std::fs::write(
             root.join(MODULES),
-            "vfio_pci 16384 0 - Live 0x0000000000000000\nvfio 45056 2 vfio_pci,vfio_iommu_type1, Live 0x0\n",
+            "vfio_pci 16384 0 - Live 0x0000000000000000\nvfio 45056 2 vfio_pci,vfio_iommu_type1, \
+             Live 0x0\n",
         )
         .unwrap();
         std::fs::create_dir_all(root.join("/sys/module/vendor_reset")).unwrap();

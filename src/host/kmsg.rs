@@ -124,7 +124,8 @@ fn from_journal(root: &Root, machine: Machine) -> Result<KernelLog, String> {
             let dir = root.join(JOURNAL_DIR);
             if !root.is_dir(JOURNAL_DIR) {
                 return Err(format!(
-                    "no journal under the root ({dir}), and journalctl without -D would read this machine's"
+                    "no journal under the root ({dir}), and journalctl without -D would read this \
+                     machine's"
                 ));
             }
             cmd = cmd.arg("-D").arg(dir.as_str());
@@ -192,8 +193,10 @@ mod tests {
             "pci 0000:00:00.2: AMD-Vi: Found IOMMU cap 0x40",
             "AMD-Vi: Interrupt remapping enabled",
             "iommu: Default domain type: Passthrough (set via kernel command line)",
-            "vfio-pci 0000:0b:00.0: AMD-Vi: Event logged [IO_PAGE_FAULT domain=0x000b address=0xfd000000 flags=0x0020]",
-            "vfio-pci 0000:0b:00.0: AMD-Vi: Event logged [IO_PAGE_FAULT domain=0x000b address=0xfd001000 flags=0x0020]",
+            "vfio-pci 0000:0b:00.0: AMD-Vi: Event logged [IO_PAGE_FAULT domain=0x000b \
+             address=0xfd000000 flags=0x0020]",
+            "vfio-pci 0000:0b:00.0: AMD-Vi: Event logged [IO_PAGE_FAULT domain=0x000b \
+             address=0xfd001000 flags=0x0020]",
             "AMD-Vi: [Firmware Bug]: : IOAPIC[32] not in IVRS table",
             "usb 1-2: new high-speed USB device number 2 using xhci_hcd",
             "Loading of module with unavailable key is rejected",

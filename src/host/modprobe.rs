@@ -245,8 +245,9 @@ mod tests {
     #[test]
     fn lines_parse_as_kmod_reads_them() {
         let directives = parse(
-            "# comment\nsoftdep nvidia pre: vfio-pci post: nvidia-drm\noptions vfio-pci \\\n ids=10de:1b80 disable_vga=1\n\
-             install vfio_pci /bin/false\nblacklist nouveau\nalias pci:v* vfio-pci\n",
+            "# comment\nsoftdep nvidia pre: vfio-pci post: nvidia-drm\noptions vfio-pci \\\n \
+             ids=10de:1b80 disable_vga=1\ninstall vfio_pci /bin/false\nblacklist nouveau\nalias \
+             pci:v* vfio-pci\n",
             "/etc/modprobe.d/x.conf",
         );
         let kinds: Vec<String> = directives.iter().map(|d| d.kind.describe()).collect();

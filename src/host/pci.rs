@@ -44,8 +44,8 @@ impl PciAddress {
         };
         full.parse().map_err(|_| {
             format!(
-                "{s:?} is not a PCI address; expected dddd:bb:ss.f or bb:ss.f (hex, as lspci shows it), e.g. \
-                 0000:02:00.0 or 02:00.0"
+                "{s:?} is not a PCI address; expected dddd:bb:ss.f or bb:ss.f (hex, as lspci shows \
+                 it), e.g. 0000:02:00.0 or 02:00.0"
             )
         })
     }
@@ -187,7 +187,11 @@ pub(crate) fn read_devices(root: &Root) -> Result<Vec<PciDevice>> {
         if !root.exists("/sys") {
             return Err(InputError::new(
                 "--root",
-                format!("{} has no sys/: give the root of a Linux host (or of a captured sysfs/procfs tree)", root.path()),
+                format!(
+                    "{} has no sys/: give the root of a Linux host (or of a captured sysfs/procfs \
+                     tree)",
+                    root.path()
+                ),
             )
             .into());
         }
@@ -213,7 +217,8 @@ pub(crate) fn canonical_address(dir: &Utf8Path, name: &str) -> Result<PciAddress
         return Err(InputError::new(
             dir.as_str(),
             format!(
-                "{name:?} is not written as the kernel writes addresses ({address}); is --root a host filesystem?"
+                "{name:?} is not written as the kernel writes addresses ({address}); is --root a \
+                 host filesystem?"
             ),
         )
         .into());

@@ -439,8 +439,8 @@ impl Topology {
             if self.only_of_class(device, DeviceClass::Usb) {
                 add(
                     CaveatKind::OnlyUsbController,
-                    "the host's only USB controller: the host loses every USB device, the keyboard and \
-                     mouse plugged in later too"
+                    "the host's only USB controller: the host loses every USB device, the keyboard \
+                     and mouse plugged in later too"
                         .into(),
                 );
             }
@@ -488,12 +488,14 @@ impl Topology {
     fn boot_gpu_caveat(&self, device: &PciDevice) -> String {
         let others = self.other_displays(device);
         match others.first() {
-            None => "the boot GPU and the host's only display device: passed to a VM, it leaves the host \
-                     without a display (single-GPU passthrough)"
-                .into(),
+            None => {
+                "the boot GPU and the host's only display device: passed to a VM, it leaves the \
+                 host without a display (single-GPU passthrough)"
+                    .into()
+            }
             Some(other) => format!(
-                "the boot GPU: the firmware and boot screens show on it; the host's display would have to \
-                 move to {} {}",
+                "the boot GPU: the firmware and boot screens show on it; the host's display would \
+                 have to move to {} {}",
                 other.address,
                 other.display_name()
             ),
@@ -511,8 +513,8 @@ impl Topology {
             .collect();
         (!chipset.is_empty()).then(|| {
             format!(
-                "a function of the chipset: its slot also holds {}, which would go to the VM with it and which \
-                 the host needs; passing it rarely works",
+                "a function of the chipset: its slot also holds {}, which would go to the VM with \
+                 it and which the host needs; passing it rarely works",
                 chipset.join(", ")
             )
         })
@@ -530,11 +532,14 @@ const CLASS_SMBUS: u16 = 0x0c05;
 
 fn three_d_caveat(portable: Option<bool>) -> String {
     match portable {
-        Some(true) => "a laptop's 3D controller (mux-less Optimus): it has no display outputs, the screen \
-                       belongs to the iGPU, and the guest driver often refuses it; passing it rarely works"
-            .into(),
-        _ => "a 3D controller: it has no display outputs, so the guest shows its picture only through \
-              another GPU or a remote display; in a laptop (mux-less Optimus) passing it rarely works"
+        Some(true) => {
+            "a laptop's 3D controller (mux-less Optimus): it has no display outputs, the screen \
+             belongs to the iGPU, and the guest driver often refuses it; passing it rarely works"
+                .into()
+        }
+        _ => "a 3D controller: it has no display outputs, so the guest shows its picture only \
+              through another GPU or a remote display; in a laptop (mux-less Optimus) passing it \
+              rarely works"
             .into(),
     }
 }

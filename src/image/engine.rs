@@ -92,8 +92,8 @@ impl std::str::FromStr for Label {
                 .all(|c| c.is_ascii_alphanumeric() || "._-/".contains(c));
         if !key_ok {
             return Err(format!(
-                "label key {key:?}: expected letters, digits and . _ - /, starting with a letter or digit \
-                 (e.g. org.opencontainers.image.source)"
+                "label key {key:?}: expected letters, digits and . _ - /, starting with a letter \
+                 or digit (e.g. org.opencontainers.image.source)"
             ));
         }
         if value.chars().any(char::is_control) {
@@ -362,7 +362,8 @@ mod tests {
         );
         assert_eq!(
             argv(Engine::Buildah, None, &[], &[]),
-            "buildah bud --layers --pull=never --tag localhost/vfio:1 --file /ctx/Containerfile /ctx"
+            "buildah bud --layers --pull=never --tag localhost/vfio:1 --file /ctx/Containerfile \
+             /ctx"
         );
     }
 
@@ -417,7 +418,8 @@ mod tests {
             let text = argv(engine, None, &[], &secrets);
             assert!(
                 text.contains(
-                    "--secret id=mok-key,src=/tmp/s/mok-key --secret id=mok-cert,src=/tmp/s/mok-cert --tag"
+                    "--secret id=mok-key,src=/tmp/s/mok-key --secret \
+                     id=mok-cert,src=/tmp/s/mok-cert --tag"
                 ),
                 "{text}"
             );

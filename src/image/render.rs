@@ -341,8 +341,9 @@ mod tests {
         let path = Utf8PathBuf::from_path_buf(dir.path().to_owned()).unwrap();
         std::fs::write(
             path.join("dkms.conf"),
-            "PACKAGE_NAME=\"vendor-reset\"\nPACKAGE_VERSION=\"0.1.1\"\nBUILT_MODULE_NAME[0]=\"${PACKAGE_NAME}\"\n\
-             MAKE[0]=\"make KDIR=${kernel_source_dir}\"\nCLEAN=\"make KDIR=${kernel_source_dir} clean\"\n\
+            "PACKAGE_NAME=\"vendor-reset\"\nPACKAGE_VERSION=\"0.1.1\"\n\
+             BUILT_MODULE_NAME[0]=\"${PACKAGE_NAME}\"\nMAKE[0]=\"make KDIR=${kernel_source_dir}\"\n\
+             CLEAN=\"make KDIR=${kernel_source_dir} clean\"\n\
              DEST_MODULE_LOCATION[0]=\"/kernel/drivers/misc\"\nAUTOINSTALL=\"yes\"\n",
         )
         .unwrap();
@@ -603,8 +604,8 @@ mod tests {
                 (secrets.to_owned(), mok_sign(&["modules", "/out"])),
                 (
                     format!(
-                        "--mount=type=bind,from=quay.io/fedora/fedora-bootc:44,source=/usr/lib/modules,\
-                         target=/run/passthru-base-modules {secrets}"
+                        "--mount=type=bind,from=quay.io/fedora/fedora-bootc:44,\
+                         source=/usr/lib/modules,target=/run/passthru-base-modules {secrets}"
                     ),
                     mok_sign(&["kernel", "/run/passthru-base-modules", "/out"])
                 ),

@@ -98,7 +98,8 @@ impl Karg {
         }
         if let Some(c) = text.chars().find(|c| FORBIDDEN.contains(c)) {
             return Err(format!(
-                "{text:?} contains {c:?}; quotes, backslashes, backticks, `$` and `;` are not allowed"
+                "{text:?} contains {c:?}; quotes, backslashes, backticks, `$` and `;` are not \
+                 allowed"
             ));
         }
         let key = text.split_once('=').map_or(text, |(key, _)| key);
@@ -112,7 +113,8 @@ impl Karg {
                 .all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c));
         if !name_ok {
             return Err(format!(
-                "{text:?}: a parameter name is letters, digits, `_`, `-` and `.`, not starting with `-` or `.`"
+                "{text:?}: a parameter name is letters, digits, `_`, `-` and `.`, not starting \
+                 with `-` or `.`"
             ));
         }
         Ok(Karg {
@@ -174,7 +176,8 @@ impl HostKarg {
             [word] if word.text == text => {}
             _ => {
                 return Err(format!(
-                    "{text:?} is not exactly one kernel argument (whitespace is allowed only inside double quotes)"
+                    "{text:?} is not exactly one kernel argument (whitespace is allowed only \
+                     inside double quotes)"
                 ));
             }
         }
@@ -330,7 +333,8 @@ impl Kargs {
                         clash.then(|| Conflict {
                             planned: Some(planned.clone()),
                             reason: format!(
-                                "{key}= tokens {a} and {b} undo each other; the kernel keeps whichever it reads last"
+                                "{key}= tokens {a} and {b} undo each other; the kernel keeps \
+                                 whichever it reads last"
                             ),
                         })
                     })

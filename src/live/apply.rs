@@ -175,7 +175,8 @@ pub(crate) fn apply(
     let mut session = Session::new(host, state::load(root)?);
     if session.record != read {
         bail!(
-            "{} changed since apply read it (another passthru-image run?); nothing was changed: run apply again",
+            "{} changed since apply read it (another passthru-image run?); nothing was changed: \
+             run apply again",
             root.join(state::FILE)
         );
     }
@@ -273,9 +274,9 @@ impl Pending {
         let now = host.pending()?.id;
         if now != self.id {
             bail!(
-                "the pending deployment changed while apply ran: it is now {now}, not {} (which {}); another \
-                 rpm-ostree client made a deployment. Nothing more was changed from the old reading: run apply \
-                 again, it starts from the new deployment",
+                "the pending deployment changed while apply ran: it is now {now}, not {} (which \
+                 {}); another rpm-ostree client made a deployment. Nothing more was changed from \
+                 the old reading: run apply again, it starts from the new deployment",
                 self.id,
                 self.origin
             );

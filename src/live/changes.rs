@@ -62,11 +62,12 @@ pub(crate) enum InitramfsRebuild {
 }
 
 /// What the user is told when the rebuild cannot be triggered (by apply or revert).
-pub(crate) const INITRAMFS_NOT_REBUILT: &str = "the initramfs still lacks the change until it is regenerated: \
-     regeneration is already on without arguments, and rpm-ostree then refuses to re-run `initramfs --enable`. \
-     The /etc/dracut.conf.d and /etc/modprobe.d files as they are now reach the initramfs with the next deployment \
-     rpm-ostree makes (e.g. `rpm-ostree upgrade`); to do it now, run `rpm-ostree initramfs --disable` and then \
-     `rpm-ostree initramfs --enable`, then reboot";
+pub(crate) const INITRAMFS_NOT_REBUILT: &str = "the initramfs still lacks the change until it is \
+     regenerated: regeneration is already on without arguments, and rpm-ostree then refuses to \
+     re-run `initramfs --enable`. The /etc/dracut.conf.d and /etc/modprobe.d files as they are now \
+     reach the initramfs with the next deployment rpm-ostree makes (e.g. `rpm-ostree upgrade`); to \
+     do it now, run `rpm-ostree initramfs --disable` and then `rpm-ostree initramfs --enable`, \
+     then reboot";
 
 /// A host argument that contradicts the plan.
 #[derive(Debug, Clone, Serialize)]
@@ -143,9 +144,9 @@ pub(crate) fn compute(
         return Err(InputError::new(
             "vendor-reset",
             format!(
-                "live mode cannot build the {} module: /usr is read-only on an rpm-ostree host and the module must \
-                 be built against the deployed kernel. Use image mode (`passthru-image build`) or set \
-                 vendor-reset.enabled = false",
+                "live mode cannot build the {} module: /usr is read-only on an rpm-ostree host and \
+                 the module must be built against the deployed kernel. Use image mode \
+                 (`passthru-image build`) or set vendor-reset.enabled = false",
                 module.label()
             ),
         )
@@ -154,9 +155,10 @@ pub(crate) fn compute(
     if !plan.vfio.addresses.is_empty() {
         return Err(InputError::new(
             "vfio.addresses",
-            "live mode cannot bind by address: the hook that sets driver_override before udev starts is a dracut \
-             module, and /usr/lib/dracut/modules.d is read-only on an rpm-ostree host. Use image mode \
-             (`passthru-image build`), or bind by ID (vfio.ids) when no device the host keeps has the same ID",
+            "live mode cannot bind by address: the hook that sets driver_override before udev \
+             starts is a dracut module, and /usr/lib/dracut/modules.d is read-only on an \
+             rpm-ostree host. Use image mode (`passthru-image build`), or bind by ID (vfio.ids) \
+             when no device the host keeps has the same ID",
         )
         .into());
     }
@@ -253,10 +255,10 @@ pub(crate) fn compute(
     let regenerates = changes.enable_initramfs || changes.rebuild_initramfs.is_some();
     if regenerates && !pending.initramfs_etc.is_empty() {
         return Err(ChecksFailed(format!(
-            "the pending deployment copies /etc files into its initramfs with `rpm-ostree initramfs-etc` ({}), \
-             and rpm-ostree refuses to regenerate the initramfs beside that, which this plan needs. Stop tracking \
-             them (`rpm-ostree initramfs-etc --untrack-all`) and run apply again, or use image mode \
-             (`passthru-image build`)",
+            "the pending deployment copies /etc files into its initramfs with `rpm-ostree \
+             initramfs-etc` ({}), and rpm-ostree refuses to regenerate the initramfs beside that, \
+             which this plan needs. Stop tracking them (`rpm-ostree initramfs-etc --untrack-all`) \
+             and run apply again, or use image mode (`passthru-image build`)",
             pending.initramfs_etc.join(", ")
         ))
         .into());
@@ -274,8 +276,8 @@ fn initramfs_decision(plan: &Plan, pending: &DeploymentState) -> DeployedInitram
     }
     if !plan.vfio.early_binding {
         return DeployedInitramfs::Lacks(
-            "vfio.early-binding = false: only the regenerated initramfs carries the softdeps that load vfio-pci \
-             first"
+            "vfio.early-binding = false: only the regenerated initramfs carries the softdeps that \
+             load vfio-pci first"
                 .into(),
         );
     }
@@ -305,11 +307,17 @@ fn upgrade_blockers(changes: &Changes, pending: &DeploymentState) -> Vec<String>
     let image = pending
         .container_image
         .as_ref()
-        .map(|image| format!(" This deployment follows the container image {image}: image mode (`passthru-image build`) fits it better."))
+        .map(|image| {
+            format!(
+                " This deployment follows the container image {image}: image mode (`passthru-image \
+                 build`) fits it better."
+            )
+        })
         .unwrap_or_default();
     vec![format!(
-        "{} record client-side changes in the deployment's origin, and `bootc upgrade` refuses a deployment with \
-         them until `passthru-image revert` (or `rpm-ostree initramfs --disable` / `override reset`) undoes them.{image}",
+        "{} record client-side changes in the deployment's origin, and `bootc upgrade` refuses a \
+         deployment with them until `passthru-image revert` (or `rpm-ostree initramfs --disable` / \
+         `override reset`) undoes them.{image}",
         used.join(" and ")
     )]
 }
@@ -324,8 +332,9 @@ pub(crate) fn kernel_change(
             return Err(InputError::new(
                 "acs-override.repo",
                 format!(
-                    "live mode replaces the kernel from local packages only ({url} would have to become a system \
-                     repo first); download the RPMs and set acs-override.packages, or use image mode"
+                    "live mode replaces the kernel from local packages only ({url} would have to \
+                     become a system repo first); download the RPMs and set acs-override.packages, \
+                     or use image mode"
                 ),
             )
             .into());

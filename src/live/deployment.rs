@@ -77,8 +77,8 @@ pub(crate) fn check_sysroot(path: &Utf8Path) -> Result<(), InputError> {
         Err(InputError::new(
             "--sysroot",
             format!(
-                "{path} is not an ostree sysroot (it has no ostree/repo and ostree/deploy); give the root of \
-                 an ostree system, / on a running Silverblue host"
+                "{path} is not an ostree sysroot (it has no ostree/repo and ostree/deploy); give \
+                 the root of an ostree system, / on a running Silverblue host"
             ),
         ))
     }

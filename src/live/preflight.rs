@@ -28,8 +28,8 @@ pub(crate) struct Lock {
 pub(crate) fn check_host(root: &Root, privilege: Privilege) -> Result<()> {
     if !root.exists(OSTREE_BOOTED) {
         return Err(ChecksFailed(format!(
-            "{} does not exist: this is not a booted ostree host; live mode is for rpm-ostree hosts \
-             (Silverblue, Kinoite, ...), image mode (`passthru-image build`) for the rest",
+            "{} does not exist: this is not a booted ostree host; live mode is for rpm-ostree \
+             hosts (Silverblue, Kinoite, ...), image mode (`passthru-image build`) for the rest",
             root.join(OSTREE_BOOTED)
         ))
         .into());
@@ -76,8 +76,8 @@ pub(crate) fn lock_when_idle(root: &Root, rpm: &RpmOstree) -> Result<Lock> {
     let lock = lock(root)?;
     if let Some(transaction) = rpm.transaction_in_progress()? {
         return Err(ChecksFailed(format!(
-            "an rpm-ostree transaction is in progress ({transaction}); wait for it or cancel it with \
-             `rpm-ostree cancel`, then run again"
+            "an rpm-ostree transaction is in progress ({transaction}); wait for it or cancel it \
+             with `rpm-ostree cancel`, then run again"
         ))
         .into());
     }

@@ -56,7 +56,8 @@ pub(crate) fn revert(host: &LiveHost, privilege: Privilege) -> Result<Reverted> 
         Ok(incomplete) => incomplete,
         Err(err) => {
             return Err(err.context(format!(
-                "revert stopped half-way; done: [{}]; what is left to undo stays recorded in {}: run revert again",
+                "revert stopped half-way; done: [{}]; what is left to undo stays recorded in {}: \
+                 run revert again",
                 session.done.join("; "),
                 state::FILE
             )));

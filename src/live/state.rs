@@ -175,7 +175,8 @@ fn check_package_path(path: &Utf8Path) -> Result<(), String> {
     let stem = name.strip_suffix(".rpm").unwrap_or_default();
     if !is_plain_name(name) || stem.matches('-').count() < 2 {
         return Err(format!(
-            "{path:?} is not a kernel package file (NAME-VERSION-RELEASE.ARCH.rpm; {PLAIN_NAME_RULE})"
+            "{path:?} is not a kernel package file (NAME-VERSION-RELEASE.ARCH.rpm; \
+             {PLAIN_NAME_RULE})"
         ));
     }
     if path.as_str().chars().any(char::is_control)
@@ -227,8 +228,9 @@ mod tests {
     fn what_apply_records_is_accepted() {
         let ok = format!(
             r#"{{"kargs_appended":["iommu=pt","dyndbg=\"file x +p\""],"kargs_deleted":["iommu=off"],
-            "initramfs_enabled":true,"kernel":{{"kind":"remove-install","remove":["kernel","kernel-core",
-            "kernel-modules","kernel-modules-core","kernel-modules-extra"],
+            "initramfs_enabled":true,"kernel":{{"kind":"remove-install",
+            "remove":["kernel","kernel-core","kernel-modules","kernel-modules-core",
+            "kernel-modules-extra"],
             "install":["/srv/acs/kernel-acs-6.11.4-1.fc41.x86_64.rpm"]}},
             "files":[{{"path":"/etc/modprobe.d/50-passthru-vfio.conf",
             "backup":"/etc/passthru-image/backup/etc/modprobe.d/50-passthru-vfio.conf"}},

@@ -176,7 +176,8 @@ fn boot_gpu(topology: &Topology, taken: &Taken, devices: &[&PciDevice]) -> Vec<R
                 Risk::BootGpu,
                 taken,
                 d,
-                "the boot GPU, and no other display device would remain: the host boots without a display"
+                "the boot GPU, and no other display device would remain: the host boots without a \
+                 display"
                     .into(),
                 "Pass another GPU (passthru-image detect --device ADDRESS)",
             )
@@ -202,7 +203,8 @@ fn identical(topology: &Topology, taken: &Taken) -> Vec<Refusal> {
             taken,
             matching[0],
             format!(
-                "vfio.ids {id} matches {} in {} slots: vfio_pci.ids takes every one of them, the ones the host keeps too",
+                "vfio.ids {id} matches {} in {} slots: vfio_pci.ids takes every one of them, the \
+                 ones the host keeps too",
                 addresses.join(", "),
                 slots.len()
             ),
@@ -253,14 +255,17 @@ fn usb(
                 taken,
                 device,
                 format!("{} hang on it: the host loses its input", named.join(", ")),
-                "Plug the keyboard and mouse into another controller's ports, or pass another controller",
+                "Plug the keyboard and mouse into another controller's ports, or pass another \
+                 controller",
             ));
         } else if !host_keeps_usb {
             refusals.push(refusal(
                 Risk::HostUsbController,
                 taken,
                 device,
-                "the host's only USB controller: the host keeps no USB port, for a keyboard neither".into(),
+                "the host's only USB controller: the host keeps no USB port, for a keyboard \
+                 neither"
+                    .into(),
                 "Pass a USB controller of an add-in card",
             ));
         }
@@ -274,14 +279,16 @@ fn unknown(topology: &Topology, taken: &Taken) -> Vec<String> {
     for id in taken.ids {
         if !topology.devices.iter().any(|d| d.id == *id) {
             warnings.push(format!(
-                "vfio.ids: no device of this host has the ID {id} (fine when the image is for another host)"
+                "vfio.ids: no device of this host has the ID {id} (fine when the image is for \
+                 another host)"
             ));
         }
     }
     for address in taken.addresses {
         if topology.device(address).is_none() {
             warnings.push(format!(
-                "vfio.addresses: this host has no device at {address} (fine when the image is for another host)"
+                "vfio.addresses: this host has no device at {address} (fine when the image is for \
+                 another host)"
             ));
         }
     }

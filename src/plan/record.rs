@@ -149,9 +149,10 @@ fn made_by() -> String {
 
 /// The effective config (the file, the embedded default, and the run's overrides), for the image's host layer.
 pub(super) fn config_file(config: &Config) -> Result<PlannedFile> {
-    let header = "# The config this image was planned from: passthru.toml with the build's command-line overrides.\n\
-                  # Local paths in it (vendor-reset.path, acs-override.packages) are the build machine's. A starting\n\
-                  # point for a config of your own; `passthru-image doctor` checks the host against plan.json.\n\n";
+    let header = "# The config this image was planned from: passthru.toml with the build's \
+                  command-line overrides.\n# Local paths in it (vendor-reset.path, \
+                  acs-override.packages) are the build machine's. A starting\n# point for a config \
+                  of your own; `passthru-image doctor` checks the host against plan.json.\n\n";
     Ok(PlannedFile {
         path: CONFIG_FILE.into(),
         mode: 0o644,
@@ -212,7 +213,8 @@ mod tests {
 
     fn plan() -> Plan {
         let mut config = Config::from_toml(
-            "[vfio]\nids = [\"10de:2684\"]\naddresses = [\"02:00.0\"]\n[gpu]\nvendors = [\"nvidia\"]\n",
+            "[vfio]\nids = [\"10de:2684\"]\naddresses = [\"02:00.0\"]\n[gpu]\nvendors = \
+             [\"nvidia\"]\n",
             "t.toml",
         )
         .unwrap();

@@ -5,8 +5,8 @@ use crate::kargs::{Karg, KernelArg};
 /// gnif/vendor-reset's dkms.conf, as upstream has it.
 const UPSTREAM_DKMS_CONF: &str = "PACKAGE_NAME=\"vendor-reset\"\nPACKAGE_VERSION=\"0.1.1\"\n\
     BUILT_MODULE_NAME[0]=\"${PACKAGE_NAME}\"\nMAKE[0]=\"make KDIR=${kernel_source_dir}\"\n\
-    CLEAN=\"make KDIR=${kernel_source_dir} clean\"\nDEST_MODULE_LOCATION[0]=\"/kernel/drivers/misc\"\n\
-    AUTOINSTALL=\"yes\"\n";
+    CLEAN=\"make KDIR=${kernel_source_dir} clean\"\n\
+    DEST_MODULE_LOCATION[0]=\"/kernel/drivers/misc\"\nAUTOINSTALL=\"yes\"\n";
 
 /// A directory holding upstream vendor-reset's dkms.conf, as a checkout of it would.
 fn vendor_reset_tree() -> (tempfile::TempDir, Utf8PathBuf) {
@@ -492,8 +492,8 @@ fn acs_override_karg_only_with_the_kernel() {
     .unwrap();
     // Repeats in the config appear once on the command line.
     let text = format!(
-        "[acs-override]\nenabled = true\nmode = [\"downstream\", \"multifunction\", \"downstream\"]\n\
-         ids = [\"1022:43c6\", \"1022:43C6\"]\npackages = \"{path}\"\n"
+        "[acs-override]\nenabled = true\nmode = [\"downstream\", \"multifunction\", \
+         \"downstream\"]\nids = [\"1022:43c6\", \"1022:43C6\"]\npackages = \"{path}\"\n"
     );
     let config = Config::from_toml(&text, "t.toml").unwrap();
     let plan = plan_with(config, CpuChoice::Amd, &[], &[]).unwrap();
@@ -660,8 +660,9 @@ fn the_udev_rule_loads_the_module_before_it_sets_the_reset_method() {
     assert_eq!(
         lines,
         [
-            "ACTION==\"add\", SUBSYSTEM==\"pci\", ATTR{vendor}==\"0x1002\", ATTR{device}==\"0x67df\", \
-          PROGRAM=\"/sbin/modprobe -a vendor-reset\", ATTR{reset_method}=\"device_specific\""
+            "ACTION==\"add\", SUBSYSTEM==\"pci\", ATTR{vendor}==\"0x1002\", \
+          ATTR{device}==\"0x67df\", PROGRAM=\"/sbin/modprobe -a vendor-reset\", \
+          ATTR{reset_method}=\"device_specific\""
         ]
     );
 }
@@ -732,8 +733,8 @@ fn signing_toml(dir: &Utf8Path, eku: &str) -> String {
     std::fs::write(
         &config,
         format!(
-            "[ req ]\ndistinguished_name = dn\nx509_extensions = ext\nprompt = no\n[ dn ]\n[ ext ]\n\
-             extendedKeyUsage = {eku}\n"
+            "[ req ]\ndistinguished_name = dn\nx509_extensions = ext\nprompt = no\n[ dn ]\n[ ext \
+             ]\nextendedKeyUsage = {eku}\n"
         ),
     )
     .unwrap();
