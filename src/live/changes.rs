@@ -413,9 +413,14 @@ mod tests {
         (dir, root)
     }
 
-    /// No earlier apply.
-    fn no_earlier_apply() -> LiveState {
-        LiveState::default()
+    /// The changes of a first apply: nothing is recorded yet.
+    fn first_apply(
+        plan: &Plan,
+        pending: &DeploymentState,
+        root: &Root,
+        conflicts: HostConflicts,
+    ) -> Result<Changes> {
+        compute(plan, pending, root, conflicts, &LiveState::default())
     }
 
     fn host_karg(text: &str) -> HostKarg {
@@ -433,14 +438,7 @@ mod tests {
         config.cpu.vendor = CpuChoice::Amd;
         config.vfio.addresses = vec!["0000:02:00.0".parse().unwrap()];
         let plan = Plan::resolve(&config, &crate::plan::Target::Image).unwrap();
-        let err = compute(
-            &plan,
-            &pending("rw"),
-            &root,
-            HostConflicts::Refuse,
-            &no_earlier_apply(),
-        )
-        .unwrap_err();
+        let err = first_apply(&plan, &pending("rw"), &root, HostConflicts::Refuse).unwrap_err();
         assert_eq!(crate::error::exit_code(&err), 2);
         let text = err.to_string();
         assert!(
@@ -453,14 +451,7 @@ mod tests {
     fn appends_only_what_is_missing_whatever_the_spelling() {
         let (_dir, root) = empty_root();
         let host = pending("rw iommu=force,pt kvm-amd.npt=1");
-        let changes = compute(
-            &plan(),
-            &host,
-            &root,
-            HostConflicts::Refuse,
-            &no_earlier_apply(),
-        )
-        .unwrap();
+        let changes = first_apply(&plan(), &host, &root, HostConflicts::Refuse).unwrap();
         let append = texts(&changes.append);
         assert!(!append.contains(&"kvm_amd.npt=1") && !append.contains(&"iommu=pt"));
         assert!(append.contains(&"kvm_amd.avic=1"));
@@ -471,27 +462,13 @@ mod tests {
     fn conflicts_need_the_flag_unless_the_karg_is_ours() {
         let (_dir, root) = empty_root();
         let host = pending("rw iommu=nopt");
-        let err = compute(
-            &plan(),
-            &host,
-            &root,
-            HostConflicts::Refuse,
-            &no_earlier_apply(),
-        )
-        .unwrap_err();
+        let err = first_apply(&plan(), &host, &root, HostConflicts::Refuse).unwrap_err();
         assert_eq!(crate::error::exit_code(&err), 2);
         assert!(
             err.to_string().contains("iommu=nopt (planned iommu=pt"),
             "{err}"
         );
-        let changes = compute(
-            &plan(),
-            &host,
-            &root,
-            HostConflicts::Replace,
-            &no_earlier_apply(),
-        )
-        .unwrap();
+        let changes = first_apply(&plan(), &host, &root, HostConflicts::Replace).unwrap();
         assert_eq!(texts(&changes.delete), ["iommu=nopt"]);
         assert!(texts(&changes.append).contains(&"iommu=pt"));
         // A value an earlier apply wrote is replaced without asking.
@@ -518,26 +495,12 @@ mod tests {
         config.cpu.vendor = CpuChoice::Intel;
         let intel = Plan::resolve(&config, &crate::plan::Target::Image).unwrap();
         let host_kargs = pending("rw intel_iommu=igfx_off iommu=pt");
-        let changes = compute(
-            &intel,
-            &host_kargs,
-            &root,
-            HostConflicts::Refuse,
-            &no_earlier_apply(),
-        )
-        .unwrap();
+        let changes = first_apply(&intel, &host_kargs, &root, HostConflicts::Refuse).unwrap();
         assert!(changes.delete.is_empty(), "{:?}", changes.delete);
         assert!(texts(&changes.append).contains(&"intel_iommu=on"));
 
         let off = pending("rw intel_iommu=off,igfx_off");
-        let changes = compute(
-            &intel,
-            &off,
-            &root,
-            HostConflicts::Replace,
-            &no_earlier_apply(),
-        )
-        .unwrap();
+        let changes = first_apply(&intel, &off, &root, HostConflicts::Replace).unwrap();
         assert_eq!(texts(&changes.delete), ["intel_iommu=off,igfx_off"]);
         let append = texts(&changes.append);
         assert!(append.contains(&"intel_iommu=igfx_off") && append.contains(&"intel_iommu=on"));
@@ -547,12 +510,11 @@ mod tests {
     #[test]
     fn amd_iommu_off_on_the_host_is_a_conflict() {
         let (_dir, root) = empty_root();
-        let err = compute(
+        let err = first_apply(
             &plan(),
             &pending("rw amd_iommu=off"),
             &root,
             HostConflicts::Refuse,
-            &no_earlier_apply(),
         )
         .unwrap_err();
         assert!(err.to_string().contains("turns the IOMMU off"), "{err}");
@@ -564,24 +526,10 @@ mod tests {
         let mut host = pending("rw");
         host.container_image =
             Some("ostree-image-signed:docker://quay.io/fedora/fedora-bootc:44".into());
-        let changes = compute(
-            &plan(),
-            &host,
-            &root,
-            HostConflicts::Refuse,
-            &no_earlier_apply(),
-        )
-        .unwrap();
+        let changes = first_apply(&plan(), &host, &root, HostConflicts::Refuse).unwrap();
         assert!(changes.warnings.iter().any(|w| w.contains("bootc upgrade")));
         host.regenerate_initramfs = true;
-        let changes = compute(
-            &plan(),
-            &host,
-            &root,
-            HostConflicts::Refuse,
-            &no_earlier_apply(),
-        )
-        .unwrap();
+        let changes = first_apply(&plan(), &host, &root, HostConflicts::Refuse).unwrap();
         assert!(!changes.warnings.iter().any(|w| w.contains("bootc upgrade")));
     }
 }
