@@ -1,7 +1,7 @@
 //! passthru-image: PCIe/GPU passthrough for immutable Fedora hosts.
 //!
 //! One [`plan::Plan`] is resolved from `passthru.toml` and the host; executors (image build, live apply,
-//! doctor) only carry it out. See DESIGN.md in the project's shared notes and README.md.
+//! doctor) only carry it out. ARCHITECTURE.md is the map of the code, README.md the user's view.
 
 #![warn(unreachable_pub)]
 

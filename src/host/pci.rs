@@ -104,7 +104,8 @@ impl<'de> Deserialize<'de> for PciAddress {
     }
 }
 
-/// Class codes passthrough decisions rest on (base class + subclass, DESIGN §7).
+/// Class codes passthrough decisions rest on: base class + subclass, the first four hex digits of sysfs's
+/// `class` (a GPU is 0300 VGA, 0302 3D or 0380 display).
 pub(crate) const CLASS_VGA: u16 = 0x0300;
 pub(crate) const CLASS_3D: u16 = 0x0302;
 pub(crate) const CLASS_DISPLAY_OTHER: u16 = 0x0380;

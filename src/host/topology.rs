@@ -1,8 +1,8 @@
 //! The host's PCI devices arranged in IOMMU groups, with a passthrough verdict per GPU and per device of every
 //! class, and the caveats of taking a device from the host (its display, keyboard, root disk).
 //!
-//! This is the `groups --json` contract (DESIGN §3): `iommu_enabled`, `groups[].devices[]` and `gpus[]`, plus
-//! `verdicts[]` for every device that is no bridge.
+//! This is the `groups --json` contract (ARCHITECTURE.md#json-is-a-contract): `iommu_enabled`,
+//! `groups[].devices[]` and `gpus[]`, plus `verdicts[]` for every device that is no bridge.
 
 use std::collections::BTreeMap;
 
@@ -67,7 +67,7 @@ pub(crate) struct GpuReport {
     pub(crate) sharing_with: Vec<PciAddress>,
     /// How many group members make it `shared`.
     pub(crate) sharing_count: usize,
-    /// The GPU is in vendor-reset's table (DESIGN §5).
+    /// The GPU is in vendor-reset's table ([`vendor_reset::needs_vendor_reset`]).
     pub(crate) vendor_reset: bool,
 }
 

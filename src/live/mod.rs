@@ -1,4 +1,5 @@
-//! Live mode: the plan applied to a running rpm-ostree host (DESIGN §6), verified on its ostree sysroot.
+//! Live mode: the plan applied to a running rpm-ostree host, verified on its ostree sysroot
+//! (ARCHITECTURE.md#live-mode-srclive).
 
 pub(crate) mod apply;
 pub(crate) mod changes;
