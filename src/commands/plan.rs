@@ -52,7 +52,7 @@ pub(crate) fn run(cli: &Cli, overrides: &OverrideArgs, json: bool) -> Result<()>
             outln!(
                 "Kernel: replaced ({}) from {}",
                 kernel.purpose,
-                serde_json::to_string(&kernel.source)?
+                kernel.source
             );
             outln!(
                 "  unless the base's kernel already carries the ACS override patch (checked at build time: \

@@ -57,6 +57,19 @@ pub(crate) enum KernelSource {
     },
 }
 
+/// For people: where the kernel comes from (`plan`'s text).
+impl std::fmt::Display for KernelSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            KernelSource::Repo { url } => write!(f, "the repository {url}"),
+            KernelSource::Packages { dir, files } => {
+                let names: Vec<&str> = files.iter().map(|p| p.name.as_str()).collect();
+                write!(f, "{} in {dir}", names.join(", "))
+            }
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub(crate) struct KernelPackage {
     pub(crate) name: String,

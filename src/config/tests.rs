@@ -429,3 +429,26 @@ fn signing_paths_are_relative_to_the_config_and_a_left_out_one_is_its_variable()
         "{err}"
     );
 }
+
+#[test]
+fn a_kernel_source_reads_for_people() {
+    let repo = KernelSource::Repo {
+        url: "https://example.org/acs.repo".into(),
+    };
+    assert_eq!(
+        repo.to_string(),
+        "the repository https://example.org/acs.repo"
+    );
+    let package = |name: &str| sources::KernelPackage {
+        name: name.into(),
+        sha256: None,
+    };
+    let packages = KernelSource::Packages {
+        dir: "/srv/acs".into(),
+        files: vec![package("kernel-core-6.11.rpm"), package("kernel-6.11.rpm")],
+    };
+    assert_eq!(
+        packages.to_string(),
+        "kernel-core-6.11.rpm, kernel-6.11.rpm in /srv/acs"
+    );
+}
