@@ -258,7 +258,7 @@ pub(crate) fn remove_host_file(root: &Root, abs: &Utf8Path) -> Result<()> {
 
 /// Writes the file `path` the user named (`detect --write`) atomically, in its existing directory. `field`
 /// names the option for bad input.
-pub fn write_file(path: &Utf8Path, field: &str, content: &[u8], mode: u32) -> Result<()> {
+pub(crate) fn write_file(path: &Utf8Path, field: &str, content: &[u8], mode: u32) -> Result<()> {
     let bad =
         |what: &str| -> anyhow::Error { InputError::new(field, format!("{path} {what}")).into() };
     let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
@@ -341,14 +341,23 @@ pub(crate) fn set_dir_mtime(top: &Utf8Path, rel: &Utf8Path, mtime: SystemTime) -
     .with_context(|| format!("setting the time of {}", top.join(rel)))
 }
 
+/// What [`replace_dir`] does with a `dir` that is there and not empty.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Occupied {
+    /// Bad input: it may be the user's.
+    Refuse,
+    /// The caller knows it is its own.
+    Replace,
+}
+
 /// Makes the directory `dir` by filling a fresh directory beside it with `fill` and swapping that into place.
-/// `dir` may be absent or empty; a non-empty `dir` is replaced only with `replace_existing` (the caller knows it
-/// is its own). `dir` may not be a symlink. When `fill` fails, the staging directory goes and `dir` is as it
-/// was. `flag` names the option that gave `dir`.
-pub fn replace_dir<T>(
+/// `dir` may be absent or empty; a non-empty `dir` is replaced only with [`Occupied::Replace`]. `dir` may not
+/// be a symlink. When `fill` fails, the staging directory goes and `dir` is as it was. `flag` names the option
+/// that gave `dir`.
+pub(crate) fn replace_dir<T>(
     dir: &Utf8Path,
     flag: &'static str,
-    replace_existing: bool,
+    occupied: Occupied,
     fill: impl FnOnce(&Utf8Path) -> Result<T>,
 ) -> Result<T> {
     let bad =
@@ -369,7 +378,7 @@ pub fn replace_dir<T>(
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
         Err(e) => return Err(bad(format!("cannot be used: {e}"))),
     };
-    if exists && !replace_existing && std::fs::read_dir(dir)?.next().is_some() {
+    if exists && occupied == Occupied::Refuse && std::fs::read_dir(dir)?.next().is_some() {
         return Err(bad("is not empty".into()));
     }
     if !parent.is_dir() {
@@ -437,7 +446,7 @@ mod tests {
         std::fs::create_dir(&dir).unwrap();
         std::fs::write(dir.join("old"), "old").unwrap();
 
-        let failed = replace_dir(&dir, "--output", true, |new| -> Result<()> {
+        let failed = replace_dir(&dir, "--output", Occupied::Replace, |new| -> Result<()> {
             std::fs::write(new.join("half"), "x")?;
             anyhow::bail!("fill failed")
         });
@@ -445,7 +454,7 @@ mod tests {
         assert_eq!(entries(&top), ["out"]);
         assert_eq!(entries(&dir), ["old"]);
 
-        replace_dir(&dir, "--output", true, |new| {
+        replace_dir(&dir, "--output", Occupied::Replace, |new| {
             Ok(std::fs::write(new.join("new"), "new")?)
         })
         .unwrap();
@@ -459,10 +468,11 @@ mod tests {
         let dir = top.join("out");
         std::fs::create_dir(&dir).unwrap();
         std::fs::write(dir.join("theirs"), "x").unwrap();
-        assert!(replace_dir(&dir, "--capture", false, |_| Ok(())).is_err());
+        assert!(replace_dir(&dir, "--capture", Occupied::Refuse, |_| Ok(())).is_err());
         assert_eq!(entries(&dir), ["theirs"]);
         symlink(&dir, top.join("link")).unwrap();
-        let err = replace_dir(&top.join("link"), "--output", true, |_| Ok(())).unwrap_err();
+        let err =
+            replace_dir(&top.join("link"), "--output", Occupied::Replace, |_| Ok(())).unwrap_err();
         assert!(err.to_string().contains("is a symlink"), "{err}");
         assert_eq!(entries(&dir), ["theirs"]);
         assert_eq!(entries(&top), ["link", "out"]);

@@ -17,7 +17,7 @@ use serde::Serialize;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
-pub enum Status {
+pub(crate) enum Status {
     Pass,
     /// Works, but probably not as the user hopes.
     Warn,
@@ -27,7 +27,7 @@ pub enum Status {
 }
 
 impl Status {
-    pub fn label(self) -> &'static str {
+    pub(crate) fn label(self) -> &'static str {
         match self {
             Status::Pass => "PASS",
             Status::Warn => "WARN",
@@ -48,24 +48,24 @@ impl Status {
 }
 
 /// A check's function: judges the facts, sees the outcomes of the checks before it.
-pub type Judge<F> = fn(&F, &Earlier) -> Result<Vec<Finding>>;
+pub(crate) type Judge<F> = fn(&F, &Earlier) -> Result<Vec<Finding>>;
 
 /// One check, declared once as a `static`.
-pub struct Check<F: 'static> {
+pub(crate) struct Check<F: 'static> {
     /// `kebab-case`, unique in its list; the prefix of every outcome's name.
-    pub name: &'static str,
+    pub(crate) name: &'static str,
     /// What a pass means, in one line (`--list-checks`).
-    pub verifies: &'static str,
+    pub(crate) verifies: &'static str,
     /// Checks that must not have failed for this one to be judged at all.
-    pub requires: &'static [&'static Check<F>],
+    pub(crate) requires: &'static [&'static Check<F>],
     /// Its findings: none when there is nothing to judge (no planned device), one, or one per subject. An
     /// error stops the whole run: the facts could not be read (bad input), not a failed check.
-    pub judge: Judge<F>,
+    pub(crate) judge: Judge<F>,
 }
 
 /// What a check found about one subject (or about the host as a whole).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Finding {
+pub(crate) struct Finding {
     subject: Option<String>,
     status: Status,
     detail: String,
@@ -74,24 +74,24 @@ pub struct Finding {
 }
 
 impl Finding {
-    pub fn pass(detail: impl Into<String>) -> Finding {
+    pub(crate) fn pass(detail: impl Into<String>) -> Finding {
         Finding::new(Status::Pass, detail.into(), None)
     }
 
-    pub fn warn(detail: impl Into<String>, fix: impl Into<String>) -> Finding {
+    pub(crate) fn warn(detail: impl Into<String>, fix: impl Into<String>) -> Finding {
         Finding::new(Status::Warn, detail.into(), Some(fix.into()))
     }
 
-    pub fn fail(detail: impl Into<String>, fix: impl Into<String>) -> Finding {
+    pub(crate) fn fail(detail: impl Into<String>, fix: impl Into<String>) -> Finding {
         Finding::new(Status::Fail, detail.into(), Some(fix.into()))
     }
 
     /// A failure with nothing for the user to do but read the detail (test-boot's verdicts).
-    pub fn fail_plain(detail: impl Into<String>) -> Finding {
+    pub(crate) fn fail_plain(detail: impl Into<String>) -> Finding {
         Finding::new(Status::Fail, detail.into(), None)
     }
 
-    pub fn not_run(reason: impl Into<String>) -> Finding {
+    pub(crate) fn not_run(reason: impl Into<String>) -> Finding {
         Finding::new(Status::NotRun, reason.into(), None)
     }
 
@@ -106,14 +106,14 @@ impl Finding {
     }
 
     /// What this finding is about, when the check answers once per subject.
-    pub fn about(mut self, subject: impl std::fmt::Display) -> Finding {
+    pub(crate) fn about(mut self, subject: impl std::fmt::Display) -> Finding {
         self.subject = Some(subject.to_string());
         self
     }
 
     /// The earlier outcome (its name) this one follows from, if any: the finding then gives no fix of its
     /// own, the cause's fix is the one to apply. A pass has no cause.
-    pub fn because(mut self, cause: Option<String>) -> Finding {
+    pub(crate) fn because(mut self, cause: Option<String>) -> Finding {
         if self.status != Status::Pass && cause.is_some() {
             self.fix = None;
             self.cause = cause;
@@ -121,22 +121,24 @@ impl Finding {
         self
     }
 
-    pub fn status(&self) -> Status {
+    /// For the unit tests of each check, which judge a finding by its status.
+    #[cfg(test)]
+    pub(crate) fn status(&self) -> Status {
         self.status
     }
 }
 
 /// One outcome of a run: a finding under its check's name.
 #[derive(Debug, Clone, Serialize)]
-pub struct Outcome {
+pub(crate) struct Outcome {
     /// `check` or `check:subject`.
-    pub name: String,
-    pub status: Status,
-    pub detail: String,
+    pub(crate) name: String,
+    pub(crate) status: Status,
+    pub(crate) detail: String,
     /// What to do; `None` when it passed, or when it follows from `caused_by`.
-    pub fix: Option<String>,
+    pub(crate) fix: Option<String>,
     /// The earlier outcome whose failure explains this one.
-    pub caused_by: Option<String>,
+    pub(crate) caused_by: Option<String>,
     #[serde(skip)]
     check: &'static str,
     #[serde(skip)]
@@ -165,11 +167,11 @@ impl Outcome {
 }
 
 /// The outcomes of the checks run so far, for a check that wants to name the cause of its failure.
-pub struct Earlier<'a>(&'a [Outcome]);
+pub(crate) struct Earlier<'a>(&'a [Outcome]);
 
 impl Earlier<'_> {
     /// The name of the first failed outcome of `check` (about `subject`, when given).
-    pub fn failed<F>(&self, check: &Check<F>, subject: Option<&str>) -> Option<String> {
+    pub(crate) fn failed<F>(&self, check: &Check<F>, subject: Option<&str>) -> Option<String> {
         self.0
             .iter()
             .find(|o| o.status == Status::Fail && o.is(check.name, subject))
@@ -177,7 +179,7 @@ impl Earlier<'_> {
     }
 
     /// The first of `causes` that failed, in the order given (the most direct cause first).
-    pub fn first_failed<'c, F: 'static>(
+    pub(crate) fn first_failed<'c, F: 'static>(
         &self,
         causes: impl IntoIterator<Item = (&'c Check<F>, Option<&'c str>)>,
     ) -> Option<String> {
@@ -190,28 +192,28 @@ impl Earlier<'_> {
 /// Every outcome of a run, in the order the checks ran.
 #[derive(Debug, Clone, Serialize)]
 #[serde(transparent)]
-pub struct Report {
-    pub outcomes: Vec<Outcome>,
+pub(crate) struct Report {
+    pub(crate) outcomes: Vec<Outcome>,
 }
 
 /// A fix and the outcomes it answers.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Fix {
-    pub fix: String,
-    pub checks: Vec<String>,
+pub(crate) struct Fix {
+    pub(crate) fix: String,
+    pub(crate) checks: Vec<String>,
 }
 
 impl Report {
-    pub fn count(&self, status: Status) -> usize {
+    pub(crate) fn count(&self, status: Status) -> usize {
         self.outcomes.iter().filter(|o| o.status == status).count()
     }
 
-    pub fn passed(&self) -> bool {
+    pub(crate) fn passed(&self) -> bool {
         self.count(Status::Fail) == 0
     }
 
     /// Each distinct fix once, in the order of first need, with the outcomes it answers.
-    pub fn fixes(&self) -> Vec<Fix> {
+    pub(crate) fn fixes(&self) -> Vec<Fix> {
         let mut fixes: Vec<Fix> = Vec::new();
         for outcome in &self.outcomes {
             let Some(fix) = &outcome.fix else { continue };
@@ -227,7 +229,7 @@ impl Report {
     }
 
     /// The failed outcomes alone, with their fixes: what a quiet run shows.
-    pub fn failures(&self) -> Report {
+    pub(crate) fn failures(&self) -> Report {
         Report {
             outcomes: self
                 .outcomes
@@ -238,14 +240,15 @@ impl Report {
         }
     }
 
-    /// The outcome named `name`, for tests and callers that look at one.
-    pub fn get(&self, name: &str) -> Option<&Outcome> {
+    /// The outcome named `name`, for the unit tests that look at one.
+    #[cfg(test)]
+    pub(crate) fn get(&self, name: &str) -> Option<&Outcome> {
         self.outcomes.iter().find(|o| o.name == name)
     }
 }
 
 /// Runs `checks` in order over `facts`.
-pub fn run<F>(checks: &[&Check<F>], facts: &F) -> Result<Report> {
+pub(crate) fn run<F>(checks: &[&Check<F>], facts: &F) -> Result<Report> {
     let mut outcomes: Vec<Outcome> = Vec::new();
     for check in checks {
         let findings = match blocker(check, &outcomes) {
@@ -275,14 +278,14 @@ fn blocker<F>(check: &Check<F>, outcomes: &[Outcome]) -> Option<String> {
 
 /// Whether labels are coloured.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Colour {
+pub(crate) enum Colour {
     On,
     Off,
 }
 
 impl Colour {
     /// On when stdout is a terminal and NO_COLOR (https://no-color.org) is unset or empty.
-    pub fn for_stdout() -> Colour {
+    pub(crate) fn for_stdout() -> Colour {
         let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
         match std::io::stdout().is_terminal() && !no_color {
             true => Colour::On,
@@ -302,7 +305,7 @@ impl Colour {
 const NAMES_PER_FIX: usize = 4;
 
 /// Prints one line per outcome, then each fix once with the outcomes it answers.
-pub fn print(report: &Report, out: &mut impl Write, colour: Colour) -> std::io::Result<()> {
+pub(crate) fn print(report: &Report, out: &mut impl Write, colour: Colour) -> std::io::Result<()> {
     let fixes = report.fixes();
     for outcome in &report.outcomes {
         let note = match (&outcome.caused_by, &outcome.fix) {
@@ -335,7 +338,7 @@ pub fn print(report: &Report, out: &mut impl Write, colour: Colour) -> std::io::
 }
 
 /// `a, b, c and 5 more`.
-pub fn some_of(items: &[impl AsRef<str>], shown: usize) -> String {
+pub(crate) fn some_of(items: &[impl AsRef<str>], shown: usize) -> String {
     let listed: Vec<&str> = items.iter().take(shown).map(AsRef::as_ref).collect();
     match items.len().saturating_sub(shown) {
         0 => listed.join(", "),
@@ -344,7 +347,7 @@ pub fn some_of(items: &[impl AsRef<str>], shown: usize) -> String {
 }
 
 /// Prints each check's name and what it verifies (`--list-checks`).
-pub fn list<F>(checks: &[&Check<F>], out: &mut impl Write) -> std::io::Result<()> {
+pub(crate) fn list<F>(checks: &[&Check<F>], out: &mut impl Write) -> std::io::Result<()> {
     let width = checks.iter().map(|c| c.name.len()).max().unwrap_or(0);
     for check in checks {
         writeln!(out, "{:width$}  {}", check.name, check.verifies)?;
@@ -356,13 +359,13 @@ pub fn list<F>(checks: &[&Check<F>], out: &mut impl Write) -> std::io::Result<()
 mod tests {
     use super::*;
 
-    /// Facts of the test checks: what each of them finds.
-    struct Facts {
+    /// TestFacts of the test checks: what each of them finds.
+    struct TestFacts {
         base: Status,
         items: Vec<(&'static str, Status)>,
     }
 
-    static BASE: Check<Facts> = Check {
+    static BASE: Check<TestFacts> = Check {
         name: "base",
         verifies: "the base is there",
         requires: &[],
@@ -374,7 +377,7 @@ mod tests {
         },
     };
 
-    static ITEM: Check<Facts> = Check {
+    static ITEM: Check<TestFacts> = Check {
         name: "item",
         verifies: "each item works",
         requires: &[],
@@ -393,21 +396,21 @@ mod tests {
         },
     };
 
-    static NEEDS_BASE: Check<Facts> = Check {
+    static NEEDS_BASE: Check<TestFacts> = Check {
         name: "needs-base",
         verifies: "something on top of the base",
         requires: &[&BASE],
         judge: |_, _| Ok(vec![Finding::pass("fine")]),
     };
 
-    static NOTHING: Check<Facts> = Check {
+    static NOTHING: Check<TestFacts> = Check {
         name: "nothing",
         verifies: "a check with nothing to judge",
         requires: &[],
         judge: |_, _| Ok(Vec::new()),
     };
 
-    const ALL: &[&Check<Facts>] = &[&BASE, &ITEM, &NEEDS_BASE, &NOTHING];
+    const ALL: &[&Check<TestFacts>] = &[&BASE, &ITEM, &NEEDS_BASE, &NOTHING];
 
     fn printed(report: &Report) -> String {
         let mut out = Vec::new();
@@ -417,7 +420,7 @@ mod tests {
 
     #[test]
     fn a_quiet_report_holds_the_failures_and_their_fixes_alone() {
-        let facts = Facts {
+        let facts = TestFacts {
             base: Status::Pass,
             items: vec![("a", Status::Pass), ("b", Status::Fail)],
         };
@@ -427,7 +430,7 @@ mod tests {
             text,
             "FAIL  item:b: broken [fix 1]\n\nTo fix:\n  [fix 1] apply the plan and reboot\n          for item:b\n"
         );
-        let facts = Facts {
+        let facts = TestFacts {
             base: Status::Pass,
             items: vec![("a", Status::Pass)],
         };
@@ -436,7 +439,7 @@ mod tests {
 
     #[test]
     fn a_fix_is_printed_once_for_every_check_it_answers() {
-        let facts = Facts {
+        let facts = TestFacts {
             base: Status::Pass,
             items: vec![
                 ("a", Status::Fail),
@@ -469,7 +472,7 @@ mod tests {
 
     #[test]
     fn a_failure_that_follows_from_another_names_it_instead_of_a_fix() {
-        let facts = Facts {
+        let facts = TestFacts {
             base: Status::Fail,
             items: vec![("a", Status::Fail), ("c", Status::Pass)],
         };
@@ -504,7 +507,7 @@ mod tests {
     fn labels_are_coloured_only_when_asked_and_lists_are_cut() {
         let report = run(
             &[&BASE],
-            &Facts {
+            &TestFacts {
                 base: Status::Pass,
                 items: vec![],
             },

@@ -16,7 +16,7 @@ use crate::config::{ConfigFile, CpuChoice, GpuVendor, Overrides};
 use crate::error::InputError;
 use crate::host::class::DeviceClass;
 use crate::host::pci::PciAddress;
-use crate::image::engine::{Engine, Isolation, Label, Pull, TlsVerify};
+use crate::image::engine::{BuildIsolation, Engine, Label, Pull, TlsVerify};
 use crate::image_ref::ImageRef;
 use crate::pci_id::PciId;
 use crate::plan::Target;
@@ -32,7 +32,7 @@ const VERSION: &str = concat!(
 );
 
 /// The variable that names the config when `--config` is not given (CI: one config for every step).
-pub const CONFIG_ENV: &str = "PASSTHRU_CONFIG";
+pub(crate) const CONFIG_ENV: &str = "PASSTHRU_CONFIG";
 
 /// The heading of the options every command takes, listed after a command's own.
 const GLOBAL: &str = "Global options";
@@ -45,7 +45,7 @@ const GLOBAL: &str = "Global options";
 )]
 pub struct Cli {
     #[command(flatten)]
-    pub verbosity: VerbosityArgs,
+    pub(crate) verbosity: VerbosityArgs,
 
     /// `--config` written before the command; see [`Cli::settle`].
     #[arg(long, hide = true, value_name = "FILE")]
@@ -56,12 +56,12 @@ pub struct Cli {
     root: Option<Utf8PathBuf>,
 
     #[command(subcommand)]
-    pub command: Command,
+    pub(crate) command: Command,
 }
 
 /// `-q`, `-v`, `-vv`: one model for every command (see `crate::verbosity`).
 #[derive(Debug, Clone, Copy, Default, Args)]
-pub struct VerbosityArgs {
+pub(crate) struct VerbosityArgs {
     /// More on stderr: -v the container engine's whole output instead of a progress line, and the command
     /// line of each program run; -vv also every file read (the config, host files under --root)
     #[arg(short, long, global = true, action = ArgAction::Count, conflicts_with = "quiet",
@@ -75,7 +75,7 @@ pub struct VerbosityArgs {
 }
 
 impl VerbosityArgs {
-    pub fn level(&self) -> Verbosity {
+    pub(crate) fn level(&self) -> Verbosity {
         match (self.quiet, self.verbose) {
             (true, _) => Verbosity::Quiet,
             (false, 0) => Verbosity::Normal,
@@ -86,14 +86,14 @@ impl VerbosityArgs {
 }
 
 impl Cli {
-    pub fn verbosity(&self) -> Verbosity {
+    pub(crate) fn verbosity(&self) -> Verbosity {
         self.verbosity.level()
     }
 
     /// Moves `--config` and `--root` written before the command into the command, which then holds every
     /// option it was given; fills `--config` from `PASSTHRU_CONFIG` where it was not given. An option given
     /// before a command that does not take it, or both before and after it, is bad input.
-    pub fn settle(mut self) -> Result<Cli, InputError> {
+    pub(crate) fn settle(mut self) -> Result<Cli, InputError> {
         let name = self.command.name();
         if let Some(path) = self.config.take() {
             let slot = self.command.config().ok_or_else(|| {
@@ -145,7 +145,7 @@ fn take_from_before(
 }
 
 #[derive(Debug, Subcommand)]
-pub enum Command {
+pub(crate) enum Command {
     /// Show the resolved plan: kernel arguments, initramfs drivers, files, kernel, modules
     Plan(PlanArgs),
     /// Write the image build context (Containerfile + layer files) to a directory
@@ -244,7 +244,7 @@ impl Command {
 
 /// `--config`, for the commands that read a config.
 #[derive(Debug, Clone, Default, Args)]
-pub struct ConfigArg {
+pub(crate) struct ConfigArg {
     /// Configuration file; `-` reads it from standard input, and relative paths in it are then relative to the
     /// current directory [default: $PASSTHRU_CONFIG, else ./passthru.toml if present, else the embedded default]
     #[arg(id = "config", long = "config", value_name = "FILE")]
@@ -264,7 +264,7 @@ enum ConfigFrom {
 
 impl ConfigArg {
     /// The config the user named, if any.
-    pub fn file(&self) -> Option<ConfigFile<'_>> {
+    pub(crate) fn file(&self) -> Option<ConfigFile<'_>> {
         let field = match self.from {
             ConfigFrom::Flag => "--config",
             ConfigFrom::Environment => CONFIG_ENV,
@@ -291,7 +291,7 @@ impl ConfigArg {
 
 /// `--root` of the commands about a host: the host they read (and `apply` and `revert` change).
 #[derive(Debug, Clone, Default, Args)]
-pub struct HostRoot {
+pub(crate) struct HostRoot {
     /// Root of the host filesystem to use instead of /: its /sys, /proc and /etc (a host mounted in a
     /// container, a copied tree, a `test-boot --capture`)
     #[arg(long, value_name = "DIR", value_parser = parse_existing_dir)]
@@ -300,19 +300,19 @@ pub struct HostRoot {
 
 impl HostRoot {
     /// `--root`, else `/`.
-    pub fn root(&self) -> Root {
+    pub(crate) fn root(&self) -> Root {
         self.root.clone().map(Root::new).unwrap_or_default()
     }
 
     /// A plan for the host.
-    pub fn target(&self) -> Target {
+    pub(crate) fn target(&self) -> Target {
         Target::Host(self.root())
     }
 }
 
 /// `--root` of `plan`, `generate` and `build`: without it they plan an image from the config alone.
 #[derive(Debug, Clone, Default, Args)]
-pub struct PlanRoot {
+pub(crate) struct PlanRoot {
     /// Plan for the host whose filesystem is at DIR (its devices are read and checked, its CPU decides
     /// cpu.vendor = "auto"), instead of for an image from the config alone
     #[arg(long, value_name = "DIR", value_parser = parse_existing_dir)]
@@ -321,7 +321,7 @@ pub struct PlanRoot {
 
 impl PlanRoot {
     /// Whom the plan is for: the host under `--root`, else an image whose hosts this machine cannot see.
-    pub fn target(&self) -> Target {
+    pub(crate) fn target(&self) -> Target {
         match &self.root {
             Some(root) => Target::Host(Root::new(root.clone())),
             None => Target::Image,
@@ -330,71 +330,71 @@ impl PlanRoot {
 }
 
 #[derive(Debug, Clone, Args)]
-pub struct PlanArgs {
+pub(crate) struct PlanArgs {
     /// Print the plan as JSON
     #[arg(long)]
-    pub json: bool,
+    pub(crate) json: bool,
     /// Plan every host config in DIR (see `build --hosts`) and show which hosts share which stack
     #[arg(long, value_name = "DIR")]
-    pub hosts: Option<Utf8PathBuf>,
+    pub(crate) hosts: Option<Utf8PathBuf>,
     #[command(flatten)]
-    pub overrides: OverrideArgs,
+    pub(crate) overrides: OverrideArgs,
     #[command(flatten)]
-    pub config: ConfigArg,
+    pub(crate) config: ConfigArg,
     #[command(flatten)]
-    pub root: PlanRoot,
+    pub(crate) root: PlanRoot,
 }
 
 #[derive(Debug, Clone, Args)]
-pub struct GenerateArgs {
+pub(crate) struct GenerateArgs {
     /// Directory to write; refused when it is not empty and not made by passthru-image
     #[arg(short, long, value_name = "DIR")]
-    pub output: Utf8PathBuf,
+    pub(crate) output: Utf8PathBuf,
     /// Write into a non-empty directory that passthru-image did not make
     #[arg(long)]
-    pub force: bool,
+    pub(crate) force: bool,
     #[command(flatten)]
-    pub overrides: OverrideArgs,
+    pub(crate) overrides: OverrideArgs,
     #[command(flatten)]
-    pub config: ConfigArg,
+    pub(crate) config: ConfigArg,
     #[command(flatten)]
-    pub root: PlanRoot,
+    pub(crate) root: PlanRoot,
 }
 
 #[derive(Debug, Clone, Args)]
-pub struct ApplyArgs {
+pub(crate) struct ApplyArgs {
     /// Print the exact commands and file changes; change nothing
     #[arg(long)]
-    pub dry_run: bool,
+    pub(crate) dry_run: bool,
     /// Remove host kargs that set a planned parameter to another value (e.g. iommu=off for iommu=pt)
     #[arg(long)]
-    pub replace_conflicts: bool,
+    pub(crate) replace_conflicts: bool,
     /// With --dry-run: print the proposal as JSON
     #[arg(long, requires = "dry_run")]
-    pub json: bool,
+    pub(crate) json: bool,
     #[command(flatten)]
-    pub live: LiveArgs,
+    pub(crate) live: LiveArgs,
     #[command(flatten)]
-    pub overrides: PlanOverrideArgs,
+    pub(crate) overrides: PlanOverrideArgs,
     #[command(flatten)]
-    pub config: ConfigArg,
+    pub(crate) config: ConfigArg,
     #[command(flatten)]
-    pub root: HostRoot,
+    pub(crate) root: HostRoot,
 }
 
 #[derive(Debug, Clone, Args)]
-pub struct GroupsArgs {
+pub(crate) struct GroupsArgs {
     /// Print the groups and the verdicts as JSON
     #[arg(long)]
-    pub json: bool,
+    pub(crate) json: bool,
     /// Only the groups that hold a GPU (the same as --class gpu)
     #[arg(long)]
-    pub gpus: bool,
+    pub(crate) gpus: bool,
     /// Only the groups that hold a device of this class, and their verdicts (repeatable)
     #[arg(long, value_enum, value_name = "CLASS")]
-    pub class: Vec<DeviceClass>,
+    pub(crate) class: Vec<DeviceClass>,
     #[command(flatten)]
-    pub root: HostRoot,
+    pub(crate) root: HostRoot,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -402,58 +402,58 @@ pub struct GroupsArgs {
     "This passthru.toml with what detect found put in, its other keys and comments kept, instead of a new \
      proposal; `-` reads it from standard input [default: $PASSTHRU_CONFIG, else a new proposal]"
 )))]
-pub struct DetectArgs {
+pub(crate) struct DetectArgs {
     /// Write the proposal to FILE instead of stdout (`-`: stdout); refused when FILE exists, unless --force or
     /// --merge
     #[arg(long, value_name = "FILE")]
-    pub write: Option<Utf8PathBuf>,
+    pub(crate) write: Option<Utf8PathBuf>,
     /// Replace an existing --write FILE
     #[arg(long, requires = "write", conflicts_with = "merge")]
-    pub force: bool,
+    pub(crate) force: bool,
     /// Into an existing --write FILE, change only what detect finds; keep the other keys and comments
     #[arg(long, requires = "write")]
-    pub merge: bool,
+    pub(crate) merge: bool,
     /// The PCI device to pass (0000:02:00.0 or 02:00.0), any class, instead of the GPU detect picks
     #[arg(long, value_name = "ADDRESS", value_parser = parse_user_pci_address)]
-    pub device: Option<PciAddress>,
+    pub(crate) device: Option<PciAddress>,
     /// The ostree sysroot whose deployment tells the base image the host runs [default: --root]
     #[arg(long, value_name = "DIR")]
-    pub sysroot: Option<Utf8PathBuf>,
+    pub(crate) sysroot: Option<Utf8PathBuf>,
     /// Print the proposal (config, TOML, findings, warnings) as JSON
     #[arg(long)]
-    pub json: bool,
+    pub(crate) json: bool,
     #[command(flatten)]
-    pub config: ConfigArg,
+    pub(crate) config: ConfigArg,
     #[command(flatten)]
-    pub root: HostRoot,
+    pub(crate) root: HostRoot,
 }
 
 #[derive(Debug, Clone, Args)]
-pub struct DoctorArgs {
+pub(crate) struct DoctorArgs {
     /// Print the checks as JSON
     #[arg(long)]
-    pub json: bool,
+    pub(crate) json: bool,
     /// List the checks and what each verifies; check nothing
     #[arg(long, conflicts_with_all = ["json", "cpu", "gpu", "vfio_ids", "config", "root"])]
-    pub list_checks: bool,
+    pub(crate) list_checks: bool,
     #[command(flatten)]
-    pub overrides: PlanOverrideArgs,
+    pub(crate) overrides: PlanOverrideArgs,
     #[command(flatten)]
-    pub config: ConfigArg,
+    pub(crate) config: ConfigArg,
     #[command(flatten)]
-    pub root: HostRoot,
+    pub(crate) root: HostRoot,
 }
 
 #[derive(Debug, Clone, Args)]
-pub struct RevertArgs {
+pub(crate) struct RevertArgs {
     #[command(flatten)]
-    pub live: LiveArgs,
+    pub(crate) live: LiveArgs,
     #[command(flatten)]
-    pub root: HostRoot,
+    pub(crate) root: HostRoot,
 }
 
 #[derive(Debug, Subcommand)]
-pub enum MokCommand {
+pub(crate) enum MokCommand {
     /// Make a key pair and certificate for shim and the kernel in DIR (new or empty), and print how to
     /// enroll it with mokutil
     New {
@@ -467,35 +467,35 @@ pub enum MokCommand {
 }
 
 #[derive(Debug, Subcommand)]
-pub enum CiTarget {
+pub(crate) enum CiTarget {
     /// A GitHub Actions workflow: build every host with `build --hosts` on push and when a base image changes
     Github(GithubArgs),
 }
 
 #[derive(Debug, Clone, Args)]
-pub struct GithubArgs {
+pub(crate) struct GithubArgs {
     /// The fleet directory, relative to the repository root (one NAME.toml per host, tags on ghcr.io)
     #[arg(long, value_name = "DIR", default_value = "hosts")]
-    pub hosts: Utf8PathBuf,
+    pub(crate) hosts: Utf8PathBuf,
     /// The passthru-image container image the workflow runs in, pinned by digest (IMAGE@sha256:...)
     #[arg(long, value_name = "IMAGE@DIGEST", value_parser = parse_image_ref)]
-    pub tool_image: ImageRef,
+    pub(crate) tool_image: ImageRef,
     /// Branch whose pushes rebuild the images
     #[arg(long, value_name = "NAME", default_value = "main")]
-    pub branch: String,
+    pub(crate) branch: String,
     /// When the daily check for base image updates runs: cron, UTC
     #[arg(long, value_name = "CRON", default_value = "23 4 * * *")]
-    pub schedule: String,
+    pub(crate) schedule: String,
     /// Sign every pushed image: cosign signs keyless with the workflow's identity
     #[arg(long, value_enum, default_value = "none")]
-    pub sign: Signing,
+    pub(crate) sign: Signing,
     /// Write the workflow to FILE (e.g. .github/workflows/passthru-image.yml) instead of stdout (`-`:
     /// stdout); refused when FILE exists, unless --force
     #[arg(long, value_name = "FILE")]
-    pub write: Option<Utf8PathBuf>,
+    pub(crate) write: Option<Utf8PathBuf>,
     /// Replace an existing --write FILE
     #[arg(long, requires = "write")]
-    pub force: bool,
+    pub(crate) force: bool,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -503,101 +503,101 @@ pub struct GithubArgs {
     "Configuration file, read for what IMAGE and --iommu leave open: image.tag and cpu.vendor; `-` reads it \
      from standard input [default: $PASSTHRU_CONFIG, else ./passthru.toml if present, else the embedded default]"
 )))]
-pub struct TestBootArgs {
+pub(crate) struct TestBootArgs {
     /// Image in podman's local storage [default: the config's image.tag]
     #[arg(value_parser = parse_image_ref, value_name = "IMAGE")]
-    pub image: Option<ImageRef>,
+    pub(crate) image: Option<ImageRef>,
     /// Print the report (checks, timings, what the probe saw) as JSON
     #[arg(long)]
-    pub json: bool,
+    pub(crate) json: bool,
     /// Seconds the VM may run before it is killed and the boot fails
     #[arg(long, value_name = "SECS", default_value_t = 300,
           value_parser = clap::value_parser!(u64).range(1..=3600))]
-    pub timeout: u64,
+    pub(crate) timeout: u64,
     /// Virtual IOMMU of the VM [default: from the plan's CPU vendor]
     #[arg(long, value_enum)]
-    pub iommu: Option<IommuKind>,
+    pub(crate) iommu: Option<IommuKind>,
     /// Also write the VM's sysfs/procfs tree (the paths `--root` reads) to DIR, a new or empty directory
     #[arg(long, value_name = "DIR")]
-    pub capture: Option<Utf8PathBuf>,
+    pub(crate) capture: Option<Utf8PathBuf>,
     /// List the checks and what each verifies; boot nothing
     #[arg(long, conflicts_with_all = ["image", "json", "iommu", "capture", "config"])]
-    pub list_checks: bool,
+    pub(crate) list_checks: bool,
     #[command(flatten)]
-    pub config: ConfigArg,
+    pub(crate) config: ConfigArg,
 }
 
 #[derive(Debug, Clone, Args)]
-pub struct BuildArgs {
+pub(crate) struct BuildArgs {
     /// Container engine [default: podman, else buildah, else docker, whichever is on PATH]
     #[arg(long, value_enum, env = "PASSTHRU_ENGINE")]
-    pub engine: Option<Engine>,
+    pub(crate) engine: Option<Engine>,
     /// Process isolation for RUN steps (chroot where cgroups are hybrid) [default: the engine's own]
     #[arg(long, value_enum)]
-    pub isolation: Option<Isolation>,
+    pub(crate) isolation: Option<BuildIsolation>,
     /// When the engine may fetch the base image
     #[arg(long, value_enum, default_value = "missing")]
-    pub pull: Pull,
+    pub(crate) pull: Pull,
     /// Label for the built image (repeatable)
     #[arg(long = "label", value_name = "KEY=VALUE", value_parser = parse_label)]
-    pub labels: Vec<Label>,
+    pub(crate) labels: Vec<Label>,
     /// Push the image to its registry after the build, and print its digest
     #[arg(long)]
-    pub push: bool,
+    pub(crate) push: bool,
     /// With --push: write the pushed digest to FILE (as `podman push --digestfile`); with --hosts, one
     /// REPOSITORY@DIGEST line per host
     #[arg(long, value_name = "FILE", requires = "push")]
-    pub digest_file: Option<Utf8PathBuf>,
+    pub(crate) digest_file: Option<Utf8PathBuf>,
     /// With --push: `false` pushes to a registry on plain HTTP or with a certificate this machine does not
     /// trust (podman, buildah; the base is still fetched with verification)
     #[arg(long, value_enum, value_name = "BOOL", requires = "push", num_args = 0..=1,
           require_equals = true, default_missing_value = "true")]
-    pub tls_verify: Option<TlsVerify>,
+    pub(crate) tls_verify: Option<TlsVerify>,
     /// Build every host config in DIR: NAME.toml, each a passthru.toml, makes REPOSITORY:NAME (the repository
     /// of its image.tag); hosts with the same base, kernel, modules and initramfs share those layers
     #[arg(long, value_name = "DIR")]
-    pub hosts: Option<Utf8PathBuf>,
+    pub(crate) hosts: Option<Utf8PathBuf>,
     /// Keep the build context in DIR (same rules as `generate -o`) instead of a temporary directory
     #[arg(long, value_name = "DIR")]
-    pub context: Option<Utf8PathBuf>,
+    pub(crate) context: Option<Utf8PathBuf>,
     #[command(flatten)]
-    pub overrides: OverrideArgs,
+    pub(crate) overrides: OverrideArgs,
     #[command(flatten)]
-    pub config: ConfigArg,
+    pub(crate) config: ConfigArg,
     #[command(flatten)]
-    pub root: PlanRoot,
+    pub(crate) root: PlanRoot,
 }
 
 /// Where live mode finds the ostree deployments.
 #[derive(Debug, Clone, Args)]
-pub struct LiveArgs {
+pub(crate) struct LiveArgs {
     /// The ostree sysroot holding the deployments
     #[arg(long, value_name = "DIR", default_value = "/")]
-    pub sysroot: Utf8PathBuf,
+    pub(crate) sysroot: Utf8PathBuf,
 }
 
 #[derive(Debug, Clone, Args)]
-pub struct CompletionsArgs {
+pub(crate) struct CompletionsArgs {
     /// The shell to complete for
     #[arg(value_enum)]
-    pub shell: CompletionShell,
+    pub(crate) shell: CompletionShell,
     /// Write the script to FILE instead of stdout (`-`: stdout), replacing it: the standard places are
     /// /usr/share/bash-completion/completions/passthru-image, /usr/share/zsh/site-functions/_passthru-image,
     /// /usr/share/fish/vendor_completions.d/passthru-image.fish
     #[arg(long, value_name = "FILE")]
-    pub write: Option<Utf8PathBuf>,
+    pub(crate) write: Option<Utf8PathBuf>,
 }
 
 /// The shells whose completion scripts the suite checks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum CompletionShell {
+pub(crate) enum CompletionShell {
     Bash,
     Zsh,
     Fish,
 }
 
 impl CompletionShell {
-    pub fn generator(self) -> clap_complete::Shell {
+    pub(crate) fn generator(self) -> clap_complete::Shell {
         match self {
             CompletionShell::Bash => clap_complete::Shell::Bash,
             CompletionShell::Zsh => clap_complete::Shell::Zsh,
@@ -607,24 +607,24 @@ impl CompletionShell {
 }
 
 #[derive(Debug, Clone, Args)]
-pub struct ManArgs {
+pub(crate) struct ManArgs {
     /// An existing directory for passthru-image.1 and passthru-image-COMMAND.1 (e.g. /usr/share/man/man1 or
     /// ~/.local/share/man/man1); pages already there are replaced
     #[arg(value_name = "DIR")]
-    pub dir: Utf8PathBuf,
+    pub(crate) dir: Utf8PathBuf,
 }
 
 /// Config values a single run of `plan`, `generate` or `build` may override.
 #[derive(Debug, Clone, Default, Args)]
-pub struct OverrideArgs {
+pub(crate) struct OverrideArgs {
     #[command(flatten)]
-    pub plan: PlanOverrideArgs,
+    pub(crate) plan: PlanOverrideArgs,
     #[command(flatten)]
-    pub image: ImageOverrideArgs,
+    pub(crate) image: ImageOverrideArgs,
 }
 
 impl OverrideArgs {
-    pub fn overrides(&self) -> Overrides {
+    pub(crate) fn overrides(&self) -> Overrides {
         Overrides {
             base: self.image.base.clone(),
             tag: self.image.tag.clone(),
@@ -635,20 +635,20 @@ impl OverrideArgs {
 
 /// Overrides of what the plan for a host holds: also for `apply` and `doctor`, which build no image.
 #[derive(Debug, Clone, Default, Args)]
-pub struct PlanOverrideArgs {
+pub(crate) struct PlanOverrideArgs {
     /// CPU vendor, instead of cpu.vendor
     #[arg(long, value_enum)]
-    pub cpu: Option<CpuChoice>,
+    pub(crate) cpu: Option<CpuChoice>,
     /// Vendors of the passed-through GPUs, comma-separated or repeated, instead of gpu.vendors
     #[arg(long, value_enum, value_delimiter = ',', value_name = "VENDOR")]
-    pub gpu: Option<Vec<GpuVendor>>,
+    pub(crate) gpu: Option<Vec<GpuVendor>>,
     /// Device IDs to bind to vfio-pci (vvvv:dddd, comma-separated or repeated), instead of vfio.ids
     #[arg(long, value_delimiter = ',', value_parser = parse_pci_id, value_name = "ID")]
-    pub vfio_ids: Option<Vec<PciId>>,
+    pub(crate) vfio_ids: Option<Vec<PciId>>,
 }
 
 impl PlanOverrideArgs {
-    pub fn overrides(&self) -> Overrides {
+    pub(crate) fn overrides(&self) -> Overrides {
         Overrides {
             cpu: self.cpu,
             gpu: self.gpu.clone(),
@@ -659,7 +659,7 @@ impl PlanOverrideArgs {
     }
 
     /// No override given on the command line.
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         let PlanOverrideArgs { cpu, gpu, vfio_ids } = self;
         cpu.is_none() && gpu.is_none() && vfio_ids.is_none()
     }
@@ -667,17 +667,17 @@ impl PlanOverrideArgs {
 
 /// Overrides of the image a build makes.
 #[derive(Debug, Clone, Default, Args)]
-pub struct ImageOverrideArgs {
+pub(crate) struct ImageOverrideArgs {
     /// Base image, instead of image.base (drops a configured digest)
     #[arg(long, value_parser = parse_image_ref, value_name = "IMAGE")]
-    pub base: Option<ImageRef>,
+    pub(crate) base: Option<ImageRef>,
     /// Tag of the built image, instead of image.tag
     #[arg(long, value_parser = parse_image_ref, value_name = "IMAGE")]
-    pub tag: Option<ImageRef>,
+    pub(crate) tag: Option<ImageRef>,
 }
 
 /// The name of `path` for `--write` and similar options: `-` is standard output, as for most Unix tools.
-pub fn is_stdout(path: &Utf8Path) -> bool {
+pub(crate) fn is_stdout(path: &Utf8Path) -> bool {
     path.as_str() == "-"
 }
 

@@ -32,7 +32,7 @@ const TAIL_LINE_BYTES: usize = 4096;
 
 /// One external program with its arguments (and optionally bytes on its stdin).
 #[derive(Debug, Clone)]
-pub struct Cmd {
+pub(crate) struct Cmd {
     argv: Vec<OsString>,
     stdin: Option<Vec<u8>>,
     /// Environment variables set for it, beside the inherited ones.
@@ -43,7 +43,7 @@ pub struct Cmd {
 
 /// How a program that did its job ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
+pub(crate) enum Completion {
     Done,
     /// It succeeded and changed nothing (rpm-ostree's `--unchanged-exit-77`).
     Unchanged,
@@ -61,11 +61,11 @@ enum Meaning {
 
 /// A program ran and failed: which, how, and the last lines it printed.
 #[derive(Debug)]
-pub struct Failed {
-    pub program: String,
-    pub command: String,
-    pub status: ExitStatus,
-    pub tail: Vec<String>,
+pub(crate) struct Failed {
+    pub(crate) program: String,
+    pub(crate) command: String,
+    pub(crate) status: ExitStatus,
+    pub(crate) tail: Vec<String>,
 }
 
 impl fmt::Display for Failed {
@@ -85,7 +85,7 @@ impl fmt::Display for Failed {
 impl std::error::Error for Failed {}
 
 impl Cmd {
-    pub fn new(program: impl Into<OsString>) -> Cmd {
+    pub(crate) fn new(program: impl Into<OsString>) -> Cmd {
         Cmd {
             argv: vec![program.into()],
             stdin: None,
@@ -94,37 +94,37 @@ impl Cmd {
         }
     }
 
-    pub fn arg(mut self, arg: impl Into<OsString>) -> Cmd {
+    pub(crate) fn arg(mut self, arg: impl Into<OsString>) -> Cmd {
         self.argv.push(arg.into());
         self
     }
 
-    pub fn args<I: IntoIterator<Item = A>, A: Into<OsString>>(mut self, args: I) -> Cmd {
+    pub(crate) fn args<I: IntoIterator<Item = A>, A: Into<OsString>>(mut self, args: I) -> Cmd {
         self.argv.extend(args.into_iter().map(Into::into));
         self
     }
 
     /// Sets an environment variable for the program (git's GIT_TERMINAL_PROMPT=0: no prompt on a terminal).
-    pub fn env(mut self, key: impl Into<OsString>, value: impl Into<OsString>) -> Cmd {
+    pub(crate) fn env(mut self, key: impl Into<OsString>, value: impl Into<OsString>) -> Cmd {
         self.env.push((key.into(), value.into()));
         self
     }
 
     /// Keeps an inherited environment variable from the program (openssl's OPENSSL_CONF: the user's config
     /// must not change the key it makes).
-    pub fn env_remove(mut self, key: impl Into<OsString>) -> Cmd {
+    pub(crate) fn env_remove(mut self, key: impl Into<OsString>) -> Cmd {
         self.env_removed.push(key.into());
         self
     }
 
     /// Feeds `bytes` to the program's stdin (else it reads /dev/null).
-    pub fn stdin_bytes(mut self, bytes: impl Into<Vec<u8>>) -> Cmd {
+    pub(crate) fn stdin_bytes(mut self, bytes: impl Into<Vec<u8>>) -> Cmd {
         self.stdin = Some(bytes.into());
         self
     }
 
     /// The program's name, without its directory.
-    pub fn program(&self) -> String {
+    pub(crate) fn program(&self) -> String {
         std::path::Path::new(&self.argv[0])
             .file_name()
             .unwrap_or(self.argv[0].as_os_str())
@@ -133,7 +133,7 @@ impl Cmd {
     }
 
     /// The command line as a user would type it (arguments with spaces or quotes shown quoted).
-    pub fn display(&self) -> String {
+    pub(crate) fn display(&self) -> String {
         self.argv
             .iter()
             .map(|a| {
@@ -203,14 +203,14 @@ impl Cmd {
 
     /// Runs it to the end with its output (stdout and stderr) shown on our stderr as it comes, as rpm-ostree's
     /// progress should be; with `-q` only the last lines show, in the error when it fails.
-    pub fn run(&self) -> Result<Outcome> {
+    pub(crate) fn run(&self) -> Result<Completion> {
         self.stream(|line| verbosity::say(Verbosity::Normal, line))
     }
 
     /// Runs it to the end, each line of its output (stdout and stderr together) given to `on_line` as it
     /// comes; the last lines are kept for the error. Bytes that are not UTF-8 (compilers, dracut) are shown
     /// lossily rather than failing the run.
-    pub fn stream(&self, mut on_line: impl FnMut(&str)) -> Result<Outcome> {
+    pub(crate) fn stream(&self, mut on_line: impl FnMut(&str)) -> Result<Completion> {
         let reader = self
             .expression()
             .stderr_to_stdout()
@@ -241,14 +241,14 @@ impl Cmd {
             .map(|output| output.status)
             .with_context(|| format!("{} closed its output but did not exit", self.program()))?;
         match self.meaning(status) {
-            Meaning::Done => Ok(Outcome::Done),
-            Meaning::Unchanged => Ok(Outcome::Unchanged),
+            Meaning::Done => Ok(Completion::Done),
+            Meaning::Unchanged => Ok(Completion::Unchanged),
             Meaning::No | Meaning::Failed => Err(self.failed(status, tail.lines())),
         }
     }
 
     /// Runs it quietly and returns its stdout; its stderr tail goes in the error.
-    pub fn read_bytes(&self) -> Result<Vec<u8>> {
+    pub(crate) fn read_bytes(&self) -> Result<Vec<u8>> {
         let quiet = self.quietly()?;
         match self.meaning(quiet.status) {
             Meaning::Done => Ok(quiet.stdout),
@@ -258,7 +258,7 @@ impl Cmd {
 
     /// Runs it quietly and returns the last lines of its stderr, for programs that report failed work only in
     /// words and exit 0 all the same (debugfs).
-    pub fn read_stderr(&self) -> Result<Vec<String>> {
+    pub(crate) fn read_stderr(&self) -> Result<Vec<String>> {
         let quiet = self.quietly()?;
         match self.meaning(quiet.status) {
             Meaning::Done => Ok(quiet.stderr),
@@ -267,19 +267,19 @@ impl Cmd {
     }
 
     /// [`Cmd::read_bytes`] as UTF-8 text.
-    pub fn read(&self) -> Result<String> {
+    pub(crate) fn read(&self) -> Result<String> {
         String::from_utf8(self.read_bytes()?)
             .with_context(|| format!("the output of {} is not UTF-8", self.display()))
     }
 
     /// [`Cmd::read_bytes`] parsed as JSON.
-    pub fn read_json<T: DeserializeOwned>(&self) -> Result<T> {
+    pub(crate) fn read_json<T: DeserializeOwned>(&self) -> Result<T> {
         serde_json::from_slice(&self.read_bytes()?)
             .with_context(|| format!("reading the JSON output of {}", self.display()))
     }
 
     /// Runs a program that answers a yes/no question with its exit status (`podman image exists`).
-    pub fn answers_yes(&self) -> Result<bool> {
+    pub(crate) fn answers_yes(&self) -> Result<bool> {
         let quiet = self.quietly()?;
         match self.meaning(quiet.status) {
             Meaning::Done => Ok(true),
@@ -303,7 +303,7 @@ impl Cmd {
     }
 
     /// Starts it in the background (stdout to /dev/null, stderr's tail kept) and returns at once.
-    pub fn start(&self) -> Result<Running> {
+    pub(crate) fn start(&self) -> Result<Running> {
         let (stderr, tail) = stderr_tail()?;
         let handle = self
             .expression()
@@ -327,7 +327,7 @@ struct Quiet {
 }
 
 /// A program started by [`Cmd::start`].
-pub struct Running {
+pub(crate) struct Running {
     handle: duct::Handle,
     tail: JoinHandle<Vec<String>>,
     cmd: Cmd,
@@ -335,27 +335,27 @@ pub struct Running {
 
 /// How a background program ended.
 #[derive(Debug)]
-pub struct Ended {
+pub(crate) struct Ended {
     /// Its last lines of stderr.
-    pub stderr: Vec<String>,
+    pub(crate) stderr: Vec<String>,
     /// Whether its exit status means success.
-    pub ok: bool,
+    pub(crate) ok: bool,
 }
 
 impl Running {
     /// Whether it has exited (without waiting).
-    pub fn has_exited(&self) -> Result<bool> {
+    pub(crate) fn has_exited(&self) -> Result<bool> {
         Ok(self.handle.try_wait()?.is_some())
     }
 
-    pub fn kill(&self) -> Result<()> {
+    pub(crate) fn kill(&self) -> Result<()> {
         self.handle
             .kill()
             .with_context(|| format!("killing {}", self.cmd.program()))
     }
 
     /// Waits for it to end and collects its stderr tail.
-    pub fn wait(self) -> Result<Ended> {
+    pub(crate) fn wait(self) -> Result<Ended> {
         let status = self.handle.wait()?.status;
         drop(self.handle);
         let stderr = self.tail.join().unwrap_or_default();

@@ -6,7 +6,7 @@
 
 mod merge;
 
-pub use merge::merge;
+pub(crate) use merge::merge;
 
 use anyhow::{Result, bail};
 use camino::Utf8PathBuf;
@@ -15,28 +15,28 @@ use crate::config::{Config, CpuChoice, GpuVendor, Switch};
 use crate::error::InputError;
 use crate::host::cpu::{CpuInfo, CpuVendor};
 use crate::host::pci::{PciAddress, PciDevice};
-use crate::host::topology::{GpuReport, Isolation, Topology};
+use crate::host::topology::{GpuReport, GroupIsolation, Topology};
 use crate::image_ref::ImageRef;
 use crate::live::deployment;
 use crate::plan::record;
 use crate::root::Root;
 
 #[derive(Debug, Clone)]
-pub struct Detection {
-    pub config: Config,
+pub(crate) struct Detection {
+    pub(crate) config: Config,
     /// The device proposed for the VM (a GPU unless `--device` named another), with its verdict.
-    pub gpu: Option<GpuReport>,
+    pub(crate) gpu: Option<GpuReport>,
     /// What was found, for the header.
-    pub findings: Vec<String>,
+    pub(crate) findings: Vec<String>,
     /// What the user must act on; also printed on stderr.
-    pub warnings: Vec<String>,
+    pub(crate) warnings: Vec<String>,
     /// The config keys detection decided, which `--merge` sets in the user's file (the rest stay the user's).
-    pub decided: Vec<Decided>,
+    pub(crate) decided: Vec<Decided>,
 }
 
 /// A config key detection sets from what it found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Decided {
+pub(crate) enum Decided {
     ImageBase,
     CpuVendor,
     VfioDevices,
@@ -46,7 +46,7 @@ pub enum Decided {
 
 /// Where detect looks for the ostree deployment the host runs, for `image.base`.
 #[derive(Debug, Clone)]
-pub enum Sysroot {
+pub(crate) enum Sysroot {
     /// `--sysroot DIR`: it must be an ostree sysroot.
     Given(Utf8PathBuf),
     /// The host's root (`--root`, default /): a host that is not an ostree system keeps the default base.
@@ -54,7 +54,11 @@ pub enum Sysroot {
 }
 
 /// Reads the host under `root`. `chosen`: the device to pass (`--device`), else the GPU detect picks.
-pub fn detect(root: &Root, chosen: Option<PciAddress>, sysroot: &Sysroot) -> Result<Detection> {
+pub(crate) fn detect(
+    root: &Root,
+    chosen: Option<PciAddress>,
+    sysroot: &Sysroot,
+) -> Result<Detection> {
     let cpu = CpuInfo::read(root)?;
     let topology = Topology::read(root)?;
     let gpus = topology.gpu_reports();
@@ -86,13 +90,15 @@ pub fn detect(root: &Root, chosen: Option<PciAddress>, sysroot: &Sysroot) -> Res
     ));
     if !cpu.virtualization {
         d.warnings.push(
-            "the CPU flags have neither vmx nor svm: enable Intel VT-x / AMD SVM in the firmware setup"
+            "the CPU flags have neither vmx nor svm: enable Intel VT-x / AMD SVM in the firmware \
+             setup"
                 .into(),
         );
     }
     if !topology.iommu_enabled() {
         d.warnings.push(format!(
-            "the IOMMU is off (no IOMMU groups): enable VT-d (Intel) or AMD-Vi/IOMMU (AMD) in the firmware setup and boot with the planned {}; isolation could not be checked",
+            "the IOMMU is off (no IOMMU groups): enable VT-d (Intel) or AMD-Vi/IOMMU (AMD) in the \
+             firmware setup and boot with the planned {}; isolation could not be checked",
             crate::plan::iommu_kargs(cpu.vendor.unwrap_or(CpuVendor::Intel)).join(" ")
         ));
     }
@@ -115,7 +121,11 @@ pub fn detect(root: &Root, chosen: Option<PciAddress>, sysroot: &Sysroot) -> Res
         ));
     }
     let Some(device) = device else {
-        d.warnings.push("no GPU found (PCI class 0300, 0302 or 0380): vfio.ids is left empty; add the devices to pass by hand, or name one with --device ADDRESS".into());
+        d.warnings.push(
+            "no GPU found (PCI class 0300, 0302 or 0380): vfio.ids is left empty; add the devices \
+             to pass by hand, or name one with --device ADDRESS"
+                .into(),
+        );
         return Ok(d);
     };
     pass_device(&mut d, &topology, &device);
@@ -137,7 +147,7 @@ fn pass_device(d: &mut Detection, topology: &Topology, device: &GpuReport) {
         device.vendor_id,
         device.device_id,
         match (device.group, device.isolation) {
-            (Some(group), Isolation::Isolated) => format!("IOMMU group {group}, isolated"),
+            (Some(group), GroupIsolation::Isolated) => format!("IOMMU group {group}, isolated"),
             (Some(group), _) => format!("IOMMU group {group}, shared"),
             (None, _) => "no IOMMU group (IOMMU off)".to_owned(),
         }
@@ -161,8 +171,8 @@ fn pass_device(d: &mut Detection, topology: &Topology, device: &GpuReport) {
     }
     if !d.config.vfio.addresses.is_empty() {
         d.findings.push(
-            "vfio.addresses: bound with driver_override by an initramfs hook before udev starts; image mode only \
-             (live mode cannot add the hook and refuses addresses)"
+            "vfio.addresses: bound with driver_override by an initramfs hook before udev starts; \
+             image mode only (live mode cannot add the hook and refuses addresses)"
                 .into(),
         );
     }
@@ -174,7 +184,8 @@ fn pass_device(d: &mut Detection, topology: &Topology, device: &GpuReport) {
         match gpu_vendor(id.vendor) {
             Some(vendor) => d.config.gpu.vendors = vec![vendor],
             None => d.warnings.push(format!(
-                "GPU vendor {:04x} is not NVIDIA, AMD or Intel: gpu.vendors is left empty (no driver-specific kargs)",
+                "GPU vendor {:04x} is not NVIDIA, AMD or Intel: gpu.vendors is left empty (no \
+                 driver-specific kargs)",
                 id.vendor
             )),
         }
@@ -188,7 +199,7 @@ fn pass_device(d: &mut Detection, topology: &Topology, device: &GpuReport) {
             crate::vendor_reset::family(id).unwrap_or("vendor-reset")
         ));
     }
-    if device.isolation == Isolation::Shared {
+    if device.isolation == GroupIsolation::Shared {
         let mut others: Vec<String> = device
             .sharing_with
             .iter()
@@ -202,7 +213,10 @@ fn pass_device(d: &mut Detection, topology: &Topology, device: &GpuReport) {
             }
         }
         d.warnings.push(format!(
-            "{} shares IOMMU group {} with {}: it cannot go to a VM alone. Move the card to a slot with its own group, pass those devices too, or use an ACS-override kernel (weakens isolation): set [acs-override] enabled = true with repo = \"<dnf .repo URL>\" or packages = \"<dir of kernel packages>\"",
+            "{} shares IOMMU group {} with {}: it cannot go to a VM alone. Move the card to a slot \
+             with its own group, pass those devices too, or use an ACS-override kernel (weakens \
+             isolation): set [acs-override] enabled = true with repo = \"<dnf .repo URL>\" or \
+             packages = \"<dir of kernel packages>\"",
             device.address,
             device.group.unwrap_or_default(),
             others.join(", ")
@@ -237,7 +251,8 @@ fn bind(d: &mut Detection, topology: &Topology, member: &PciDevice, passed: &[Pc
     }
     d.config.vfio.addresses.push(member.address);
     d.findings.push(format!(
-        "  {} bound by address: the host keeps {} with the same ID [{}], which vfio_pci.ids would take too",
+        "  {} bound by address: the host keeps {} with the same ID [{}], which vfio_pci.ids would \
+         take too",
         member.address,
         twins.join(", "),
         member.id
@@ -255,11 +270,16 @@ fn chosen_device(
         None => Err(InputError::new(
             "--device",
             format!(
-                "no PCI device at {address} on {}; GPUs: {} (`passthru-image groups` lists every device)",
+                "no PCI device at {address} on {}; GPUs: {} (`passthru-image groups` lists \
+                 every device)",
                 root.host_name(),
                 match gpus.is_empty() {
                     true => "none".to_owned(),
-                    false => gpus.iter().map(|g| g.address.to_string()).collect::<Vec<_>>().join(", "),
+                    false => gpus
+                        .iter()
+                        .map(|g| g.address.to_string())
+                        .collect::<Vec<_>>()
+                        .join(", "),
                 }
             ),
         )
@@ -274,7 +294,8 @@ fn propose_base(d: &mut Detection, sysroot: &Sysroot) -> Result<()> {
         Sysroot::Given(path) => path,
         Sysroot::HostRoot(path) if deployment::check_sysroot(path).is_err() => {
             d.findings.push(format!(
-                "image.base: the default; {path} is not an ostree system, so no deployment tells what the host runs"
+                "image.base: the default; {path} is not an ostree system, so no deployment tells \
+                 what the host runs"
             ));
             return Ok(());
         }
@@ -287,15 +308,16 @@ fn propose_base(d: &mut Detection, sysroot: &Sysroot) -> Result<()> {
     };
     let Some(reference) = &running.container_image else {
         d.findings.push(format!(
-            "image.base: the default; the {which} deployment {} follows an ostree ref, not a container image: set \
-             image.base to the bootc image of your system",
+            "image.base: the default; the {which} deployment {} follows an ostree ref, not a \
+             container image: set image.base to the bootc image of your system",
             running.id
         ));
         return Ok(());
     };
     if let Some(record) = record::read_image_record(&Root::new(running.dir.clone()))? {
         d.findings.push(format!(
-            "image.base: {}, the base of the passthru-image image the {which} deployment runs ({reference})",
+            "image.base: {}, the base of the passthru-image image the {which} deployment runs \
+             ({reference})",
             record.image.base
         ));
         d.config.image.base = record.image.base;
@@ -305,14 +327,15 @@ fn propose_base(d: &mut Detection, sysroot: &Sysroot) -> Result<()> {
     match registry_image(reference) {
         Some(base) => {
             d.findings.push(format!(
-                "image.base: {base}, the container image the {which} deployment follows ({reference})"
+                "image.base: {base}, the container image the {which} deployment follows \
+                 ({reference})"
             ));
             d.config.image.base = base;
             d.decided.push(Decided::ImageBase);
         }
         None => d.findings.push(format!(
-            "image.base: the default; the {which} deployment follows {reference}, which names no image in a \
-             registry: set image.base to the bootc image of your system"
+            "image.base: the default; the {which} deployment follows {reference}, which names no \
+             image in a registry: set image.base to the bootc image of your system"
         )),
     }
     Ok(())
@@ -348,13 +371,14 @@ fn pick_gpu(gpus: &[GpuReport], warnings: &mut Vec<String>) -> Option<GpuReport>
         let only = gpus.first()?;
         if gpus.len() == 1 {
             warnings.push(format!(
-                "{} is the only GPU: the host has no display while the VM runs (single-GPU passthrough)",
+                "{} is the only GPU: the host has no display while the VM runs (single-GPU \
+                 passthrough)",
                 only.address
             ));
         }
         candidates.push(only);
     }
-    candidates.sort_by_key(|g| (g.isolation != Isolation::Isolated, g.address));
+    candidates.sort_by_key(|g| (g.isolation != GroupIsolation::Isolated, g.address));
     if candidates.len() > 1 {
         // A few addresses and a count: a host tree may hold thousands of GPUs.
         const LISTED: usize = 8;
@@ -385,7 +409,7 @@ fn gpu_vendor(vendor: u16) -> Option<GpuVendor> {
 }
 
 /// The proposed passthru.toml: the header of what was found, then the config itself.
-pub fn render(detection: &Detection, root: &Root) -> Result<String> {
+pub(crate) fn render(detection: &Detection, root: &Root) -> Result<String> {
     let text = format!(
         "{}\n{}",
         header(detection, root, &[]),
@@ -410,7 +434,9 @@ const HEADER_END: &str = "# <<< passthru-image detect";
 /// changed beyond setting keys.
 fn header(detection: &Detection, root: &Root, notes: &[String]) -> String {
     let mut text = format!(
-        "{HEADER_BEGIN}\n# passthru.toml proposed by `passthru-image detect` from the host under {}.\n# Review it, then: passthru-image plan; passthru-image build (image mode) or apply (live mode).\n#\n",
+        "{HEADER_BEGIN}\n# passthru.toml proposed by `passthru-image detect` from the host under \
+         {}.\n# Review it, then: passthru-image plan; passthru-image build (image mode) or apply \
+         (live mode).\n#\n",
         root.path()
     );
     for finding in &detection.findings {
@@ -431,7 +457,7 @@ fn header(detection: &Detection, root: &Root, notes: &[String]) -> String {
 mod tests {
     use super::*;
 
-    fn gpu(address: &str, boot_vga: bool, isolation: Isolation) -> GpuReport {
+    fn gpu(address: &str, boot_vga: bool, isolation: GroupIsolation) -> GpuReport {
         GpuReport {
             address: address.parse().unwrap(),
             group: Some(1),
@@ -452,9 +478,9 @@ mod tests {
     #[test]
     fn picks_an_isolated_gpu_that_is_not_the_boot_gpu() {
         let gpus = [
-            gpu("0000:01:00.0", true, Isolation::Isolated),
-            gpu("0000:02:00.0", false, Isolation::Shared),
-            gpu("0000:03:00.0", false, Isolation::Isolated),
+            gpu("0000:01:00.0", true, GroupIsolation::Isolated),
+            gpu("0000:02:00.0", false, GroupIsolation::Shared),
+            gpu("0000:03:00.0", false, GroupIsolation::Isolated),
         ];
         let mut warnings = Vec::new();
         let picked = pick_gpu(&gpus, &mut warnings).unwrap();
@@ -508,7 +534,7 @@ mod tests {
     #[test]
     fn a_single_gpu_is_proposed_with_a_warning_and_none_gives_none() {
         let mut warnings = Vec::new();
-        let only = [gpu("0000:01:00.0", true, Isolation::Isolated)];
+        let only = [gpu("0000:01:00.0", true, GroupIsolation::Isolated)];
         assert!(pick_gpu(&only, &mut warnings).is_some());
         assert!(warnings[0].contains("single-GPU"), "{warnings:?}");
         assert!(pick_gpu(&[], &mut Vec::new()).is_none());

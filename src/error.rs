@@ -13,11 +13,11 @@ pub struct InputError {
     /// The config key, flag or file the bad value came from, e.g. `vfio.ids[1]` or `--vfio-ids`.
     pub field: String,
     /// What is wrong and what is allowed.
-    pub message: String,
+    pub(crate) message: String,
 }
 
 impl InputError {
-    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+    pub(crate) fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
         Self {
             field: field.into(),
             message: message.into(),
@@ -35,7 +35,7 @@ impl std::error::Error for InputError {}
 
 /// A check ran and failed (doctor, verify after apply, test-boot): exit code 1, the report says why.
 #[derive(Debug)]
-pub struct ChecksFailed(pub String);
+pub(crate) struct ChecksFailed(pub(crate) String);
 
 impl fmt::Display for ChecksFailed {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -48,7 +48,7 @@ impl std::error::Error for ChecksFailed {}
 /// `apply`/`revert` did what they could and the host is consistent, but a step is left to the user
 /// (the message says which): exit code 3.
 #[derive(Debug)]
-pub struct Incomplete(pub String);
+pub(crate) struct Incomplete(pub(crate) String);
 
 impl fmt::Display for Incomplete {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -59,9 +59,9 @@ impl fmt::Display for Incomplete {
 impl std::error::Error for Incomplete {}
 
 /// Exit codes of the command-line contract.
-pub const EXIT_FAILED: i32 = 1;
-pub const EXIT_BAD_INPUT: i32 = 2;
-pub const EXIT_INCOMPLETE: i32 = 3;
+pub(crate) const EXIT_FAILED: i32 = 1;
+pub(crate) const EXIT_BAD_INPUT: i32 = 2;
+pub(crate) const EXIT_INCOMPLETE: i32 = 3;
 /// Stopped by a caught Ctrl-C or SIGTERM after cleaning up (see `interrupt`), as a shell reports SIGINT.
 pub const EXIT_INTERRUPTED: i32 = 130;
 
@@ -82,14 +82,6 @@ pub fn exit_code(err: &anyhow::Error) -> i32 {
 pub fn stderr_line(line: impl fmt::Display) {
     use std::io::Write;
     let _ = writeln!(std::io::stderr(), "{line}");
-}
-
-/// Shorthand for returning bad input: `bail_input!("vfio.ids", "expected ...")`.
-#[macro_export]
-macro_rules! bail_input {
-    ($field:expr, $($fmt:tt)+) => {
-        return Err(anyhow::Error::new($crate::error::InputError::new($field, format!($($fmt)+))))
-    };
 }
 
 #[cfg(test)]

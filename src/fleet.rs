@@ -139,8 +139,8 @@ fn load_host(file: &Utf8Path, overrides: &Overrides, target: &Target) -> Result<
     if !is_tag(name) {
         return Err(InputError::new(
             file.as_str(),
-            "the file name is the image's tag (REPOSITORY:NAME for NAME.toml): use letters, digits and \
-             _ . - (not first: . or -), at most 128",
+            "the file name is the image's tag (REPOSITORY:NAME for NAME.toml): use letters, digits \
+             and _ . - (not first: . or -), at most 128",
         )
         .into());
     }
@@ -166,8 +166,8 @@ fn load_host(file: &Utf8Path, overrides: &Overrides, target: &Target) -> Result<
 fn host_tag(configured: &ImageRef, name: &str) -> Result<ImageRef, String> {
     if configured.digest().is_some() {
         return Err(format!(
-            "{configured} pins a digest; a host's image is tagged with its file name, so give a repository \
-             (any tag on it is replaced)"
+            "{configured} pins a digest; a host's image is tagged with its file name, so give a \
+             repository (any tag on it is replaced)"
         ));
     }
     format!("{}:{name}", configured.repository()).parse()

@@ -18,7 +18,7 @@ impl ImageRef {
     }
 
     /// The reference pinned to `digest`, replacing any tag's role (`name:tag@sha256:…` is valid and explicit).
-    pub fn pinned(&self, digest: &Digest) -> ImageRef {
+    pub(crate) fn pinned(&self, digest: &Digest) -> ImageRef {
         let name = self
             .0
             .split_once('@')
@@ -28,7 +28,7 @@ impl ImageRef {
 
     /// The reference without its tag and digest: `quay.io/fedora/fedora-bootc` of
     /// `quay.io/fedora/fedora-bootc:44@sha256:…`. Registries and engines key digests by it.
-    pub fn repository(&self) -> &str {
+    pub(crate) fn repository(&self) -> &str {
         let name = self
             .0
             .split_once('@')
@@ -42,13 +42,13 @@ impl ImageRef {
     }
 
     /// The registry host (with its port), when the reference names one: `ghcr.io`, `localhost:5000`.
-    pub fn registry(&self) -> Option<&str> {
+    pub(crate) fn registry(&self) -> Option<&str> {
         let (first, _) = self.repository().split_once('/')?;
         (first.contains(['.', ':']) || first == "localhost").then_some(first)
     }
 
     /// The digest the reference pins, if any.
-    pub fn digest(&self) -> Option<Digest> {
+    pub(crate) fn digest(&self) -> Option<Digest> {
         let (_, digest) = self.0.split_once('@')?;
         Some(Digest(digest.to_owned()))
     }
@@ -58,8 +58,8 @@ impl FromStr for ImageRef {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let allowed = "expected [registry[:port]/]name[:tag][@sha256:<64 hex>], lowercase name components \
-                       of [a-z0-9] joined by . _ - or /";
+        let allowed = "expected [registry[:port]/]name[:tag][@sha256:<64 hex>], lowercase name \
+                       components of [a-z0-9] joined by . _ - or /";
         let (rest, digest) = match s.split_once('@') {
             Some((rest, digest)) => (rest, Some(digest)),
             None => (s, None),
@@ -147,7 +147,7 @@ impl fmt::Display for ImageRef {
 /// A content digest, `sha256:<64 lowercase hex>`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
-pub struct Digest(String);
+pub(crate) struct Digest(String);
 
 impl FromStr for Digest {
     type Err = String;

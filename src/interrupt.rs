@@ -19,7 +19,7 @@ extern "C" fn on_signal(signal: libc::c_int) {
 }
 
 /// From now on SIGINT and SIGTERM set a flag instead of ending the process.
-pub fn catch() {
+pub(crate) fn catch() {
     let handler = on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t;
     // SAFETY: the handler does only async-signal-safe work (an atomic store and signal(2)).
     unsafe {
@@ -46,7 +46,7 @@ impl std::fmt::Display for Interrupted {
 impl std::error::Error for Interrupted {}
 
 /// Returns [`Interrupted`] when a signal asked to stop: call between steps.
-pub fn check() -> anyhow::Result<()> {
+pub(crate) fn check() -> anyhow::Result<()> {
     if requested() {
         Err(Interrupted.into())
     } else {

@@ -20,7 +20,7 @@ use std::os::unix::fs::PermissionsExt;
 use anyhow::{Context, Result, bail};
 use camino::{Utf8Path, Utf8PathBuf};
 
-use crate::atomic;
+use crate::atomic::{self, Occupied};
 use crate::cmd::Cmd;
 use crate::error::InputError;
 
@@ -130,7 +130,7 @@ impl MokFiles {
 /// nothing behind.
 pub(crate) fn create(dir: &Utf8Path, name: &CommonName) -> Result<MokFiles> {
     refuse_used_dir(dir)?;
-    atomic::replace_dir(dir, "DIR", false, |staging| {
+    atomic::replace_dir(dir, "DIR", Occupied::Refuse, |staging| {
         std::fs::set_permissions(staging, std::fs::Permissions::from_mode(0o700))
             .with_context(|| format!("making {staging} private"))?;
         let files = MokFiles::in_dir(staging);

@@ -7,13 +7,13 @@ use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
-pub struct PciId {
-    pub vendor: u16,
-    pub device: u16,
+pub(crate) struct PciId {
+    pub(crate) vendor: u16,
+    pub(crate) device: u16,
 }
 
 impl PciId {
-    pub fn new(vendor: u16, device: u16) -> Self {
+    pub(crate) fn new(vendor: u16, device: u16) -> Self {
         PciId { vendor, device }
     }
 }

@@ -3,10 +3,10 @@
 //! The image renderer, the live applier and doctor all read a `Plan`; none of them decides a karg, a driver
 //! or a file of its own.
 
-pub mod dkms_conf;
+pub(crate) mod dkms_conf;
 pub(crate) mod host_safety;
 pub(crate) mod kargs;
-pub mod record;
+pub(crate) mod record;
 
 use anyhow::Result;
 use camino::{Utf8Path, Utf8PathBuf};
@@ -30,15 +30,15 @@ use dkms_conf::{BuiltModule, DkmsConf, Word};
 use kargs::{HostGpus, KargFacts, OmittedKarg};
 
 /// Drivers forced into the initramfs so vfio-pci binds before any graphics driver.
-pub const VFIO_DRIVERS: &[&str] = &["vfio", "vfio_iommu_type1", "vfio_pci"];
+pub(crate) const VFIO_DRIVERS: &[&str] = &["vfio", "vfio_iommu_type1", "vfio_pci"];
 
-pub const DRACUT_CONF: &str = "/usr/lib/dracut/dracut.conf.d/50-passthru-vfio.conf";
-pub const MODPROBE_CONF: &str = "/usr/lib/modprobe.d/50-passthru-vfio.conf";
-pub const MODULES_LOAD_CONF: &str = "/usr/lib/modules-load.d/vendor-reset.conf";
-pub const UDEV_RULE: &str = "/usr/lib/udev/rules.d/99-passthru-vendor-reset.rules";
+pub(crate) const DRACUT_CONF: &str = "/usr/lib/dracut/dracut.conf.d/50-passthru-vfio.conf";
+pub(crate) const MODPROBE_CONF: &str = "/usr/lib/modprobe.d/50-passthru-vfio.conf";
+pub(crate) const MODULES_LOAD_CONF: &str = "/usr/lib/modules-load.d/vendor-reset.conf";
+pub(crate) const UDEV_RULE: &str = "/usr/lib/udev/rules.d/99-passthru-vendor-reset.rules";
 /// The dracut module whose pre-udev hook binds `vfio.addresses` (layers/dracut/90passthru-vfio/), by the name
 /// `add_dracutmodules` takes, and its files in the image.
-pub const DRACUT_MODULE: &str = "passthru-vfio";
+pub(crate) const DRACUT_MODULE: &str = "passthru-vfio";
 const DRACUT_MODULE_DIR: &str = "/usr/lib/dracut/modules.d/90passthru-vfio";
 const DRACUT_MODULE_FILES: &[(&str, &str)] = &[
     (
@@ -51,8 +51,8 @@ const DRACUT_MODULE_FILES: &[(&str, &str)] = &[
     ),
 ];
 /// Where live mode writes the drop-ins: the host's /etc, as /usr is read-only there.
-pub const LIVE_DRACUT_CONF: &str = "/etc/dracut.conf.d/50-passthru-vfio.conf";
-pub const LIVE_MODPROBE_CONF: &str = "/etc/modprobe.d/50-passthru-vfio.conf";
+pub(crate) const LIVE_DRACUT_CONF: &str = "/etc/dracut.conf.d/50-passthru-vfio.conf";
+pub(crate) const LIVE_MODPROBE_CONF: &str = "/etc/modprobe.d/50-passthru-vfio.conf";
 
 /// Whom a plan is for, which decides whether a host is read.
 #[derive(Debug, Clone)]
@@ -67,43 +67,43 @@ pub enum Target {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Plan {
-    pub cpu_vendor: CpuVendor,
+    pub(crate) cpu_vendor: CpuVendor,
     /// The vendor was read from a host (`cpu.vendor = "auto"`).
-    pub cpu_vendor_detected: bool,
+    pub(crate) cpu_vendor_detected: bool,
     /// The root of the host the plan was made for; `None` for an image planned from the config alone.
-    pub host: Option<Utf8PathBuf>,
+    pub(crate) host: Option<Utf8PathBuf>,
     pub image: ImagePlan,
     /// Devices vfio-pci claims at boot.
-    pub vfio: VfioPlan,
+    pub(crate) vfio: VfioPlan,
     /// In the order they are written.
     pub kargs: Kargs,
     /// Arguments the guide asks for that this plan leaves out, each with its reason.
-    pub omitted_kargs: Vec<OmittedKarg>,
-    pub initramfs_drivers: Vec<String>,
-    pub files: Vec<PlannedFile>,
+    pub(crate) omitted_kargs: Vec<OmittedKarg>,
+    pub(crate) initramfs_drivers: Vec<String>,
+    pub(crate) files: Vec<PlannedFile>,
     /// The files live mode writes instead of `files`.
-    pub live_files: Vec<LiveFile>,
-    pub kernel: Option<KernelPlan>,
-    pub modules: Vec<ModulePlan>,
+    pub(crate) live_files: Vec<LiveFile>,
+    pub(crate) kernel: Option<KernelPlan>,
+    pub(crate) modules: Vec<ModulePlan>,
     /// The key the modules and the replacement kernel are signed with; `None`: nothing is signed.
-    pub signing: Option<SigningPlan>,
+    pub(crate) signing: Option<SigningPlan>,
     /// Things in the config that will work, but probably not as the user hopes.
-    pub warnings: Vec<String>,
+    pub(crate) warnings: Vec<String>,
     /// What the plan decided from the host it is for, that the config alone does not say.
-    pub notes: Vec<String>,
+    pub(crate) notes: Vec<String>,
 }
 
 /// The devices vfio-pci claims, as typed facts (the kernel arguments are rendered from them).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct VfioPlan {
+pub(crate) struct VfioPlan {
     /// Bound by vendor:device ID (`vfio_pci.ids`), each once.
-    pub ids: Vec<PciId>,
+    pub(crate) ids: Vec<PciId>,
     /// Bound by address (`rd.passthru.vfio_addresses`, read by the initramfs hook that sets driver_override),
     /// each once.
-    pub addresses: Vec<PciAddress>,
+    pub(crate) addresses: Vec<PciAddress>,
     /// vfio-pci is loaded from the initramfs before any other driver (`rd.driver.pre=vfio-pci`).
-    pub early_binding: bool,
+    pub(crate) early_binding: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -111,39 +111,49 @@ pub struct VfioPlan {
 pub struct ImagePlan {
     /// The base, pinned by digest when one is configured.
     pub base: ImageRef,
-    pub tag: ImageRef,
+    pub(crate) tag: ImageRef,
 }
 
 /// Which layer of the image a file belongs to, which decides what a change to it rebuilds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum Layer {
+pub(crate) enum Layer {
     /// Read while the initramfs is generated; host-agnostic (no device IDs).
     Initramfs,
     /// Host-specific (device IDs): the last, tiny layer.
     Host,
 }
 
+/// For people: the name `plan --json` gives it.
+impl std::fmt::Display for Layer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Layer::Initramfs => "initramfs",
+            Layer::Host => "host",
+        })
+    }
+}
+
 /// Read back only as a record's expectation ([`record::Expectations`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct PlannedFile {
-    pub path: Utf8PathBuf,
+pub(crate) struct PlannedFile {
+    pub(crate) path: Utf8PathBuf,
     #[serde(serialize_with = "octal", deserialize_with = "from_octal")]
-    pub mode: u32,
-    pub layer: Layer,
-    pub content: String,
+    pub(crate) mode: u32,
+    pub(crate) layer: Layer,
+    pub(crate) content: String,
 }
 
 /// A drop-in live mode writes into the host's /etc, where modprobe and rpm-ostree's initramfs regeneration read
 /// it. Other planned files have no live place: kargs.d becomes `rpm-ostree kargs`, and out-of-tree modules (the
 /// only source of the other files) are refused in live mode.
 #[derive(Debug, Clone, Serialize)]
-pub struct LiveFile {
-    pub path: Utf8PathBuf,
+pub(crate) struct LiveFile {
+    pub(crate) path: Utf8PathBuf,
     #[serde(serialize_with = "octal")]
-    pub mode: u32,
-    pub content: String,
+    pub(crate) mode: u32,
+    pub(crate) content: String,
 }
 
 fn octal<S: Serializer>(mode: &u32, s: S) -> Result<S::Ok, S::Error> {
@@ -163,41 +173,46 @@ fn from_octal<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
 
 /// A replacement kernel, swapped in at build time unless the image's own kernel makes it needless.
 #[derive(Debug, Clone, Serialize)]
-pub struct KernelPlan {
-    pub purpose: &'static str,
-    pub source: KernelSource,
+pub(crate) struct KernelPlan {
+    pub(crate) purpose: &'static str,
+    pub(crate) source: KernelSource,
     /// The swap is skipped when the image kernel's System.map names this symbol: the base's kernel already
     /// carries the ACS override patch (Bazzite's does), and the planned `pcie_acs_override` karg is enough.
     /// The plan is made without the base image's files, so only the build can tell.
-    pub unless_symbol: &'static str,
+    pub(crate) unless_symbol: &'static str,
     /// The old kernel's packages the swap removes, and nothing else.
-    pub removes: OldKernelPackages,
+    pub(crate) removes: OldKernelPackages,
 }
 
 /// The packages of the replaced kernel, by name: the one list the swap script receives (never kernel-tools,
 /// kernel-headers or linux-headers-*-common, which share the kernel's version string on CentOS/RHEL and
 /// Debian but are no part of the kernel).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct OldKernelPackages {
+pub(crate) struct OldKernelPackages {
     /// Fedora/CentOS names, removed only at the old kernel's version-release.arch. ACS builds' own names
     /// (`kernel-acs-core`) are included, so an image whose kernel came from one can be swapped again.
-    pub rpm: Vec<String>,
+    pub(crate) rpm: Vec<String>,
     /// Debian names, [`KVER_PLACEHOLDER`] standing for the old kernel's release. The installed meta packages
     /// that strictly depend on them and share their name's prefix (`linux-image-amd64`) go with them.
-    pub deb: Vec<String>,
+    pub(crate) deb: Vec<String>,
 }
 
 /// Stands for the old kernel's release in [`OldKernelPackages::deb`].
 pub(crate) const KVER_PLACEHOLDER: &str = "{kver}";
 
-/// Fedora's kernel packages that own files of a kernel release (kernel-modules-internal and
-/// kernel-uki-virt-addons too: left behind, their modules would block the swap as foreign files).
-const RPM_KERNEL_PACKAGES: &[&str] = &[
+/// The packages an ACS-override kernel build consists of (some-natalie/fedora-acs-override), by the names of
+/// the base kernel's packages it replaces; newer builds name them `kernel-acs*` ([`acs_named`]).
+pub(crate) const ACS_KERNEL_PACKAGES: &[&str] = &[
     "kernel",
     "kernel-core",
     "kernel-modules",
     "kernel-modules-core",
     "kernel-modules-extra",
+];
+
+/// Fedora's other kernel packages that own files of a kernel release (kernel-modules-internal and
+/// kernel-uki-virt-addons too: left behind, their modules would block the swap as foreign files).
+const MORE_RPM_KERNEL_PACKAGES: &[&str] = &[
     "kernel-modules-internal",
     "kernel-uki-virt",
     "kernel-uki-virt-addons",
@@ -205,16 +220,28 @@ const RPM_KERNEL_PACKAGES: &[&str] = &[
     "kernel-devel-matched",
 ];
 
+/// A kernel package's name in the newer ACS-override builds: `kernel-core` is `kernel-acs-core`.
+fn acs_named(name: &str) -> String {
+    name.replacen("kernel", "kernel-acs", 1)
+}
+
+/// What a swap from an ACS-override repository installs, by name: the newest of each the repository offers,
+/// the `kernel-acs*` names winning over the base kernel's.
+pub(crate) fn acs_repository_packages() -> Vec<String> {
+    let acs = ACS_KERNEL_PACKAGES.iter().map(|name| acs_named(name));
+    acs.chain(ACS_KERNEL_PACKAGES.iter().map(|name| name.to_string()))
+        .collect()
+}
+
 /// Debian's kernel packages are these prefixes followed by the kernel release.
 const DEB_KERNEL_PACKAGE_PREFIXES: &[&str] = &["linux-image-", "linux-headers-"];
 
 impl OldKernelPackages {
     pub(crate) fn all() -> OldKernelPackages {
-        let acs = RPM_KERNEL_PACKAGES
-            .iter()
-            .map(|name| name.replacen("kernel", "kernel-acs", 1));
+        let base: Vec<&str> = [ACS_KERNEL_PACKAGES, MORE_RPM_KERNEL_PACKAGES].concat();
+        let acs = base.iter().map(|name| acs_named(name));
         OldKernelPackages {
-            rpm: RPM_KERNEL_PACKAGES
+            rpm: base
                 .iter()
                 .map(|name| name.to_string())
                 .chain(acs)
@@ -230,12 +257,12 @@ impl OldKernelPackages {
 /// Signing with the user's Machine Owner Key (`[signing]`): the modules in the throwaway module stage with
 /// the kernel's own `sign-file`, the replacement kernel for shim with `sbsign`.
 #[derive(Debug, Clone, Serialize)]
-pub struct SigningPlan {
+pub(crate) struct SigningPlan {
     /// Checked for what shim and the kernel need; its fingerprint goes on the build steps that sign.
-    pub certificate: Certificate,
+    pub(crate) certificate: Certificate,
     /// Where `build` reads the private key (no other command reads it): it reaches the engine only as a build
     /// secret.
-    pub key: PemSource,
+    pub(crate) key: PemSource,
 }
 
 /// What a plan does about a module or a kernel it leaves unsigned (no `[signing]`).
@@ -248,22 +275,22 @@ enum UnsignedCode {
 }
 
 /// How a user who is told that something will not be signed gets a key, enrolls it and names it.
-const SIGNING_WAY_OUT: &str = "Make a Machine Owner Key with `passthru-image mok new DIR`, enroll it on the \
-    host with `sudo mokutil --import DIR/MOK.der` (MokManager asks to confirm it at the next boot), and set \
-    [signing] key = \"DIR/MOK.key\" and cert = \"DIR/MOK.pem\" in the config";
+const SIGNING_WAY_OUT: &str = "Make a Machine Owner Key with `passthru-image mok new DIR`, enroll \
+    it on the host with `sudo mokutil --import DIR/MOK.der` (MokManager asks to confirm it at the \
+    next boot), and set [signing] key = \"DIR/MOK.key\" and cert = \"DIR/MOK.pem\" in the config";
 
 /// An out-of-tree module built against the image's own kernel, the way its dkms.conf says.
 #[derive(Debug, Clone)]
-pub struct ModulePlan {
-    pub source: ModuleSource,
+pub(crate) struct ModulePlan {
+    pub(crate) source: ModuleSource,
     /// Local kernel headers for an image kernel the base's repositories carry none for.
-    pub headers: Option<HeaderPackages>,
-    pub conf: ModuleConf,
+    pub(crate) headers: Option<HeaderPackages>,
+    pub(crate) conf: ModuleConf,
 }
 
 /// Whether the module's dkms.conf has been read.
 #[derive(Debug, Clone)]
-pub enum ModuleConf {
+pub(crate) enum ModuleConf {
     /// A git source `plan` does not fetch: its dkms.conf is read once `generate` or `build` fetched the commit.
     AtCommit,
     /// Read from the source tree in `dir`: the configured path, or the checkout of the pinned commit.
@@ -272,7 +299,7 @@ pub enum ModuleConf {
 
 impl ModulePlan {
     /// The dkms.conf it is built by, once read.
-    pub fn dkms_conf(&self) -> Option<&DkmsConf> {
+    pub(crate) fn dkms_conf(&self) -> Option<&DkmsConf> {
         match &self.conf {
             ModuleConf::Read { conf, .. } => Some(conf),
             ModuleConf::AtCommit => None,
@@ -280,20 +307,20 @@ impl ModulePlan {
     }
 
     /// The kernel modules it builds, which the image loads at boot; none known before its dkms.conf is read.
-    pub fn kernel_modules(&self) -> Vec<&str> {
+    pub(crate) fn kernel_modules(&self) -> Vec<&str> {
         self.dkms_conf()
             .map(|conf| conf.modules.iter().map(|m| m.name.as_str()).collect())
             .unwrap_or_default()
     }
 
     /// Its name in messages: PACKAGE_NAME once read, else the config section it comes from.
-    pub fn label(&self) -> &str {
+    pub(crate) fn label(&self) -> &str {
         self.dkms_conf()
             .map_or("vendor-reset", |conf| conf.name.as_str())
     }
 
     /// Which dkms.conf the module is built by.
-    pub fn origin(&self) -> String {
+    pub(crate) fn origin(&self) -> String {
         match &self.source {
             ModuleSource::Path { path } => format!("dkms.conf in {path}"),
             ModuleSource::Git { url, commit } => format!("dkms.conf at {commit} of {url}"),
@@ -330,7 +357,7 @@ impl Serialize for ModulePlan {
 
 /// Local checkouts of git module sources by URL and commit: what `image::fetch` made for this run.
 #[derive(Debug, Default)]
-pub struct Checkouts(Vec<(String, String, Utf8PathBuf)>);
+pub(crate) struct Checkouts(Vec<(String, String, Utf8PathBuf)>);
 
 impl Checkouts {
     pub(crate) fn add(&mut self, url: &str, commit: &str, dir: Utf8PathBuf) {
@@ -352,7 +379,7 @@ impl Plan {
     }
 
     /// The plan with the git module sources in `checkouts` read (`generate` and `build` fetch them first).
-    pub fn resolve_fetched(
+    pub(crate) fn resolve_fetched(
         config: &Config,
         target: &Target,
         checkouts: &Checkouts,
@@ -392,8 +419,8 @@ impl Plan {
         let kernel = match config.acs_override.enabled {
             true if host_kernel_has_acs_override(target)? => {
                 notes.push(format!(
-                    "the host's kernel already carries the ACS override patch ({} in /proc/kallsyms): \
-                     pcie_acs_override is planned, no kernel is replaced",
+                    "the host's kernel already carries the ACS override patch ({} in \
+                     /proc/kallsyms): pcie_acs_override is planned, no kernel is replaced",
                     kernel::ACS_OVERRIDE_SYMBOL
                 ));
                 None
@@ -538,18 +565,19 @@ impl Plan {
 
     /// The plan's warnings, and one more when the CPU vendor of an image came from the build machine, not from
     /// the config.
-    pub fn image_mode_warnings(&self) -> Vec<String> {
+    pub(crate) fn image_mode_warnings(&self) -> Vec<String> {
         let cpu = (self.cpu_vendor_detected && self.host.is_none()).then(|| {
             format!(
-                "cpu.vendor = \"auto\" read this machine's CPU ({}); the image gets its kernel arguments. \
-                 Set cpu.vendor (or --cpu) when the image is for a host with another CPU",
+                "cpu.vendor = \"auto\" read this machine's CPU ({}); the image gets its kernel \
+                 arguments. Set cpu.vendor (or --cpu) when the image is for a host with another \
+                 CPU",
                 self.cpu_vendor.as_str()
             )
         });
         self.warnings.iter().cloned().chain(cpu).collect()
     }
 
-    pub fn files_in(&self, layer: Layer) -> impl Iterator<Item = &PlannedFile> {
+    pub(crate) fn files_in(&self, layer: Layer) -> impl Iterator<Item = &PlannedFile> {
         self.files.iter().filter(move |f| f.layer == layer)
     }
 
@@ -611,8 +639,8 @@ fn unsigned_image_warning(modules: Option<&str>, kernel: bool) -> String {
         (None, _) => "the ACS-override kernel is".to_owned(),
     };
     format!(
-        "[signing] is not set: {unsigned} built unsigned, and a host booted with Secure Boot refuses unsigned \
-         modules and kernels. {SIGNING_WAY_OUT}"
+        "[signing] is not set: {unsigned} built unsigned, and a host booted with Secure Boot \
+         refuses unsigned modules and kernels. {SIGNING_WAY_OUT}"
     )
 }
 
@@ -678,7 +706,7 @@ fn host_gpus(topology: &Topology, vfio: &VfioPlan) -> HostGpus {
 
 /// The arguments that turn the IOMMU on in passthrough mode for a CPU vendor, for messages that tell a user
 /// how to boot.
-pub fn iommu_kargs(cpu: CpuVendor) -> &'static [&'static str] {
+pub(crate) fn iommu_kargs(cpu: CpuVendor) -> &'static [&'static str] {
     match cpu {
         CpuVendor::Intel => &["intel_iommu=on", "iommu=pt"],
         CpuVendor::Amd => &["iommu=pt"],
@@ -716,15 +744,15 @@ fn dracut_conf(module: DracutModule, modprobe_in_etc: Option<&str>) -> String {
         .unwrap_or_default();
     let add = match module {
         DracutModule::Added => format!(
-            "# Its hook binds the devices of rd.passthru.vfio_addresses= by address, before udev starts.\n\
-             add_dracutmodules+=\" {DRACUT_MODULE} \"\n"
+            "# Its hook binds the devices of rd.passthru.vfio_addresses= by address, before udev \
+             starts.\nadd_dracutmodules+=\" {DRACUT_MODULE} \"\n"
         ),
         DracutModule::Absent => String::new(),
     };
     format!(
-        "# Generated by passthru-image: VFIO drivers in the initramfs, so vfio-pci claims the passed-through\n\
-         # devices before any graphics driver does. Device IDs and addresses stay in the kernel arguments.\n\
-         force_drivers+=\" {drivers} \"\n{add}{install}"
+        "# Generated by passthru-image: VFIO drivers in the initramfs, so vfio-pci claims the \
+         passed-through\n# devices before any graphics driver does. Device IDs and addresses stay \
+         in the kernel arguments.\nforce_drivers+=\" {drivers} \"\n{add}{install}"
     )
 }
 
@@ -799,7 +827,9 @@ fn udev_rule(ids: &[PciId], modules: &[&str]) -> String {
     );
     for id in ids {
         rule.push_str(&format!(
-            "ACTION==\"add\", SUBSYSTEM==\"pci\", ATTR{{vendor}}==\"0x{:04x}\", ATTR{{device}}==\"0x{:04x}\", PROGRAM=\"/sbin/modprobe -a {}\", ATTR{{reset_method}}=\"device_specific\"\n",
+            "ACTION==\"add\", SUBSYSTEM==\"pci\", ATTR{{vendor}}==\"0x{:04x}\", \
+             ATTR{{device}}==\"0x{:04x}\", PROGRAM=\"/sbin/modprobe -a {}\", \
+             ATTR{{reset_method}}=\"device_specific\"\n",
             id.vendor,
             id.device,
             modules.join(" ")
@@ -817,9 +847,9 @@ fn config_warnings(config: &Config) -> Vec<String> {
         for id in ids {
             if let Some(family) = vendor_reset::family(id) {
                 warnings.push(format!(
-                    "vfio.ids: {id} is an AMD {family} GPU, which cannot reset itself between VM starts; \
-                     with vendor-reset.enabled = false the second start of the VM usually fails (set it to \
-                     \"auto\")"
+                    "vfio.ids: {id} is an AMD {family} GPU, which cannot reset itself between VM \
+                     starts; with vendor-reset.enabled = false the second start of the VM usually \
+                     fails (set it to \"auto\")"
                 ));
             }
         }

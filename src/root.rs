@@ -108,7 +108,7 @@ impl Root {
         }
     }
 
-    pub fn path(&self) -> &Utf8Path {
+    pub(crate) fn path(&self) -> &Utf8Path {
         &self.path
     }
 
@@ -122,7 +122,7 @@ impl Root {
     }
 
     /// The host path `abs` (e.g. `/proc/cpuinfo`) under this root, for messages: nothing is opened by it.
-    pub fn join(&self, abs: impl AsRef<Utf8Path>) -> Utf8PathBuf {
+    pub(crate) fn join(&self, abs: impl AsRef<Utf8Path>) -> Utf8PathBuf {
         self.path.join(relative(abs.as_ref()))
     }
 
@@ -141,7 +141,7 @@ impl Root {
     }
 
     /// Whether `abs` is there inside the root. A link that leads out of the root counts as absent.
-    pub fn exists(&self, abs: impl AsRef<Utf8Path>) -> bool {
+    pub(crate) fn exists(&self, abs: impl AsRef<Utf8Path>) -> bool {
         self.dir()
             .is_ok_and(|dir| dir.exists(relative(abs.as_ref())))
     }
@@ -159,7 +159,7 @@ impl Root {
     }
 
     /// Reads a text file of the host that the command needs.
-    pub fn read(&self, abs: impl AsRef<Utf8Path>) -> Result<String> {
+    pub(crate) fn read(&self, abs: impl AsRef<Utf8Path>) -> Result<String> {
         let abs = abs.as_ref();
         match self.read_optional(abs)? {
             Some(text) => Ok(text),
@@ -168,7 +168,7 @@ impl Root {
     }
 
     /// Reads a file when it exists; `None` when it does not (sysfs attributes are often optional).
-    pub fn read_optional(&self, abs: impl AsRef<Utf8Path>) -> Result<Option<String>> {
+    pub(crate) fn read_optional(&self, abs: impl AsRef<Utf8Path>) -> Result<Option<String>> {
         let abs = abs.as_ref();
         match self.read_bytes_optional(abs)? {
             None => Ok(None),
@@ -340,7 +340,8 @@ impl Root {
         let root = &self.path;
         let what = if is_escape(&e) {
             format!(
-                "leads outside {root} (through a symlink or `..`); links in a host tree must stay inside it"
+                "leads outside {root} (through a symlink or `..`); links in a host tree must stay \
+                 inside it"
             )
         } else if e.kind() == std::io::ErrorKind::NotADirectory {
             "is not a directory (or a path on the way to it is not)".to_owned()

@@ -1,7 +1,7 @@
 //! Character rules shared by the values that end up in paths, Containerfiles and command lines.
 
 /// Exactly `len` lowercase hex digits: commit hashes, sha256 sums.
-pub fn is_lower_hex(s: &str, len: usize) -> bool {
+pub(crate) fn is_lower_hex(s: &str, len: usize) -> bool {
     s.len() == len
         && s.chars()
             .all(|c| c.is_ascii_digit() || ('a'..='f').contains(&c))
@@ -9,14 +9,14 @@ pub fn is_lower_hex(s: &str, len: usize) -> bool {
 
 /// A plain name (package file, dkms name or version): letters, digits and `. _ + - ~`, not starting with
 /// `-` or `.` (no option, no hidden file, no `..`). What the message for a refusal says is allowed.
-pub fn is_plain_name(s: &str) -> bool {
+pub(crate) fn is_plain_name(s: &str) -> bool {
     !s.is_empty()
         && !s.starts_with(['-', '.'])
         && s.chars()
             .all(|c| c.is_ascii_alphanumeric() || "._+-~".contains(c))
 }
 
-pub const PLAIN_NAME_RULE: &str = "only letters, digits and . _ + - ~ (not first: - or .)";
+pub(crate) const PLAIN_NAME_RULE: &str = "only letters, digits and . _ + - ~ (not first: - or .)";
 
 #[cfg(test)]
 mod tests {

@@ -48,7 +48,7 @@ const DEVICES: &[(&str, &[u16])] = &[
 ];
 
 /// The GPU family when vendor-reset is needed for `id`.
-pub fn family(id: PciId) -> Option<&'static str> {
+pub(crate) fn family(id: PciId) -> Option<&'static str> {
     if id.vendor != AMD {
         return None;
     }
@@ -58,7 +58,7 @@ pub fn family(id: PciId) -> Option<&'static str> {
         .map(|(family, _)| *family)
 }
 
-pub fn needs_vendor_reset(id: PciId) -> bool {
+pub(crate) fn needs_vendor_reset(id: PciId) -> bool {
     family(id).is_some()
 }
 

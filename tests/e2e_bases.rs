@@ -11,9 +11,10 @@ mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::OnceLock;
 
-use common::{MountedImage, RemoveImages, build_command, build_image, repo_dir, test_base_variant};
+use common::{
+    MountedImage, RemoveImages, alt_kernel_debs, build_command, build_image, run, test_base_variant,
+};
 
 /// The symbol whose presence in System.map means the kernel has the ACS override patch.
 const ACS_SYMBOL: &str = "pcie_acs_override_setup";
@@ -40,57 +41,15 @@ fn acs_body(base_kver: &str) -> String {
     )
 }
 
-fn run(cmd: &mut Command) -> String {
-    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
-
-/// The directory of the cloud kernel's .debs for the base's kernel ABI (the script serialises callers).
-fn alt_kernel_debs(base_kver: &str) -> &'static str {
-    static DIR: OnceLock<String> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let out = run(Command::new("bash")
-            .arg(repo_dir().join("tests/base/fetch-alt-kernel.sh"))
-            .arg(base_kver)
-            .stderr(std::process::Stdio::inherit()));
-        out.lines()
-            .last()
-            .expect("fetch-alt-kernel.sh printed its directory")
-            .trim()
-            .to_owned()
-    })
-}
-
 /// The swapped-in kernel's release for a base kernel release.
 fn cloud_kernel(base_kver: &str) -> String {
     format!("{}-cloud-amd64", base_kver.trim_end_matches("-amd64"))
 }
 
-/// The version of the only kernel of a mounted image: exactly one /usr/lib/modules/* holds a vmlinuz.
-fn only_kernel(image: &MountedImage) -> String {
-    let kernels: Vec<String> = std::fs::read_dir(image.path("/usr/lib/modules"))
-        .unwrap()
-        .map(|e| e.unwrap())
-        .filter(|e| e.path().join("vmlinuz").is_file())
-        .map(|e| e.file_name().into_string().unwrap())
-        .collect();
-    assert_eq!(kernels.len(), 1, "kernels with a vmlinuz: {kernels:?}");
-    kernels.into_iter().next().unwrap()
-}
-
-fn read(image: &MountedImage, path: &str) -> String {
-    std::fs::read_to_string(image.path(path)).unwrap_or_else(|e| panic!("{path} in the image: {e}"))
-}
-
 /// The installed packages of a mounted image's dpkg database, with their selection (`install`, `hold`).
 fn dpkg_packages(image: &MountedImage) -> Vec<(String, String)> {
-    read(image, "/var/lib/dpkg/status")
+    image
+        .read("/var/lib/dpkg/status")
         .split("\n\n")
         .filter_map(|stanza| {
             let field = |name: &str| {
@@ -124,7 +83,7 @@ fn has_module(listing: &str, kver: &str, module: &str) -> bool {
 #[test]
 fn a_kernel_that_carries_the_acs_patch_is_kept_and_gets_only_the_karg() {
     let base = test_base_variant("acs-kernel");
-    let kver = only_kernel(&MountedImage::new(&base));
+    let kver = MountedImage::new(&base).only_kernel();
     let tag = tag("acs-kernel");
     let _cleanup = RemoveImages::new(&[&tag]);
     let dir = tempfile::tempdir().unwrap();
@@ -154,7 +113,7 @@ fn a_kernel_that_carries_the_acs_patch_is_kept_and_gets_only_the_karg() {
         "{output}"
     );
     let image = MountedImage::new(&tag);
-    assert_eq!(only_kernel(&image), kver, "the patched kernel was replaced");
+    assert_eq!(image.only_kernel(), kver, "the patched kernel was replaced");
     let installed = dpkg_packages(&image);
     assert!(
         installed
@@ -166,7 +125,7 @@ fn a_kernel_that_carries_the_acs_patch_is_kept_and_gets_only_the_karg() {
         !installed.iter().any(|(p, _)| p.contains("cloud")),
         "the replacement kernel was installed: {installed:?}"
     );
-    let kargs = read(&image, "/usr/lib/bootc/kargs.d/50-passthru.toml");
+    let kargs = image.read("/usr/lib/bootc/kargs.d/50-passthru.toml");
     assert!(
         kargs.contains("\"pcie_acs_override=downstream,multifunction\""),
         "{kargs}"
@@ -178,7 +137,7 @@ fn a_kernel_that_carries_the_acs_patch_is_kept_and_gets_only_the_karg() {
 #[test]
 fn modules_of_other_packages_or_build_steps_refuse_the_swap_by_name() {
     let base = test_base_variant("third-party-kmod");
-    let kver = only_kernel(&MountedImage::new(&base));
+    let kver = MountedImage::new(&base).only_kernel();
     let tag = tag("third-party-kmod");
     let _cleanup = RemoveImages::new(&[&tag]);
     let dir = tempfile::tempdir().unwrap();
@@ -222,7 +181,7 @@ fn modules_of_other_packages_or_build_steps_refuse_the_swap_by_name() {
 fn a_held_kernel_is_released_and_swapped_without_leaving_apt_logs_or_caches() {
     let base = test_base_variant("held-kernel");
     let base_image = MountedImage::new(&base);
-    let kver = only_kernel(&base_image);
+    let kver = base_image.only_kernel();
     let tag = tag("held-kernel");
     let _cleanup = RemoveImages::new(&[&tag]);
     let dir = tempfile::tempdir().unwrap();
@@ -246,7 +205,7 @@ fn a_held_kernel_is_released_and_swapped_without_leaving_apt_logs_or_caches() {
     }
 
     let image = MountedImage::new(&tag);
-    assert_eq!(only_kernel(&image), cloud_kernel(&kver));
+    assert_eq!(image.only_kernel(), cloud_kernel(&kver));
     let installed = dpkg_packages(&image);
     for (package, selection) in &installed {
         assert!(
@@ -267,8 +226,8 @@ fn a_held_kernel_is_released_and_swapped_without_leaving_apt_logs_or_caches() {
     );
     // apt's logs and caches went to tmpfs mounts, not into the swap's layer.
     assert_eq!(
-        read(&image, "/var/log/dpkg.log"),
-        read(&base_image, "/var/log/dpkg.log")
+        image.read("/var/log/dpkg.log"),
+        base_image.read("/var/log/dpkg.log")
     );
     for cache in ["/var/cache/apt/pkgcache.bin", "/var/log/apt/history.log"] {
         assert_eq!(
@@ -298,26 +257,26 @@ fn assert_base_drivers_kept(output: &str, image: &MountedImage, kver: &str) {
 #[test]
 fn the_base_initramfs_parameters_survive_without_a_kernel_swap() {
     let base = test_base_variant("initramfs-driver");
-    let kver = only_kernel(&MountedImage::new(&base));
+    let kver = MountedImage::new(&base).only_kernel();
     let tag = tag("initramfs-kept");
     let _cleanup = RemoveImages::new(&[&tag]);
     let dir = tempfile::tempdir().unwrap();
     let output = build_image(&config_on(&base, dir.path(), &tag, ""), &tag);
     let image = MountedImage::new(&tag);
-    assert_eq!(only_kernel(&image), kver);
+    assert_eq!(image.only_kernel(), kver);
     assert_base_drivers_kept(&output, &image, &kver);
 }
 
 #[test]
 fn the_base_initramfs_parameters_survive_a_kernel_swap() {
     let base = test_base_variant("initramfs-driver");
-    let kver = only_kernel(&MountedImage::new(&base));
+    let kver = MountedImage::new(&base).only_kernel();
     let tag = tag("initramfs-swapped");
     let _cleanup = RemoveImages::new(&[&tag]);
     let dir = tempfile::tempdir().unwrap();
     let output = build_image(&config_on(&base, dir.path(), &tag, &acs_body(&kver)), &tag);
     let image = MountedImage::new(&tag);
-    let new = only_kernel(&image);
+    let new = image.only_kernel();
     assert_eq!(new, cloud_kernel(&kver));
     assert_base_drivers_kept(&output, &image, &new);
     // Read before the swap deleted the old initramfs, and not left in the image once used.

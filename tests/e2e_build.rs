@@ -7,89 +7,11 @@ use std::collections::BTreeSet;
 use std::path::Path;
 
 use common::{
-    MountedImage, RemoveImages, bin, build_command, build_image, build_steps, image_label,
-    test_base, write_config,
+    MountedImage, RemoveImages, bin, bootc_kargs, build_command, build_image, build_steps,
+    image_label, planned_kargs, test_base, write_config,
 };
 
 const AMD_NVIDIA: &str = "[cpu]\nvendor = \"amd\"\n\n[gpu]\nvendors = [\"nvidia\"]\n\n";
-
-fn planned_kargs(config: &Path) -> Vec<String> {
-    let out = bin()
-        .arg("--config")
-        .arg(config)
-        .args(["plan", "--json"])
-        .output()
-        .unwrap();
-    assert!(out.status.success());
-    let plan: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    plan["kargs"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|k| k.as_str().unwrap().to_owned())
-        .collect()
-}
-
-/// The kernel arguments bootc would apply from the image, read the way bootc reads them and not with the tool's
-/// own parser: every `*.toml` in /usr/lib/bootc/kargs.d, a table with `kargs` (required, strings) and
-/// optionally `match-architectures` and nothing else, each entry split like a kernel command line.
-fn image_kargs(image: &MountedImage) -> Vec<String> {
-    let dir = image.path("/usr/lib/bootc/kargs.d");
-    let mut files: Vec<_> = std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|ext| ext == "toml"))
-        .collect();
-    files.sort();
-    assert!(!files.is_empty(), "no *.toml in the image's kargs.d");
-    let mut kargs = Vec::new();
-    for file in files {
-        let table: toml::Table = std::fs::read_to_string(&file)
-            .unwrap()
-            .parse()
-            .unwrap_or_else(|e| {
-                panic!("{}: not TOML: {e}", file.display());
-            });
-        for key in table.keys() {
-            assert!(
-                ["kargs", "match-architectures"].contains(&key.as_str()),
-                "{}: key {key}",
-                file.display()
-            );
-        }
-        if let Some(arches) = table.get("match-architectures") {
-            let arches = arches.as_array().expect("match-architectures is an array");
-            if !arches.iter().any(|a| a.as_str() == Some("x86_64")) {
-                continue;
-            }
-        }
-        let entries = table
-            .get("kargs")
-            .and_then(|k| k.as_array())
-            .expect("kargs is a required array");
-        for entry in entries {
-            let entry = entry.as_str().expect("each karg is a string");
-            kargs.extend(entry.split_whitespace().map(str::to_owned));
-        }
-    }
-    kargs
-}
-
-/// The one kernel version of the image: exactly one /usr/lib/modules/* directory with a vmlinuz.
-fn only_kernel(image: &MountedImage) -> String {
-    let with_vmlinuz: Vec<String> = std::fs::read_dir(image.path("/usr/lib/modules"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.join("vmlinuz").is_file())
-        .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
-        .collect();
-    assert_eq!(
-        with_vmlinuz.len(),
-        1,
-        "kernels with vmlinuz: {with_vmlinuz:?}"
-    );
-    with_vmlinuz.into_iter().next().unwrap()
-}
 
 fn kernel_major_minor(kver: &str) -> (u32, u32) {
     let mut parts = kver.split(['.', '-']).map(|p| {
@@ -146,14 +68,17 @@ fn built_image_has_the_planned_kargs_vfio_initramfs_one_kernel_and_the_bootc_lab
     );
 
     let image = MountedImage::new(tag);
-    let kargs = image_kargs(&image);
-    assert_eq!(kargs, planned_kargs(&config));
+    let kargs = bootc_kargs(&image.root);
+    assert_eq!(
+        kargs,
+        planned_kargs(&["--config", config.to_str().unwrap()])
+    );
     assert!(
         kargs.contains(&"vfio_pci.ids=10de:2684,10de:22ba".to_owned()),
         "{kargs:?}"
     );
 
-    let kver = only_kernel(&image);
+    let kver = image.only_kernel();
     let modules = initramfs_modules(&image.path(&format!("/usr/lib/modules/{kver}/initramfs.img")));
     let mut wanted = vec!["vfio", "vfio_iommu_type1", "vfio_pci"];
     // Before 6.2, vfio-pci needs vfio_virqfd, a module of its own (later built into vfio).
@@ -229,7 +154,7 @@ fn changing_only_device_ids_rebuilds_only_the_host_layer() {
     );
 
     let image = MountedImage::new(second);
-    let kargs = image_kargs(&image);
+    let kargs = bootc_kargs(&image.root);
     assert!(kargs.contains(&"vfio_pci.ids=10de:1401,10de:0fba".to_owned()));
     assert!(kargs.contains(&"rd.passthru.vfio_addresses=0000:0b:00.0".to_owned()));
 }

@@ -6,7 +6,7 @@ mod common;
 
 use std::path::Path;
 
-use common::{MountedImage, RemoveImages, bin, build_steps, image_label, test_base};
+use common::{MountedImage, RemoveImages, bin, build_steps, image_label, stdout_of, test_base};
 use serde_json::Value;
 
 const AMD_NVIDIA: &str = "[cpu]\nvendor = \"amd\"\n\n[gpu]\nvendors = [\"nvidia\"]\n\n";
@@ -30,19 +30,16 @@ fn with_ids(ids: &str) -> String {
 }
 
 fn plan_json(hosts: &Path) -> Value {
-    let out = bin()
-        .arg("plan")
-        .arg("--hosts")
-        .arg(hosts)
-        .arg("--json")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let stdout = stdout_of(
+        bin()
+            .arg("plan")
+            .arg("--hosts")
+            .arg(hosts)
+            .arg("--json")
+            .output()
+            .unwrap(),
     );
-    serde_json::from_slice(&out.stdout).unwrap()
+    serde_json::from_str(&stdout).unwrap()
 }
 
 fn layers(image: &str) -> Vec<String> {

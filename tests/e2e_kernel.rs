@@ -12,9 +12,12 @@ mod common;
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::Command;
-use std::sync::{Mutex, OnceLock};
+use std::sync::Mutex;
 
-use common::{MountedImage, build_image, build_steps, repo_dir, test_base, write_config};
+use common::{
+    MountedImage, alt_kernel_debs, build_image, build_steps, repo_dir, run, test_base_kernel,
+    write_config,
+};
 
 /// The module the kmod-hello fixture builds (its dkms.conf BUILT_MODULE_NAME).
 const MODULE: &str = "kmod_hello";
@@ -52,30 +55,6 @@ fn kernel_builds() -> std::sync::MutexGuard<'static, ()> {
     LOCK.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-fn run(cmd: &mut Command) -> String {
-    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
-
-/// The version of the only kernel of a mounted image: exactly one /usr/lib/modules/* holds a vmlinuz.
-fn only_kernel(image: &MountedImage) -> String {
-    let modules = image.path("/usr/lib/modules");
-    let kernels: Vec<String> = std::fs::read_dir(&modules)
-        .unwrap_or_else(|e| panic!("{}: {e}", modules.display()))
-        .map(|e| e.unwrap())
-        .filter(|e| e.path().join("vmlinuz").is_file())
-        .map(|e| e.file_name().into_string().unwrap())
-        .collect();
-    assert_eq!(kernels.len(), 1, "kernels with a vmlinuz: {kernels:?}");
-    kernels.into_iter().next().unwrap()
-}
-
 /// Paths under `dir` of the mounted image whose file name starts with `prefix`, relative to `dir`.
 fn names(image: &MountedImage, dir: &str, prefix: &str) -> BTreeSet<String> {
     let Ok(entries) = std::fs::read_dir(image.path(dir)) else {
@@ -87,38 +66,12 @@ fn names(image: &MountedImage, dir: &str, prefix: &str) -> BTreeSet<String> {
         .collect()
 }
 
-fn read(image: &MountedImage, path: &str) -> String {
-    std::fs::read_to_string(image.path(path)).unwrap_or_else(|e| panic!("{path} in the image: {e}"))
-}
-
 /// modinfo of the host, reading the image's module tree (modules.dep from the image's depmod).
 fn modinfo(root: &Path, kver: &str, module: &str) -> String {
     run(Command::new("modinfo")
         .arg("-b")
         .arg(root)
         .args(["-k", kver, module]))
-}
-
-/// The directory of the alternative kernel's .debs for the test base's kernel ABI, fetched once per run
-/// (the script also serialises concurrent callers itself).
-fn alt_kernel_debs(base_kver: &str) -> &'static str {
-    static DIR: OnceLock<String> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let out = run(Command::new("bash")
-            .arg(repo_dir().join("tests/base/fetch-alt-kernel.sh"))
-            .arg(base_kver)
-            .stderr(std::process::Stdio::inherit()));
-        out.lines()
-            .last()
-            .expect("fetch-alt-kernel.sh printed its directory")
-            .trim()
-            .to_owned()
-    })
-}
-
-fn base_kernel() -> &'static str {
-    static KVER: OnceLock<String> = OnceLock::new();
-    KVER.get_or_init(|| only_kernel(&MountedImage::new(test_base())))
 }
 
 /// Installed packages of a dpkg status file with a dependency (without alternatives) on a package that is
@@ -169,7 +122,7 @@ fn vendor_reset_toml() -> String {
 
 /// The ACS-override kernel from the local .debs plus vendor-reset, for the devices `ids`.
 fn acs_config(dir: &Path, tag: &str, ids: &[&str]) -> std::path::PathBuf {
-    let debs = alt_kernel_debs(base_kernel());
+    let debs = alt_kernel_debs(test_base_kernel());
     let ids: Vec<String> = ids.iter().map(|id| format!("\"{id}\"")).collect();
     let body = format!(
         "[cpu]\nvendor = \"intel\"\n\n[gpu]\nvendors = [\"amd\"]\n\n[vfio]\nids = [{}]\n\n{}\n\
@@ -192,8 +145,8 @@ fn acs_kernel_swap_from_local_debs_leaves_exactly_the_new_kernel() {
     }
 
     let image = MountedImage::new(&tag);
-    let kver = only_kernel(&image);
-    let old = base_kernel();
+    let kver = image.only_kernel();
+    let old = test_base_kernel();
     assert_ne!(kver, old, "the kernel was not swapped");
     assert_eq!(
         kver,
@@ -215,7 +168,7 @@ fn acs_kernel_swap_from_local_debs_leaves_exactly_the_new_kernel() {
             "{link} left in the image"
         );
     }
-    let unmet = unmet_dependencies(&read(&image, "/var/lib/dpkg/status"));
+    let unmet = unmet_dependencies(&image.read("/var/lib/dpkg/status"));
     assert!(
         unmet.is_empty(),
         "installed packages with unmet dependencies: {unmet:?}"
@@ -234,7 +187,7 @@ fn acs_kernel_swap_from_local_debs_leaves_exactly_the_new_kernel() {
     );
 
     // The kernel arguments carry the override only with the swapped kernel.
-    let kargs = read(&image, "/usr/lib/bootc/kargs.d/50-passthru.toml");
+    let kargs = image.read("/usr/lib/bootc/kargs.d/50-passthru.toml");
     assert!(
         kargs.contains("\"pcie_acs_override=downstream,multifunction\""),
         "{kargs}"
@@ -338,11 +291,12 @@ fn changing_only_device_ids_rebuilds_only_the_host_layer() {
         .iter()
         .position(|s| s.line.contains("COPY layers/host/"))
         .unwrap_or_else(|| panic!("no host layer step in:\n{output}"));
+    // Each script's RUN step (its path ends the argv's first string), not the COPY that installs it.
     for heavy in [
-        "swap-kernel",
-        "build-kmods",
-        "depmod",
-        "regenerate-initramfs",
+        "/swap-kernel\"",
+        "/build-kmods\"",
+        "/depmod-kernel\"",
+        "/regenerate-initramfs\"",
         "COPY --from=kmods",
     ] {
         let step = steps
@@ -365,6 +319,6 @@ fn changing_only_device_ids_rebuilds_only_the_host_layer() {
 
     // And the rebuilt image carries the new IDs.
     let image = MountedImage::new(&second);
-    let kargs = read(&image, "/usr/lib/bootc/kargs.d/50-passthru.toml");
+    let kargs = image.read("/usr/lib/bootc/kargs.d/50-passthru.toml");
     assert!(kargs.contains("10de:1b80"), "{kargs}");
 }

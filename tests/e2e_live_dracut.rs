@@ -6,7 +6,7 @@ mod common;
 
 use std::process::Command;
 
-use common::{bin, test_base};
+use common::{bin, stdout_of, test_base};
 use serde_json::Value;
 
 /// A working container of the test base, removed when dropped.
@@ -61,17 +61,14 @@ fn buildah(args: &[&str]) -> String {
 
 /// The drop-ins `apply` writes for an NVIDIA plan, as `plan --json` lists them: (path, content).
 fn live_files() -> Vec<(String, String)> {
-    let out = bin()
-        .args(["plan", "--json", "--cpu", "intel", "--gpu", "nvidia"])
-        .args(["--vfio-ids", "10de:2684"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let stdout = stdout_of(
+        bin()
+            .args(["plan", "--json", "--cpu", "intel", "--gpu", "nvidia"])
+            .args(["--vfio-ids", "10de:2684"])
+            .output()
+            .unwrap(),
     );
-    let plan: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let plan: Value = serde_json::from_str(&stdout).unwrap();
     plan["live_files"]
         .as_array()
         .unwrap()

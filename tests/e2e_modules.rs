@@ -12,7 +12,7 @@ use std::sync::Mutex;
 
 use common::{
     MountedImage, RemoveImages, build_command, build_image, file_url, git_repository_of,
-    image_label, repo_dir, standin_source, test_base, test_base_variant,
+    image_label, repo_dir, run, standin_source, test_base, test_base_variant,
 };
 
 /// The stand-in's kernel module (BUILT_MODULE_NAME[0]="${PACKAGE_NAME}").
@@ -44,33 +44,6 @@ fn config(dir: &Path, base: &str, tag: &str, source: &str) -> std::path::PathBuf
     path
 }
 
-fn run(cmd: &mut Command) -> String {
-    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
-
-/// The version of the only kernel of a mounted image: exactly one /usr/lib/modules/* holds a vmlinuz.
-fn only_kernel(image: &MountedImage) -> String {
-    let kernels: Vec<String> = std::fs::read_dir(image.path("/usr/lib/modules"))
-        .unwrap()
-        .map(|e| e.unwrap())
-        .filter(|e| e.path().join("vmlinuz").is_file())
-        .map(|e| e.file_name().into_string().unwrap())
-        .collect();
-    assert_eq!(kernels.len(), 1, "kernels with a vmlinuz: {kernels:?}");
-    kernels.into_iter().next().unwrap()
-}
-
-fn read(image: &MountedImage, path: &str) -> String {
-    std::fs::read_to_string(image.path(path)).unwrap_or_else(|e| panic!("{path} in the image: {e}"))
-}
-
 /// Entries of a directory of the mounted image (none when it does not exist).
 fn entries(image: &MountedImage, dir: &str) -> Vec<String> {
     let mut names: Vec<String> = std::fs::read_dir(image.path(dir))
@@ -95,7 +68,8 @@ fn modinfo(image: &MountedImage, kver: &str, field: &str) -> String {
 
 /// Installed dpkg packages of the image whose name starts with `prefix`.
 fn installed_packages(image: &MountedImage, prefix: &str) -> Vec<String> {
-    read(image, "/var/lib/dpkg/status")
+    image
+        .read("/var/lib/dpkg/status")
         .split("\n\n")
         .filter(|stanza| stanza.contains("\nStatus: install ok installed"))
         .filter_map(|stanza| {
@@ -112,10 +86,10 @@ fn installed_packages(image: &MountedImage, prefix: &str) -> Vec<String> {
 /// modinfo find it, stripped as dkms strips, loaded at boot, loaded by the udev rule before the reset
 /// method is set, and nothing of the build beside it.
 fn assert_module_installed(image: &MountedImage, base: &MountedImage, version: &str) {
-    let kver = only_kernel(image);
+    let kver = image.only_kernel();
     assert_eq!(
         kver,
-        only_kernel(base),
+        base.only_kernel(),
         "the module build keeps the base's kernel"
     );
     let ko = image.path(&format!("/usr/lib/modules/{kver}/extra/{MODULE}.ko"));
@@ -130,18 +104,15 @@ fn assert_module_installed(image: &MountedImage, base: &MountedImage, version: &
         !sections.contains(".debug_info"),
         "the module kept its debug information:\n{sections}"
     );
-    let dep = read(image, &format!("/usr/lib/modules/{kver}/modules.dep"));
+    let dep = image.read(&format!("/usr/lib/modules/{kver}/modules.dep"));
     assert!(
         dep.contains(&format!("extra/{MODULE}.ko:")),
         "depmod did not index it"
     );
 
-    let load = read(image, "/usr/lib/modules-load.d/vendor-reset.conf");
+    let load = image.read("/usr/lib/modules-load.d/vendor-reset.conf");
     assert!(load.lines().any(|l| l.trim() == MODULE), "{load}");
-    let rule = read(
-        image,
-        "/usr/lib/udev/rules.d/99-passthru-vendor-reset.rules",
-    );
+    let rule = image.read("/usr/lib/udev/rules.d/99-passthru-vendor-reset.rules");
     assert!(
         rule.contains(&format!(
             "ATTR{{vendor}}==\"0x1002\", ATTR{{device}}==\"0x67df\", PROGRAM=\"/sbin/modprobe -a {MODULE}\", \
@@ -238,7 +209,7 @@ fn a_base_without_headers_for_its_kernel_fails_naming_it_and_builds_with_local_h
     let _images = RemoveImages::new(&[&tag]);
     let dir = tempfile::tempdir().unwrap();
     let base = MountedImage::new(&base_image);
-    let kver = only_kernel(&base);
+    let kver = base.only_kernel();
     let source = format!("path = \"{}\"", standin_source().display());
 
     let without = config(dir.path(), &base_image, &tag, &source);

@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{RemoveImages, bin, build_image, test_base, write_config};
+use common::{RemoveImages, bin, bootc_kargs, build_image, planned_kargs, test_base, write_config};
 use serde_json::Value;
 
 const CONFIG: &str = "[cpu]\nvendor = \"amd\"\n\n[gpu]\nvendors = [\"nvidia\"]\n\n[vfio]\nids = [\"10de:2684\", \"10de:22ba\"]\n";
@@ -324,52 +324,6 @@ fn exists_locally(image: &str) -> bool {
         .success()
 }
 
-/// The kernel arguments of a root filesystem as bootc reads them: every `*.toml` of kargs.d in name order.
-fn bootc_kargs(root: &Path) -> Vec<String> {
-    let dir = root.join("usr/lib/bootc/kargs.d");
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|x| x == "toml"))
-        .collect();
-    files.sort();
-    let mut kargs = Vec::new();
-    for file in files {
-        let table: toml::Table = std::fs::read_to_string(&file).unwrap().parse().unwrap();
-        assert!(
-            table
-                .keys()
-                .all(|k| k == "kargs" || k == "match-architectures")
-        );
-        for entry in table["kargs"].as_array().unwrap() {
-            kargs.extend(
-                entry
-                    .as_str()
-                    .unwrap()
-                    .split_whitespace()
-                    .map(str::to_owned),
-            );
-        }
-    }
-    kargs
-}
-
-fn planned_kargs(config: &Path) -> Vec<String> {
-    let out = bin()
-        .arg("--config")
-        .arg(config)
-        .args(["plan", "--json"])
-        .output()
-        .unwrap();
-    let plan: Value = serde_json::from_slice(&out.stdout).unwrap();
-    plan["kargs"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|k| k.as_str().unwrap().to_owned())
-        .collect()
-}
-
 #[test]
 fn pushed_images_reach_real_registries_and_read_back_without_the_tool() {
     let work = tempfile::tempdir().unwrap();
@@ -529,7 +483,10 @@ fn tls_push_records_the_registry_base_and_reads_back(
         })
         .trim(),
     );
-    assert_eq!(bootc_kargs(&root), planned_kargs(config));
+    assert_eq!(
+        bootc_kargs(&root),
+        planned_kargs(&["--config", config.to_str().unwrap()])
+    );
     let kernels: Vec<PathBuf> = std::fs::read_dir(root.join("usr/lib/modules"))
         .unwrap()
         .map(|e| e.unwrap().path())

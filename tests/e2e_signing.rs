@@ -13,11 +13,10 @@ mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::OnceLock;
 
 use common::{
-    MountedImage, RemoveImages, bin, build_command, build_steps, repo_dir, standin_source,
-    test_base, write_config,
+    MountedImage, RemoveImages, alt_kernel_debs, bin, build_command, build_steps, run,
+    standin_source, stdout_of, test_base_kernel, write_config,
 };
 
 /// The module the stand-in builds (its dkms.conf's BUILT_MODULE_NAME).
@@ -26,17 +25,6 @@ const MODULE: &str = "vendor-reset-standin";
 const POLARIS: &str = "1002:67df";
 /// The end of a signed module: `struct module_signature` (12 bytes) and this magic follow the PKCS#7.
 const MODULE_SIGNATURE_MAGIC: &[u8] = b"~Module signature appended~\n";
-
-fn run(cmd: &mut Command) -> String {
-    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
 
 fn succeeds(cmd: &mut Command) -> bool {
     cmd.output()
@@ -93,35 +81,6 @@ impl Mok {
     }
 }
 
-/// The version of the only kernel of a mounted image: exactly one /usr/lib/modules/* holds a vmlinuz.
-fn only_kernel(image: &MountedImage) -> String {
-    let kernels: Vec<String> = std::fs::read_dir(image.path("/usr/lib/modules"))
-        .unwrap()
-        .map(|e| e.unwrap())
-        .filter(|e| e.path().join("vmlinuz").is_file())
-        .map(|e| e.file_name().into_string().unwrap())
-        .collect();
-    assert_eq!(kernels.len(), 1, "kernels with a vmlinuz: {kernels:?}");
-    kernels.into_iter().next().unwrap()
-}
-
-fn base_kernel() -> &'static str {
-    static KVER: OnceLock<String> = OnceLock::new();
-    KVER.get_or_init(|| only_kernel(&MountedImage::new(test_base())))
-}
-
-/// The directory of the replacement kernel's .debs for the test base's kernel ABI, fetched once per machine.
-fn alt_kernel_debs() -> &'static str {
-    static DIR: OnceLock<String> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let out = run(Command::new("bash")
-            .arg(repo_dir().join("tests/base/fetch-alt-kernel.sh"))
-            .arg(base_kernel())
-            .stderr(std::process::Stdio::inherit()));
-        out.lines().last().unwrap().trim().to_owned()
-    })
-}
-
 /// The stand-in module and the ACS-override kernel for a Polaris GPU, with `extra` (a `[signing]`).
 fn config(dir: &Path, tag: &str, extra: &str) -> PathBuf {
     let body = format!(
@@ -129,7 +88,7 @@ fn config(dir: &Path, tag: &str, extra: &str) -> PathBuf {
          [vendor-reset]\nenabled = true\npath = \"{}\"\n\n[acs-override]\nenabled = true\npackages = \"{}\"\n\n\
          {extra}",
         standin_source().display(),
-        alt_kernel_debs()
+        alt_kernel_debs(test_base_kernel())
     );
     write_config(dir, tag, &body)
 }
@@ -306,8 +265,8 @@ fn an_image_carries_the_module_and_the_kernel_signed_with_the_mok_and_no_byte_of
     );
 
     let image = MountedImage::new(&first);
-    let kver = only_kernel(&image);
-    assert_ne!(kver, base_kernel(), "the kernel was not swapped");
+    let kver = image.only_kernel();
+    assert_ne!(kver, test_base_kernel(), "the kernel was not swapped");
 
     // The module: its appended PKCS#7 verifies against the MOK's certificate (and not another's), over the
     // module's own bytes; modinfo names the key.
@@ -582,20 +541,17 @@ fn a_secure_boot_host_refuses_an_unsigned_plan_and_takes_a_signed_one() {
     let mok = Mok::new("e2e refusal MOK");
     let signed_dir = tempfile::tempdir().unwrap();
     let signed = config(signed_dir.path(), &tag, &mok.signing_toml());
-    let out = bin()
-        .arg("--config")
-        .arg(&signed)
-        .arg("--root")
-        .arg(root.path())
-        .args(["plan", "--json"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let stdout = stdout_of(
+        bin()
+            .arg("--config")
+            .arg(&signed)
+            .arg("--root")
+            .arg(root.path())
+            .args(["plan", "--json"])
+            .output()
+            .unwrap(),
     );
-    let plan: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let plan: serde_json::Value = serde_json::from_str(&stdout).unwrap();
     assert_eq!(
         plan["signing"]["certificate"]["subject"],
         "CN=e2e refusal MOK"

@@ -68,17 +68,9 @@ struct Container {
 
 impl Container {
     fn new(entrypoint: Vec<String>) -> Container {
-        let out = Command::new("buildah")
-            .args(["from", "--pull-never", IMAGE])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let name = common::run(Command::new("buildah").args(["from", "--pull-never", IMAGE]));
         Container {
-            name: String::from_utf8(out.stdout).unwrap().trim().to_owned(),
+            name: name.trim().to_owned(),
             entrypoint,
         }
     }

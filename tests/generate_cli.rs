@@ -99,7 +99,7 @@ fn generated_contexts_per_cpu_gpu_and_ids() {
                     parsed.match_architectures.as_deref(),
                     Some(&["x86_64".to_owned()][..])
                 );
-                let planned = plan_kargs(&args);
+                let planned = common::planned_kargs(&args);
                 assert_eq!(
                     parsed.kargs, planned,
                     "kargs.d holds exactly the planned kargs, in order"
@@ -109,25 +109,9 @@ fn generated_contexts_per_cpu_gpu_and_ids() {
     }
 }
 
-fn plan_kargs(args: &[&str]) -> Vec<String> {
-    let out = bin().args(["plan", "--json"]).args(args).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let plan: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    plan["kargs"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|k| k.as_str().unwrap().to_owned())
-        .collect()
-}
-
 #[test]
 fn plan_json_for_amd_cpu_and_nvidia_gpu_lists_what_the_kernel_takes_once() {
-    let kargs = plan_kargs(&[
+    let kargs = common::planned_kargs(&[
         "--cpu",
         "amd",
         "--gpu",

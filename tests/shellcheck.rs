@@ -52,8 +52,11 @@ fn every_shell_script_passes_shellcheck() {
     for name in [
         "image-kernel",
         "swap-kernel",
-        "regenerate-initramfs",
         "build-kmods",
+        "mok-sign",
+        "depmod-kernel",
+        "regenerate-initramfs",
+        "lint-image",
     ] {
         assert!(
             scripts.contains(&repo.join("layers/scripts").join(name)),

@@ -9,30 +9,30 @@ use anyhow::{Context, Result, bail};
 use camino::{Utf8Path, Utf8PathBuf};
 use serde::Serialize;
 
-use crate::atomic;
+use crate::atomic::{self, Occupied};
 use crate::cmd::Cmd;
 use crate::error::InputError;
 use crate::host::topology::{HostNeeds, Topology};
 use crate::root::Root;
 
 /// On the VM's kernel command line: asks the probe to send the tree on ttyS1 (the host's capture file).
-pub const KARG: &str = "passthru_probe.capture=ttyS1";
+pub(crate) const KARG: &str = "passthru_probe.capture=ttyS1";
 const BEGIN: &str = "PTCAPTURE-BEGIN";
 const END: &str = "PTCAPTURE-END";
 const FLAG: &str = "--capture";
 
 /// What was written to DIR.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Captured {
-    pub dir: Utf8PathBuf,
-    pub files: usize,
-    pub links: usize,
-    pub pci_devices: usize,
+pub(crate) struct Captured {
+    pub(crate) dir: Utf8PathBuf,
+    pub(crate) files: usize,
+    pub(crate) links: usize,
+    pub(crate) pci_devices: usize,
 }
 
 /// Refuses a DIR that exists and is not an empty directory (or is a symlink, which would not be replaced but
 /// written through), before the image is even mounted.
-pub fn check_target(dir: &Utf8Path) -> Result<()> {
+pub(crate) fn check_target(dir: &Utf8Path) -> Result<()> {
     match std::fs::symlink_metadata(dir) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
         Ok(meta) if meta.file_type().is_symlink() => bail!(InputError::new(
@@ -57,7 +57,7 @@ pub fn check_target(dir: &Utf8Path) -> Result<()> {
 }
 
 /// The base64 text between the probe's markers in what the second serial port received.
-pub fn framed(serial: &str) -> Result<String> {
+pub(crate) fn framed(serial: &str) -> Result<String> {
     let Some((_, rest)) = serial.split_once(BEGIN) else {
         bail!("the probe sent no capture (no {BEGIN} on the second serial port)");
     };
@@ -70,10 +70,10 @@ pub fn framed(serial: &str) -> Result<String> {
 
 /// Unpacks the capture in `serial` into `dir` (which [`check_target`] accepted): into a staging directory
 /// first, read back with the same code `groups` uses, then renamed into place.
-pub fn write(serial: &str, dir: &Utf8Path) -> Result<Captured> {
+pub(crate) fn write(serial: &str, dir: &Utf8Path) -> Result<Captured> {
     check_target(dir)?;
     let base64 = framed(serial)?;
-    atomic::replace_dir(dir, FLAG, false, |staging| {
+    atomic::replace_dir(dir, FLAG, Occupied::Refuse, |staging| {
         unpack(&base64, staging)?;
         summarize(staging, dir)
     })

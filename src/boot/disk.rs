@@ -13,14 +13,14 @@ use crate::kargs_d::{self, KargsD};
 use crate::root::Root;
 
 /// An image's root filesystem, mounted read-only by podman for as long as this value lives.
-pub struct MountedImage {
+pub(crate) struct MountedImage {
     image: ImageRef,
     root: Utf8PathBuf,
 }
 
 impl MountedImage {
     /// Mounts `image` from podman's local storage. An image that is not there is bad input.
-    pub fn mount(image: &ImageRef) -> Result<MountedImage> {
+    pub(crate) fn mount(image: &ImageRef) -> Result<MountedImage> {
         let exists = Cmd::new("podman")
             .args(["image", "exists", image.as_str()])
             .answers_yes()?;
@@ -28,7 +28,8 @@ impl MountedImage {
             bail!(InputError::new(
                 "IMAGE",
                 format!(
-                    "{image} is not in podman's local storage; build it with `passthru-image build` or pull it"
+                    "{image} is not in podman's local storage; build it with `passthru-image \
+                     build` or pull it"
                 )
             ));
         }
@@ -42,12 +43,8 @@ impl MountedImage {
         })
     }
 
-    pub fn root(&self) -> &Utf8Path {
+    pub(crate) fn root(&self) -> &Utf8Path {
         &self.root
-    }
-
-    pub fn path(&self, inside: &str) -> Utf8PathBuf {
-        self.root.join(inside.trim_start_matches('/'))
     }
 }
 
@@ -61,18 +58,18 @@ impl Drop for MountedImage {
 
 /// What a test boot takes from the image.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BootFiles {
-    pub kver: String,
-    pub kernel: Utf8PathBuf,
-    pub initrd: Utf8PathBuf,
+pub(crate) struct BootFiles {
+    pub(crate) kver: String,
+    pub(crate) kernel: Utf8PathBuf,
+    pub(crate) initrd: Utf8PathBuf,
     /// The kargs bootc would apply from kargs.d on x86_64, in its order (file names, then entries).
-    pub kargs: Vec<HostKarg>,
+    pub(crate) kargs: Vec<HostKarg>,
 }
 
 /// Finds the image's kernel (the one directory of /usr/lib/modules with a vmlinuz, as bootc requires), its
 /// initramfs, and the kargs of /usr/lib/bootc/kargs.d. The image's tree is read through a [`Root`]: a link in
 /// it that points out of the image (an absolute one, or `..` too far) is not followed onto this machine.
-pub fn boot_files(root: &Utf8Path) -> Result<BootFiles> {
+pub(crate) fn boot_files(root: &Utf8Path) -> Result<BootFiles> {
     let image = Root::new(root);
     let modules = Utf8Path::new("/usr/lib/modules");
     let mut kernels: Vec<String> = image
@@ -135,7 +132,7 @@ fn kargs_d_kargs(image: &Root) -> Result<Vec<HostKarg>> {
 /// Makes an ext4 disk image at `disk` holding the image's root filesystem plus the probe at
 /// [`probe::PATH_IN_IMAGE`]. `mkfs.ext4 -d` copies the tree without mounting anything; `debugfs` adds the
 /// probe. The disk is the VM's own scratch copy: the image is never changed.
-pub fn make_disk(root: &Utf8Path, work: &Utf8Path, disk: &Utf8Path) -> Result<()> {
+pub(crate) fn make_disk(root: &Utf8Path, work: &Utf8Path, disk: &Utf8Path) -> Result<()> {
     let used_mib: u64 = Cmd::new("du")
         .args(["-sm", "-x", root.as_str()])
         .read()

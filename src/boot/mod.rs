@@ -7,11 +7,11 @@
 //! - [`verdict`]: one check per question, from the probe's report
 //! - [`capture`]: `--capture DIR`, the probe's sysfs/procfs tree written on the host
 
-pub mod capture;
-pub mod disk;
-pub mod probe;
-pub mod qemu;
-pub mod verdict;
+pub(crate) mod capture;
+pub(crate) mod disk;
+pub(crate) mod probe;
+pub(crate) mod qemu;
+pub(crate) mod verdict;
 
 use std::time::Duration;
 
@@ -22,56 +22,56 @@ use serde::Serialize;
 use crate::checks::{Report, Status};
 use crate::image_ref::ImageRef;
 use probe::ProbeReport;
-use qemu::{Accel, IommuKind, StandIns, VmSpec};
+use qemu::{Accel, Capture, IommuKind, StandIns, VmSpec};
 use verdict::{BootFacts, CaptureState};
 
 /// Lines of the console shown when a check fails.
-pub const CONSOLE_TAIL_LINES: usize = 40;
+pub(crate) const CONSOLE_TAIL_LINES: usize = 40;
 
 #[derive(Debug, Clone)]
-pub struct Options {
-    pub image: ImageRef,
-    pub iommu: IommuKind,
-    pub timeout: Duration,
+pub(crate) struct TestBootOptions {
+    pub(crate) image: ImageRef,
+    pub(crate) iommu: IommuKind,
+    pub(crate) timeout: Duration,
     /// Write the VM's sysfs/procfs tree here (`--capture`); checked by [`capture::check_target`] first.
-    pub capture: Option<Utf8PathBuf>,
+    pub(crate) capture: Option<Utf8PathBuf>,
 }
 
 #[derive(Debug, Clone, Serialize)]
-pub struct BootReport {
-    pub image: String,
-    pub kernel: String,
-    pub iommu: IommuKind,
-    pub accel: Accel,
-    pub stand_in: String,
+pub(crate) struct BootReport {
+    pub(crate) image: String,
+    pub(crate) kernel: String,
+    pub(crate) iommu: IommuKind,
+    pub(crate) accel: Accel,
+    pub(crate) stand_in: String,
     /// How many stand-ins and where: one bound by ID, or twins when the image binds by address.
-    pub stand_ins: StandIns,
+    pub(crate) stand_ins: StandIns,
     /// The kargs from the image's kargs.d, as bootc would apply them.
-    pub image_kargs: Vec<String>,
+    pub(crate) image_kargs: Vec<String>,
     /// The VM's whole kernel command line.
-    pub cmdline: Vec<String>,
-    pub checks: Report,
-    pub passed: bool,
+    pub(crate) cmdline: Vec<String>,
+    pub(crate) checks: Report,
+    pub(crate) passed: bool,
     /// Seconds from QEMU's start until the probe's report was complete.
-    pub probe_seconds: Option<f64>,
+    pub(crate) probe_seconds: Option<f64>,
     /// Seconds QEMU ran in all.
-    pub vm_seconds: f64,
-    pub timed_out: bool,
-    pub probe: Option<ProbeReport>,
+    pub(crate) vm_seconds: f64,
+    pub(crate) timed_out: bool,
+    pub(crate) probe: Option<ProbeReport>,
     /// The end of the serial console, when a check failed.
-    pub console_tail: Option<Vec<String>>,
+    pub(crate) console_tail: Option<Vec<String>>,
     /// What `--capture` wrote.
-    pub capture: Option<capture::Captured>,
+    pub(crate) capture: Option<capture::Captured>,
 }
 
 impl BootReport {
-    pub fn failures(&self) -> usize {
+    pub(crate) fn failures(&self) -> usize {
         self.checks.count(Status::Fail)
     }
 }
 
 /// Exports the image to a disk, boots it and judges what the probe saw. `progress` gets one line per step.
-pub fn test_boot(options: &Options, progress: &dyn Fn(&str)) -> Result<BootReport> {
+pub(crate) fn test_boot(options: &TestBootOptions, progress: &dyn Fn(&str)) -> Result<BootReport> {
     // Removed with everything in it (the disk is as large as the image) however test_boot returns.
     let scratch = tempfile::Builder::new()
         .prefix("passthru-test-boot.")
@@ -106,7 +106,10 @@ pub fn test_boot(options: &Options, progress: &dyn Fn(&str)) -> Result<BootRepor
             &files.kargs,
             qemu::STAND_IN,
             stand_ins,
-            options.capture.is_some(),
+            match options.capture {
+                Some(_) => Capture::Asked,
+                None => Capture::NotAsked,
+            },
         ),
         iommu: options.iommu,
         accel: Accel::detect(),
@@ -119,10 +122,7 @@ pub fn test_boot(options: &Options, progress: &dyn Fn(&str)) -> Result<BootRepor
             Accel::Kvm => "KVM",
             Accel::Tcg => "TCG emulation, no KVM",
         },
-        match spec.iommu {
-            IommuKind::Intel => "Intel",
-            IommuKind::Amd => "AMD",
-        },
+        spec.iommu,
         options.timeout.as_secs()
     ));
     let mut run = qemu::run(&spec, options.timeout)?;
@@ -220,7 +220,7 @@ fn round(seconds: f64) -> f64 {
 
 /// The last `n` lines of the console without the probe's own lines (the report shows those already), and
 /// without carriage returns: what the kernel and the initramfs said on the way.
-pub fn tail(console: &str, n: usize) -> Vec<String> {
+pub(crate) fn tail(console: &str, n: usize) -> Vec<String> {
     let lines: Vec<&str> = console
         .lines()
         .filter(|l| !l.contains(probe::PREFIX))

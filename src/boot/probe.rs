@@ -11,63 +11,63 @@ use crate::kargs::{HostKarg, normalize_key, split_cmdline};
 use crate::pci_id::PciId;
 
 /// The probe script written into the disk image.
-pub const SCRIPT: &str = include_str!("../../layers/boot/passthru-probe");
+pub(crate) const SCRIPT: &str = include_str!("../../layers/boot/passthru-probe");
 /// Where the probe lives in the disk image; the VM boots with `init=` this path.
-pub const PATH_IN_IMAGE: &str = "/passthru-probe";
+pub(crate) const PATH_IN_IMAGE: &str = "/passthru-probe";
 
 /// Starts every line of the probe's report.
-pub const PREFIX: &str = "ptprobe:";
+pub(crate) const PREFIX: &str = "ptprobe:";
 
 /// What the probe saw in the VM.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
-pub struct ProbeReport {
+pub(crate) struct ProbeReport {
     /// The kernel command line the VM booted with.
-    pub cmdline: Vec<String>,
-    pub devices: Vec<ProbedDevice>,
+    pub(crate) cmdline: Vec<String>,
+    pub(crate) devices: Vec<ProbedDevice>,
     /// Directories in /sys/kernel/iommu_groups: none means the IOMMU is off.
-    pub iommu_groups: Vec<String>,
+    pub(crate) iommu_groups: Vec<String>,
     /// Module names from /proc/modules.
-    pub modules: Vec<String>,
+    pub(crate) modules: Vec<String>,
     /// /sys/module/vfio* entries (built-in modules show only there).
-    pub sys_modules: Vec<String>,
+    pub(crate) sys_modules: Vec<String>,
     /// What the kernel itself logged on the console as its default IOMMU domain type, e.g. `Passthrough (set
     /// via kernel command line)`: the proof that `iommu=pt` took effect. None when it logged nothing (an
     /// image with `quiet` keeps info messages off the console).
-    pub iommu_domain: Option<String>,
+    pub(crate) iommu_domain: Option<String>,
     /// The kernel logged `DMAR: IOMMU enabled`, which it does only when it parsed `intel_iommu=on`.
-    pub intel_iommu_enabled: bool,
+    pub(crate) intel_iommu_enabled: bool,
     /// The kernel's own refusals of command-line arguments, from its log on the console.
-    pub refused_kargs: RefusedKargs,
+    pub(crate) refused_kargs: RefusedKargs,
 }
 
 /// What the kernel said it did not take from its command line. Each list is empty when the kernel logged
 /// nothing of the kind (or kept its messages off the console with `quiet`).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
-pub struct RefusedKargs {
+pub(crate) struct RefusedKargs {
     /// Names of parameters without a dot that no built-in code knows (init/main.c
     /// `print_unknown_bootoptions`: "Unknown kernel command line parameters "…", will be passed to user space").
-    pub unknown: Vec<String>,
+    pub(crate) unknown: Vec<String>,
     /// `module.param` a loaded module did not know (kernel/module/main.c: "MODULE: unknown parameter 'P'
     /// ignored"), names normalised.
-    pub unknown_module_params: Vec<String>,
+    pub(crate) unknown_module_params: Vec<String>,
     /// IOMMU driver messages about options they do not have (`AMD-Vi: Unknown option - 'on'`,
     /// `DMAR: Unknown option - 'x'`).
-    pub iommu_options: Vec<String>,
+    pub(crate) iommu_options: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct ProbedDevice {
-    pub address: String,
-    pub id: PciId,
+pub(crate) struct ProbedDevice {
+    pub(crate) address: String,
+    pub(crate) id: PciId,
     /// 6 hex digits, e.g. `020000`.
-    pub class: String,
-    pub driver: Option<String>,
-    pub iommu_group: Option<String>,
+    pub(crate) class: String,
+    pub(crate) driver: Option<String>,
+    pub(crate) iommu_group: Option<String>,
 }
 
 /// How reading the console went.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Parsed {
+pub(crate) enum Parsed {
     /// `ptprobe:begin` and `ptprobe:end` both seen.
     Complete(ProbeReport),
     /// The probe started but its report stops before `ptprobe:end` (VM died or timed out mid-report).
@@ -77,22 +77,22 @@ pub enum Parsed {
 }
 
 impl ProbeReport {
-    pub fn cmdline_kargs(&self) -> Vec<HostKarg> {
+    pub(crate) fn cmdline_kargs(&self) -> Vec<HostKarg> {
         self.cmdline.iter().flat_map(|k| split_cmdline(k)).collect()
     }
 
-    pub fn device(&self, id: PciId) -> Option<&ProbedDevice> {
+    pub(crate) fn device(&self, id: PciId) -> Option<&ProbedDevice> {
         self.devices.iter().find(|d| d.id == id)
     }
 
-    pub fn device_at(&self, address: PciAddress) -> Option<&ProbedDevice> {
+    pub(crate) fn device_at(&self, address: PciAddress) -> Option<&ProbedDevice> {
         self.devices
             .iter()
             .find(|d| d.address == address.to_string())
     }
 
     /// A module is loaded when /proc/modules lists it, or built in when only /sys/module has it.
-    pub fn has_module(&self, name: &str) -> bool {
+    pub(crate) fn has_module(&self, name: &str) -> bool {
         let name = name.replace('-', "_");
         self.modules.contains(&name) || self.sys_modules.contains(&name)
     }
@@ -107,7 +107,7 @@ const UNKNOWN_MODULE_PARAM: (&str, &str) = (": unknown parameter '", "' ignored"
 const IOMMU_UNKNOWN_OPTION: &str = "Unknown option - '";
 
 /// Parses the serial console output of a test boot.
-pub fn parse(console: &str) -> Parsed {
+pub(crate) fn parse(console: &str) -> Parsed {
     let mut report = ProbeReport::default();
     let (mut started, mut complete) = (false, false);
     let mut iommu_domain = None;
@@ -288,7 +288,8 @@ ptprobe:end 1\r
 
     #[test]
     fn malformed_device_lines_are_skipped() {
-        let text = "ptprobe:begin 1\nptprobe:pci 0000:00:02.0 0x8086\nptprobe:pci a 0xzz 0x1 0x0 - -\nptprobe:end 1\n";
+        let text = "ptprobe:begin 1\nptprobe:pci 0000:00:02.0 0x8086\nptprobe:pci a 0xzz 0x1 0x0 - \
+                    -\nptprobe:end 1\n";
         let Parsed::Complete(report) = parse(text) else {
             panic!("expected a complete report");
         };

@@ -18,21 +18,21 @@ use crate::kargs::{HostKarg, KernelArg, vfio_pci_ids};
 use crate::pci_id::PciId;
 use crate::root::{Device, Root};
 
-pub const QEMU: &str = "qemu-system-x86_64";
+pub(crate) const QEMU: &str = "qemu-system-x86_64";
 
 /// The disk image as the VM's kernel sees it (virtio-blk).
-pub const ROOT_DEVICE: &str = "/dev/vda";
+pub(crate) const ROOT_DEVICE: &str = "/dev/vda";
 
 /// The virtual IOMMU of the VM.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ValueEnum)]
 #[serde(rename_all = "lowercase")]
-pub enum IommuKind {
+pub(crate) enum IommuKind {
     Intel,
     Amd,
 }
 
 impl IommuKind {
-    pub fn for_cpu(cpu: CpuVendor) -> IommuKind {
+    pub(crate) fn for_cpu(cpu: CpuVendor) -> IommuKind {
         match cpu {
             CpuVendor::Intel => IommuKind::Intel,
             CpuVendor::Amd => IommuKind::Amd,
@@ -48,16 +48,36 @@ impl IommuKind {
     }
 }
 
+/// For people: `Intel`, `AMD`.
+impl std::fmt::Display for IommuKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            IommuKind::Intel => "Intel",
+            IommuKind::Amd => "AMD",
+        })
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
-pub enum Accel {
+pub(crate) enum Accel {
     Kvm,
     Tcg,
 }
 
+/// For people: `KVM`, `TCG`.
+impl std::fmt::Display for Accel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Accel::Kvm => "KVM",
+            Accel::Tcg => "TCG",
+        })
+    }
+}
+
 impl Accel {
     /// KVM when /dev/kvm can be opened for reading and writing, TCG (emulation, slower) otherwise.
-    pub fn detect() -> Accel {
+    pub(crate) fn detect() -> Accel {
         // QEMU runs on this machine, whatever --root says.
         let usable = Root::default().open_device(Device::Kvm).is_ok();
         if usable { Accel::Kvm } else { Accel::Tcg }
@@ -65,23 +85,23 @@ impl Accel {
 }
 
 /// The stand-in device QEMU emulates: an Intel 82574L NIC, which every distribution kernel knows.
-pub const STAND_IN: PciId = PciId {
+pub(crate) const STAND_IN: PciId = PciId {
     vendor: 0x8086,
     device: 0x10d3,
 };
 const STAND_IN_QEMU_DEVICE: &str = "e1000e";
 /// The stand-in's own driver, which its twin must keep.
-pub const STAND_IN_DRIVER: &str = "e1000e";
+pub(crate) const STAND_IN_DRIVER: &str = "e1000e";
 
 /// The fixed places of the twin stand-ins on the q35 root bus (QEMU `addr=`), clear of the slots QEMU gives
 /// its other devices.
-pub const TWIN_BOUND: PciAddress = PciAddress {
+pub(crate) const TWIN_BOUND: PciAddress = PciAddress {
     domain: 0,
     bus: 0,
     device: 0x10,
     function: 0,
 };
-pub const TWIN_KEPT: PciAddress = PciAddress {
+pub(crate) const TWIN_KEPT: PciAddress = PciAddress {
     domain: 0,
     bus: 0,
     device: 0x11,
@@ -91,7 +111,7 @@ pub const TWIN_KEPT: PciAddress = PciAddress {
 /// The emulated devices that stand in for the image's planned ones, chosen by how the image binds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(tag = "bound_by", rename_all = "lowercase")]
-pub enum StandIns {
+pub(crate) enum StandIns {
     /// One stand-in, added to the image's `vfio_pci.ids`.
     Id,
     /// Two identical stand-ins at fixed addresses: `bound` is added to the image's `rd.passthru.vfio_addresses`
@@ -101,7 +121,7 @@ pub enum StandIns {
 
 impl StandIns {
     /// Twins when the image binds by address (its kargs.d has the address argument), else one by ID.
-    pub fn for_image(image_kargs: &[HostKarg]) -> StandIns {
+    pub(crate) fn for_image(image_kargs: &[HostKarg]) -> StandIns {
         match image_kargs
             .iter()
             .any(|k| k.is(&RD_PASSTHRU_VFIO_ADDRESSES))
@@ -136,13 +156,13 @@ impl StandIns {
 /// `rd.passthru.vfio_addresses`; then the test boot's own arguments: the disk, the console the host reads, the
 /// probe as init, and a VM that ends by itself when anything goes wrong (a panic reboots and -no-reboot makes
 /// QEMU exit; no dracut rescue shell waits for a keyboard). An image without `vfio_pci.ids` gets none: adding
-/// one would hide what is wrong with it. `capture` adds the karg that asks the probe to send its tree
+/// one would hide what is wrong with it. [`Capture::Asked`] adds the karg that asks the probe to send its tree
 /// (`test-boot --capture`).
-pub fn cmdline(
+pub(crate) fn cmdline(
     image_kargs: &[HostKarg],
     stand_in: PciId,
     stand_ins: StandIns,
-    capture: bool,
+    capture: Capture,
 ) -> Vec<String> {
     let mut words: Vec<String> = image_kargs.iter().map(|k| k.as_str().to_owned()).collect();
     match stand_ins {
@@ -169,7 +189,7 @@ pub fn cmdline(
         "panic=-1".into(),
         "rd.shell=0".into(),
     ]);
-    if capture {
+    if capture == Capture::Asked {
         words.push(capture::KARG.into());
     }
     words
@@ -205,23 +225,30 @@ fn last_list<'a>(image_kargs: &'a [HostKarg], param: &Param) -> impl Iterator<It
         .flat_map(|v| v.split(',').filter(|a| !a.is_empty()))
 }
 
+/// Whether the probe sends the VM's sysfs/procfs tree to the host (`test-boot --capture`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Capture {
+    Asked,
+    NotAsked,
+}
+
 /// Files and settings of one VM.
 #[derive(Debug, Clone)]
-pub struct VmSpec {
-    pub kernel: Utf8PathBuf,
-    pub initrd: Utf8PathBuf,
-    pub disk: Utf8PathBuf,
-    pub console: Utf8PathBuf,
-    pub cmdline: Vec<String>,
-    pub iommu: IommuKind,
-    pub accel: Accel,
-    pub stand_ins: StandIns,
+pub(crate) struct VmSpec {
+    pub(crate) kernel: Utf8PathBuf,
+    pub(crate) initrd: Utf8PathBuf,
+    pub(crate) disk: Utf8PathBuf,
+    pub(crate) console: Utf8PathBuf,
+    pub(crate) cmdline: Vec<String>,
+    pub(crate) iommu: IommuKind,
+    pub(crate) accel: Accel,
+    pub(crate) stand_ins: StandIns,
     /// `test-boot --capture`: the file the VM's second serial port (ttyS1) writes to.
-    pub capture: Option<Utf8PathBuf>,
+    pub(crate) capture: Option<Utf8PathBuf>,
 }
 
 impl VmSpec {
-    pub fn argv(&self) -> Vec<OsString> {
+    pub(crate) fn argv(&self) -> Vec<OsString> {
         let mut argv: Vec<String> = vec![
             QEMU.into(),
             "-nodefaults".into(),
@@ -281,15 +308,15 @@ fn qemu_escape(path: &Utf8Path) -> String {
 
 /// How the VM ended.
 #[derive(Debug, Clone)]
-pub struct VmRun {
-    pub console: String,
+pub(crate) struct VmRun {
+    pub(crate) console: String,
     /// From QEMU's start until the probe's report was complete on the console.
-    pub probe_done_after: Option<Duration>,
-    pub elapsed: Duration,
-    pub timed_out: bool,
+    pub(crate) probe_done_after: Option<Duration>,
+    pub(crate) elapsed: Duration,
+    pub(crate) timed_out: bool,
     /// The end of QEMU's stderr, for when QEMU itself failed.
-    pub stderr: String,
-    pub exit_ok: bool,
+    pub(crate) stderr: String,
+    pub(crate) exit_ok: bool,
 }
 
 /// After the report is complete the probe powers off; this long is allowed for that before QEMU is killed.
@@ -297,7 +324,7 @@ const POWER_OFF_GRACE: Duration = Duration::from_secs(15);
 const POLL: Duration = Duration::from_millis(250);
 
 /// Runs the VM until it powers off or `timeout` passes (then QEMU is killed).
-pub fn run(spec: &VmSpec, timeout: Duration) -> Result<VmRun> {
+pub(crate) fn run(spec: &VmSpec, timeout: Duration) -> Result<VmRun> {
     let argv = spec.argv();
     let start = Instant::now();
     let qemu = Cmd::new(&argv[0])
@@ -359,7 +386,7 @@ mod tests {
     fn the_stand_in_joins_the_effective_vfio_ids_only() {
         let image = kargs("amd_iommu=on vfio-pci.ids=1002:67df vfio_pci.ids=10de:2684,10de:22ba");
         assert_eq!(
-            cmdline(&image, STAND_IN, StandIns::Id, false),
+            cmdline(&image, STAND_IN, StandIns::Id, Capture::NotAsked),
             [
                 "amd_iommu=on",
                 "vfio-pci.ids=1002:67df",
@@ -373,15 +400,15 @@ mod tests {
         );
         let already = kargs("vfio_pci.ids=8086:10D3");
         assert_eq!(
-            cmdline(&already, STAND_IN, StandIns::Id, false)[0],
+            cmdline(&already, STAND_IN, StandIns::Id, Capture::NotAsked)[0],
             "vfio_pci.ids=8086:10D3"
         );
         let none = kargs("intel_iommu=on");
-        let line = cmdline(&none, STAND_IN, StandIns::Id, false);
+        let line = cmdline(&none, STAND_IN, StandIns::Id, Capture::NotAsked);
         assert!(!line.iter().any(|w| w.contains("8086:10d3")), "{line:?}");
         assert!(!line.iter().any(|w| w.starts_with("passthru_probe.")));
         assert_eq!(
-            cmdline(&none, STAND_IN, StandIns::Id, true)
+            cmdline(&none, STAND_IN, StandIns::Id, Capture::Asked)
                 .last()
                 .map(String::as_str),
             Some("passthru_probe.capture=ttyS1")
@@ -405,7 +432,7 @@ mod tests {
             }
         );
         assert_eq!(
-            cmdline(&image, STAND_IN, twins, false)[..3],
+            cmdline(&image, STAND_IN, twins, Capture::NotAsked)[..3],
             [
                 "rd.passthru.vfio_addresses=0000:05:00.0",
                 "vfio_pci.ids=10de:2684",
@@ -414,7 +441,7 @@ mod tests {
         );
         let already = kargs("rd.passthru.vfio_addresses=00:10.0");
         assert_eq!(
-            cmdline(&already, STAND_IN, twins, false)[0],
+            cmdline(&already, STAND_IN, twins, Capture::NotAsked)[0],
             "rd.passthru.vfio_addresses=00:10.0"
         );
         assert_eq!(
@@ -423,7 +450,11 @@ mod tests {
         );
         assert_eq!(
             serde_json::to_value(twins).unwrap(),
-            serde_json::json!({"bound_by": "address", "bound": "0000:00:10.0", "twin": "0000:00:11.0"})
+            serde_json::json!({
+                "bound_by": "address",
+                "bound": "0000:00:10.0",
+                "twin": "0000:00:11.0"
+            })
         );
     }
 

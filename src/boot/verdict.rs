@@ -20,22 +20,22 @@ use crate::plan::VFIO_DRIVERS;
 /// What the checks judge: the probe's report, what the image asked for, and how the boot and its capture
 /// ended.
 #[derive(Debug, Clone)]
-pub struct BootFacts {
-    pub parsed: Parsed,
+pub(crate) struct BootFacts {
+    pub(crate) parsed: Parsed,
     /// The kargs bootc would apply from the image's kargs.d (before the stand-in was added).
-    pub image_kargs: Vec<HostKarg>,
+    pub(crate) image_kargs: Vec<HostKarg>,
     /// The emulated device that stands in for the planned one.
-    pub stand_in: PciId,
+    pub(crate) stand_in: PciId,
     /// One stand-in bound by ID, or twins, one bound by address.
-    pub stand_ins: StandIns,
+    pub(crate) stand_ins: StandIns,
     /// Seconds after which the VM was killed, when it was.
-    pub timed_out_after: Option<u64>,
-    pub capture: CaptureState,
+    pub(crate) timed_out_after: Option<u64>,
+    pub(crate) capture: CaptureState,
 }
 
 /// How `--capture DIR` went, decided before the checks run (writing DIR is no check's business).
 #[derive(Debug, Clone)]
-pub enum CaptureState {
+pub(crate) enum CaptureState {
     /// No `--capture`.
     NotAsked,
     /// Without a probe there is no capture to look for.
@@ -72,7 +72,7 @@ impl BootFacts {
 }
 
 /// Every test-boot check, in the order they run; `boot` first.
-pub const CHECKS: &[&Check<BootFacts>] = &[
+pub(crate) const CHECKS: &[&Check<BootFacts>] = &[
     &CHECK_BOOT,
     &CHECK_KARGS,
     &CHECK_IOMMU,
@@ -83,19 +83,21 @@ pub const CHECKS: &[&Check<BootFacts>] = &[
 ];
 
 /// Runs every check over what the boot left.
-pub fn judge(facts: &BootFacts) -> Result<Report> {
+pub(crate) fn judge(facts: &BootFacts) -> Result<Report> {
     checks::run(CHECKS, facts)
 }
 
 static CHECK_BOOT: Check<BootFacts> = Check {
     name: "boot",
-    verifies: "the image's kernel and initramfs mounted its root filesystem and ran the probe to its end",
+    verifies: "the image's kernel and initramfs mounted its root filesystem and ran the probe to \
+               its end",
     requires: &[],
     judge: |facts, _| {
         let detail = match &facts.parsed {
             Parsed::Complete(_) => {
                 return Ok(vec![Finding::pass(
-                    "the image's kernel and initramfs mounted the root filesystem and ran the probe",
+                    "the image's kernel and initramfs mounted the root filesystem and ran the \
+                     probe",
                 )]);
             }
             Parsed::Truncated(_) => "the probe started but its report was cut off",
@@ -123,14 +125,16 @@ fn with_report(
 
 static CHECK_KARGS: Check<BootFacts> = Check {
     name: "kargs",
-    verifies: "every kargs.d argument reached the kernel, with vfio_pci.ids (or rd.passthru.vfio_addresses) and rd.driver.pre=vfio-pci, and the kernel refused none",
+    verifies: "every kargs.d argument reached the kernel, with vfio_pci.ids (or \
+               rd.passthru.vfio_addresses) and rd.driver.pre=vfio-pci, and the kernel refused none",
     requires: &[&CHECK_BOOT],
     judge: |facts, _| with_report(facts, |report| kargs(report, &facts.image_kargs)),
 };
 
 static CHECK_IOMMU: Check<BootFacts> = Check {
     name: "iommu",
-    verifies: "IOMMU groups exist, the stand-in is in one, and the kernel's log acknowledges the IOMMU kargs",
+    verifies: "IOMMU groups exist, the stand-in is in one, and the kernel's log acknowledges the \
+               IOMMU kargs",
     requires: &[&CHECK_BOOT],
     judge: |facts, _| with_report(facts, |report| iommu(report, facts)),
 };
@@ -144,14 +148,16 @@ static CHECK_STAND_IN: Check<BootFacts> = Check {
 
 static CHECK_VFIO_MODULES: Check<BootFacts> = Check {
     name: "vfio-modules",
-    verifies: "the VFIO modules were loaded before the root filesystem's init ran (from the initramfs)",
+    verifies: "the VFIO modules were loaded before the root filesystem's init ran (from the \
+               initramfs)",
     requires: &[&CHECK_BOOT],
     judge: |facts, _| with_report(facts, vfio_modules),
 };
 
 static CHECK_TWIN: Check<BootFacts> = Check {
     name: "twin-on-own-driver",
-    verifies: "with an image that binds by address: the stand-in's identical twin, not named, stays on its own driver",
+    verifies: "with an image that binds by address: the stand-in's identical twin, not named, \
+               stays on its own driver",
     requires: &[],
     judge: |facts, _| match facts.stand_ins {
         StandIns::Id => Ok(Vec::new()),
@@ -163,7 +169,8 @@ static CHECK_TWIN: Check<BootFacts> = Check {
 
 static CHECK_CAPTURE: Check<BootFacts> = Check {
     name: "capture",
-    verifies: "with --capture: the VM's sysfs/procfs tree arrived whole, reads as a host tree, and was written",
+    verifies: "with --capture: the VM's sysfs/procfs tree arrived whole, reads as a host tree, and \
+               was written",
     requires: &[],
     judge: |facts, _| {
         Ok(match &facts.capture {
@@ -213,8 +220,8 @@ fn kargs(report: &ProbeReport, image_kargs: &[HostKarg]) -> Finding {
     problems.extend(refused_by_the_kernel(report, image_kargs));
     match problems.is_empty() {
         true => Finding::pass(format!(
-            "all {} kargs.d arguments reached the kernel, with the devices to bind and rd.driver.pre, and \
-             the kernel refused none",
+            "all {} kargs.d arguments reached the kernel, with the devices to bind and \
+             rd.driver.pre, and the kernel refused none",
             image_kargs.len()
         )),
         false => Finding::fail_plain(problems.join("; ")),
@@ -341,8 +348,8 @@ fn twin_on_own_driver(report: &ProbeReport, id: PciId, twin: PciAddress) -> Find
             "its twin {id} at {twin} is on {other}, not {STAND_IN_DRIVER}"
         )),
         None => Finding::fail_plain(format!(
-            "its twin {id} at {twin} has no driver: {STAND_IN_DRIVER} is not in the image's initramfs, so the \
-             race between the twins' driver and vfio-pci was never run"
+            "its twin {id} at {twin} has no driver: {STAND_IN_DRIVER} is not in the image's \
+             initramfs, so the race between the twins' driver and vfio-pci was never run"
         )),
     }
 }
@@ -376,12 +383,12 @@ mod tests {
     use crate::checks::{Outcome, Status};
 
     /// What the image asked for, as the tests vary it.
-    struct Expectations<'a> {
+    struct Asked<'a> {
         image_kargs: &'a [HostKarg],
         stand_in: PciId,
     }
 
-    fn facts(parsed: &Parsed, expect: &Expectations) -> BootFacts {
+    fn facts(parsed: &Parsed, expect: &Asked) -> BootFacts {
         BootFacts {
             parsed: parsed.clone(),
             stand_ins: StandIns::for_image(expect.image_kargs),
@@ -392,7 +399,7 @@ mod tests {
         }
     }
 
-    fn judged(parsed: &Parsed, expect: &Expectations) -> Vec<Outcome> {
+    fn judged(parsed: &Parsed, expect: &Asked) -> Vec<Outcome> {
         judge(&facts(parsed, expect)).unwrap().outcomes
     }
 
@@ -402,7 +409,8 @@ mod tests {
 
     fn good_report() -> ProbeReport {
         ProbeReport {
-            cmdline: "intel_iommu=on iommu=pt rd.driver.pre=vfio-pci vfio-pci.ids=10de:2684,8086:10d3 root=/dev/vda"
+            cmdline: "intel_iommu=on iommu=pt rd.driver.pre=vfio-pci \
+                      vfio-pci.ids=10de:2684,8086:10d3 root=/dev/vda"
                 .split(' ')
                 .map(str::to_owned)
                 .collect(),
@@ -429,7 +437,7 @@ mod tests {
     #[test]
     fn a_good_boot_passes_every_check() {
         let image = kargs("intel_iommu=on iommu=pt rd.driver.pre=vfio-pci vfio_pci.ids=10de:2684");
-        let expect = Expectations {
+        let expect = Asked {
             image_kargs: &image,
             stand_in: "8086:10d3".parse().unwrap(),
         };
@@ -468,7 +476,7 @@ mod tests {
     fn twins_pass_only_when_the_named_one_alone_is_on_vfio_pci() {
         let image =
             kargs("iommu=pt rd.driver.pre=vfio-pci rd.passthru.vfio_addresses=0000:02:00.0");
-        let expect = Expectations {
+        let expect = Asked {
             image_kargs: &image,
             stand_in: "8086:10d3".parse().unwrap(),
         };
@@ -522,7 +530,7 @@ mod tests {
         );
         // An image that binds by ID has no twin to judge.
         let by_id = kargs("iommu=pt rd.driver.pre=vfio-pci vfio_pci.ids=10de:2684");
-        let expect = Expectations {
+        let expect = Asked {
             image_kargs: &by_id,
             stand_in: "8086:10d3".parse().unwrap(),
         };
@@ -533,7 +541,7 @@ mod tests {
     #[test]
     fn iommu_kargs_must_be_acknowledged_in_the_kernels_log() {
         let image = kargs("intel_iommu=on iommu=pt rd.driver.pre=vfio-pci vfio_pci.ids=10de:2684");
-        let expect = Expectations {
+        let expect = Asked {
             image_kargs: &image,
             stand_in: "8086:10d3".parse().unwrap(),
         };
@@ -568,7 +576,7 @@ mod tests {
         assert!(silent.detail.contains("logged no default domain"));
         // Without iommu=pt in the image, the default domain is only reported.
         let no_pt = kargs("intel_iommu=on rd.driver.pre=vfio-pci vfio_pci.ids=10de:2684");
-        let expect = Expectations {
+        let expect = Asked {
             image_kargs: &no_pt,
             stand_in: "8086:10d3".parse().unwrap(),
         };
@@ -587,7 +595,7 @@ mod tests {
         report.iommu_groups.clear();
         report.devices[0].driver = Some("e1000e".into());
         report.devices[0].iommu_group = None;
-        let expect = Expectations {
+        let expect = Asked {
             image_kargs: &[],
             stand_in: "8086:10d3".parse().unwrap(),
         };
@@ -615,7 +623,7 @@ mod tests {
         report.sys_modules = vec!["vfio_pci".into()];
         let image =
             kargs("intel_iommu=on rd.driver.pre=vfio-pci vfio_pci.ids=10de:2684 kvm.ignore_msrs=1");
-        let expect = Expectations {
+        let expect = Asked {
             image_kargs: &image,
             stand_in: "8086:10d3".parse().unwrap(),
         };
@@ -633,7 +641,7 @@ mod tests {
     #[test]
     fn no_report_fails_boot_and_leaves_the_rest_unchecked() {
         let image = kargs("rd.driver.pre=vfio-pci");
-        let expect = Expectations {
+        let expect = Asked {
             image_kargs: &image,
             stand_in: "8086:10d3".parse().unwrap(),
         };
@@ -649,7 +657,7 @@ mod tests {
     #[test]
     fn a_timeout_and_the_capture_are_reported_by_their_checks() {
         let image = kargs("rd.driver.pre=vfio-pci");
-        let expect = Expectations {
+        let expect = Asked {
             image_kargs: &image,
             stand_in: "8086:10d3".parse().unwrap(),
         };
@@ -698,7 +706,7 @@ mod tests {
             unknown_module_params: vec!["vfio_pci.nope".into()],
             iommu_options: vec!["AMD-Vi: Unknown option - 'on'".into()],
         };
-        let expect = Expectations {
+        let expect = Asked {
             image_kargs: &image,
             stand_in: "8086:10d3".parse().unwrap(),
         };
@@ -717,14 +725,14 @@ mod tests {
             ..Default::default()
         };
         let plain = kargs("iommu=pt rd.driver.pre=vfio-pci vfio_pci.ids=10de:2684");
-        let expect = Expectations {
+        let expect = Asked {
             image_kargs: &plain,
             stand_in: "8086:10d3".parse().unwrap(),
         };
         assert_eq!(kargs_check(&report, &expect).status, Status::Pass);
     }
 
-    fn kargs_check(report: &ProbeReport, expect: &Expectations) -> Outcome {
+    fn kargs_check(report: &ProbeReport, expect: &Asked) -> Outcome {
         judged(&Parsed::Complete(report.clone()), expect)
             .into_iter()
             .find(|c| c.name == "kargs")

@@ -23,7 +23,7 @@ const REGISTRY: &str = "ghcr.io";
 
 /// Whether the workflow signs what it pushed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Signing {
+pub(crate) enum Signing {
     None,
     /// Keyless cosign signatures (Sigstore), by digest, with the workflow's OIDC identity.
     Cosign,
@@ -46,8 +46,9 @@ impl Workflow<'_> {
             return Err(InputError::new(
                 "--tool-image",
                 format!(
-                    "{}: pin the image by digest (IMAGE@sha256:...; `skopeo inspect --format '{{{{.Digest}}}}' \
-                     docker://IMAGE` prints it), so the workflow always runs the tool you checked",
+                    "{}: pin the image by digest (IMAGE@sha256:...; `skopeo inspect --format \
+                     '{{{{.Digest}}}}' docker://IMAGE` prints it), so the workflow always runs the \
+                     tool you checked",
                     self.tool_image
                 ),
             )
@@ -103,8 +104,8 @@ fn check_fleet(fleet: &Fleet) -> Result<(), InputError> {
             return Err(InputError::new(
                 field("image.tag"),
                 format!(
-                    "{tag}: the workflow pushes with the workflow token, which only {REGISTRY} takes; \
-                     set image.tag = \"{REGISTRY}/OWNER/NAME\""
+                    "{tag}: the workflow pushes with the workflow token, which only {REGISTRY} \
+                     takes; set image.tag = \"{REGISTRY}/OWNER/NAME\""
                 ),
             ));
         }
@@ -116,14 +117,16 @@ fn check_fleet(fleet: &Fleet) -> Result<(), InputError> {
             return Err(InputError::new(
                 field("image.base"),
                 format!(
-                    "{base}: the runner pulls the base; name it with its registry (quay.io/fedora/fedora-bootc:44)"
+                    "{base}: the runner pulls the base; name it with its registry \
+                     (quay.io/fedora/fedora-bootc:44)"
                 ),
             ));
         }
         if host.config.cpu.vendor == CpuChoice::Auto {
             return Err(InputError::new(
                 field("cpu.vendor"),
-                "\"auto\" would read the CI runner's CPU; set \"intel\" or \"amd\" (detect writes it)",
+                "\"auto\" would read the CI runner's CPU; set \"intel\" or \"amd\" (detect writes \
+                 it)",
             ));
         }
     }
@@ -145,8 +148,8 @@ fn repository_path(path: &Utf8Path) -> Result<String, InputError> {
             InputError::new(
                 "--hosts",
                 format!(
-                    "{path}: expected a path inside the repository, relative to its root (hosts, fleet/hosts); \
-                     each part {}",
+                    "{path}: expected a path inside the repository, relative to its root (hosts, \
+                     fleet/hosts); each part {}",
                     crate::text_rules::PLAIN_NAME_RULE
                 ),
             )
@@ -178,7 +181,8 @@ fn cron(s: &str) -> Result<String, InputError> {
         return Err(InputError::new(
             "--schedule",
             format!(
-                "{s:?}: expected five cron fields of digits and * , - / (minute hour day month weekday, UTC)"
+                "{s:?}: expected five cron fields of digits and * , - / (minute hour day month \
+                 weekday, UTC)"
             ),
         ));
     }

@@ -3,16 +3,16 @@ use anyhow::Result;
 use super::{load_config, print_json};
 use crate::cli::{ApplyArgs, Cli};
 use crate::error::Incomplete;
-use crate::live::apply::{self, Options, Proposal};
-use crate::live::changes::{self, DeployedInitramfs, InitramfsRebuild};
-use crate::live::preflight;
+use crate::live::apply::{self, Proposal};
+use crate::live::changes::{self, DeployedInitramfs, HostConflicts, InitramfsRebuild};
 use crate::live::rpm_ostree::RpmOstree;
+use crate::live::session::{LiveHost, Privilege};
 use crate::plan::Plan;
 use crate::verbosity::Verbosity;
 
-pub fn run(cli: &Cli, args: &ApplyArgs) -> Result<()> {
+pub(crate) fn run(cli: &Cli, args: &ApplyArgs) -> Result<()> {
     let (config, _source) = load_config(&args.config, &args.overrides.overrides())?;
-    let root = args.root.root();
+    let host = LiveHost::new(args.root.root(), &args.live.sysroot);
     let plan = Plan::resolve(&config, &args.root.target())?;
     for warning in &plan.warnings {
         warnln!("{warning}");
@@ -20,19 +20,18 @@ pub fn run(cli: &Cli, args: &ApplyArgs) -> Result<()> {
     for note in &plan.notes {
         noteln!("{note}");
     }
-    let options = Options {
-        sysroot: args.live.sysroot.clone(),
-        replace_conflicts: args.replace_conflicts,
+    let conflicts = match args.replace_conflicts {
+        true => HostConflicts::Replace,
+        false => HostConflicts::Refuse,
     };
     if args.dry_run {
-        let rpm = RpmOstree::new(&options.sysroot);
-        let proposal = apply::propose(&plan, &root, &rpm, &options)?;
+        let proposal = apply::propose(&plan, &host, conflicts)?;
         return match args.json {
             true => print_json(&proposal),
-            false => print_proposal(&proposal, &rpm),
+            false => print_proposal(&proposal, &host.rpm),
         };
     }
-    let applied = apply::apply(&plan, &root, &options, preflight::running_as_root()?)?;
+    let applied = apply::apply(&plan, &host, conflicts, Privilege::of_this_process()?)?;
     for warning in &applied.warnings {
         warnln!("{warning}");
     }

@@ -20,10 +20,10 @@ use crate::image_ref::{Digest, ImageRef};
 use crate::plan::Plan;
 use crate::verbosity::Verbosity;
 
-pub fn run(cli: &Cli, args: &BuildArgs) -> Result<()> {
+pub(crate) fn run(cli: &Cli, args: &BuildArgs) -> Result<()> {
     check_digest_file(args)?;
     if let Some(dir) = &args.context {
-        crate::image::context::check(dir, false)?;
+        context::check(dir, context::Foreign::Refuse)?;
     }
     match &args.hosts {
         None => build_one(cli, args),
@@ -286,7 +286,7 @@ impl<'a> Builder<'a> {
             None => Utf8PathBuf::try_from(scratch.path().join("context"))
                 .context("the temporary directory's path is not UTF-8")?,
         };
-        context::write(&ctx, &dir, false)?;
+        context::write(&ctx, &dir, context::Foreign::Refuse)?;
         infoln!(
             "Building {}{count} with {} from {} ({} files in {dir})",
             plan.image.tag,

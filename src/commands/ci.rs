@@ -11,7 +11,7 @@ use crate::error::InputError;
 use crate::fleet::Fleet;
 use crate::plan::Target;
 
-pub fn github(args: &GithubArgs) -> Result<()> {
+pub(crate) fn github(args: &GithubArgs) -> Result<()> {
     let destination = Destination::of(args.write.as_deref());
     destination.refuse_for_stdout("--force", args.force)?;
     if let Destination::File(path) = destination

@@ -33,7 +33,7 @@ impl Existing {
     }
 }
 
-pub fn run(args: &DetectArgs) -> Result<()> {
+pub(crate) fn run(args: &DetectArgs) -> Result<()> {
     let root = args.root.root();
     let destination = Destination::of(args.write.as_deref());
     destination.refuse_for_stdout("--force", args.force)?;

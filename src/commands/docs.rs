@@ -21,7 +21,7 @@ const BIN: &str = "passthru-image";
 /// the script is made for this name and registered for [`BIN`].
 const BASH_NAME: &str = "passthru_image";
 
-pub fn completions(args: &CompletionsArgs) -> Result<()> {
+pub(crate) fn completions(args: &CompletionsArgs) -> Result<()> {
     let script = completion_script(args.shell)?;
     match Destination::of(args.write.as_deref()) {
         Destination::Stdout => out!("{script}"),
@@ -61,7 +61,7 @@ fn registered_for_bin(script: &str) -> String {
         .collect()
 }
 
-pub fn man(args: &ManArgs) -> Result<()> {
+pub(crate) fn man(args: &ManArgs) -> Result<()> {
     if !args.dir.is_dir() {
         return Err(InputError::new(
             "DIR",

@@ -12,7 +12,7 @@ use crate::plan::record::{self, Expectations, RecordSource};
 use crate::root::Root;
 use crate::verbosity::Verbosity;
 
-pub fn run(cli: &Cli, args: &DoctorArgs) -> Result<()> {
+pub(crate) fn run(cli: &Cli, args: &DoctorArgs) -> Result<()> {
     if args.list_checks {
         return Ok(checks::list(doctor::CHECKS, &mut std::io::stdout())?);
     }

@@ -7,7 +7,7 @@ use crate::image::secrets::{MOK_CERT, MOK_KEY};
 use crate::image::{context, fetch, render};
 use crate::plan::Plan;
 
-pub fn run(cli: &Cli, args: &GenerateArgs) -> Result<()> {
+pub(crate) fn run(cli: &Cli, args: &GenerateArgs) -> Result<()> {
     let (config, source) = load_config(&args.config, &args.overrides.overrides())?;
     let target = args.root.target();
     let unfetched = Plan::resolve(&config, &target)?;
@@ -18,7 +18,11 @@ pub fn run(cli: &Cli, args: &GenerateArgs) -> Result<()> {
     }
     let ctx = render::render(&plan)?;
     let output = &args.output;
-    context::write(&ctx, output, args.force)?;
+    let foreign = match args.force {
+        true => context::Foreign::WriteInto,
+        false => context::Foreign::Refuse,
+    };
+    context::write(&ctx, output, foreign)?;
     infoln!(
         "Wrote the build context for {} ({} files) from {source} to {output}",
         plan.image.tag,

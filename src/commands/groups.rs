@@ -6,13 +6,13 @@ use crate::host::class::DeviceClass;
 use crate::host::cpu::{CpuInfo, CpuVendor};
 use crate::host::pci::PciDevice;
 use crate::host::topology::{
-    CaveatKind, DeviceVerdict, GpuReport, GroupsReport, HostNeeds, Isolation, Topology,
+    CaveatKind, DeviceVerdict, GpuReport, GroupIsolation, GroupsReport, HostNeeds, Topology,
 };
 use crate::plan::iommu_kargs;
 use crate::root::Root;
 use crate::verbosity::Verbosity;
 
-pub fn run(cli: &Cli, args: &GroupsArgs) -> Result<()> {
+pub(crate) fn run(cli: &Cli, args: &GroupsArgs) -> Result<()> {
     let mut classes = args.class.clone();
     if args.gpus {
         classes.push(DeviceClass::Gpu);
@@ -131,21 +131,21 @@ fn list(addresses: &[crate::host::pci::PciAddress]) -> String {
 /// Whether the device can go alone, and what goes with it.
 fn isolation(
     group: Option<u32>,
-    isolation: Isolation,
+    isolation: GroupIsolation,
     sharing_with: &[crate::host::pci::PciAddress],
     companions: &[crate::host::pci::PciAddress],
 ) -> String {
     let isolation = match isolation {
-        Isolation::Isolated => format!(
+        GroupIsolation::Isolated => format!(
             "group {}, isolated: can be passed through",
             group.unwrap_or_default()
         ),
-        Isolation::Shared => format!(
+        GroupIsolation::Shared => format!(
             "group {}, shared with {}: pass those too, move the card, or use an ACS-override kernel",
             group.unwrap_or_default(),
             list(sharing_with)
         ),
-        Isolation::Unknown => "no IOMMU group (IOMMU off)".to_owned(),
+        GroupIsolation::Unknown => "no IOMMU group (IOMMU off)".to_owned(),
     };
     match companions.is_empty() {
         true => isolation,

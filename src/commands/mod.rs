@@ -106,14 +106,17 @@ fn dispatch(cli: &Cli) -> Result<()> {
 
 /// The config for this run: `--config`/`PASSTHRU_CONFIG`/./passthru.toml/embedded, with the command's
 /// overrides applied.
-pub fn load_config(config: &ConfigArg, overrides: &Overrides) -> Result<(Config, ConfigSource)> {
+pub(crate) fn load_config(
+    config: &ConfigArg,
+    overrides: &Overrides,
+) -> Result<(Config, ConfigSource)> {
     let (loaded, source) = Config::load(config.file())?;
     Ok((loaded.with_overrides(overrides), source))
 }
 
 /// `--hosts` takes each host's config, tag and device IDs from its file: flags that would replace them for every
 /// host are refused.
-pub fn refuse_with_hosts(
+pub(crate) fn refuse_with_hosts(
     config: &ConfigArg,
     plan: &PlanOverrideArgs,
     image: &ImageOverrideArgs,
@@ -174,7 +177,7 @@ impl<'a> Destination<'a> {
 }
 
 /// Prints `value` as pretty JSON on stdout: the machine-readable contract of `--json`.
-pub fn print_json(value: &impl serde::Serialize) -> Result<()> {
+pub(crate) fn print_json(value: &impl serde::Serialize) -> Result<()> {
     outln!("{}", serde_json::to_string_pretty(value)?);
     Ok(())
 }

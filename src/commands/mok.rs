@@ -5,7 +5,7 @@ use crate::cli::{Cli, MokCommand};
 use crate::mok::{self, CommonName, MokFiles};
 use crate::verbosity::Verbosity;
 
-pub fn run(cli: &Cli, command: &MokCommand) -> Result<()> {
+pub(crate) fn run(cli: &Cli, command: &MokCommand) -> Result<()> {
     match command {
         MokCommand::New { dir, name } => new(cli, dir, name.as_deref()),
     }

@@ -8,7 +8,7 @@ use crate::fleet::{Fleet, Stack};
 use crate::image::labels;
 use crate::plan::{Layer, ModulePlan, Plan};
 
-pub fn run(args: &PlanArgs) -> Result<()> {
+pub(crate) fn run(args: &PlanArgs) -> Result<()> {
     let (config, source) = load_config(&args.config, &args.overrides.overrides())?;
     let plan = Plan::resolve(&config, &args.root.target())?;
     for warning in &plan.warnings {
@@ -45,19 +45,14 @@ pub fn run(args: &PlanArgs) -> Result<()> {
     outln!("Initramfs drivers: {}", plan.initramfs_drivers.join(" "));
     outln!("Files:");
     for file in &plan.files {
-        outln!(
-            "  {} ({:04o}, {} layer)",
-            file.path,
-            file.mode,
-            serde_json::to_value(file.layer)?.as_str().unwrap_or("?")
-        );
+        outln!("  {} ({:04o}, {} layer)", file.path, file.mode, file.layer);
     }
     match &plan.kernel {
         Some(kernel) => {
             outln!(
                 "Kernel: replaced ({}) from {}",
                 kernel.purpose,
-                serde_json::to_string(&kernel.source)?
+                kernel.source
             );
             outln!(
                 "  unless the base's kernel already carries the ACS override patch (checked at build time: \
@@ -141,7 +136,7 @@ fn module_line(module: &ModulePlan) -> String {
 }
 
 /// `plan --hosts DIR`: every host's plan, grouped by the stack (base, kernel, modules, initramfs) it shares.
-pub fn run_fleet(args: &PlanArgs, dir: &Utf8Path) -> Result<()> {
+pub(crate) fn run_fleet(args: &PlanArgs, dir: &Utf8Path) -> Result<()> {
     let overrides = &args.overrides;
     refuse_with_hosts(&args.config, &overrides.plan, &overrides.image)?;
     let fleet = Fleet::load(dir, &overrides.overrides(), &args.root.target())?;

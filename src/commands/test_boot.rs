@@ -4,7 +4,7 @@ use anyhow::Result;
 
 use super::{load_config, print_json};
 use crate::boot::qemu::{IommuKind, StandIns};
-use crate::boot::{self, BootReport, Options};
+use crate::boot::{self, BootReport, TestBootOptions};
 use crate::checks::{self, Colour, Status};
 use crate::cli::{Cli, TestBootArgs};
 use crate::config::Overrides;
@@ -12,7 +12,7 @@ use crate::error::{ChecksFailed, InputError};
 use crate::plan::{Plan, Target};
 use crate::verbosity::Verbosity;
 
-pub fn run(cli: &Cli, args: &TestBootArgs) -> Result<()> {
+pub(crate) fn run(cli: &Cli, args: &TestBootArgs) -> Result<()> {
     if args.list_checks {
         return Ok(checks::list(boot::verdict::CHECKS, &mut std::io::stdout())?);
     }
@@ -34,7 +34,7 @@ pub fn run(cli: &Cli, args: &TestBootArgs) -> Result<()> {
             )
         }
     };
-    let options = Options {
+    let options = TestBootOptions {
         image,
         iommu,
         timeout: Duration::from_secs(args.timeout),
@@ -98,14 +98,8 @@ fn print_human(report: &BootReport, verbosity: Verbosity) -> Result<()> {
         "Test boot of {} (kernel {}, {} IOMMU, {}): {timing}",
         report.image,
         report.kernel,
-        match report.iommu {
-            IommuKind::Intel => "Intel",
-            IommuKind::Amd => "AMD",
-        },
-        serde_json::to_value(report.accel)
-            .ok()
-            .and_then(|v| v.as_str().map(str::to_uppercase))
-            .unwrap_or_default()
+        report.iommu,
+        report.accel
     );
     outln!("Kernel command line: {}", report.cmdline.join(" "));
     checks::print(&report.checks, &mut std::io::stdout(), Colour::for_stdout())?;

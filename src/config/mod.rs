@@ -4,8 +4,8 @@
 //! ignored key. Values that later land in a Containerfile, a TOML file or a command line are parsed into
 //! checked types here ([`PciId`], [`PciAddress`], [`ImageRef`], [`Karg`]), so the rest of the tool never sees raw strings.
 
-pub mod signing;
-pub mod sources;
+pub(crate) mod signing;
+pub(crate) mod sources;
 
 use anyhow::Result;
 use camino::{Utf8Path, Utf8PathBuf};
@@ -18,59 +18,57 @@ use crate::kargs::Karg;
 use crate::pci_id::PciId;
 use crate::root::UserFile;
 
-pub use signing::SigningConfig;
-pub use sources::{AcsMode, HeaderPackages, KernelSource, ModuleSource};
-
-/// The embedded default, shown to users as the reference and used when no config file exists.
-pub const DEFAULT_TOML: &str = include_str!("default.toml");
+pub(crate) use signing::SigningConfig;
+pub(crate) use sources::{AcsMode, HeaderPackages, KernelSource, ModuleSource};
 
 /// The config read from the working directory when no `--config` is given.
-pub const DEFAULT_FILE: &str = "passthru.toml";
+pub(crate) const DEFAULT_FILE: &str = "passthru.toml";
 
 /// Most `id:` entries the ACS-override patch accepts in `pcie_acs_override`.
-pub const MAX_ACS_IDS: usize = 15;
+pub(crate) const MAX_ACS_IDS: usize = 15;
 
-/// `Default` is what every omitted key means; a test holds it equal to the embedded default.toml.
+/// `Default` is what every omitted key means; a test holds it equal to default.toml, the
+/// documented reference.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
 pub struct Config {
-    pub image: ImageConfig,
-    pub cpu: CpuConfig,
-    pub vfio: VfioConfig,
-    pub gpu: GpuConfig,
+    pub(crate) image: ImageConfig,
+    pub(crate) cpu: CpuConfig,
+    pub(crate) vfio: VfioConfig,
+    pub(crate) gpu: GpuConfig,
     pub kargs: KargsConfig,
-    pub vendor_reset: VendorResetConfig,
-    pub acs_override: AcsOverrideConfig,
-    pub accept_risk: AcceptRiskConfig,
+    pub(crate) vendor_reset: VendorResetConfig,
+    pub(crate) acs_override: AcsOverrideConfig,
+    pub(crate) accept_risk: AcceptRiskConfig,
     /// The Machine Owner Key that signs modules and a replacement kernel; nothing is signed without it.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub signing: Option<SigningConfig>,
+    pub(crate) signing: Option<SigningConfig>,
 }
 
 /// Risks a plan made for a host may take only when the config accepts them, one switch per risk: without it
 /// the plan is refused before anything is written (see `plan::host_safety`).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
-pub struct AcceptRiskConfig {
+pub(crate) struct AcceptRiskConfig {
     /// Take the boot GPU although no other display device remains to the host (single-GPU passthrough).
-    pub boot_gpu: bool,
+    pub(crate) boot_gpu: bool,
     /// Take every device of an ID that devices in more than one slot carry (identical twins).
-    pub identical_devices: bool,
+    pub(crate) identical_devices: bool,
     /// Take the controller of the disk that holds the root filesystem.
-    pub root_disk_controller: bool,
+    pub(crate) root_disk_controller: bool,
     /// Take a USB controller with the keyboard or mouse behind it, or the host's only one.
-    pub host_usb_controller: bool,
+    pub(crate) host_usb_controller: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
-pub struct ImageConfig {
+pub(crate) struct ImageConfig {
     #[serde(default = "default_base")]
-    pub base: ImageRef,
+    pub(crate) base: ImageRef,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub digest: Option<Digest>,
+    pub(crate) digest: Option<Digest>,
     #[serde(default = "default_tag")]
-    pub tag: ImageRef,
+    pub(crate) tag: ImageRef,
 }
 
 fn default_base() -> ImageRef {
@@ -97,7 +95,7 @@ impl Default for ImageConfig {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
-pub enum CpuChoice {
+pub(crate) enum CpuChoice {
     Intel,
     Amd,
     /// Read the vendor from /proc/cpuinfo under --root.
@@ -106,13 +104,13 @@ pub enum CpuChoice {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
-pub struct CpuConfig {
-    pub vendor: CpuChoice,
-    pub npt: bool,
-    pub avic: bool,
-    pub nested: bool,
-    pub sev: bool,
-    pub ignore_msrs: bool,
+pub(crate) struct CpuConfig {
+    pub(crate) vendor: CpuChoice,
+    pub(crate) npt: bool,
+    pub(crate) avic: bool,
+    pub(crate) nested: bool,
+    pub(crate) sev: bool,
+    pub(crate) ignore_msrs: bool,
 }
 
 impl Default for CpuConfig {
@@ -130,12 +128,12 @@ impl Default for CpuConfig {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
-pub struct VfioConfig {
-    pub ids: Vec<PciId>,
+pub(crate) struct VfioConfig {
+    pub(crate) ids: Vec<PciId>,
     /// Functions bound by address (`driver_override`), for devices whose ID a device the host keeps also has.
     /// Written `0000:02:00.0` or `02:00.0`; kept in the kernel's form.
-    pub addresses: Vec<PciAddress>,
-    pub early_binding: bool,
+    pub(crate) addresses: Vec<PciAddress>,
+    pub(crate) early_binding: bool,
 }
 
 impl Default for VfioConfig {
@@ -152,7 +150,7 @@ impl Default for VfioConfig {
     Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, clap::ValueEnum,
 )]
 #[serde(rename_all = "lowercase")]
-pub enum GpuVendor {
+pub(crate) enum GpuVendor {
     Nvidia,
     Amd,
     Intel,
@@ -160,16 +158,16 @@ pub enum GpuVendor {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
-pub struct GpuConfig {
-    pub vendors: Vec<GpuVendor>,
+pub(crate) struct GpuConfig {
+    pub(crate) vendors: Vec<GpuVendor>,
     /// `video=vesafb:off video=efifb:off video=simplefb:off`, for kernels before 6.0 (see plan/kargs.rs).
-    pub disable_boot_framebuffers: bool,
+    pub(crate) disable_boot_framebuffers: bool,
     /// `initcall_blacklist=sysfb_init`: no firmware framebuffer at all, the host's firmware console included.
-    pub disable_sysfb: bool,
+    pub(crate) disable_sysfb: bool,
     /// `nouveau.modeset=0`; "auto": when the host keeps no GPU on nouveau.
-    pub disable_nouveau: Switch,
+    pub(crate) disable_nouveau: Switch,
     /// `amdgpu.aspm=0`, for the GPUs the host drives itself.
-    pub disable_amdgpu_aspm: bool,
+    pub(crate) disable_amdgpu_aspm: bool,
 }
 
 impl Default for GpuConfig {
@@ -210,7 +208,7 @@ impl<'de> Deserialize<'de> for ExtraKarg {
 
 /// `true`, `false` or `"auto"`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Switch {
+pub(crate) enum Switch {
     On,
     Off,
     Auto,
@@ -249,21 +247,21 @@ impl<'de> Deserialize<'de> for Switch {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
-pub struct VendorResetConfig {
+pub(crate) struct VendorResetConfig {
     #[serde(default = "auto")]
-    pub enabled: Switch,
+    pub(crate) enabled: Switch,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub git: Option<String>,
+    pub(crate) git: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub commit: Option<String>,
+    pub(crate) commit: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub path: Option<Utf8PathBuf>,
+    pub(crate) path: Option<Utf8PathBuf>,
     /// Kernel headers as local .rpm/.deb files, for an image kernel whose headers the base's repositories
     /// no longer carry.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub headers: Option<Utf8PathBuf>,
+    pub(crate) headers: Option<Utf8PathBuf>,
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
-    pub headers_sha256: std::collections::BTreeMap<String, String>,
+    pub(crate) headers_sha256: std::collections::BTreeMap<String, String>,
 }
 
 fn auto() -> Switch {
@@ -285,19 +283,19 @@ impl Default for VendorResetConfig {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
-pub struct AcsOverrideConfig {
+pub(crate) struct AcsOverrideConfig {
     #[serde(default)]
-    pub enabled: bool,
+    pub(crate) enabled: bool,
     #[serde(default = "default_acs_mode")]
-    pub mode: Vec<AcsMode>,
+    pub(crate) mode: Vec<AcsMode>,
     #[serde(default)]
-    pub ids: Vec<PciId>,
+    pub(crate) ids: Vec<PciId>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub repo: Option<String>,
+    pub(crate) repo: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub packages: Option<Utf8PathBuf>,
+    pub(crate) packages: Option<Utf8PathBuf>,
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
-    pub sha256: std::collections::BTreeMap<String, String>,
+    pub(crate) sha256: std::collections::BTreeMap<String, String>,
 }
 
 fn default_acs_mode() -> Vec<AcsMode> {
@@ -326,7 +324,7 @@ pub const STDIN_ORIGIN: &str = "standard input";
 
 /// Where the config came from, for messages.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ConfigSource {
+pub(crate) enum ConfigSource {
     File(Utf8PathBuf),
     /// `--config -`.
     Stdin,
@@ -371,7 +369,7 @@ impl Config {
     /// Loads `--config FILE` (`-`: standard input), else `./passthru.toml` when present, else the embedded
     /// default. A `./passthru.toml` that is there in any form (a directory, a FIFO, a dangling link) is the
     /// user's config and must read as one: it is never passed over for the embedded default.
-    pub fn load(explicit: Option<ConfigFile>) -> Result<(Config, ConfigSource)> {
+    pub(crate) fn load(explicit: Option<ConfigFile>) -> Result<(Config, ConfigSource)> {
         let file = match explicit {
             Some(file) => file,
             None if Config::given(None) => ConfigFile {
@@ -386,7 +384,7 @@ impl Config {
     }
 
     /// Whether the user gave a config: `--config FILE`, or a `./passthru.toml` in any form (see [`Config::load`]).
-    pub fn given(explicit: Option<ConfigFile>) -> bool {
+    pub(crate) fn given(explicit: Option<ConfigFile>) -> bool {
         explicit.is_some() || std::fs::symlink_metadata(DEFAULT_FILE).is_ok()
     }
 
@@ -457,17 +455,17 @@ impl Config {
     }
 
     /// The vendor-reset source: a local directory, or git URL + full commit hash (the default, upstream).
-    pub fn vendor_reset_source(&self) -> Result<ModuleSource, InputError> {
+    pub(crate) fn vendor_reset_source(&self) -> Result<ModuleSource, InputError> {
         sources::vendor_reset_source(&self.vendor_reset)
     }
 
     /// Local kernel headers for the module build, when configured.
-    pub fn vendor_reset_headers(&self) -> Result<Option<HeaderPackages>, InputError> {
+    pub(crate) fn vendor_reset_headers(&self) -> Result<Option<HeaderPackages>, InputError> {
         sources::vendor_reset_headers(&self.vendor_reset)
     }
 
     /// The ACS-override kernel source. Only meaningful when `acs-override.enabled`.
-    pub fn kernel_source(&self) -> Result<KernelSource, InputError> {
+    pub(crate) fn kernel_source(&self) -> Result<KernelSource, InputError> {
         sources::kernel_source(&self.acs_override)
     }
 }
@@ -478,16 +476,16 @@ fn line_of(text: &str, offset: usize) -> usize {
 
 /// One run's command-line overrides of the config (`--cpu`, `--gpu`, `--vfio-ids`, `--base`).
 #[derive(Debug, Clone, Default)]
-pub struct Overrides {
-    pub cpu: Option<CpuChoice>,
-    pub gpu: Option<Vec<GpuVendor>>,
-    pub vfio_ids: Option<Vec<PciId>>,
-    pub base: Option<ImageRef>,
-    pub tag: Option<ImageRef>,
+pub(crate) struct Overrides {
+    pub(crate) cpu: Option<CpuChoice>,
+    pub(crate) gpu: Option<Vec<GpuVendor>>,
+    pub(crate) vfio_ids: Option<Vec<PciId>>,
+    pub(crate) base: Option<ImageRef>,
+    pub(crate) tag: Option<ImageRef>,
 }
 
 impl Config {
-    pub fn with_overrides(mut self, o: &Overrides) -> Config {
+    pub(crate) fn with_overrides(mut self, o: &Overrides) -> Config {
         if let Some(cpu) = o.cpu {
             self.cpu.vendor = cpu;
         }

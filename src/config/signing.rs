@@ -29,13 +29,13 @@ const MIN_RSA_BITS: u32 = 2048;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
-pub struct SigningConfig {
+pub(crate) struct SigningConfig {
     /// The private key (PEM); without it, [`KEY_ENV`] holds it when `build` runs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub key: Option<Utf8PathBuf>,
+    pub(crate) key: Option<Utf8PathBuf>,
     /// The certificate (PEM or DER); without it, [`CERT_ENV`] holds it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cert: Option<Utf8PathBuf>,
+    pub(crate) cert: Option<Utf8PathBuf>,
 }
 
 impl SigningConfig {
@@ -59,7 +59,7 @@ impl SigningConfig {
 /// for a file the config leaves out.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case", tag = "from")]
-pub enum PemSource {
+pub(crate) enum PemSource {
     File { path: Utf8PathBuf },
     Environment { variable: &'static str },
 }
@@ -102,8 +102,8 @@ impl PemSource {
                     key,
                     format!(
                         "not set in [signing], and {variable} is empty: give the path of the file \
-                         (`passthru-image mok new` makes MOK.key and MOK.pem), or set {variable} to its \
-                         contents (a CI secret)"
+                         (`passthru-image mok new` makes MOK.key and MOK.pem), or set {variable} \
+                         to its contents (a CI secret)"
                     ),
                 )),
             },
@@ -114,15 +114,15 @@ impl PemSource {
 /// The certificate of the signing key, checked for what shim and the kernel need, in the one form the build
 /// gets it (PEM, one certificate, no text around it).
 #[derive(Debug, Clone, Serialize)]
-pub struct Certificate {
-    pub source: PemSource,
+pub(crate) struct Certificate {
+    pub(crate) source: PemSource,
     /// As OpenSSL prints it (RFC 2253): `CN=passthru-image MOK host`.
-    pub subject: String,
+    pub(crate) subject: String,
     /// The SHA-256 fingerprint (of the DER form), lowercase hex: on the build steps that sign, so another
     /// key signs again, and checked there against the certificate the engine mounts.
-    pub sha256: String,
+    pub(crate) sha256: String,
     /// Its extended key usages as OpenSSL names them (`Code Signing`), empty when it has none.
-    pub extended_key_usage: Vec<String>,
+    pub(crate) extended_key_usage: Vec<String>,
     #[serde(skip)]
     pub(crate) pem: String,
     /// Its public key (PEM), which the private key must match.
@@ -141,7 +141,8 @@ impl Certificate {
         let not_a_certificate = |e: anyhow::Error| {
             input_error_from(e, field, |tail| {
                 format!(
-                    "{} is not an X.509 certificate in PEM or DER ({tail}); give `mok new`'s MOK.pem",
+                    "{} is not an X.509 certificate in PEM or DER ({tail}); give `mok new`'s \
+                     MOK.pem",
                     source.describe()
                 )
             })
@@ -185,8 +186,9 @@ impl Certificate {
         Err(InputError::new(
             self.source.field(Self::FIELD),
             format!(
-                "{} holds a {algorithm} key of {bits} bits; shim, MokManager and the kernel's module \
-                 verifier all take RSA of at least {MIN_RSA_BITS} bits (`passthru-image mok new` makes one)",
+                "{} holds a {algorithm} key of {bits} bits; shim, MokManager and the kernel's \
+                 module verifier all take RSA of at least {MIN_RSA_BITS} bits (`passthru-image mok \
+                 new` makes one)",
                 self.source.describe()
             ),
         ))
@@ -204,9 +206,9 @@ impl Certificate {
         Err(InputError::new(
             self.source.field(Self::FIELD),
             format!(
-                "{} ({}) has the extended key usage {MODULE_SIGNING_ONLY_OID} (module signing only): shim \
-                 refuses to boot a kernel signed with it, and this plan replaces the kernel. Make a key for \
-                 both with `passthru-image mok new DIR` and enroll it",
+                "{} ({}) has the extended key usage {MODULE_SIGNING_ONLY_OID} (module signing \
+                 only): shim refuses to boot a kernel signed with it, and this plan replaces the \
+                 kernel. Make a key for both with `passthru-image mok new DIR` and enroll it",
                 self.source.describe(),
                 self.subject
             ),
@@ -239,8 +241,8 @@ impl SigningKey {
         }
         if text.contains("ENCRYPTED") {
             return Err(bad(
-                "is encrypted with a passphrase; the build signs unattended and needs the key without one \
-                 (`openssl pkey -in KEY -out PLAIN`; keep it secret, in CI a secret)"
+                "is encrypted with a passphrase; the build signs unattended and needs the key \
+                 without one (`openssl pkey -in KEY -out PLAIN`; keep it secret, in CI a secret)"
                     .into(),
             )
             .into());
@@ -328,9 +330,9 @@ mod tests {
         std::fs::write(
             &config,
             format!(
-                "[ req ]\ndistinguished_name = dn\nx509_extensions = ext\nprompt = no\n[ dn ]\n[ ext ]\n\
-                 basicConstraints = critical, CA:FALSE\nkeyUsage = digitalSignature\n\
-                 extendedKeyUsage = {eku}\n"
+                "[ req ]\ndistinguished_name = dn\nx509_extensions = ext\nprompt = no\n[ dn ]\n[ \
+                 ext ]\nbasicConstraints = critical, CA:FALSE\nkeyUsage = \
+                 digitalSignature\nextendedKeyUsage = {eku}\n"
             ),
         )
         .unwrap();

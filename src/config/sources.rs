@@ -15,8 +15,8 @@ use crate::text_rules::{PLAIN_NAME_RULE, is_lower_hex, is_plain_name};
 /// 6.12 on (where `asm/unaligned.h` went) and `<asm/unaligned.h>` below it: upstream's fix (its pull request 86)
 /// on top of the previous pin, 084881c. The module build still bridges the move for older pins
 /// (layers/scripts/build-kmods).
-pub const VENDOR_RESET_GIT: &str = "https://github.com/gnif/vendor-reset.git";
-pub const VENDOR_RESET_COMMIT: &str = "29b25fd6929a2215477a5e39b29a0d5c4d45b6e9";
+pub(crate) const VENDOR_RESET_GIT: &str = "https://github.com/gnif/vendor-reset.git";
+pub(crate) const VENDOR_RESET_COMMIT: &str = "29b25fd6929a2215477a5e39b29a0d5c4d45b6e9";
 
 /// Transports a module source may be fetched over. https and ssh authenticate the server; a `file://`
 /// repository is the user's own. The commit pin guards the content either way.
@@ -24,20 +24,20 @@ pub(crate) const GIT_SCHEMES: &[&str] = &["https", "ssh", "file"];
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case", tag = "kind")]
-pub enum ModuleSource {
+pub(crate) enum ModuleSource {
     Git { url: String, commit: String },
     Path { path: Utf8PathBuf },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum AcsMode {
+pub(crate) enum AcsMode {
     Downstream,
     Multifunction,
 }
 
 impl AcsMode {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             AcsMode::Downstream => "downstream",
             AcsMode::Multifunction => "multifunction",
@@ -47,7 +47,7 @@ impl AcsMode {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case", tag = "kind")]
-pub enum KernelSource {
+pub(crate) enum KernelSource {
     /// A dnf `.repo` file URL (Fedora-family bases).
     Repo { url: String },
     /// Local package files (`.rpm` or `.deb`), each with its sha256 when one was configured.
@@ -57,23 +57,36 @@ pub enum KernelSource {
     },
 }
 
+/// For people: where the kernel comes from (`plan`'s text).
+impl std::fmt::Display for KernelSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            KernelSource::Repo { url } => write!(f, "the repository {url}"),
+            KernelSource::Packages { dir, files } => {
+                let names: Vec<&str> = files.iter().map(|p| p.name.as_str()).collect();
+                write!(f, "{} in {dir}", names.join(", "))
+            }
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct KernelPackage {
-    pub name: String,
-    pub sha256: Option<String>,
+pub(crate) struct KernelPackage {
+    pub(crate) name: String,
+    pub(crate) sha256: Option<String>,
 }
 
 /// Local kernel headers for building modules (`vendor-reset.headers`): .rpm or .deb files, each with its sha256
 /// when one was configured.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct HeaderPackages {
-    pub dir: Utf8PathBuf,
-    pub files: Vec<KernelPackage>,
+pub(crate) struct HeaderPackages {
+    pub(crate) dir: Utf8PathBuf,
+    pub(crate) files: Vec<KernelPackage>,
 }
 
 /// The config keys of a directory of local packages and of their sums, for messages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PackageKeys {
+pub(crate) enum PackageKeys {
     /// `acs-override.packages` and `acs-override.sha256`.
     AcsKernel,
     /// `vendor-reset.headers` and `vendor-reset.headers-sha256`.
@@ -98,13 +111,13 @@ impl PackageKeys {
 
 impl KernelPackage {
     /// Reads an ACS-override kernel package from `dir` and checks it against its configured sum.
-    pub fn read_checked(&self, dir: &Utf8Path) -> Result<(Vec<u8>, String), InputError> {
+    pub(crate) fn read_checked(&self, dir: &Utf8Path) -> Result<(Vec<u8>, String), InputError> {
         self.read_checked_as(dir, PackageKeys::AcsKernel)
     }
 
     /// Reads the package from `dir` and checks it against its configured sum; `keys` name the config keys in
     /// messages. Returns the bytes and their sha256 (lowercase hex), so callers can pass the sum on to the build.
-    pub fn read_checked_as(
+    pub(crate) fn read_checked_as(
         &self,
         dir: &Utf8Path,
         keys: PackageKeys,
@@ -150,7 +163,8 @@ pub(super) fn vendor_reset_source(c: &VendorResetConfig) -> Result<ModuleSource,
         return Err(InputError::new(
             "vendor-reset.commit",
             format!(
-                "{commit:?} is not a full commit hash; expected 40 lowercase hex digits (a branch or tag can move)"
+                "{commit:?} is not a full commit hash; expected 40 lowercase hex digits (a branch \
+                 or tag can move)"
             ),
         ));
     }
@@ -165,7 +179,8 @@ pub(super) fn kernel_source(c: &AcsOverrideConfig) -> Result<KernelSource, Input
         )),
         (None, None) => Err(InputError::new(
             "acs-override",
-            "enabled without a kernel source: set `repo` (a dnf .repo file URL) or `packages` (a directory of .rpm/.deb files)",
+            "enabled without a kernel source: set `repo` (a dnf .repo file URL) or `packages` (a \
+             directory of .rpm/.deb files)",
         )),
         (Some(url), None) => {
             if !c.sha256.is_empty() {

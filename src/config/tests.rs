@@ -1,5 +1,8 @@
 use super::*;
 
+/// The documented reference of every key and what omitting it means.
+const DEFAULT_TOML: &str = include_str!("default.toml");
+
 #[test]
 fn embedded_default_file_matches_the_defaults_of_omitted_keys() {
     let from_file = Config::from_toml(DEFAULT_TOML, "default.toml").unwrap();
@@ -110,27 +113,32 @@ fn bad_configs_are_refused_with_the_field_named() {
             "40 lowercase hex",
         ),
         (
-            "[vendor-reset]\ngit = \"file:///x;rm\"\ncommit = \"084881c6e9e11bdadaf05798e669568848e698a3\"\n",
+            "[vendor-reset]\ngit = \"file:///x;rm\"\ncommit = \
+             \"084881c6e9e11bdadaf05798e669568848e698a3\"\n",
             "vendor-reset.git",
             "URL",
         ),
         (
-            "[vendor-reset]\ngit = \"git://github.com/gnif/vendor-reset.git\"\ncommit = \"084881c6e9e11bdadaf05798e669568848e698a3\"\n",
+            "[vendor-reset]\ngit = \"git://github.com/gnif/vendor-reset.git\"\ncommit = \
+             \"084881c6e9e11bdadaf05798e669568848e698a3\"\n",
             "vendor-reset.git",
             "https",
         ),
         (
-            "[vendor-reset]\ngit = \"ssh://-oProxyCommand=x/vr.git\"\ncommit = \"084881c6e9e11bdadaf05798e669568848e698a3\"\n",
+            "[vendor-reset]\ngit = \"ssh://-oProxyCommand=x/vr.git\"\ncommit = \
+             \"084881c6e9e11bdadaf05798e669568848e698a3\"\n",
             "vendor-reset.git",
             "may not start with `-`",
         ),
         (
-            "[vendor-reset]\ngit = \"ssh://git@-oProxyCommand=x/vr.git\"\ncommit = \"084881c6e9e11bdadaf05798e669568848e698a3\"\n",
+            "[vendor-reset]\ngit = \"ssh://git@-oProxyCommand=x/vr.git\"\ncommit = \
+             \"084881c6e9e11bdadaf05798e669568848e698a3\"\n",
             "vendor-reset.git",
             "may not start with `-`",
         ),
         (
-            "[vendor-reset]\ngit = \"file://host/srv/vr.git\"\ncommit = \"084881c6e9e11bdadaf05798e669568848e698a3\"\n",
+            "[vendor-reset]\ngit = \"file://host/srv/vr.git\"\ncommit = \
+             \"084881c6e9e11bdadaf05798e669568848e698a3\"\n",
             "vendor-reset.git",
             "file:///path",
         ),
@@ -215,7 +223,8 @@ fn too_many_acs_ids_are_refused() {
 #[test]
 fn overrides_replace_config_values_and_drop_the_digest_with_the_base() {
     let config = Config::from_toml(
-        "[image]\ndigest = \"sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef\"\n",
+        "[image]\ndigest = \
+         \"sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef\"\n",
         "t.toml",
     )
     .unwrap();
@@ -277,7 +286,8 @@ fn relative_source_paths_are_relative_to_the_config_file() {
     let dir = camino::Utf8Path::from_path(dir.path()).unwrap();
     std::fs::create_dir(dir.join("kernel")).unwrap();
     std::fs::write(dir.join("kernel/linux-image-6.1.0-99-amd64.deb"), b"x").unwrap();
-    let text = "[vendor-reset]\npath = \"src/vr\"\n[acs-override]\nenabled = true\npackages = \"kernel\"\n";
+    let text = "[vendor-reset]\npath = \"src/vr\"\n[acs-override]\nenabled = true\npackages = \
+                \"kernel\"\n";
     let config = Config::from_toml(text, dir.join("passthru.toml").as_str()).unwrap();
     assert_eq!(config.vendor_reset.path.unwrap(), dir.join("src/vr"));
     assert_eq!(config.acs_override.packages.unwrap(), dir.join("kernel"));
@@ -303,7 +313,8 @@ fn serialized_config_has_no_empty_tables_or_unset_keys_and_reads_back() {
     std::fs::write(path.join("linux-image-6.1.0-99-amd64.deb"), b"x").unwrap();
     let sum = "0".repeat(64);
     let with_sums = format!(
-        "[acs-override]\nenabled = true\npackages = \"{path}\"\nsha256 = {{ \"linux-image-6.1.0-99-amd64.deb\" = \"{sum}\" }}\n"
+        "[acs-override]\nenabled = true\npackages = \"{path}\"\nsha256 = {{ \
+         \"linux-image-6.1.0-99-amd64.deb\" = \"{sum}\" }}\n"
     );
     let config = Config::from_toml(&with_sums, "t.toml").unwrap();
     let text = toml::to_string(&config).unwrap();
@@ -341,12 +352,12 @@ fn module_sources_over_https_ssh_and_file_are_accepted() {
         "file:///srv/git/vendor-reset",
     ] {
         let text = format!(
-            "[vendor-reset]\ngit = \"{url}\"\ncommit = \"084881c6e9e11bdadaf05798e669568848e698a3\"\n"
+            "[vendor-reset]\ngit = \"{url}\"\ncommit = \
+             \"084881c6e9e11bdadaf05798e669568848e698a3\"\n"
         );
         let config = Config::from_toml(&text, "t.toml").unwrap_or_else(|e| panic!("{url}: {e:#}"));
-        assert!(
-            matches!(config.vendor_reset_source().unwrap(), ModuleSource::Git { url: u, .. } if u == url)
-        );
+        let source = config.vendor_reset_source().unwrap();
+        assert!(matches!(source, ModuleSource::Git { url: u, .. } if u == url));
     }
 }
 
@@ -416,5 +427,28 @@ fn signing_paths_are_relative_to_the_config_and_a_left_out_one_is_its_variable()
         err.to_string()
             .starts_with("t.toml: signing.key-file: unknown field"),
         "{err}"
+    );
+}
+
+#[test]
+fn a_kernel_source_reads_for_people() {
+    let repo = KernelSource::Repo {
+        url: "https://example.org/acs.repo".into(),
+    };
+    assert_eq!(
+        repo.to_string(),
+        "the repository https://example.org/acs.repo"
+    );
+    let package = |name: &str| sources::KernelPackage {
+        name: name.into(),
+        sha256: None,
+    };
+    let packages = KernelSource::Packages {
+        dir: "/srv/acs".into(),
+        files: vec![package("kernel-core-6.11.rpm"), package("kernel-6.11.rpm")],
+    };
+    assert_eq!(
+        packages.to_string(),
+        "kernel-core-6.11.rpm, kernel-6.11.rpm in /srv/acs"
     );
 }

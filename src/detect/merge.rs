@@ -14,7 +14,12 @@ use crate::root::Root;
 
 /// The user's config `text` (read from `origin`) with what `detection` decided. A config that does not read is
 /// bad input naming the field, as for every other command.
-pub fn merge(detection: &Detection, root: &Root, text: &str, origin: &str) -> Result<String> {
+pub(crate) fn merge(
+    detection: &Detection,
+    root: &Root,
+    text: &str,
+    origin: &str,
+) -> Result<String> {
     let user = Config::from_toml(text, origin)?;
     let wanted = decided_config(&user, detection);
     let body = without_header(text);
@@ -66,7 +71,8 @@ pub fn merge(detection: &Detection, root: &Root, text: &str, origin: &str) -> Re
     // The file must read back as the user's config with exactly the decided keys changed.
     if Config::from_toml(&merged, origin)? != wanted {
         bail!(
-            "internal error: the merged passthru.toml does not read back as the user's config with the detected keys"
+            "internal error: the merged passthru.toml does not read back as the user's config with \
+             the detected keys"
         );
     }
     Ok(merged)

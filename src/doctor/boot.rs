@@ -11,7 +11,8 @@ use crate::plan::{LIVE_MODPROBE_CONF, MODPROBE_CONF, VFIO_DRIVERS};
 
 pub(super) static KARG: Check<Facts> = Check {
     name: "karg",
-    verifies: "each planned kernel argument is in /proc/cmdline, as the kernel reads repeated arguments",
+    verifies: "each planned kernel argument is in /proc/cmdline, as the kernel reads repeated \
+               arguments",
     requires: &[],
     judge: |facts, _| {
         Ok(facts
@@ -58,7 +59,8 @@ pub(super) static MODULE: Check<Facts> = Check {
 
 pub(super) static MODPROBE_CONFLICTS: Check<Facts> = Check {
     name: "modprobe",
-    verifies: "no modprobe.d line or blacklist argument keeps a VFIO driver or a planned module from loading",
+    verifies: "no modprobe.d line or blacklist argument keeps a VFIO driver or a planned module \
+               from loading",
     requires: &[],
     judge: |facts, _| {
         let mut modules: Vec<String> = VFIO_DRIVERS.iter().map(|m| m.to_string()).collect();
@@ -87,7 +89,8 @@ pub(super) static MODPROBE_CONFLICTS: Check<Facts> = Check {
 
 pub(super) static MODPROBE_SOFTDEP: Check<Facts> = Check {
     name: "softdep",
-    verifies: "modprobe loads vfio-pci before each GPU driver the plan makes wait (the first softdep line of a module is the one kmod uses)",
+    verifies: "modprobe loads vfio-pci before each GPU driver the plan makes wait (the first \
+               softdep line of a module is the one kmod uses)",
     requires: &[],
     judge: |facts, _| {
         let planned = facts
@@ -155,7 +158,7 @@ fn module(facts: &Facts, name: &str, purpose: &str) -> Finding {
 }
 
 /// The modprobe configuration's lines that keep `module` from loading, or only look as if they did.
-fn fights(config: &modprobe::Config, module: &str) -> Vec<Finding> {
+fn fights(config: &modprobe::ModprobeConfig, module: &str) -> Vec<Finding> {
     let mut findings = Vec::new();
     if let Some(install) = config.install(module) {
         let Kind::Install { command, .. } = &install.kind else {
@@ -180,12 +183,18 @@ fn fights(config: &modprobe::Config, module: &str) -> Vec<Finding> {
         findings.push(
             match blacklist.kind {
                 Kind::KernelBlacklist(_) => Finding::fail(
-                    format!("{}: the kernel refuses to load {module} at all", blacklist.source),
-                    format!("remove {module} from module_blacklist= in the host's kernel arguments"),
+                    format!(
+                        "{}: the kernel refuses to load {module} at all",
+                        blacklist.source
+                    ),
+                    format!(
+                        "remove {module} from module_blacklist= in the host's kernel arguments"
+                    ),
                 ),
                 _ => Finding::warn(
                     format!(
-                        "`{}` ({}) stops only loading through an alias: rd.driver.pre and modules-load.d load it by name, so it does nothing here but mislead",
+                        "`{}` ({}) stops only loading through an alias: rd.driver.pre and \
+                         modules-load.d load it by name, so it does nothing here but mislead",
                         blacklist.kind.describe(),
                         blacklist.source
                     ),
@@ -241,7 +250,8 @@ fn softdep(facts: &Facts, module: &str, pre: &[String]) -> Finding {
     let Some(first) = facts.modprobe.softdep(module) else {
         return Finding::warn(
             format!(
-                "no softdep line for {module}: the plan's {} (or, in live mode, {}) is not in effect",
+                "no softdep line for {module}: the plan's {} (or, in live mode, {}) is not in \
+                 effect",
                 MODPROBE_CONF, LIVE_MODPROBE_CONF
             ),
             APPLY_FIX,
@@ -259,13 +269,15 @@ fn softdep(facts: &Facts, module: &str, pre: &[String]) -> Finding {
         true => Finding::pass(format!("`{}` ({})", first.kind.describe(), first.source)),
         false => Finding::warn(
             format!(
-                "kmod uses the first softdep line of {module}, `{}` ({}), which does not load {} first; the plan's line comes later and is ignored",
+                "kmod uses the first softdep line of {module}, `{}` ({}), which does not load {} \
+                 first; the plan's line comes later and is ignored",
                 first.kind.describe(),
                 first.source,
                 missing.join(", ")
             ),
             format!(
-                "put {} into that line's pre: list, in a file of the same name under /etc/modprobe.d (which hides {})",
+                "put {} into that line's pre: list, in a file of the same name under \
+                 /etc/modprobe.d (which hides {})",
                 missing.join(" "),
                 first
                     .source
@@ -338,9 +350,10 @@ mod tests {
 
     #[test]
     fn install_lines_fail_blacklists_only_warn() {
-        let config = modprobe::Config {
+        let config = modprobe::ModprobeConfig {
             directives: modprobe::parse(
-                "install vfio-pci /bin/false\nblacklist vfio_pci\ninstall vfio /sbin/modprobe --ignore-install vfio\n",
+                "install vfio-pci /bin/false\nblacklist vfio_pci\ninstall vfio /sbin/modprobe \
+                 --ignore-install vfio\n",
                 "/etc/modprobe.d/x.conf",
             ),
             files: vec![],

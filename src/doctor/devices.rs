@@ -25,7 +25,8 @@ pub(super) static DEVICES: Check<Facts> = Check {
         Ok(match vfio.ids.is_empty() && vfio.addresses.is_empty() {
             true => vec![Finding::warn(
                 "the plan binds no device to vfio-pci (vfio.ids and vfio.addresses are empty)",
-                "run `passthru-image detect --write passthru.toml`, review it, and rebuild or re-apply",
+                "run `passthru-image detect --write passthru.toml`, review it, and rebuild or \
+                 re-apply",
             )],
             false => Vec::new(),
         })
@@ -72,7 +73,8 @@ pub(super) static MISSING: Check<Facts> = Check {
 
 pub(super) static IDENTICAL_IDS: Check<Facts> = Check {
     name: "identical-ids",
-    verifies: "each ID in vfio.ids matches one card only: vfio_pci.ids cannot tell identical devices apart",
+    verifies: "each ID in vfio.ids matches one card only: vfio_pci.ids cannot tell identical \
+               devices apart",
     requires: &[],
     judge: |facts, _| {
         let mut findings = Vec::new();
@@ -96,7 +98,8 @@ pub(super) static IDENTICAL_IDS: Check<Facts> = Check {
                             matching.len(),
                             some_of(&matching, LISTED)
                         ),
-                        "identical devices cannot be told apart by ID: bind the guest's by address (vfio.addresses) instead",
+                        "identical devices cannot be told apart by ID: bind the guest's by address \
+                         (vfio.addresses) instead",
                     )
                     .about(id),
                 );
@@ -138,8 +141,13 @@ pub(super) static BOOT_GPU: Check<Facts> = Check {
             .filter(|d| d.boot_vga == Some(true))
             .map(|d| {
                 Finding::warn(
-                    format!("{} is the boot GPU and is planned for vfio-pci: the host has no display from it", d.address),
-                    "keep it only for single-GPU passthrough; else pass another GPU (passthru-image detect --device ADDRESS)",
+                    format!(
+                        "{} is the boot GPU and is planned for vfio-pci: the host has no display \
+                         from it",
+                        d.address
+                    ),
+                    "keep it only for single-GPU passthrough; else pass another GPU \
+                     (passthru-image detect --device ADDRESS)",
                 )
                 .about(d.address)
             })
@@ -149,7 +157,8 @@ pub(super) static BOOT_GPU: Check<Facts> = Check {
 
 pub(super) static GROUP: Check<Facts> = Check {
     name: "group",
-    verifies: "each planned device's IOMMU group can go to a VM: every other member is a bridge or on vfio-pci (or no driver)",
+    verifies: "each planned device's IOMMU group can go to a VM: every other member is a bridge or \
+               on vfio-pci (or no driver)",
     requires: &[],
     judge: |facts, earlier| {
         let planned: HashSet<PciAddress> = facts.planned_devices().map(|d| d.address).collect();
@@ -178,7 +187,8 @@ pub(super) static RESET_METHOD: Check<Facts> = Check {
 
 pub(super) static RESIZABLE_BAR: Check<Facts> = Check {
     name: "resizable-bar",
-    verifies: "no planned GPU has a BAR above 256 MiB: the guide has Resizable BAR off for passthrough",
+    verifies: "no planned GPU has a BAR above 256 MiB: the guide has Resizable BAR off for \
+               passthrough",
     requires: &[],
     judge: |facts, _| {
         let mut findings = Vec::new();
@@ -196,10 +206,12 @@ pub(super) static RESIZABLE_BAR: Check<Facts> = Check {
                         large.index,
                         size(large.size())
                     ),
-                    "the guide turns Resizable BAR off in the firmware setup for passthrough: guests and their drivers often mishandle a large BAR",
+                    "the guide turns Resizable BAR off in the firmware setup for passthrough: \
+                     guests and their drivers often mishandle a large BAR",
                 ),
                 _ if !resizable.is_empty() => Finding::pass(format!(
-                    "the card supports Resizable BAR (resource{}_resize) but its BARs are at most 256 MiB: not in use",
+                    "the card supports Resizable BAR (resource{}_resize) but its BARs are at most \
+                     256 MiB: not in use",
                     resizable[0]
                 )),
                 _ => Finding::pass("its BARs are at most 256 MiB"),
@@ -235,7 +247,8 @@ pub(super) static ABOVE_4G: Check<Facts> = Check {
                     "every 64-bit BAR sits below 4 GiB ({}): Above 4G decoding looks off",
                     some_of(&low, 3)
                 ),
-                "enable Above 4G decoding in the firmware setup (large BARs and Resizable BAR need it)",
+                "enable Above 4G decoding in the firmware setup (large BARs and Resizable BAR need \
+                 it)",
             )],
             (None, true) => Vec::new(),
         })
@@ -244,7 +257,8 @@ pub(super) static ABOVE_4G: Check<Facts> = Check {
 
 pub(super) static SRIOV: Check<Facts> = Check {
     name: "sr-iov",
-    verifies: "which devices offer SR-IOV virtual functions (one function can go to a VM instead of the whole device)",
+    verifies: "which devices offer SR-IOV virtual functions (one function can go to a VM instead \
+               of the whole device)",
     requires: &[],
     judge: |facts, _| {
         let mut offers = Vec::new();
@@ -259,7 +273,8 @@ pub(super) static SRIOV: Check<Facts> = Check {
         Ok(vec![Finding::pass(match offers.is_empty() {
             true => "no device offers SR-IOV virtual functions".to_owned(),
             false => format!(
-                "{}: one virtual function can go to a VM while the host keeps the device (echo N > sriov_numvfs)",
+                "{}: one virtual function can go to a VM while the host keeps the device (echo N > \
+                 sriov_numvfs)",
                 some_of(&offers, LISTED)
             ),
         })])
@@ -281,7 +296,9 @@ fn bound_to_vfio(device: &PciDevice) -> Finding {
                 Some(driver) => format!("{} is bound to {driver}, not vfio-pci", device.id),
                 None => format!("{} has no driver bound, not vfio-pci", device.id),
             },
-            "vfio-pci must claim it first: rd.driver.pre=vfio-pci and vfio_pci.ids (or rd.passthru.vfio_addresses, image mode) in effect, vfio-pci in the initramfs (see the karg and module checks); then reboot",
+            "vfio-pci must claim it first: rd.driver.pre=vfio-pci and vfio_pci.ids (or \
+             rd.passthru.vfio_addresses, image mode) in effect, vfio-pci in the initramfs (see the \
+             karg and module checks); then reboot",
         ),
     }
 }
@@ -385,7 +402,8 @@ fn group_viable<'t>(
     Finding::fail(
         detail,
         format!(
-            "pass {} to the VM too (add to vfio.ids or vfio.addresses), move the card to a slot with its own group, or enable [acs-override]",
+            "pass {} to the VM too (add to vfio.ids or vfio.addresses), move the card to a slot \
+             with its own group, or enable [acs-override]",
             first_of(&shown, foreign.len())
         ),
     )
@@ -406,7 +424,8 @@ fn reset_method(device: &PciDevice) -> Finding {
                 methods.join(" ")
             ),
             format!(
-                "the plan's udev rule sets it at boot: check it is installed; now: echo device_specific > /sys/bus/pci/devices/{}/reset_method",
+                "the plan's udev rule sets it at boot: check it is installed; now: echo \
+                 device_specific > /sys/bus/pci/devices/{}/reset_method",
                 device.address
             ),
         ),

@@ -29,7 +29,8 @@ pub(super) static UEFI: Check<Facts> = Check {
             true => Finding::pass("booted through UEFI"),
             false => Finding::warn(
                 "booted in legacy BIOS mode (CSM; no /sys/firmware/efi)",
-                "switch the firmware to UEFI boot (CSM off): GPU passthrough needs a GPU with UEFI firmware and works best this way",
+                "switch the firmware to UEFI boot (CSM off): GPU passthrough needs a GPU with UEFI \
+                 firmware and works best this way",
             ),
         }])
     },
@@ -53,7 +54,8 @@ pub(super) static SECURE_BOOT: Check<Facts> = Check {
                 Finding::pass("the firmware is in setup mode: nothing is enforced")
             }
             SecureBoot::On if facts.plans_modules() => Finding::pass(format!(
-                "on: the kernel loads only signed modules, and the plan builds {} (module-signer checks its signature)",
+                "on: the kernel loads only signed modules, and the plan builds {} (module-signer \
+                 checks its signature)",
                 module_names(facts)
             )),
             SecureBoot::On => {
@@ -77,8 +79,8 @@ pub(super) static LOCKDOWN: Check<Facts> = Check {
         Ok(vec![match mode.as_str() {
             "none" => Finding::pass("none"),
             _ if facts.plans_modules() => Finding::pass(format!(
-                "{mode}: the kernel loads only signed modules, and the plan builds {} (module-signer checks its \
-                 signature)",
+                "{mode}: the kernel loads only signed modules, and the plan builds {} \
+                 (module-signer checks its signature)",
                 module_names(facts)
             )),
             _ => Finding::pass(format!(
@@ -104,7 +106,8 @@ const SIG_ENFORCE: &str = "/sys/module/module/parameters/sig_enforce";
 
 pub(super) static MODULE_SIGNER: Check<Facts> = Check {
     name: "module-signer",
-    verifies: "when the kernel loads only signed modules, each planned out-of-tree module is signed by a key it trusts, and it refused none",
+    verifies: "when the kernel loads only signed modules, each planned out-of-tree module is \
+               signed by a key it trusts, and it refused none",
     requires: &[],
     judge: |facts, _| {
         if !facts.plans_modules() {
@@ -141,8 +144,9 @@ pub(super) static MODULE_SIGNER: Check<Facts> = Check {
     },
 };
 
-const SIGN_FIX: &str = "sign the modules with your Machine Owner Key: `passthru-image mok new DIR`, [signing] in \
-     passthru.toml, rebuild the image; enroll the key once with `sudo mokutil --import DIR/MOK.der` and reboot";
+const SIGN_FIX: &str = "sign the modules with your Machine Owner Key: `passthru-image mok new \
+     DIR`, [signing] in passthru.toml, rebuild the image; enroll the key once with `sudo mokutil \
+     --import DIR/MOK.der` and reboot";
 
 /// Why the kernel loads only signed modules, or `None` when it loads any.
 fn signatures_enforced(facts: &Facts) -> anyhow::Result<Option<String>> {
@@ -187,8 +191,8 @@ fn signer_finding(facts: &Facts, module: &str, why: &str, trusted: Option<&[Stri
             format!(
                 "{why}, and {module} is signed by \"{signer}\", a key the kernel does not hold"
             ),
-            "enroll that key's certificate once with `sudo mokutil --import MOK.der` and reboot (MokManager asks \
-             for the password), or rebuild with the key that is enrolled",
+            "enroll that key's certificate once with `sudo mokutil --import MOK.der` and reboot \
+             (MokManager asks for the password), or rebuild with the key that is enrolled",
         ),
     }
 }

@@ -15,7 +15,8 @@ use crate::kargs::params::{INTEL_IOMMU, IOMMU};
 
 pub(super) static ACPI_TABLE: Check<Facts> = Check {
     name: "iommu-firmware",
-    verifies: "the firmware describes the IOMMU in its ACPI table (DMAR on Intel, IVRS on AMD): VT-d/AMD-Vi is on in its setup",
+    verifies: "the firmware describes the IOMMU in its ACPI table (DMAR on Intel, IVRS on AMD): \
+               VT-d/AMD-Vi is on in its setup",
     requires: &[],
     judge: |facts, _| {
         let table = acpi::iommu_table(facts.plan.cpu_vendor);
@@ -81,7 +82,8 @@ pub(super) static GROUPS: Check<Facts> = Check {
         let finding = match acpi::iommu_table_state(&facts.root, table) {
             IommuTable::Present => Finding::fail(
                 format!(
-                    "no IOMMU groups although the firmware has the IOMMU on ({table}): a kernel-side problem"
+                    "no IOMMU groups although the firmware has the IOMMU on ({table}): a \
+                     kernel-side problem"
                 ),
                 kernel_side_fix(facts),
             ),
@@ -104,7 +106,8 @@ pub(super) static GROUPS: Check<Facts> = Check {
 
 pub(super) static INTERRUPT_REMAPPING: Check<Facts> = Check {
     name: "interrupt-remapping",
-    verifies: "device interrupts go through the IOMMU's interrupt remapping, without which VFIO refuses to assign devices",
+    verifies: "device interrupts go through the IOMMU's interrupt remapping, without which VFIO \
+               refuses to assign devices",
     requires: &[],
     judge: |facts, earlier| {
         let finding = match irq::remapping(&facts.root)? {
@@ -123,13 +126,18 @@ pub(super) static INTERRUPT_REMAPPING: Check<Facts> = Check {
                 match unsafe_allowed {
                     true => Finding::warn(
                         format!(
-                            "{detail}; vfio_iommu_type1.allow_unsafe_interrupts lets VFIO assign devices anyway, without protection from a guest's forged interrupts"
+                            "{detail}; vfio_iommu_type1.allow_unsafe_interrupts lets VFIO assign \
+                             devices anyway, without protection from a guest's forged interrupts"
                         ),
-                        "enable interrupt remapping in the firmware (it comes with VT-d/AMD-Vi and x2APIC)",
+                        "enable interrupt remapping in the firmware (it comes with VT-d/AMD-Vi and \
+                         x2APIC)",
                     ),
                     false => Finding::fail(
                         format!("{detail}: VFIO refuses to assign devices"),
-                        "enable interrupt remapping in the firmware (it comes with VT-d/AMD-Vi and x2APIC); a platform without it needs vfio_iommu_type1.allow_unsafe_interrupts=1 (kargs.extra), which accepts the risk",
+                        "enable interrupt remapping in the firmware (it comes with VT-d/AMD-Vi and \
+                         x2APIC); a platform without it needs \
+                         vfio_iommu_type1.allow_unsafe_interrupts=1 (kargs.extra), which accepts \
+                         the risk",
                     ),
                 }
             }
@@ -174,7 +182,8 @@ pub(super) static PASSTHROUGH: Check<Facts> = Check {
             }
             // The kernel keeps translation for devices it does not trust (external ports), whatever iommu=pt says.
             Some(_) => Finding::pass(format!(
-                "groups: {summary}; those not identity hold devices the kernel keeps translated (untrusted, external)"
+                "groups: {summary}; those not identity hold devices the kernel keeps translated \
+                 (untrusted, external)"
             )),
             None => Finding::fail(
                 format!("no group is identity ({summary}): iommu=pt did not take effect"),
@@ -187,7 +196,8 @@ pub(super) static PASSTHROUGH: Check<Facts> = Check {
 
 pub(super) static KERNEL_LOG: Check<Facts> = Check {
     name: "kernel-log",
-    verifies: "the kernel's log of this boot shows no IOMMU faults, refused IOMMU options or IOMMU firmware bugs",
+    verifies: "the kernel's log of this boot shows no IOMMU faults, refused IOMMU options or IOMMU \
+               firmware bugs",
     requires: &[],
     judge: |facts, _| {
         let log = match facts.kernel_log() {
@@ -209,7 +219,9 @@ pub(super) static KERNEL_LOG: Check<Facts> = Check {
                         log.source,
                         log.faults.join(" | ")
                     ),
-                    "a device did DMA the IOMMU did not map: a device given to a VM that the host still drives, or firmware reserved memory (RMRR) the device needs; read the lines around it",
+                    "a device did DMA the IOMMU did not map: a device given to a VM that the host \
+                     still drives, or firmware reserved memory (RMRR) the device needs; read the \
+                     lines around it",
                 )
                 .about("faults"),
             );
@@ -218,7 +230,8 @@ pub(super) static KERNEL_LOG: Check<Facts> = Check {
             findings.push(
                 Finding::warn(
                     format!("the IOMMU driver refused: {}", log.refused.join(" | ")),
-                    "remove the refused option from the host's kernel arguments (amd_iommu=on is not an option)",
+                    "remove the refused option from the host's kernel arguments (amd_iommu=on is \
+                     not an option)",
                 )
                 .about("refused-options"),
             );
@@ -261,7 +274,8 @@ fn intel_iommu_karg(facts: &Facts) -> Option<String> {
 
 fn kernel_side_fix(facts: &Facts) -> String {
     format!(
-        "boot with {} and without iommu=off or intel_iommu=off/amd_iommu=off (see the karg checks); the kernel's log says why its IOMMU driver stopped",
+        "boot with {} and without iommu=off or intel_iommu=off/amd_iommu=off (see the karg \
+         checks); the kernel's log says why its IOMMU driver stopped",
         crate::plan::iommu_kargs(facts.plan.cpu_vendor).join(" ")
     )
 }

@@ -11,7 +11,8 @@ use crate::kargs::{Karg, KernelArg};
 
 pub(super) static KVM: Check<Facts> = Check {
     name: "kvm",
-    verifies: "the CPU vendor's KVM module (kvm_intel, kvm_amd) is loaded: the firmware lets KVM run",
+    verifies: "the CPU vendor's KVM module (kvm_intel, kvm_amd) is loaded: the firmware lets KVM \
+               run",
     requires: &[],
     judge: |facts, earlier| {
         let vendor = facts.plan.cpu_vendor;
@@ -31,10 +32,12 @@ pub(super) static KVM: Check<Facts> = Check {
             // AMD keeps svm in the flags when the firmware disabled SVM; kvm_amd then refuses to load.
             true => Finding::fail(
                 format!(
-                    "{flag} is in the CPU flags but {module} is not loaded: the firmware may have {setting} disabled"
+                    "{flag} is in the CPU flags but {module} is not loaded: the firmware may have \
+                     {setting} disabled"
                 ),
                 format!(
-                    "enable {setting} in the firmware setup; `sudo modprobe {module}` and the kernel's log show why it does not load"
+                    "enable {setting} in the firmware setup; `sudo modprobe {module}` and the \
+                     kernel's log show why it does not load"
                 ),
             ),
             false => Finding::fail(
@@ -74,7 +77,8 @@ pub(super) static DEV_KVM: Check<Facts> = Check {
 
 pub(super) static PARAMS: Check<Facts> = Check {
     name: "kvm-param",
-    verifies: "each planned KVM module argument (kvm_amd.npt, kvm.ignore_msrs, ...) is the module's effective value",
+    verifies: "each planned KVM module argument (kvm_amd.npt, kvm.ignore_msrs, ...) is the \
+               module's effective value",
     requires: &[&KVM],
     judge: |facts, earlier| {
         let mut findings = Vec::new();

@@ -34,11 +34,13 @@ use crate::plan::record::Expectations;
 use crate::root::Root;
 
 /// The version of the `doctor --json` document; raised when a field changes meaning or goes away.
-pub const SCHEMA_VERSION: u32 = 1;
+pub(crate) const SCHEMA_VERSION: u32 = 1;
 
 /// What makes the planned kargs, drivers and files take effect after the next boot, for both modes: the fix of
 /// every check that fails because the plan is not (yet) what the host booted.
-pub(crate) const APPLY_FIX: &str = "image mode: `bootc switch`/`bootc upgrade` to the image `passthru-image build` made (kargs.d is applied by bootc, not rpm-ostree); live mode: `passthru-image apply`; then reboot";
+pub(crate) const APPLY_FIX: &str = "image mode: `bootc switch`/`bootc upgrade` to the image \
+                                    `passthru-image build` made (kargs.d is applied by bootc, not \
+                                    rpm-ostree); live mode: `passthru-image apply`; then reboot";
 
 /// Every check, in the order they run: a check may name only earlier ones as its cause.
 pub(crate) const CHECKS: &[&Check<Facts>] = &[
@@ -85,7 +87,7 @@ pub(crate) struct Facts {
     pub(crate) cmdline: Vec<HostKarg>,
     /// Module names in /proc/modules.
     pub(crate) loaded: Vec<String>,
-    pub(crate) modprobe: modprobe::Config,
+    pub(crate) modprobe: modprobe::ModprobeConfig,
     /// This boot's kernel log, read when a check first asks (it may run journalctl), or why it could not be.
     kernel_log: std::cell::OnceCell<Result<kmsg::KernelLog, Vec<String>>>,
 }
@@ -139,26 +141,26 @@ impl Facts {
 
 /// The `doctor --json` document.
 #[derive(Debug, Clone, Serialize)]
-pub struct DoctorReport {
-    pub schema_version: u32,
+pub(crate) struct DoctorReport {
+    pub(crate) schema_version: u32,
     /// The root that was checked.
-    pub root: Utf8PathBuf,
+    pub(crate) root: Utf8PathBuf,
     /// Where the plan came from: its config (a file, or the embedded default), or a record of it.
-    pub config: String,
+    pub(crate) config: String,
     /// No check failed.
-    pub ok: bool,
-    pub counts: Counts,
-    pub checks: Report,
+    pub(crate) ok: bool,
+    pub(crate) counts: Counts,
+    pub(crate) checks: Report,
     /// Each fix once, with the checks it answers.
-    pub fixes: Vec<Fix>,
+    pub(crate) fixes: Vec<Fix>,
 }
 
 #[derive(Debug, Clone, Serialize)]
-pub struct Counts {
-    pub pass: usize,
-    pub warn: usize,
-    pub fail: usize,
-    pub not_run: usize,
+pub(crate) struct Counts {
+    pub(crate) pass: usize,
+    pub(crate) warn: usize,
+    pub(crate) fail: usize,
+    pub(crate) not_run: usize,
 }
 
 impl DoctorReport {
@@ -182,7 +184,7 @@ impl DoctorReport {
 
 /// Runs every check of the host under `root` against what a plan expects. `config` names where the plan came
 /// from.
-pub fn check(plan: Expectations, root: Root, config: String) -> Result<DoctorReport> {
+pub(crate) fn check(plan: Expectations, root: Root, config: String) -> Result<DoctorReport> {
     let facts = Facts::read(plan, root)?;
     let report = checks::run(CHECKS, &facts)?;
     Ok(DoctorReport::new(report, &facts.root, config))

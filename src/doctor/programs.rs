@@ -77,7 +77,14 @@ mod tests {
 
     #[test]
     fn each_qemu_line_is_its_own_finding() {
-        let text = "  QEMU: Checking for hardware virtualization                                 : FAIL (Only emulated CPUs are available, performance will be significantly limited)\n  QEMU: Checking if device /dev/vhost-net exists                             : PASS\n  QEMU: Checking for secure guest support                                    : WARN (Unknown if this platform has Secure Guest support)\n   LXC: Checking for cgroup 'cpu' controller support                         : PASS\n";
+        let text = concat!(
+            "  QEMU: Checking for hardware virtualization                                 : FAIL ",
+            "(Only emulated CPUs are available, performance will be significantly limited)\n",
+            "  QEMU: Checking if device /dev/vhost-net exists                             : PASS\n",
+            "  QEMU: Checking for secure guest support                                    : WARN ",
+            "(Unknown if this platform has Secure Guest support)\n",
+            "   LXC: Checking for cgroup 'cpu' controller support                         : PASS\n",
+        );
         let findings = parse(text);
         let statuses: Vec<Status> = findings.iter().map(|f| f.status()).collect();
         assert_eq!(statuses, [Status::Fail, Status::Pass, Status::Warn]);

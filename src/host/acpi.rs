@@ -5,10 +5,10 @@
 use crate::host::cpu::CpuVendor;
 use crate::root::Root;
 
-pub const TABLES_DIR: &str = "/sys/firmware/acpi/tables";
+pub(crate) const TABLES_DIR: &str = "/sys/firmware/acpi/tables";
 
 /// The table that describes the IOMMU of a CPU vendor's platform.
-pub fn iommu_table(vendor: CpuVendor) -> &'static str {
+pub(crate) fn iommu_table(vendor: CpuVendor) -> &'static str {
     match vendor {
         CpuVendor::Intel => "DMAR",
         CpuVendor::Amd => "IVRS",
@@ -17,7 +17,7 @@ pub fn iommu_table(vendor: CpuVendor) -> &'static str {
 
 /// What the firmware says about the IOMMU.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum IommuTable {
+pub(crate) enum IommuTable {
     /// The table is there: the firmware has the IOMMU on.
     Present,
     /// The tables directory is there without it: the firmware has the IOMMU off.
@@ -28,7 +28,7 @@ pub enum IommuTable {
 
 /// Whether the firmware published `table` (only its presence is read: the tables are binary and readable by
 /// root only).
-pub fn iommu_table_state(root: &Root, table: &str) -> IommuTable {
+pub(crate) fn iommu_table_state(root: &Root, table: &str) -> IommuTable {
     if !root.is_dir(TABLES_DIR) {
         IommuTable::NoTables
     } else if root.exists(camino::Utf8Path::new(TABLES_DIR).join(table)) {

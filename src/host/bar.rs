@@ -15,31 +15,26 @@ use crate::root::Root;
 /// Standard BARs of a PCI function.
 const BARS: usize = 6;
 const IORESOURCE_MEM: u64 = 0x200;
-const IORESOURCE_PREFETCH: u64 = 0x2000;
 const IORESOURCE_MEM_64: u64 = 0x0010_0000;
 
-pub const MIB: u64 = 1 << 20;
-pub const GIB: u64 = 1 << 30;
+pub(crate) const MIB: u64 = 1 << 20;
+pub(crate) const GIB: u64 = 1 << 30;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Bar {
-    pub index: usize,
-    pub start: u64,
-    pub end: u64,
-    pub flags: u64,
+pub(crate) struct Bar {
+    pub(crate) index: usize,
+    pub(crate) start: u64,
+    pub(crate) end: u64,
+    pub(crate) flags: u64,
 }
 
 impl Bar {
-    pub fn size(&self) -> u64 {
+    pub(crate) fn size(&self) -> u64 {
         self.end - self.start + 1
     }
 
-    pub fn is_mem64(&self) -> bool {
+    pub(crate) fn is_mem64(&self) -> bool {
         self.flags & IORESOURCE_MEM != 0 && self.flags & IORESOURCE_MEM_64 != 0
-    }
-
-    pub fn is_prefetchable(&self) -> bool {
-        self.flags & IORESOURCE_PREFETCH != 0
     }
 }
 
@@ -50,7 +45,7 @@ fn device_file(address: PciAddress, name: &str) -> Utf8PathBuf {
 }
 
 /// The memory BARs in use; `None` when the device has no `resource` file.
-pub fn memory_bars(root: &Root, address: PciAddress) -> Result<Option<Vec<Bar>>> {
+pub(crate) fn memory_bars(root: &Root, address: PciAddress) -> Result<Option<Vec<Bar>>> {
     let path = device_file(address, "resource");
     let Some(text) = root.read_optional(&path)? else {
         return Ok(None);
@@ -89,7 +84,7 @@ fn parse_line(index: usize, line: &str) -> Option<Bar> {
 
 /// The BARs the device can resize (`resourceN_resize`): the card supports Resizable BAR, which says nothing
 /// about whether the firmware enabled it.
-pub fn resizable_bars(root: &Root, address: PciAddress) -> Vec<usize> {
+pub(crate) fn resizable_bars(root: &Root, address: PciAddress) -> Vec<usize> {
     (0..BARS)
         .filter(|n| root.exists(device_file(address, &format!("resource{n}_resize"))))
         .collect()
@@ -97,7 +92,7 @@ pub fn resizable_bars(root: &Root, address: PciAddress) -> Vec<usize> {
 
 /// `(sriov_totalvfs, sriov_numvfs)`: the virtual functions the device can offer and has enabled; `None`
 /// without SR-IOV.
-pub fn sriov(root: &Root, address: PciAddress) -> Result<Option<(u32, u32)>> {
+pub(crate) fn sriov(root: &Root, address: PciAddress) -> Result<Option<(u32, u32)>> {
     let read = |name: &str| -> Result<Option<u32>> {
         let path = device_file(address, name);
         match root.read_optional(&path)? {
@@ -150,7 +145,7 @@ mod tests {
         );
         assert_eq!((bars[0].size(), bars[0].is_mem64()), (16 * MIB, false));
         assert_eq!((bars[1].size(), bars[1].is_mem64()), (32 * GIB, true));
-        assert!(bars[1].is_prefetchable() && bars[1].start >= 4 * GIB);
+        assert!(bars[1].start >= 4 * GIB);
         assert_eq!(resizable_bars(&root, address), [1]);
         assert_eq!(sriov(&root, address).unwrap(), Some((7, 0)));
 

@@ -13,20 +13,21 @@ use super::pci::PciAddress;
 use crate::error::InputError;
 use crate::root::Root;
 
-pub const MOUNT_TABLES: &[&str] = &["/proc/1/mountinfo", "/proc/self/mountinfo", "/proc/mounts"];
-pub const DEV_BLOCK: &str = "/sys/dev/block";
-pub const CLASS_BLOCK: &str = "/sys/class/block";
+pub(crate) const MOUNT_TABLES: &[&str] =
+    &["/proc/1/mountinfo", "/proc/self/mountinfo", "/proc/mounts"];
+pub(crate) const DEV_BLOCK: &str = "/sys/dev/block";
+pub(crate) const CLASS_BLOCK: &str = "/sys/class/block";
 /// Layers of slaves and multipath links followed at most (a LUKS volume on LVM on RAID on NVMe is four).
 const MAX_DEPTH: usize = 8;
 
 /// The root filesystem and the controllers its data lives on.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RootFs {
+pub(crate) struct RootFs {
     /// `/` or `/sysroot`.
-    pub mount_point: String,
+    pub(crate) mount_point: String,
     /// The mount's source, e.g. `/dev/mapper/luks-…` or `/dev/nvme0n1p3`.
-    pub source: String,
-    pub controllers: Vec<PciAddress>,
+    pub(crate) source: String,
+    pub(crate) controllers: Vec<PciAddress>,
 }
 
 /// One line of the mount table, as far as it matters here.
@@ -40,7 +41,7 @@ struct Mount {
 
 /// The root filesystem's controllers; `None` when there is no mount table under the root, or its root is on
 /// nothing a PCI controller holds (a network or memory filesystem).
-pub fn root_filesystem(root: &Root) -> Result<Option<RootFs>> {
+pub(crate) fn root_filesystem(root: &Root) -> Result<Option<RootFs>> {
     let Some(mounts) = mount_table(root)? else {
         return Ok(None);
     };
@@ -271,8 +272,9 @@ mod tests {
         write(
             &root,
             "/proc/self/mountinfo",
-            "60 1 0:31 / / ro shared:1 - overlay composefs ro,lowerdir=/run/ostree/.private/cfsroot-lower\n\
-             98 60 253:0 / /sysroot ro shared:5 - xfs /dev/mapper/luks-1 rw\n",
+            "60 1 0:31 / / ro shared:1 - overlay composefs \
+             ro,lowerdir=/run/ostree/.private/cfsroot-lower\n98 60 253:0 / /sysroot ro shared:5 - \
+             xfs /dev/mapper/luks-1 rw\n",
         );
         let pci = "/sys/devices/pci0000:00/0000:00:1d.0/0000:3d:00.0";
         let subsys = "/sys/devices/virtual/nvme-subsystem/nvme-subsys0/nvme0n1";

@@ -6,7 +6,7 @@ use super::pci::{CLASS_3D, CLASS_DISPLAY_OTHER, CLASS_VGA};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
-pub enum DeviceClass {
+pub(crate) enum DeviceClass {
     /// VGA, 3D and other display controllers (03xx).
     Gpu,
     /// Audio devices and HD Audio controllers (0401, 0403), a GPU's HDMI audio among them.
@@ -39,7 +39,7 @@ impl DeviceClass {
     ];
 
     /// Whether a device of `class_code` (base class + subclass) belongs to this class.
-    pub fn matches(self, class_code: u16) -> bool {
+    pub(crate) fn matches(self, class_code: u16) -> bool {
         let base = class_code >> 8;
         match self {
             DeviceClass::Gpu => matches!(class_code, CLASS_VGA | CLASS_3D | CLASS_DISPLAY_OTHER),
@@ -54,11 +54,11 @@ impl DeviceClass {
     }
 
     /// The most specific class of a device; `None` for the rest (SMBus, signal processing, …).
-    pub fn of(class_code: u16) -> Option<DeviceClass> {
+    pub(crate) fn of(class_code: u16) -> Option<DeviceClass> {
         DeviceClass::ALL.into_iter().find(|c| c.matches(class_code))
     }
 
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             DeviceClass::Gpu => "GPU",
             DeviceClass::Audio => "audio",

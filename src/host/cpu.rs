@@ -10,13 +10,13 @@ const CPUINFO: &str = "/proc/cpuinfo";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum CpuVendor {
+pub(crate) enum CpuVendor {
     Intel,
     Amd,
 }
 
 impl CpuVendor {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             CpuVendor::Intel => "intel",
             CpuVendor::Amd => "amd",
@@ -25,15 +25,15 @@ impl CpuVendor {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct CpuInfo {
-    pub vendor: Option<CpuVendor>,
+pub(crate) struct CpuInfo {
+    pub(crate) vendor: Option<CpuVendor>,
     /// `vmx` (Intel VT-x) or `svm` (AMD-V) present in the flags.
-    pub virtualization: bool,
+    pub(crate) virtualization: bool,
 }
 
 impl CpuInfo {
     /// Reads /proc/cpuinfo line by line up to the first CPU's `vendor_id` and `flags`: every CPU repeats them.
-    pub fn read(root: &Root) -> Result<CpuInfo> {
+    pub(crate) fn read(root: &Root) -> Result<CpuInfo> {
         let mut fields = Fields::default();
         for line in root.lines(CPUINFO)? {
             if fields.take(&line?) {
@@ -43,7 +43,9 @@ impl CpuInfo {
         Ok(fields.into_info())
     }
 
-    pub fn parse(text: &str) -> CpuInfo {
+    /// [`CpuInfo::read`] of a text, for the unit tests of the fields it takes.
+    #[cfg(test)]
+    pub(crate) fn parse(text: &str) -> CpuInfo {
         let mut fields = Fields::default();
         for line in text.lines() {
             if fields.take(line) {
@@ -54,12 +56,13 @@ impl CpuInfo {
     }
 
     /// The vendor, or bad input telling the user to set it when the host does not say.
-    pub fn require_vendor(&self, root: &Root) -> Result<CpuVendor> {
+    pub(crate) fn require_vendor(&self, root: &Root) -> Result<CpuVendor> {
         self.vendor.ok_or_else(|| {
             InputError::new(
                 "cpu.vendor",
                 format!(
-                    "\"auto\" could not tell the CPU vendor from {}; set cpu.vendor (or --cpu) to intel or amd",
+                    "\"auto\" could not tell the CPU vendor from {}; set cpu.vendor (or --cpu) to \
+                     intel or amd",
                     root.join(CPUINFO)
                 ),
             )

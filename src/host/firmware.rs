@@ -5,20 +5,20 @@ use camino::Utf8Path;
 
 use crate::root::Root;
 
-pub const EFI_DIR: &str = "/sys/firmware/efi";
-pub const EFIVARS_DIR: &str = "/sys/firmware/efi/efivars";
+pub(crate) const EFI_DIR: &str = "/sys/firmware/efi";
+pub(crate) const EFIVARS_DIR: &str = "/sys/firmware/efi/efivars";
 /// The EFI global variable GUID; `SecureBoot` and `SetupMode` live under it.
 const GLOBAL_GUID: &str = "8be4df61-93ca-11d2-aa0d-00e098032b8c";
-pub const LOCKDOWN: &str = "/sys/kernel/security/lockdown";
-pub const CHASSIS_TYPE: &str = "/sys/class/dmi/id/chassis_type";
+pub(crate) const LOCKDOWN: &str = "/sys/kernel/security/lockdown";
+pub(crate) const CHASSIS_TYPE: &str = "/sys/class/dmi/id/chassis_type";
 
 /// `/sys/firmware/efi` exists only when the kernel was started by UEFI firmware.
-pub fn uefi_boot(root: &Root) -> bool {
+pub(crate) fn uefi_boot(root: &Root) -> bool {
     root.is_dir(EFI_DIR)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SecureBoot {
+pub(crate) enum SecureBoot {
     /// Enforced: shim, the kernel and every module must be signed by a trusted key.
     On,
     Off,
@@ -29,7 +29,7 @@ pub enum SecureBoot {
 }
 
 /// Reads the `SecureBoot` and `SetupMode` EFI variables: 4 bytes of attributes, then the value byte.
-pub fn secure_boot(root: &Root) -> Result<SecureBoot> {
+pub(crate) fn secure_boot(root: &Root) -> Result<SecureBoot> {
     let Some(enabled) = efi_flag(root, "SecureBoot")? else {
         return Ok(SecureBoot::Unknown);
     };
@@ -50,7 +50,7 @@ fn efi_flag(root: &Root, name: &str) -> Result<Option<bool>> {
 
 /// The kernel's lockdown mode: `none`, `integrity` (no unsigned modules, no /dev/mem) or `confidentiality`.
 /// `None` without securityfs or without the lockdown LSM.
-pub fn lockdown(root: &Root) -> Result<Option<String>> {
+pub(crate) fn lockdown(root: &Root) -> Result<Option<String>> {
     Ok(root.read_optional(LOCKDOWN)?.map(|text| selected(&text)))
 }
 
@@ -64,7 +64,7 @@ fn selected(text: &str) -> String {
 
 /// Whether the DMI chassis type is a portable one: laptop, notebook, sub notebook, convertible, detachable.
 /// `None` when the firmware gives no DMI table.
-pub fn portable(root: &Root) -> Result<Option<bool>> {
+pub(crate) fn portable(root: &Root) -> Result<Option<bool>> {
     let Some(text) = root.read_optional(CHASSIS_TYPE)? else {
         return Ok(None);
     };

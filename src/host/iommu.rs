@@ -10,13 +10,13 @@ use super::pci::{self, PciAddress};
 use crate::error::InputError;
 use crate::root::Root;
 
-pub const GROUPS_DIR: &str = "/sys/kernel/iommu_groups";
-pub const UNITS_DIR: &str = "/sys/class/iommu";
+pub(crate) const GROUPS_DIR: &str = "/sys/kernel/iommu_groups";
+pub(crate) const UNITS_DIR: &str = "/sys/class/iommu";
 
 /// Group number -> member addresses, both sorted. Empty when the IOMMU is off (the directory is then empty or,
 /// in a fixture tree, absent). A tree that names a group two ways or puts a device in two groups is bad input:
 /// the kernel never writes one.
-pub fn read_groups(root: &Root) -> Result<BTreeMap<u32, Vec<PciAddress>>> {
+pub(crate) fn read_groups(root: &Root) -> Result<BTreeMap<u32, Vec<PciAddress>>> {
     let mut groups = BTreeMap::new();
     let Some(names) = root.read_dir(GROUPS_DIR)? else {
         return Ok(groups);
@@ -27,14 +27,18 @@ pub fn read_groups(root: &Root) -> Result<BTreeMap<u32, Vec<PciAddress>>> {
         let id = pci::parse_group_number(&name).ok_or_else(|| {
             InputError::new(
                 dir.as_str(),
-                format!("{name:?} is not a group number as the kernel writes it (is --root a host filesystem?)"),
+                format!(
+                    "{name:?} is not a group number as the kernel writes it (is --root a host \
+                     filesystem?)"
+                ),
             )
         })?;
         let members_dir = Utf8PathBuf::from(GROUPS_DIR).join(&name).join("devices");
         let Some(entries) = root.read_dir(&members_dir)? else {
             return Err(InputError::new(
                 root.join(&members_dir).as_str(),
-                "is missing: every IOMMU group has a devices directory (is --root a host filesystem?)",
+                "is missing: every IOMMU group has a devices directory (is --root a host \
+                 filesystem?)",
             )
             .into());
         };
@@ -64,14 +68,14 @@ pub fn read_groups(root: &Root) -> Result<BTreeMap<u32, Vec<PciAddress>>> {
 
 /// The IOMMU hardware units the kernel's IOMMU driver registered (`dmar0` for Intel VT-d, `ivhd0` for AMD-Vi,
 /// `virtio-iommu` ones elsewhere), sorted; empty when no driver took the IOMMU.
-pub fn units(root: &Root) -> Result<Vec<String>> {
+pub(crate) fn units(root: &Root) -> Result<Vec<String>> {
     Ok(root.read_dir(UNITS_DIR)?.unwrap_or_default())
 }
 
 /// Each group's default domain type (`/sys/kernel/iommu_groups/<N>/type`, kernel >= 5.11): `identity` where
 /// `iommu=pt` took effect, `DMA` or `DMA-FQ` where devices go through translation. `None` for a group without
 /// the attribute.
-pub fn group_types(
+pub(crate) fn group_types(
     root: &Root,
     groups: &BTreeMap<u32, Vec<PciAddress>>,
 ) -> Result<BTreeMap<u32, Option<String>>> {

@@ -8,11 +8,11 @@ use camino::Utf8PathBuf;
 
 use crate::root::Root;
 
-pub const IRQ_DIR: &str = "/sys/kernel/irq";
+pub(crate) const IRQ_DIR: &str = "/sys/kernel/irq";
 
 /// What the interrupt chips say about interrupt remapping.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Remapping {
+pub(crate) enum Remapping {
     /// A chip named `IR-…` delivers interrupts: this one.
     On(String),
     /// No chip of `count` interrupts is a remapping one.
@@ -22,7 +22,7 @@ pub enum Remapping {
 }
 
 /// Reads the chips until the first remapping one.
-pub fn remapping(root: &Root) -> Result<Remapping> {
+pub(crate) fn remapping(root: &Root) -> Result<Remapping> {
     let Some(irqs) = root.read_dir(IRQ_DIR)? else {
         return Ok(Remapping::Unknown);
     };

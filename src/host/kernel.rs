@@ -5,10 +5,10 @@ use anyhow::Result;
 use crate::kargs::{HostKarg, split_cmdline};
 use crate::root::Root;
 
-pub const CMDLINE: &str = "/proc/cmdline";
-pub const MODULES: &str = "/proc/modules";
-pub const SYS_MODULE_DIR: &str = "/sys/module";
-pub const KALLSYMS: &str = "/proc/kallsyms";
+pub(crate) const CMDLINE: &str = "/proc/cmdline";
+pub(crate) const MODULES: &str = "/proc/modules";
+pub(crate) const SYS_MODULE_DIR: &str = "/sys/module";
+pub(crate) const KALLSYMS: &str = "/proc/kallsyms";
 
 /// The function the ACS override patch adds (`early_param("pcie_acs_override", ...)`): a kernel whose symbols
 /// name it takes the `pcie_acs_override=` argument, and needs no replacement (Bazzite's does). Image builds
@@ -16,13 +16,13 @@ pub const KALLSYMS: &str = "/proc/kallsyms";
 pub(crate) const ACS_OVERRIDE_SYMBOL: &str = "pcie_acs_override_setup";
 
 /// The kernel arguments the host booted with.
-pub fn cmdline(root: &Root) -> Result<Vec<HostKarg>> {
+pub(crate) fn cmdline(root: &Root) -> Result<Vec<HostKarg>> {
     Ok(split_cmdline(&root.read(CMDLINE)?))
 }
 
 /// Names of the loadable modules in memory, as /proc/modules writes them (`vfio_pci`). A kernel without
 /// module support has no /proc/modules.
-pub fn loaded_modules(root: &Root) -> Result<Vec<String>> {
+pub(crate) fn loaded_modules(root: &Root) -> Result<Vec<String>> {
     if !root.exists(MODULES) {
         return Ok(Vec::new());
     }
@@ -36,13 +36,13 @@ pub fn loaded_modules(root: &Root) -> Result<Vec<String>> {
 }
 
 /// The kernel's spelling of a module name: `-` and `_` are the same, /proc/modules writes `_`.
-pub fn module_name(name: &str) -> String {
+pub(crate) fn module_name(name: &str) -> String {
     name.replace('-', "_")
 }
 
 /// A module is present when it is loaded, or built in: built-in modules with parameters (vfio_pci is one)
 /// show up in /sys/module without a line in /proc/modules.
-pub fn module_present(root: &Root, loaded: &[String], name: &str) -> bool {
+pub(crate) fn module_present(root: &Root, loaded: &[String], name: &str) -> bool {
     let name = module_name(name);
     loaded.contains(&name) || root.is_dir(camino::Utf8Path::new(SYS_MODULE_DIR).join(&name))
 }
@@ -82,7 +82,8 @@ mod tests {
         std::fs::create_dir_all(root.join("/proc")).unwrap();
         std::fs::write(
             root.join(MODULES),
-            "vfio_pci 16384 0 - Live 0x0000000000000000\nvfio 45056 2 vfio_pci,vfio_iommu_type1, Live 0x0\n",
+            "vfio_pci 16384 0 - Live 0x0000000000000000\nvfio 45056 2 vfio_pci,vfio_iommu_type1, \
+             Live 0x0\n",
         )
         .unwrap();
         std::fs::create_dir_all(root.join("/sys/module/vendor_reset")).unwrap();

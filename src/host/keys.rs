@@ -12,12 +12,12 @@ use crate::cmd::Cmd;
 use crate::host::Machine;
 use crate::root::Root;
 
-pub const PROC_KEYS: &str = "/proc/keys";
+pub(crate) const PROC_KEYS: &str = "/proc/keys";
 /// The running kernel's release, for a root that is not this machine.
-pub const OSRELEASE: &str = "/proc/sys/kernel/osrelease";
+pub(crate) const OSRELEASE: &str = "/proc/sys/kernel/osrelease";
 
 /// The subject names of the asymmetric keys the kernel holds; `None` when /proc/keys is not there.
-pub fn trusted_signers(root: &Root) -> Result<Option<Vec<String>>> {
+pub(crate) fn trusted_signers(root: &Root) -> Result<Option<Vec<String>>> {
     let Some(text) = root.read_optional(PROC_KEYS)? else {
         return Ok(None);
     };
@@ -38,7 +38,7 @@ fn asymmetric_subject(line: &str) -> Option<String> {
 /// Who signed a module, as `modinfo -F signer` tells it: the certificate's subject name, or `None` for an
 /// unsigned module. modinfo sees this machine's modules, or, given the root (`-b`), those of the root's running
 /// kernel.
-pub fn module_signer(root: &Root, machine: Machine, module: &str) -> Result<Option<String>> {
+pub(crate) fn module_signer(root: &Root, machine: Machine, module: &str) -> Result<Option<String>> {
     let mut cmd = Cmd::new("modinfo");
     if machine == Machine::Other {
         let release = root.read(OSRELEASE)?.trim().to_owned();

@@ -15,8 +15,8 @@ use crate::cmd::Cmd;
 use crate::host::Machine;
 use crate::root::{Device, Root};
 
-pub const KMSG: &str = "/dev/kmsg";
-pub const JOURNAL_DIR: &str = "/var/log/journal";
+pub(crate) const KMSG: &str = "/dev/kmsg";
+pub(crate) const JOURNAL_DIR: &str = "/var/log/journal";
 /// Records read from /dev/kmsg at most: a ring buffer of a few MiB holds far fewer.
 const MAX_RECORDS: usize = 1_000_000;
 /// Lines of each kind kept for the report; the rest are counted.
@@ -24,23 +24,23 @@ const KEPT: usize = 3;
 
 /// The lines of one boot's kernel log that doctor judges.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct KernelLog {
+pub(crate) struct KernelLog {
     /// Where the lines came from (`journalctl -k -b`, `/dev/kmsg`).
-    pub source: String,
+    pub(crate) source: String,
     /// Lines read in all.
-    pub lines: usize,
+    pub(crate) lines: usize,
     /// The driver came up (`DMAR: IOMMU enabled`, `AMD-Vi: Found IOMMU ...`).
-    pub enabled: Vec<String>,
+    pub(crate) enabled: Vec<String>,
     /// `iommu: Default domain type: Passthrough (set via kernel command line)`.
-    pub domain: Option<String>,
-    pub remapping: Vec<String>,
-    pub faults: Vec<String>,
-    pub fault_count: usize,
+    pub(crate) domain: Option<String>,
+    pub(crate) remapping: Vec<String>,
+    pub(crate) faults: Vec<String>,
+    pub(crate) fault_count: usize,
     /// Options the IOMMU drivers did not take (`AMD-Vi: Unknown option - 'on'`).
-    pub refused: Vec<String>,
-    pub firmware_bugs: Vec<String>,
+    pub(crate) refused: Vec<String>,
+    pub(crate) firmware_bugs: Vec<String>,
     /// Modules the kernel refused to load for want of a signature it trusts.
-    pub module_refusals: Vec<String>,
+    pub(crate) module_refusals: Vec<String>,
 }
 
 const ENABLED: &[&str] = &[
@@ -73,7 +73,7 @@ const IOMMU_WORDS: &[&str] = &["DMAR", "AMD-Vi", "IVRS", "IOMMU", "iommu"];
 
 impl KernelLog {
     /// Sorts one log line into the kinds above.
-    pub fn take(&mut self, line: &str) {
+    pub(crate) fn take(&mut self, line: &str) {
         self.lines += 1;
         let line = line.trim();
         let keep = |list: &mut Vec<String>| {
@@ -101,7 +101,7 @@ impl KernelLog {
 }
 
 /// The log, or why none could be read (one reason per source tried).
-pub fn read(root: &Root, machine: Machine) -> Result<KernelLog, Vec<String>> {
+pub(crate) fn read(root: &Root, machine: Machine) -> Result<KernelLog, Vec<String>> {
     let mut reasons = Vec::new();
     match from_journal(root, machine) {
         Ok(log) => return Ok(log),
@@ -124,7 +124,8 @@ fn from_journal(root: &Root, machine: Machine) -> Result<KernelLog, String> {
             let dir = root.join(JOURNAL_DIR);
             if !root.is_dir(JOURNAL_DIR) {
                 return Err(format!(
-                    "no journal under the root ({dir}), and journalctl without -D would read this machine's"
+                    "no journal under the root ({dir}), and journalctl without -D would read this \
+                     machine's"
                 ));
             }
             cmd = cmd.arg("-D").arg(dir.as_str());
@@ -192,8 +193,10 @@ mod tests {
             "pci 0000:00:00.2: AMD-Vi: Found IOMMU cap 0x40",
             "AMD-Vi: Interrupt remapping enabled",
             "iommu: Default domain type: Passthrough (set via kernel command line)",
-            "vfio-pci 0000:0b:00.0: AMD-Vi: Event logged [IO_PAGE_FAULT domain=0x000b address=0xfd000000 flags=0x0020]",
-            "vfio-pci 0000:0b:00.0: AMD-Vi: Event logged [IO_PAGE_FAULT domain=0x000b address=0xfd001000 flags=0x0020]",
+            "vfio-pci 0000:0b:00.0: AMD-Vi: Event logged [IO_PAGE_FAULT domain=0x000b \
+             address=0xfd000000 flags=0x0020]",
+            "vfio-pci 0000:0b:00.0: AMD-Vi: Event logged [IO_PAGE_FAULT domain=0x000b \
+             address=0xfd001000 flags=0x0020]",
             "AMD-Vi: [Firmware Bug]: : IOAPIC[32] not in IVRS table",
             "usb 1-2: new high-speed USB device number 2 using xhci_hcd",
             "Loading of module with unavailable key is rejected",

@@ -14,11 +14,11 @@ use crate::root::{Device, Root};
 
 /// The kernel registers this misc device (major 10, minor 232) when a vendor module initialised KVM: udev
 /// makes /dev/kvm from it.
-pub const MISC_DIR: &str = "/sys/class/misc/kvm";
-pub const DEV_KVM: &str = "/dev/kvm";
+pub(crate) const MISC_DIR: &str = "/sys/class/misc/kvm";
+pub(crate) const DEV_KVM: &str = "/dev/kvm";
 
 /// The module that runs KVM on a vendor's CPUs.
-pub fn vendor_module(vendor: CpuVendor) -> &'static str {
+pub(crate) fn vendor_module(vendor: CpuVendor) -> &'static str {
     match vendor {
         CpuVendor::Intel => "kvm_intel",
         CpuVendor::Amd => "kvm_amd",
@@ -26,12 +26,12 @@ pub fn vendor_module(vendor: CpuVendor) -> &'static str {
 }
 
 /// Whether the kernel registered the KVM device.
-pub fn registered(root: &Root) -> bool {
+pub(crate) fn registered(root: &Root) -> bool {
     root.is_dir(MISC_DIR)
 }
 
 /// A module parameter's effective value, trimmed; `None` when the module (or the parameter) is not there.
-pub fn param(root: &Root, module: &str, name: &str) -> Result<Option<String>> {
+pub(crate) fn param(root: &Root, module: &str, name: &str) -> Result<Option<String>> {
     let path = Utf8PathBuf::from(SYS_MODULE_DIR)
         .join(module)
         .join("parameters")
@@ -41,7 +41,7 @@ pub fn param(root: &Root, module: &str, name: &str) -> Result<Option<String>> {
 
 /// Whether an effective value is what a kernel argument asked for. Boolean parameters read `Y`/`N` whatever
 /// was written (`1`, `y`, `on`); integer ones (kvm_amd's `nested` on older kernels) read back as written.
-pub fn same_value(asked: &str, effective: &str) -> bool {
+pub(crate) fn same_value(asked: &str, effective: &str) -> bool {
     match (as_bool(asked), as_bool(effective)) {
         (Some(a), Some(e)) => a == e,
         _ => asked == effective,
@@ -59,7 +59,7 @@ fn as_bool(value: &str) -> Option<bool> {
 
 /// What opening /dev/kvm under the root found.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum DevKvm {
+pub(crate) enum DevKvm {
     /// Opened read-write, as QEMU opens it.
     Usable,
     /// The root has no /dev at all (a captured or copied tree): the node cannot be judged.
@@ -70,7 +70,7 @@ pub enum DevKvm {
 }
 
 /// Opens /dev/kvm through the root's named device exception and closes it again.
-pub fn dev_kvm(root: &Root) -> DevKvm {
+pub(crate) fn dev_kvm(root: &Root) -> DevKvm {
     if !root.is_dir("/dev") {
         return DevKvm::NoDevDir;
     }

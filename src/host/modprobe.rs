@@ -17,7 +17,7 @@ use crate::kargs::{HostKarg, KernelArg};
 use crate::root::Root;
 
 /// kmod's configuration directories, the first the strongest.
-pub const DIRS: &[&str] = &[
+pub(crate) const DIRS: &[&str] = &[
     "/etc/modprobe.d",
     "/run/modprobe.d",
     "/usr/local/lib/modprobe.d",
@@ -27,13 +27,13 @@ pub const DIRS: &[&str] = &[
 
 /// One configuration line and where it came from (`/etc/modprobe.d/x.conf:3`, `/proc/cmdline`).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Directive {
-    pub source: String,
-    pub kind: Kind,
+pub(crate) struct Directive {
+    pub(crate) source: String,
+    pub(crate) kind: Kind,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Kind {
+pub(crate) enum Kind {
     /// `blacklist M` or `modprobe.blacklist=M`: M is not loaded through an alias (by name it still is).
     Blacklist(String),
     /// `module_blacklist=M`: the kernel refuses to load M at all.
@@ -55,19 +55,19 @@ pub enum Kind {
 
 /// The effective configuration, in the order kmod reads it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Config {
-    pub directives: Vec<Directive>,
+pub(crate) struct ModprobeConfig {
+    pub(crate) directives: Vec<Directive>,
     /// The files read, after hiding.
-    pub files: Vec<Utf8PathBuf>,
+    pub(crate) files: Vec<Utf8PathBuf>,
 }
 
 /// kmod's spelling of a module name.
-pub fn module_name(name: &str) -> String {
+pub(crate) fn module_name(name: &str) -> String {
     name.replace('-', "_")
 }
 
 /// Reads the configuration under `root`, with the blacklists of `cmdline`.
-pub fn read(root: &Root, cmdline: &[HostKarg]) -> Result<Config> {
+pub(crate) fn read(root: &Root, cmdline: &[HostKarg]) -> Result<ModprobeConfig> {
     let mut by_name: BTreeMap<String, Utf8PathBuf> = BTreeMap::new();
     for dir in DIRS {
         for name in root.read_dir(dir)?.unwrap_or_default() {
@@ -78,7 +78,7 @@ pub fn read(root: &Root, cmdline: &[HostKarg]) -> Result<Config> {
             }
         }
     }
-    let mut config = Config::default();
+    let mut config = ModprobeConfig::default();
     for path in by_name.into_values() {
         // A name that is a directory (or a dangling link) is skipped by kmod too.
         if !root.exists(&path) || root.is_dir(&path) {
@@ -93,7 +93,7 @@ pub fn read(root: &Root, cmdline: &[HostKarg]) -> Result<Config> {
 }
 
 /// The directives of one file's text; lines kmod does not know are skipped, as kmod skips them.
-pub fn parse(text: &str, path: &str) -> Vec<Directive> {
+pub(crate) fn parse(text: &str, path: &str) -> Vec<Directive> {
     let mut directives = Vec::new();
     let mut pending = String::new();
     let mut first_line = 0;
@@ -170,9 +170,9 @@ fn from_cmdline(cmdline: &[HostKarg]) -> Vec<Directive> {
     directives
 }
 
-impl Config {
+impl ModprobeConfig {
     /// The `softdep` line kmod uses for `module`: the first one.
-    pub fn softdep(&self, module: &str) -> Option<&Directive> {
+    pub(crate) fn softdep(&self, module: &str) -> Option<&Directive> {
         let module = module_name(module);
         self.directives
             .iter()
@@ -180,7 +180,7 @@ impl Config {
     }
 
     /// The `install` command kmod runs instead of loading `module`: the first one.
-    pub fn install(&self, module: &str) -> Option<&Directive> {
+    pub(crate) fn install(&self, module: &str) -> Option<&Directive> {
         let module = module_name(module);
         self.directives
             .iter()
@@ -188,7 +188,7 @@ impl Config {
     }
 
     /// Every blacklist of `module`, kmod's and the kernel's.
-    pub fn blacklists(&self, module: &str) -> impl Iterator<Item = &Directive> {
+    pub(crate) fn blacklists(&self, module: &str) -> impl Iterator<Item = &Directive> {
         let module = module_name(module);
         self.directives.iter().filter(move |d| {
             matches!(&d.kind, Kind::Blacklist(m) | Kind::KernelBlacklist(m) if *m == module)
@@ -196,7 +196,7 @@ impl Config {
     }
 
     /// Every `options` line of `module`.
-    pub fn options(&self, module: &str) -> impl Iterator<Item = (&Directive, &[String])> {
+    pub(crate) fn options(&self, module: &str) -> impl Iterator<Item = (&Directive, &[String])> {
         let module = module_name(module);
         self.directives.iter().filter_map(move |d| match &d.kind {
             Kind::Options { module: m, options } if *m == module => Some((d, options.as_slice())),
@@ -207,7 +207,7 @@ impl Config {
 
 impl Kind {
     /// The line as modprobe.d writes it.
-    pub fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         match self {
             Kind::Blacklist(m) => format!("blacklist {m}"),
             Kind::KernelBlacklist(m) => format!("module_blacklist={m}"),
@@ -245,8 +245,9 @@ mod tests {
     #[test]
     fn lines_parse_as_kmod_reads_them() {
         let directives = parse(
-            "# comment\nsoftdep nvidia pre: vfio-pci post: nvidia-drm\noptions vfio-pci \\\n ids=10de:1b80 disable_vga=1\n\
-             install vfio_pci /bin/false\nblacklist nouveau\nalias pci:v* vfio-pci\n",
+            "# comment\nsoftdep nvidia pre: vfio-pci post: nvidia-drm\noptions vfio-pci \\\n \
+             ids=10de:1b80 disable_vga=1\ninstall vfio_pci /bin/false\nblacklist nouveau\nalias \
+             pci:v* vfio-pci\n",
             "/etc/modprobe.d/x.conf",
         );
         let kinds: Vec<String> = directives.iter().map(|d| d.kind.describe()).collect();

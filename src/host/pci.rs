@@ -17,35 +17,35 @@ use crate::error::InputError;
 use crate::pci_id::PciId;
 use crate::root::Root;
 
-pub const DEVICES_DIR: &str = "/sys/bus/pci/devices";
+pub(crate) const DEVICES_DIR: &str = "/sys/bus/pci/devices";
 
 /// `0000:01:00.0`: domain, bus, device (slot) and function.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct PciAddress {
-    pub domain: u32,
-    pub bus: u8,
-    pub device: u8,
-    pub function: u8,
+pub(crate) struct PciAddress {
+    pub(crate) domain: u32,
+    pub(crate) bus: u8,
+    pub(crate) device: u8,
+    pub(crate) function: u8,
 }
 
 impl PciAddress {
     /// The same slot: the functions of one card (GPU, its HDMI audio, its USB-C controller).
-    pub fn same_slot(&self, other: &PciAddress) -> bool {
+    pub(crate) fn same_slot(&self, other: &PciAddress) -> bool {
         (self.domain, self.bus, self.device) == (other.domain, other.bus, other.device)
     }
 
     /// An address as a user writes it: the kernel's `0000:02:00.0`, or lspci's short `02:00.0` (domain 0), in
     /// either case. Sysfs names are read with the strict [`FromStr`] instead: there, another spelling would be
     /// a second entry for the same device.
-    pub fn from_user(s: &str) -> Result<PciAddress, String> {
+    pub(crate) fn from_user(s: &str) -> Result<PciAddress, String> {
         let full = match s.matches(':').count() {
             1 => format!("0000:{s}"),
             _ => s.to_owned(),
         };
         full.parse().map_err(|_| {
             format!(
-                "{s:?} is not a PCI address; expected dddd:bb:ss.f or bb:ss.f (hex, as lspci shows it), e.g. \
-                 0000:02:00.0 or 02:00.0"
+                "{s:?} is not a PCI address; expected dddd:bb:ss.f or bb:ss.f (hex, as lspci shows \
+                 it), e.g. 0000:02:00.0 or 02:00.0"
             )
         })
     }
@@ -104,35 +104,36 @@ impl<'de> Deserialize<'de> for PciAddress {
     }
 }
 
-/// Class codes passthrough decisions rest on (base class + subclass, DESIGN §7).
-pub const CLASS_VGA: u16 = 0x0300;
-pub const CLASS_3D: u16 = 0x0302;
-pub const CLASS_DISPLAY_OTHER: u16 = 0x0380;
-pub const CLASS_PCI_BRIDGE: u16 = 0x0604;
+/// Class codes passthrough decisions rest on: base class + subclass, the first four hex digits of sysfs's
+/// `class` (a GPU is 0300 VGA, 0302 3D or 0380 display).
+pub(crate) const CLASS_VGA: u16 = 0x0300;
+pub(crate) const CLASS_3D: u16 = 0x0302;
+pub(crate) const CLASS_DISPLAY_OTHER: u16 = 0x0380;
+pub(crate) const CLASS_PCI_BRIDGE: u16 = 0x0604;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PciDevice {
-    pub address: PciAddress,
-    pub id: PciId,
+pub(crate) struct PciDevice {
+    pub(crate) address: PciAddress,
+    pub(crate) id: PciId,
     /// The 24-bit class: base class, subclass, programming interface.
-    pub class: u32,
+    pub(crate) class: u32,
     /// The bound driver's name, `None` when no driver is bound.
-    pub driver: Option<String>,
+    pub(crate) driver: Option<String>,
     /// From the device's `iommu_group` link; `None` when the IOMMU is off.
-    pub iommu_group: Option<u32>,
+    pub(crate) iommu_group: Option<u32>,
     /// `boot_vga`: the firmware's console GPU. Only VGA devices have the attribute.
-    pub boot_vga: Option<bool>,
+    pub(crate) boot_vga: Option<bool>,
     /// `reset_method` (kernel >= 5.15): the reset methods in the order the kernel tries them.
-    pub reset_method: Option<Vec<String>>,
+    pub(crate) reset_method: Option<Vec<String>>,
 }
 
 impl PciDevice {
     /// Base class + subclass, e.g. `0x0300`.
-    pub fn class_code(&self) -> u16 {
+    pub(crate) fn class_code(&self) -> u16 {
         (self.class >> 8) as u16
     }
 
-    pub fn is_gpu(&self) -> bool {
+    pub(crate) fn is_gpu(&self) -> bool {
         matches!(
             self.class_code(),
             CLASS_VGA | CLASS_3D | CLASS_DISPLAY_OTHER
@@ -140,24 +141,24 @@ impl PciDevice {
     }
 
     /// A device that can drive a screen: VGA or another display controller (a 3D controller has no outputs).
-    pub fn is_display(&self) -> bool {
+    pub(crate) fn is_display(&self) -> bool {
         matches!(self.class_code(), CLASS_VGA | CLASS_DISPLAY_OTHER)
     }
 
-    pub fn is_pci_bridge(&self) -> bool {
+    pub(crate) fn is_pci_bridge(&self) -> bool {
         self.class_code() == CLASS_PCI_BRIDGE
     }
 
-    pub fn vendor_name(&self) -> Option<&'static str> {
+    pub(crate) fn vendor_name(&self) -> Option<&'static str> {
         pci_ids::Vendor::from_id(self.id.vendor).map(|v| v.name())
     }
 
-    pub fn device_name(&self) -> Option<&'static str> {
+    pub(crate) fn device_name(&self) -> Option<&'static str> {
         pci_ids::Device::from_vid_pid(self.id.vendor, self.id.device).map(|d| d.name())
     }
 
     /// The subclass name (`VGA compatible controller`), else the base class name.
-    pub fn class_name(&self) -> Option<&'static str> {
+    pub(crate) fn class_name(&self) -> Option<&'static str> {
         let base = (self.class >> 16) as u8;
         let sub = (self.class >> 8) as u8;
         pci_ids::Subclass::from_cid_sid(base, sub)
@@ -166,7 +167,7 @@ impl PciDevice {
     }
 
     /// `NVIDIA Corporation GM206 [GeForce GTX 960]`, as lspci names it, with lspci's fallbacks.
-    pub fn display_name(&self) -> String {
+    pub(crate) fn display_name(&self) -> String {
         let vendor = self
             .vendor_name()
             .map(str::to_owned)
@@ -180,14 +181,18 @@ impl PciDevice {
 }
 
 /// Every PCI device of the host, sorted by address.
-pub fn read_devices(root: &Root) -> Result<Vec<PciDevice>> {
+pub(crate) fn read_devices(root: &Root) -> Result<Vec<PciDevice>> {
     let Some(names) = root.read_dir(DEVICES_DIR)? else {
         // A root without /sys is a wrong --root, not a host without devices: say so instead of reporting an
         // empty machine.
         if !root.exists("/sys") {
             return Err(InputError::new(
                 "--root",
-                format!("{} has no sys/: give the root of a Linux host (or of a captured sysfs/procfs tree)", root.path()),
+                format!(
+                    "{} has no sys/: give the root of a Linux host (or of a captured sysfs/procfs \
+                     tree)",
+                    root.path()
+                ),
             )
             .into());
         }
@@ -205,7 +210,7 @@ pub fn read_devices(root: &Root) -> Result<Vec<PciDevice>> {
 
 /// The address a sysfs entry is named after. The kernel writes each address one way (lowercase hex, fixed
 /// widths); a name written another way would be a second entry for the same device.
-pub fn canonical_address(dir: &Utf8Path, name: &str) -> Result<PciAddress> {
+pub(crate) fn canonical_address(dir: &Utf8Path, name: &str) -> Result<PciAddress> {
     let address: PciAddress = name
         .parse()
         .map_err(|e: String| InputError::new(dir.as_str(), e))?;
@@ -213,7 +218,8 @@ pub fn canonical_address(dir: &Utf8Path, name: &str) -> Result<PciAddress> {
         return Err(InputError::new(
             dir.as_str(),
             format!(
-                "{name:?} is not written as the kernel writes addresses ({address}); is --root a host filesystem?"
+                "{name:?} is not written as the kernel writes addresses ({address}); is --root a \
+                 host filesystem?"
             ),
         )
         .into());
@@ -222,7 +228,7 @@ pub fn canonical_address(dir: &Utf8Path, name: &str) -> Result<PciAddress> {
 }
 
 /// Reads one device's attributes through its `/sys/bus/pci/devices` link.
-pub fn read_device(root: &Root, address: PciAddress) -> Result<PciDevice> {
+pub(crate) fn read_device(root: &Root, address: PciAddress) -> Result<PciDevice> {
     let dir = Utf8PathBuf::from(DEVICES_DIR).join(address.to_string());
     let attr = |name: &str| -> Result<String> {
         let text = root.read(dir.join(name))?;
@@ -270,7 +276,7 @@ pub fn read_device(root: &Root, address: PciAddress) -> Result<PciDevice> {
 
 /// An IOMMU group number as the kernel writes it: decimal digits without sign or leading zeros, so `+13` and
 /// `0013` are not a second group 13.
-pub fn parse_group_number(name: &str) -> Option<u32> {
+pub(crate) fn parse_group_number(name: &str) -> Option<u32> {
     let canonical = !name.is_empty()
         && name.bytes().all(|b| b.is_ascii_digit())
         && (name == "0" || !name.starts_with('0'));

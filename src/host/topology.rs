@@ -1,8 +1,8 @@
 //! The host's PCI devices arranged in IOMMU groups, with a passthrough verdict per GPU and per device of every
 //! class, and the caveats of taking a device from the host (its display, keyboard, root disk).
 //!
-//! This is the `groups --json` contract (DESIGN §3): `iommu_enabled`, `groups[].devices[]` and `gpus[]`, plus
-//! `verdicts[]` for every device that is no bridge.
+//! This is the `groups --json` contract (ARCHITECTURE.md#json-is-a-contract): `iommu_enabled`,
+//! `groups[].devices[]` and `gpus[]`, plus `verdicts[]` for every device that is no bridge.
 
 use std::collections::BTreeMap;
 
@@ -21,11 +21,11 @@ use crate::root::Root;
 use crate::vendor_reset;
 
 #[derive(Debug, Clone)]
-pub struct Topology {
+pub(crate) struct Topology {
     /// Sorted by address.
-    pub devices: Vec<PciDevice>,
+    pub(crate) devices: Vec<PciDevice>,
     /// Group number -> members, both sorted; empty when the IOMMU is off.
-    pub groups: Vec<(u32, Vec<PciAddress>)>,
+    pub(crate) groups: Vec<(u32, Vec<PciAddress>)>,
     /// Address -> group, from the group directories.
     group_of: HashMap<PciAddress, u32>,
     /// Group -> its members that are not PCI bridges, sorted: the ones that can keep a device from going alone.
@@ -36,12 +36,12 @@ pub struct Topology {
 
 /// Most addresses a GPU report lists in `sharing_with`; `sharing_count` has them all. A real group holds a
 /// handful of devices; a list per GPU of every other member of a huge group would grow with the square.
-pub const SHARING_LISTED: usize = 16;
+pub(crate) const SHARING_LISTED: usize = 16;
 
 /// Whether a GPU can be handed to a VM on its own (with its slot's other functions).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
-pub enum Isolation {
+pub(crate) enum GroupIsolation {
     /// Every other group member is a function of the same slot or a PCI bridge.
     Isolated,
     /// Another device shares the group: it would have to go to the VM too (or an ACS override split it).
@@ -51,28 +51,28 @@ pub enum Isolation {
 }
 
 #[derive(Debug, Clone, Serialize)]
-pub struct GpuReport {
-    pub address: PciAddress,
-    pub group: Option<u32>,
-    pub vendor_id: String,
-    pub device_id: String,
-    pub class: String,
-    pub name: String,
-    pub driver: Option<String>,
-    pub boot_vga: bool,
-    pub isolation: Isolation,
+pub(crate) struct GpuReport {
+    pub(crate) address: PciAddress,
+    pub(crate) group: Option<u32>,
+    pub(crate) vendor_id: String,
+    pub(crate) device_id: String,
+    pub(crate) class: String,
+    pub(crate) name: String,
+    pub(crate) driver: Option<String>,
+    pub(crate) boot_vga: bool,
+    pub(crate) isolation: GroupIsolation,
     /// The other functions of the GPU's slot (audio, USB-C): they go to the VM with it.
-    pub companions: Vec<PciAddress>,
+    pub(crate) companions: Vec<PciAddress>,
     /// Group members that make it `shared`: the first [`SHARING_LISTED`] of them.
-    pub sharing_with: Vec<PciAddress>,
+    pub(crate) sharing_with: Vec<PciAddress>,
     /// How many group members make it `shared`.
-    pub sharing_count: usize,
-    /// The GPU is in vendor-reset's table (DESIGN §5).
-    pub vendor_reset: bool,
+    pub(crate) sharing_count: usize,
+    /// The GPU is in vendor-reset's table ([`vendor_reset::needs_vendor_reset`]).
+    pub(crate) vendor_reset: bool,
 }
 
 impl Topology {
-    pub fn read(root: &Root) -> Result<Topology> {
+    pub(crate) fn read(root: &Root) -> Result<Topology> {
         let devices = pci::read_devices(root)?;
         let groups = iommu::read_groups(root)?.into_iter().collect();
         Ok(Topology::new(devices, groups))
@@ -80,7 +80,10 @@ impl Topology {
 
     /// Indexes devices by address and group, so every question below takes time in the size of its answer,
     /// not of the host (a tree may hold thousands of devices in one group).
-    pub fn new(mut devices: Vec<PciDevice>, mut groups: Vec<(u32, Vec<PciAddress>)>) -> Topology {
+    pub(crate) fn new(
+        mut devices: Vec<PciDevice>,
+        mut groups: Vec<(u32, Vec<PciAddress>)>,
+    ) -> Topology {
         devices.sort_by_key(|d| d.address);
         groups.sort_by_key(|(id, _)| *id);
         let mut topology = Topology {
@@ -112,11 +115,11 @@ impl Topology {
         topology
     }
 
-    pub fn iommu_enabled(&self) -> bool {
+    pub(crate) fn iommu_enabled(&self) -> bool {
         !self.groups.is_empty()
     }
 
-    pub fn device(&self, address: &PciAddress) -> Option<&PciDevice> {
+    pub(crate) fn device(&self, address: &PciAddress) -> Option<&PciDevice> {
         self.devices
             .binary_search_by_key(address, |d| d.address)
             .ok()
@@ -124,11 +127,11 @@ impl Topology {
     }
 
     /// The group of a device, from the group directory (the device's own link says the same on real sysfs).
-    pub fn group_of(&self, address: &PciAddress) -> Option<u32> {
+    pub(crate) fn group_of(&self, address: &PciAddress) -> Option<u32> {
         self.group_of.get(address).copied()
     }
 
-    pub fn members(&self, group: u32) -> impl Iterator<Item = &PciDevice> {
+    pub(crate) fn members(&self, group: u32) -> impl Iterator<Item = &PciDevice> {
         let members = match self.groups.binary_search_by_key(&group, |(id, _)| *id) {
             Ok(i) => self.groups[i].1.as_slice(),
             Err(_) => &[],
@@ -136,12 +139,12 @@ impl Topology {
         members.iter().filter_map(|address| self.device(address))
     }
 
-    pub fn gpus(&self) -> impl Iterator<Item = &PciDevice> {
+    pub(crate) fn gpus(&self) -> impl Iterator<Item = &PciDevice> {
         self.devices.iter().filter(|d| d.is_gpu())
     }
 
     /// The other functions of `device`'s slot, whatever their group.
-    pub fn companions(&self, device: &PciDevice) -> Vec<PciAddress> {
+    pub(crate) fn companions(&self, device: &PciDevice) -> Vec<PciAddress> {
         let start = self
             .devices
             .partition_point(|d| d.address < slot_start(&device.address));
@@ -155,7 +158,7 @@ impl Topology {
 
     /// Group members other than the device's own slot and PCI bridges, what stops it going alone: the first
     /// [`SHARING_LISTED`], and how many there are.
-    pub fn sharing_with(&self, device: &PciDevice) -> (Vec<PciAddress>, usize) {
+    pub(crate) fn sharing_with(&self, device: &PciDevice) -> (Vec<PciAddress>, usize) {
         let Some(non_bridges) = self
             .group_of(&device.address)
             .and_then(|group| self.non_bridges.get(&group))
@@ -172,13 +175,13 @@ impl Topology {
         (listed, count)
     }
 
-    pub fn gpu_report(&self, gpu: &PciDevice) -> GpuReport {
+    pub(crate) fn gpu_report(&self, gpu: &PciDevice) -> GpuReport {
         let group = self.group_of(&gpu.address);
         let (sharing_with, sharing_count) = self.sharing_with(gpu);
         let isolation = match group {
-            None => Isolation::Unknown,
-            Some(_) if sharing_count == 0 => Isolation::Isolated,
-            Some(_) => Isolation::Shared,
+            None => GroupIsolation::Unknown,
+            Some(_) if sharing_count == 0 => GroupIsolation::Isolated,
+            Some(_) => GroupIsolation::Shared,
         };
         GpuReport {
             address: gpu.address,
@@ -197,7 +200,7 @@ impl Topology {
         }
     }
 
-    pub fn gpu_reports(&self) -> Vec<GpuReport> {
+    pub(crate) fn gpu_reports(&self) -> Vec<GpuReport> {
         self.gpus().map(|gpu| self.gpu_report(gpu)).collect()
     }
 }
@@ -220,15 +223,15 @@ fn slot_start(address: &PciAddress) -> PciAddress {
 
 /// One device in `groups --json`.
 #[derive(Debug, Clone, Serialize)]
-pub struct DeviceReport {
-    pub address: PciAddress,
-    pub vendor_id: String,
-    pub device_id: String,
-    pub class: String,
-    pub driver: Option<String>,
-    pub vendor_name: Option<&'static str>,
-    pub device_name: Option<&'static str>,
-    pub class_name: Option<&'static str>,
+pub(crate) struct DeviceReport {
+    pub(crate) address: PciAddress,
+    pub(crate) vendor_id: String,
+    pub(crate) device_id: String,
+    pub(crate) class: String,
+    pub(crate) driver: Option<String>,
+    pub(crate) vendor_name: Option<&'static str>,
+    pub(crate) device_name: Option<&'static str>,
+    pub(crate) class_name: Option<&'static str>,
 }
 
 impl From<&PciDevice> for DeviceReport {
@@ -247,25 +250,29 @@ impl From<&PciDevice> for DeviceReport {
 }
 
 #[derive(Debug, Clone, Serialize)]
-pub struct GroupReport {
-    pub id: u32,
-    pub devices: Vec<DeviceReport>,
+pub(crate) struct GroupReport {
+    pub(crate) id: u32,
+    pub(crate) devices: Vec<DeviceReport>,
 }
 
 /// The whole `groups --json` document.
 #[derive(Debug, Clone, Serialize)]
-pub struct GroupsReport {
-    pub iommu_enabled: bool,
-    pub groups: Vec<GroupReport>,
-    pub gpus: Vec<GpuReport>,
+pub(crate) struct GroupsReport {
+    pub(crate) iommu_enabled: bool,
+    pub(crate) groups: Vec<GroupReport>,
+    pub(crate) gpus: Vec<GpuReport>,
     /// A verdict for every device that is no bridge (of the chosen classes).
-    pub verdicts: Vec<DeviceVerdict>,
+    pub(crate) verdicts: Vec<DeviceVerdict>,
 }
 
 impl GroupsReport {
     /// `classes`: keep the groups that hold a device of one of them, and their verdicts (`groups --class`);
     /// all when empty.
-    pub fn new(topology: &Topology, needs: &HostNeeds, classes: &[DeviceClass]) -> GroupsReport {
+    pub(crate) fn new(
+        topology: &Topology,
+        needs: &HostNeeds,
+        classes: &[DeviceClass],
+    ) -> GroupsReport {
         let chosen =
             |d: &PciDevice| classes.is_empty() || classes.iter().any(|c| c.matches(d.class_code()));
         let groups = topology
@@ -293,17 +300,17 @@ impl GroupsReport {
 
 /// What the host uses itself, which passing a device would take from it.
 #[derive(Debug, Clone, Default)]
-pub struct HostNeeds {
+pub(crate) struct HostNeeds {
     /// The USB devices behind each USB controller.
-    pub usb: BTreeMap<PciAddress, Vec<UsbDevice>>,
+    pub(crate) usb: BTreeMap<PciAddress, Vec<UsbDevice>>,
     /// The root filesystem and its controllers; `None` when the root has no mount table.
-    pub root_fs: Option<RootFs>,
+    pub(crate) root_fs: Option<RootFs>,
     /// The DMI chassis is a laptop's; `None` without DMI.
-    pub portable: Option<bool>,
+    pub(crate) portable: Option<bool>,
 }
 
 impl HostNeeds {
-    pub fn read(root: &Root, topology: &Topology) -> Result<HostNeeds> {
+    pub(crate) fn read(root: &Root, topology: &Topology) -> Result<HostNeeds> {
         let mut usb = BTreeMap::new();
         for controller in topology
             .devices
@@ -320,7 +327,7 @@ impl HostNeeds {
     }
 
     /// The keyboards, mice and other HID devices behind a USB controller.
-    pub fn inputs_behind(&self, controller: PciAddress) -> Vec<&UsbDevice> {
+    pub(crate) fn inputs_behind(&self, controller: PciAddress) -> Vec<&UsbDevice> {
         self.usb
             .get(&controller)
             .into_iter()
@@ -330,7 +337,7 @@ impl HostNeeds {
     }
 
     /// Whether the root filesystem lives on this controller.
-    pub fn holds_root_fs(&self, controller: PciAddress) -> bool {
+    pub(crate) fn holds_root_fs(&self, controller: PciAddress) -> bool {
         self.root_fs
             .as_ref()
             .is_some_and(|fs| fs.controllers.contains(&controller))
@@ -339,37 +346,37 @@ impl HostNeeds {
 
 /// Whether a device can go to a VM on its own, what goes with it, and what the host loses.
 #[derive(Debug, Clone, Serialize)]
-pub struct DeviceVerdict {
-    pub address: PciAddress,
-    pub id: String,
-    pub class: String,
+pub(crate) struct DeviceVerdict {
+    pub(crate) address: PciAddress,
+    pub(crate) id: String,
+    pub(crate) class: String,
     /// The most specific of the `--class` names; `None` for other devices (SMBus, signal processing, …).
-    pub kind: Option<DeviceClass>,
-    pub name: String,
-    pub driver: Option<String>,
-    pub group: Option<u32>,
-    pub isolation: Isolation,
-    pub companions: Vec<PciAddress>,
+    pub(crate) kind: Option<DeviceClass>,
+    pub(crate) name: String,
+    pub(crate) driver: Option<String>,
+    pub(crate) group: Option<u32>,
+    pub(crate) isolation: GroupIsolation,
+    pub(crate) companions: Vec<PciAddress>,
     /// Group members that make it `shared`: the first [`SHARING_LISTED`] of them.
-    pub sharing_with: Vec<PciAddress>,
+    pub(crate) sharing_with: Vec<PciAddress>,
     /// How many group members make it `shared`.
-    pub sharing_count: usize,
-    pub caveats: Vec<Caveat>,
+    pub(crate) sharing_count: usize,
+    pub(crate) caveats: Vec<Caveat>,
     /// For a USB controller: the USB devices behind it.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub usb_devices: Option<Vec<UsbDevice>>,
+    pub(crate) usb_devices: Option<Vec<UsbDevice>>,
 }
 
 /// Something that makes passing a device costly or unlikely to work, whatever its group.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Caveat {
-    pub caveat: CaveatKind,
-    pub detail: String,
+pub(crate) struct Caveat {
+    pub(crate) caveat: CaveatKind,
+    pub(crate) detail: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
-pub enum CaveatKind {
+pub(crate) enum CaveatKind {
     BootGpu,
     /// A 3D controller (0302): no display outputs; in a laptop a mux-less Optimus GPU.
     ThreeDController,
@@ -385,13 +392,13 @@ pub enum CaveatKind {
 
 impl Topology {
     /// The verdict on one device, with the caveats `needs` gives.
-    pub fn verdict(&self, device: &PciDevice, needs: &HostNeeds) -> DeviceVerdict {
+    pub(crate) fn verdict(&self, device: &PciDevice, needs: &HostNeeds) -> DeviceVerdict {
         let group = self.group_of(&device.address);
         let (sharing_with, sharing_count) = self.sharing_with(device);
         let isolation = match group {
-            None => Isolation::Unknown,
-            Some(_) if sharing_count == 0 => Isolation::Isolated,
-            Some(_) => Isolation::Shared,
+            None => GroupIsolation::Unknown,
+            Some(_) if sharing_count == 0 => GroupIsolation::Isolated,
+            Some(_) => GroupIsolation::Shared,
         };
         let kind = DeviceClass::of(device.class_code());
         DeviceVerdict {
@@ -432,8 +439,8 @@ impl Topology {
             if self.only_of_class(device, DeviceClass::Usb) {
                 add(
                     CaveatKind::OnlyUsbController,
-                    "the host's only USB controller: the host loses every USB device, the keyboard and \
-                     mouse plugged in later too"
+                    "the host's only USB controller: the host loses every USB device, the keyboard \
+                     and mouse plugged in later too"
                         .into(),
                 );
             }
@@ -471,7 +478,7 @@ impl Topology {
 
     /// Display devices (VGA or other display controllers, not 3D controllers, which have no outputs) other
     /// than `device`.
-    pub fn other_displays(&self, device: &PciDevice) -> Vec<&PciDevice> {
+    pub(crate) fn other_displays(&self, device: &PciDevice) -> Vec<&PciDevice> {
         self.devices
             .iter()
             .filter(|d| d.address != device.address && d.is_display())
@@ -481,12 +488,14 @@ impl Topology {
     fn boot_gpu_caveat(&self, device: &PciDevice) -> String {
         let others = self.other_displays(device);
         match others.first() {
-            None => "the boot GPU and the host's only display device: passed to a VM, it leaves the host \
-                     without a display (single-GPU passthrough)"
-                .into(),
+            None => {
+                "the boot GPU and the host's only display device: passed to a VM, it leaves the \
+                 host without a display (single-GPU passthrough)"
+                    .into()
+            }
             Some(other) => format!(
-                "the boot GPU: the firmware and boot screens show on it; the host's display would have to \
-                 move to {} {}",
+                "the boot GPU: the firmware and boot screens show on it; the host's display would \
+                 have to move to {} {}",
                 other.address,
                 other.display_name()
             ),
@@ -504,8 +513,8 @@ impl Topology {
             .collect();
         (!chipset.is_empty()).then(|| {
             format!(
-                "a function of the chipset: its slot also holds {}, which would go to the VM with it and which \
-                 the host needs; passing it rarely works",
+                "a function of the chipset: its slot also holds {}, which would go to the VM with \
+                 it and which the host needs; passing it rarely works",
                 chipset.join(", ")
             )
         })
@@ -523,11 +532,14 @@ const CLASS_SMBUS: u16 = 0x0c05;
 
 fn three_d_caveat(portable: Option<bool>) -> String {
     match portable {
-        Some(true) => "a laptop's 3D controller (mux-less Optimus): it has no display outputs, the screen \
-                       belongs to the iGPU, and the guest driver often refuses it; passing it rarely works"
-            .into(),
-        _ => "a 3D controller: it has no display outputs, so the guest shows its picture only through \
-              another GPU or a remote display; in a laptop (mux-less Optimus) passing it rarely works"
+        Some(true) => {
+            "a laptop's 3D controller (mux-less Optimus): it has no display outputs, the screen \
+             belongs to the iGPU, and the guest driver often refuses it; passing it rarely works"
+                .into()
+        }
+        _ => "a 3D controller: it has no display outputs, so the guest shows its picture only \
+              through another GPU or a remote display; in a laptop (mux-less Optimus) passing it \
+              rarely works"
             .into(),
     }
 }
@@ -585,7 +597,7 @@ mod tests {
         let reports = t.gpu_reports();
         assert!(started.elapsed().as_secs() < 2, "{:?}", started.elapsed());
         let first = &reports[0];
-        assert_eq!(first.isolation, Isolation::Shared);
+        assert_eq!(first.isolation, GroupIsolation::Shared);
         assert_eq!(first.companions.len(), 7);
         assert_eq!(first.sharing_count, 4000 - 8);
         assert_eq!(first.sharing_with.len(), SHARING_LISTED);
@@ -603,7 +615,7 @@ mod tests {
             &[(1, &["0000:00:01.0", "0000:01:00.0", "0000:01:00.1"])],
         );
         let report = t.gpu_report(&t.devices[1]);
-        assert_eq!(report.isolation, Isolation::Isolated);
+        assert_eq!(report.isolation, GroupIsolation::Isolated);
         assert_eq!(report.group, Some(1));
         assert_eq!(report.companions, ["0000:01:00.1".parse().unwrap()]);
         assert!(!report.vendor_reset);
@@ -619,7 +631,7 @@ mod tests {
             &[(8, &["0000:03:00.0", "0000:04:00.0"])],
         );
         let report = t.gpu_report(&t.devices[1]);
-        assert_eq!(report.isolation, Isolation::Shared);
+        assert_eq!(report.isolation, GroupIsolation::Shared);
         assert_eq!(report.sharing_with, ["0000:03:00.0".parse().unwrap()]);
         assert_eq!(report.sharing_count, 1);
     }
@@ -629,7 +641,7 @@ mod tests {
         let t = topology(vec![dev("0000:01:00.0", "1002:67df", 0x030000)], &[]);
         assert!(!t.iommu_enabled());
         let report = t.gpu_report(&t.devices[0]);
-        assert_eq!(report.isolation, Isolation::Unknown);
+        assert_eq!(report.isolation, GroupIsolation::Unknown);
         assert!(report.vendor_reset);
     }
 }

@@ -10,20 +10,20 @@ use super::pci::{DEVICES_DIR, PciAddress};
 use crate::root::Root;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct UsbDevice {
+pub(crate) struct UsbDevice {
     /// Bus and port path, e.g. `1-2` or `3-1.4` (behind a hub).
-    pub port: String,
+    pub(crate) port: String,
     /// `vvvv:pppp`.
-    pub id: String,
-    pub manufacturer: Option<String>,
-    pub product: Option<String>,
+    pub(crate) id: String,
+    pub(crate) manufacturer: Option<String>,
+    pub(crate) product: Option<String>,
     /// What its HID interfaces are, once each.
-    pub inputs: Vec<Input>,
+    pub(crate) inputs: Vec<Input>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "lowercase")]
-pub enum Input {
+pub(crate) enum Input {
     Keyboard,
     Mouse,
     /// Another HID interface (gamepads, receivers' vendor interfaces, keyboards without the boot protocol).
@@ -31,7 +31,7 @@ pub enum Input {
 }
 
 impl Input {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Input::Keyboard => "keyboard",
             Input::Mouse => "mouse",
@@ -42,7 +42,7 @@ impl Input {
 
 impl UsbDevice {
     /// `046d:c31c Logitech, Inc. USB Keyboard`, as far as the device names itself.
-    pub fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         let names: Vec<&str> = [&self.manufacturer, &self.product]
             .into_iter()
             .flatten()
@@ -55,13 +55,13 @@ impl UsbDevice {
     }
 
     /// A keyboard or mouse the host would lose with the controller.
-    pub fn is_input(&self) -> bool {
+    pub(crate) fn is_input(&self) -> bool {
         !self.inputs.is_empty()
     }
 
     /// `keyboard`, `keyboard, mouse` or `HID device`: a keyboard's extra HID interface (media keys) is no
     /// other input.
-    pub fn input_names(&self) -> String {
+    pub(crate) fn input_names(&self) -> String {
         let named: Vec<&str> = self
             .inputs
             .iter()
@@ -74,7 +74,7 @@ impl UsbDevice {
 
 /// The USB devices behind `controller` (root hubs left out), in port order; none for a device that is no
 /// USB controller.
-pub fn behind(root: &Root, controller: PciAddress) -> Result<Vec<UsbDevice>> {
+pub(crate) fn behind(root: &Root, controller: PciAddress) -> Result<Vec<UsbDevice>> {
     let dir = Utf8PathBuf::from(DEVICES_DIR).join(controller.to_string());
     let mut devices = Vec::new();
     for hub in root.read_dir(&dir)?.unwrap_or_default() {

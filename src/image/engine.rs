@@ -15,24 +15,37 @@ use crate::error::InputError;
 use crate::image_ref::{Digest, ImageRef};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Engine {
+pub(crate) enum Engine {
     Podman,
     Buildah,
     Docker,
 }
 
-/// Process isolation for RUN steps. `chroot` builds where the OCI runtime cannot make cgroups (hybrid
-/// cgroup hosts); unset keeps the engine's own default, so BUILDAH_ISOLATION still works.
+/// Process isolation for RUN steps (podman's and buildah's `--isolation`). `chroot` builds where the OCI
+/// runtime cannot make cgroups (hybrid cgroup hosts); unset keeps the engine's own default, so
+/// BUILDAH_ISOLATION still works.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Isolation {
+pub(crate) enum BuildIsolation {
     Oci,
     Chroot,
     Rootless,
 }
 
+impl BuildIsolation {
+    /// The engine's own spelling, written out: renaming the command-line value cannot change an engine's
+    /// command line.
+    fn engine_value(self) -> &'static str {
+        match self {
+            BuildIsolation::Oci => "oci",
+            BuildIsolation::Chroot => "chroot",
+            BuildIsolation::Rootless => "rootless",
+        }
+    }
+}
+
 /// When the engine may fetch the base image from its registry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum)]
-pub enum Pull {
+pub(crate) enum Pull {
     Never,
     #[default]
     Missing,
@@ -42,7 +55,7 @@ pub enum Pull {
 /// Whether a push checks the registry's TLS certificate. `false` is for a registry on plain HTTP or with a
 /// certificate the machine does not trust; it applies to the push only, never to fetching the base.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum)]
-pub enum TlsVerify {
+pub(crate) enum TlsVerify {
     #[default]
     #[value(name = "true")]
     Verify,
@@ -61,9 +74,9 @@ pub(crate) struct BuildSecret {
 
 /// A `--label KEY=VALUE` for the built image, checked before it reaches the engine's command line.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Label {
-    pub key: String,
-    pub value: String,
+pub(crate) struct Label {
+    pub(crate) key: String,
+    pub(crate) value: String,
 }
 
 impl std::str::FromStr for Label {
@@ -79,8 +92,8 @@ impl std::str::FromStr for Label {
                 .all(|c| c.is_ascii_alphanumeric() || "._-/".contains(c));
         if !key_ok {
             return Err(format!(
-                "label key {key:?}: expected letters, digits and . _ - /, starting with a letter or digit \
-                 (e.g. org.opencontainers.image.source)"
+                "label key {key:?}: expected letters, digits and . _ - /, starting with a letter \
+                 or digit (e.g. org.opencontainers.image.source)"
             ));
         }
         if value.chars().any(char::is_control) {
@@ -99,10 +112,10 @@ impl std::str::FromStr for Label {
 /// and records its digest), so the engine is never allowed to fetch it again: the image is built from exactly
 /// the base its label names.
 #[derive(Debug, Clone)]
-pub struct BuildOptions<'a> {
-    pub tag: &'a ImageRef,
-    pub isolation: Option<Isolation>,
-    pub labels: &'a [Label],
+pub(crate) struct BuildOptions<'a> {
+    pub(crate) tag: &'a ImageRef,
+    pub(crate) isolation: Option<BuildIsolation>,
+    pub(crate) labels: &'a [Label],
     pub(crate) secrets: &'a [BuildSecret],
 }
 
@@ -115,7 +128,7 @@ pub(crate) struct PushOptions<'a> {
 
 impl Engine {
     /// The first of podman, buildah, docker found on PATH: podman is bootc's own tool.
-    pub fn detect() -> Result<Engine> {
+    pub(crate) fn detect() -> Result<Engine> {
         Engine::value_variants()
             .iter()
             .copied()
@@ -127,7 +140,7 @@ impl Engine {
             })
     }
 
-    pub fn program(self) -> &'static str {
+    pub(crate) fn program(self) -> &'static str {
         match self {
             Engine::Podman => "podman",
             Engine::Buildah => "buildah",
@@ -135,14 +148,18 @@ impl Engine {
         }
     }
 
-    pub fn is_installed(self) -> bool {
+    pub(crate) fn is_installed(self) -> bool {
         std::env::var_os("PATH").is_some_and(|path| {
             std::env::split_paths(&path).any(|dir| dir.join(self.program()).is_file())
         })
     }
 
     /// Refuses option combinations this engine cannot honour, before anything runs.
-    pub fn check(self, isolation: Option<Isolation>, tls_verify: TlsVerify) -> Result<()> {
+    pub(crate) fn check(
+        self,
+        isolation: Option<BuildIsolation>,
+        tls_verify: TlsVerify,
+    ) -> Result<()> {
         if self == Engine::Docker && isolation.is_some() {
             bail!(InputError::new(
                 "--isolation",
@@ -166,7 +183,7 @@ impl Engine {
             .collect()
     }
 
-    pub fn build_argv(self, context: &Utf8Path, options: &BuildOptions) -> Vec<OsString> {
+    pub(crate) fn build_argv(self, context: &Utf8Path, options: &BuildOptions) -> Vec<OsString> {
         let mut argv: Vec<String> = vec![self.program().into()];
         match self {
             Engine::Podman => argv.extend(["build".into(), "--layers".into()]),
@@ -178,7 +195,7 @@ impl Engine {
             argv.push("--pull=never".into());
         }
         if let Some(isolation) = options.isolation {
-            argv.extend(["--isolation".into(), isolation.name()]);
+            argv.extend(["--isolation".into(), isolation.engine_value().into()]);
         }
         // podman and buildah turn each --label into a LABEL step after the last instruction: a user's label
         // never costs the cached layers below it.
@@ -283,7 +300,7 @@ impl Engine {
     }
 
     /// Whether `image` is in the engine's local storage.
-    pub fn has_image(self, image: &ImageRef) -> Result<bool> {
+    pub(crate) fn has_image(self, image: &ImageRef) -> Result<bool> {
         let argv: Vec<&str> = match self {
             Engine::Podman => vec!["podman", "image", "exists", image.as_str()],
             Engine::Buildah => vec!["buildah", "inspect", "--type", "image", image.as_str()],
@@ -308,19 +325,6 @@ fn query(argv: &[&str]) -> Result<String> {
     Cmd::new(argv[0]).args(&argv[1..]).read()
 }
 
-trait ValueName {
-    fn name(&self) -> String;
-}
-
-impl<T: ValueEnum> ValueName for T {
-    fn name(&self) -> String {
-        self.to_possible_value()
-            .expect("no skipped variants")
-            .get_name()
-            .to_owned()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -334,7 +338,7 @@ mod tests {
 
     fn argv(
         engine: Engine,
-        isolation: Option<Isolation>,
+        isolation: Option<BuildIsolation>,
         labels: &[Label],
         secrets: &[BuildSecret],
     ) -> String {
@@ -352,14 +356,30 @@ mod tests {
     fn podman_and_buildah_never_pull_during_the_build_and_take_isolation() {
         let labels = ["org.example.ci=42".parse().unwrap()];
         assert_eq!(
-            argv(Engine::Podman, Some(Isolation::Chroot), &labels, &[]),
+            argv(Engine::Podman, Some(BuildIsolation::Chroot), &labels, &[]),
             "podman build --layers --pull=never --isolation chroot --label org.example.ci=42 \
              --tag localhost/vfio:1 --file /ctx/Containerfile /ctx"
         );
         assert_eq!(
             argv(Engine::Buildah, None, &[], &[]),
-            "buildah bud --layers --pull=never --tag localhost/vfio:1 --file /ctx/Containerfile /ctx"
+            "buildah bud --layers --pull=never --tag localhost/vfio:1 --file /ctx/Containerfile \
+             /ctx"
         );
+    }
+
+    /// podman's and buildah's own words, whatever the command line calls them.
+    #[test]
+    fn isolation_reaches_the_engine_in_its_spelling() {
+        let values: Vec<String> = [
+            BuildIsolation::Oci,
+            BuildIsolation::Chroot,
+            BuildIsolation::Rootless,
+        ]
+        .into_iter()
+        .map(|isolation| argv(Engine::Buildah, Some(isolation), &[], &[]))
+        .map(|line| line.split(' ').nth(5).unwrap().to_owned())
+        .collect();
+        assert_eq!(values, ["oci", "chroot", "rootless"]);
     }
 
     #[test]
@@ -369,14 +389,14 @@ mod tests {
             "docker build --tag localhost/vfio:1 --file /ctx/Containerfile /ctx"
         );
         let err = Engine::Docker
-            .check(Some(Isolation::Chroot), TlsVerify::Verify)
+            .check(Some(BuildIsolation::Chroot), TlsVerify::Verify)
             .unwrap_err();
         assert_eq!(crate::error::exit_code(&err), 2);
         let err = Engine::Docker.check(None, TlsVerify::Skip).unwrap_err();
         assert!(err.to_string().starts_with("--tls-verify: "), "{err}");
         assert!(
             Engine::Podman
-                .check(Some(Isolation::Chroot), TlsVerify::Skip)
+                .check(Some(BuildIsolation::Chroot), TlsVerify::Skip)
                 .is_ok()
         );
     }
@@ -398,7 +418,8 @@ mod tests {
             let text = argv(engine, None, &[], &secrets);
             assert!(
                 text.contains(
-                    "--secret id=mok-key,src=/tmp/s/mok-key --secret id=mok-cert,src=/tmp/s/mok-cert --tag"
+                    "--secret id=mok-key,src=/tmp/s/mok-key --secret \
+                     id=mok-cert,src=/tmp/s/mok-cert --tag"
                 ),
                 "{text}"
             );

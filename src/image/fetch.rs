@@ -154,7 +154,10 @@ mod tests {
         ] {
             let options = cmd.display();
             assert!(
-                options.contains("-c protocol.allow=never -c protocol.https.allow=always -c protocol.ssh.allow=always -c protocol.file.allow=always"),
+                options.contains(
+                    "-c protocol.allow=never -c protocol.https.allow=always -c \
+                     protocol.ssh.allow=always -c protocol.file.allow=always"
+                ),
                 "{options}"
             );
             assert!(

@@ -33,7 +33,7 @@ impl Display {
 }
 
 /// Runs `argv`, stdout and stderr merged, shown as `verbosity` asks, and fails when it exits non-zero.
-pub fn run_streamed(argv: &[OsString], verbosity: Verbosity) -> Result<()> {
+pub(crate) fn run_streamed(argv: &[OsString], verbosity: Verbosity) -> Result<()> {
     let display = Display::for_run(verbosity);
     let bar = (display == Display::ProgressLine).then(|| {
         let bar = ProgressBar::new_spinner();

@@ -1,51 +1,26 @@
 //! Plan -> build context (Containerfile + layer files + scripts), in memory and deterministic.
 //!
 //! Rendering never touches the output directory; [`super::context`] writes the result. The Containerfile
-//! template lives in containerfiles/, the scripts in layers/scripts/; both are compiled into the binary.
+//! itself is [`super::containerfile`]'s; the scripts in layers/scripts/ and the template are compiled into the binary.
 
 use std::collections::BTreeMap;
 
 use anyhow::{Context, Result, bail};
 use camino::{Utf8Path, Utf8PathBuf};
-use serde::Serialize;
 use sha2::{Digest, Sha256};
 
+use super::containerfile::{self, HEADERS_DIR, KERNEL_DIR, ModuleBuild, SCRIPTS, SCRIPTS_DIR};
 use super::engine::Label;
-use super::secrets::{MOK_CERT, MOK_KEY};
 use crate::config::sources::{KernelPackage, PackageKeys};
 use crate::config::{HeaderPackages, KernelSource, ModuleSource};
 use crate::error::InputError;
-use crate::plan::dkms_conf::{DebugInfo, DkmsConf};
-use crate::plan::{Layer, ModuleConf, ModulePlan, Plan, SigningPlan};
-
-const CONTAINERFILE_TEMPLATE: &str = include_str!("../../containerfiles/Containerfile.j2");
-
-/// Build-time helpers, installed under /usr/libexec/passthru-image/ in the image.
-const SCRIPTS: &[(&str, &str)] = &[
-    (
-        "image-kernel",
-        include_str!("../../layers/scripts/image-kernel"),
-    ),
-    (
-        "regenerate-initramfs",
-        include_str!("../../layers/scripts/regenerate-initramfs"),
-    ),
-    (
-        "build-kmods",
-        include_str!("../../layers/scripts/build-kmods"),
-    ),
-    (
-        "swap-kernel",
-        include_str!("../../layers/scripts/swap-kernel"),
-    ),
-    ("mok-sign", include_str!("../../layers/scripts/mok-sign")),
-];
+use crate::plan::{Layer, ModuleConf, ModulePlan, Plan};
 
 /// One file of the build context, relative to its root.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ContextFile {
-    pub path: Utf8PathBuf,
-    pub mode: u32,
+    pub(crate) path: Utf8PathBuf,
+    pub(crate) mode: u32,
     pub content: Vec<u8>,
 }
 
@@ -99,23 +74,31 @@ pub(crate) fn render_labelled(plan: &Plan, labels: &[Label]) -> Result<BuildCont
     }
     let mut modules = Vec::new();
     for module in &plan.modules {
-        let (stage, module_files) = module_stage(module)?;
-        modules.push(stage);
+        let (build, module_files) = module_build(module)?;
+        modules.push(build);
         files.extend(module_files);
     }
-    let signing = SigningSteps::of(plan);
+    let inputs = containerfile::Inputs {
+        kernel_sums: kernel_sums.as_deref(),
+        modules: &modules,
+        labels,
+    };
     files.push(ContextFile::text(
         "Containerfile",
         0o644,
-        &containerfile(plan, kernel_sums.as_deref(), &modules, &signing, labels)?,
+        &containerfile::render(plan, &inputs)?,
     ));
     for (name, content) in SCRIPTS {
-        files.push(ContextFile::text(format!("scripts/{name}"), 0o755, content));
+        files.push(ContextFile::text(
+            format!("{SCRIPTS_DIR}/{name}"),
+            0o755,
+            content,
+        ));
     }
     for file in &plan.files {
         let dir = match file.layer {
-            Layer::Initramfs => "layers/initramfs",
-            Layer::Host => "layers/host",
+            Layer::Initramfs => containerfile::INITRAMFS_LAYER,
+            Layer::Host => containerfile::HOST_LAYER,
         };
         let relative = file.path.strip_prefix("/").unwrap_or(&file.path);
         files.push(ContextFile::text(
@@ -128,26 +111,8 @@ pub(crate) fn render_labelled(plan: &Plan, labels: &[Label]) -> Result<BuildCont
     Ok(BuildContext { files })
 }
 
-/// Context directories of packages that reach a build step through a bind mount, each with a SHA256SUMS.
-const KERNEL_DIR: &str = "kernel";
-const HEADERS_DIR: &str = "headers";
-/// Where the kmods stage mounts the header packages (build-kmods reads them there).
-const HEADERS_MOUNT: &str = "/run/passthru-headers";
-const BUILD_KMODS: &str = "/usr/libexec/passthru-image/build-kmods";
-
-/// One module's build in the kmods stage, as the Containerfile template writes it.
-#[derive(Debug, Serialize)]
-struct ModuleStage {
-    /// The source's directory in the context and where it goes in the stage.
-    context_dir: String,
-    source_dir: String,
-    /// `--mount=...` options of the build step, each followed by a space.
-    mounts: String,
-    argv: Vec<String>,
-}
-
-/// The module's source (and header packages) in the context, and its build step.
-fn module_stage(module: &ModulePlan) -> Result<(ModuleStage, Vec<ContextFile>)> {
+/// The module's source (and header packages) in the context, for its build step.
+fn module_build(module: &ModulePlan) -> Result<(ModuleBuild<'_>, Vec<ContextFile>)> {
     let ModuleConf::Read { dir, conf } = &module.conf else {
         bail!(
             "{} was not fetched: the build context needs the module's source",
@@ -162,7 +127,6 @@ fn module_stage(module: &ModulePlan) -> Result<(ModuleStage, Vec<ContextFile>)> 
     let mut files = Vec::new();
     copy_tree(dir, Utf8Path::new(&context_dir), &mut files)
         .map_err(|e| InputError::new(field, format!("{e:#}")))?;
-    let mut mounts = String::new();
     let mut headers_sums = None;
     if let Some(HeaderPackages {
         dir,
@@ -172,169 +136,15 @@ fn module_stage(module: &ModulePlan) -> Result<(ModuleStage, Vec<ContextFile>)> 
         let (packages, sums) =
             bind_mounted_packages(dir, packages, HEADERS_DIR, PackageKeys::ModuleHeaders)?;
         files.extend(packages);
-        mounts = format!("--mount=type=bind,source={HEADERS_DIR},target={HEADERS_MOUNT} ");
         headers_sums = Some(sums);
     }
-    let stage = ModuleStage {
+    let build = ModuleBuild {
         context_dir,
-        source_dir: conf.source_dir(),
-        mounts,
-        argv: build_kmods_argv(conf, headers_sums.as_deref()),
+        conf,
+        headers_sums,
     };
-    Ok((stage, files))
+    Ok((build, files))
 }
-
-/// Where the signing steps mount the build secrets: mok-sign reads them there.
-const SECRETS_DIR: &str = "/run/secrets";
-/// Where the kernel's signing step mounts the base image's /usr/lib/modules, to tell a kernel the swap kept.
-const BASE_MODULES_MOUNT: &str = "/run/passthru-base-modules";
-const MOK_SIGN: &str = "/usr/libexec/passthru-image/mok-sign";
-/// Where build-kmods leaves the modules for the final stage, and where the kernel's signing step leaves it.
-const STAGE_OUT: &str = "/out";
-
-/// A signing step of the Containerfile: its `--mount=...` options (each followed by a space) and its argv.
-#[derive(Debug, Serialize)]
-struct SigningStep {
-    mounts: String,
-    argv: Vec<String>,
-}
-
-/// The steps that sign with the user's key, when the plan signs: the modules at the end of the kmods stage,
-/// the replacement kernel in a throwaway stage of its own (which installs sbsigntools and is left behind).
-#[derive(Debug, Default)]
-struct SigningSteps {
-    modules: Option<SigningStep>,
-    kernel: Option<SigningStep>,
-}
-
-impl SigningSteps {
-    fn of(plan: &Plan) -> SigningSteps {
-        let Some(signing) = &plan.signing else {
-            return SigningSteps::default();
-        };
-        let modules = (!plan.modules.is_empty()).then(|| SigningStep {
-            mounts: secret_mounts(),
-            argv: mok_sign_argv(signing, "modules", STAGE_OUT),
-        });
-        let kernel = plan.kernel.is_some().then(|| SigningStep {
-            mounts: format!(
-                "--mount=type=bind,from={},source=/usr/lib/modules,target={BASE_MODULES_MOUNT} {}",
-                plan.image.base,
-                secret_mounts()
-            ),
-            argv: mok_sign_argv(signing, "kernel", BASE_MODULES_MOUNT),
-        });
-        SigningSteps { modules, kernel }
-    }
-}
-
-/// The key and the certificate, mounted for one step: never in the context, a layer or the history.
-fn secret_mounts() -> String {
-    [MOK_KEY, MOK_CERT]
-        .iter()
-        .map(|id| format!("--mount=type=secret,id={id},target={SECRETS_DIR}/{id} "))
-        .collect()
-}
-
-/// mok-sign with the certificate's fingerprint, which the engine's layer cache sees: another key signs again.
-fn mok_sign_argv(signing: &SigningPlan, mode: &str, arg: &str) -> Vec<String> {
-    [
-        MOK_SIGN,
-        "--cert-sha256",
-        &signing.certificate.sha256,
-        mode,
-        arg,
-    ]
-    .map(str::to_owned)
-    .to_vec()
-}
-
-/// build-kmods with everything it needs from the plan: the source and build directories, the modules the
-/// build must leave (each stripped of debug information unless dkms.conf says not to), and after `--` the
-/// build command, whose `${kernelver}`-style placeholders the script fills.
-fn build_kmods_argv(conf: &DkmsConf, headers_sums: Option<&str>) -> Vec<String> {
-    let mut argv: Vec<String> = vec![
-        BUILD_KMODS.into(),
-        "--name".into(),
-        conf.name.clone(),
-        "--version".into(),
-        conf.version.clone(),
-        "--source".into(),
-        conf.source_dir(),
-        "--build".into(),
-        conf.build_dir(),
-    ];
-    if let Some(sums) = headers_sums {
-        argv.extend(["--headers".into(), sums.into()]);
-    }
-    for module in &conf.modules {
-        let option = match module.debug_info {
-            DebugInfo::Strip => "--module",
-            DebugInfo::Keep => "--module-unstripped",
-        };
-        argv.extend([option.into(), module.built_path()]);
-    }
-    argv.push("--".into());
-    argv.extend(conf.make.iter().map(ToString::to_string));
-    argv
-}
-
-fn containerfile(
-    plan: &Plan,
-    kernel_sums: Option<&str>,
-    modules: &[ModuleStage],
-    signing: &SigningSteps,
-    labels: &[Label],
-) -> Result<String> {
-    // A LABEL value is expanded by the engine ($VAR) and ends at a quote: only plain values are written into
-    // the Containerfile (the user's own --label values go on the engine's command line instead).
-    if let Some(label) = labels
-        .iter()
-        .find(|l| !super::labels::is_plain_value(&l.value))
-    {
-        bail!(
-            "label {} has a value the Containerfile cannot hold: {:?}",
-            label.key,
-            label.value
-        );
-    }
-    let mut env = minijinja::Environment::new();
-    env.set_undefined_behavior(minijinja::UndefinedBehavior::Strict);
-    env.set_keep_trailing_newline(true);
-    env.add_template("Containerfile", CONTAINERFILE_TEMPLATE)?;
-    let scratch = plan
-        .kernel
-        .as_ref()
-        .map_or(&[][..], |k| package_manager_scratch(&k.source));
-    let text = env
-        .get_template("Containerfile")?
-        .render(minijinja::context! {
-            version => env!("CARGO_PKG_VERSION"),
-            base => plan.image.base.as_str(),
-            tag => plan.image.tag.as_str(),
-            kernel => plan.kernel,
-            kernel_sums => kernel_sums,
-            kernel_scratch_dirs => scratch,
-            modules => modules,
-            module_signing => signing.modules,
-            kernel_signing => signing.kernel,
-            labels => labels.iter().map(|l| (&l.key, &l.value)).collect::<Vec<_>>(),
-        })?;
-    Ok(text)
-}
-
-/// Where the package manager that swaps the kernel keeps caches and logs: tmpfs during the swap, so none of
-/// it reaches the layer. All of /var/cache for dnf (dnf4 and dnf5 use different directories); only apt's part
-/// on Debian, whose debconf keeps its database in /var/cache/debconf.
-fn package_manager_scratch(source: &KernelSource) -> &'static [&'static str] {
-    let debs = matches!(source, KernelSource::Packages { files, .. }
-        if files.iter().any(|f| f.name.ends_with(".deb")));
-    match debs {
-        true => &["/var/cache/apt", "/var/log"],
-        false => &["/var/cache", "/var/log"],
-    }
-}
-
 /// Copies a local module source into the context, file by file, so the context stays self-contained.
 fn copy_tree(src: &Utf8Path, dest: &Utf8Path, out: &mut Vec<ContextFile>) -> Result<()> {
     let mut entries: Vec<_> = src
@@ -531,8 +341,9 @@ mod tests {
         let path = Utf8PathBuf::from_path_buf(dir.path().to_owned()).unwrap();
         std::fs::write(
             path.join("dkms.conf"),
-            "PACKAGE_NAME=\"vendor-reset\"\nPACKAGE_VERSION=\"0.1.1\"\nBUILT_MODULE_NAME[0]=\"${PACKAGE_NAME}\"\n\
-             MAKE[0]=\"make KDIR=${kernel_source_dir}\"\nCLEAN=\"make KDIR=${kernel_source_dir} clean\"\n\
+            "PACKAGE_NAME=\"vendor-reset\"\nPACKAGE_VERSION=\"0.1.1\"\n\
+             BUILT_MODULE_NAME[0]=\"${PACKAGE_NAME}\"\nMAKE[0]=\"make KDIR=${kernel_source_dir}\"\n\
+             CLEAN=\"make KDIR=${kernel_source_dir} clean\"\n\
              DEST_MODULE_LOCATION[0]=\"/kernel/drivers/misc\"\nAUTOINSTALL=\"yes\"\n",
         )
         .unwrap();
@@ -555,9 +366,11 @@ mod tests {
             "--mount=type=tmpfs,target=/var/cache --mount=type=tmpfs,target=/var/log"
         );
         assert_eq!(argv[1..3], ["--unless-symbol", "pcie_acs_override_setup"]);
+        // The packages to install from it come from the plan too.
+        let names = crate::plan::acs_repository_packages().join(",");
         assert_eq!(
-            argv[argv.len() - 2..],
-            ["repo", "https://example.org/acs.repo"]
+            argv[argv.len() - 3..],
+            ["repo", "https://example.org/acs.repo", &names]
         );
     }
 
@@ -602,14 +415,30 @@ mod tests {
             text.contains("COPY sources/vendor-reset/ /usr/src/vendor-reset-0.1.1/\n"),
             "{text}"
         );
-        assert!(
-            text.contains(
-                "RUN [\"/usr/libexec/passthru-image/build-kmods\",\"--name\",\"vendor-reset\",\"--version\",\"0.1.1\",\
-                 \"--source\",\"/usr/src/vendor-reset-0.1.1\",\"--build\",\"/var/lib/dkms/vendor-reset/0.1.1/build\",\
-                 \"--module\",\"vendor-reset\",\"--\",\"make\",\"-j${parallel_jobs}\",\"KERNELRELEASE=${kernelver}\",\
-                 \"KDIR=${kernel_source_dir}\"]\n"
-            ),
-            "{text}"
+        let (mounts, argv) = run_line(&text, "build-kmods");
+        assert_eq!(mounts, "");
+        assert_eq!(
+            argv,
+            [
+                "/usr/libexec/passthru-image/build-kmods",
+                "--name",
+                "vendor-reset",
+                "--version",
+                "0.1.1",
+                "--source",
+                "/usr/src/vendor-reset-0.1.1",
+                "--build",
+                "/var/lib/dkms/vendor-reset/0.1.1/build",
+                "--out",
+                "/out",
+                "--module",
+                "vendor-reset",
+                "--",
+                "make",
+                "-j${parallel_jobs}",
+                "KERNELRELEASE=${kernelver}",
+                "KDIR=${kernel_source_dir}",
+            ]
         );
         assert_host_layer_last(&text);
     }
@@ -667,11 +496,20 @@ mod tests {
                 Sha256::digest(b"deb")
             ))
         );
-        assert!(
-            text.contains(&format!(
-                "RUN --mount=type=bind,source=headers,target=/run/passthru-headers [\"/usr/libexec/passthru-image/build-kmods\",\"--name\",\"vendor-reset\",\"--version\",\"0.1.1\",\"--source\",\"/usr/src/vendor-reset-0.1.1\",\"--build\",\"/var/lib/dkms/vendor-reset/0.1.1/build\",\"--headers\",\"{sums}\","
-            )),
-            "{text}"
+        let (mounts, argv) = run_line(&text, "build-kmods");
+        assert_eq!(
+            mounts,
+            "--mount=type=bind,source=headers,target=/run/passthru-headers"
+        );
+        let headers = argv.iter().position(|a| a == "--header-packages").unwrap();
+        assert_eq!(
+            argv[headers..headers + 4],
+            [
+                "--header-packages",
+                "/run/passthru-headers",
+                "--header-sums",
+                &sums
+            ]
         );
         assert!(!text.contains("COPY headers"), "{text}");
     }
@@ -744,25 +582,32 @@ mod tests {
             .filter(|l| l.starts_with("RUN ") && l.contains("mok-sign"))
             .map(|l| run_line(l, "mok-sign"))
             .collect();
-        let mok_sign = |mode: &str, arg: &str| {
-            vec![
-                "/usr/libexec/passthru-image/mok-sign".to_owned(),
-                "--cert-sha256".to_owned(),
-                sum.clone(),
-                mode.to_owned(),
-                arg.to_owned(),
-            ]
+        let mok_sign = |mode_args: &[&str]| {
+            let secrets = [
+                "/usr/libexec/passthru-image/mok-sign",
+                "--key",
+                "/run/secrets/mok-key",
+                "--cert",
+                "/run/secrets/mok-cert",
+                "--cert-sha256",
+                &sum,
+            ];
+            secrets
+                .iter()
+                .chain(mode_args)
+                .map(|a| a.to_string())
+                .collect::<Vec<_>>()
         };
         assert_eq!(
             signing_runs,
             [
-                (secrets.to_owned(), mok_sign("modules", "/out")),
+                (secrets.to_owned(), mok_sign(&["modules", "/out"])),
                 (
                     format!(
-                        "--mount=type=bind,from=quay.io/fedora/fedora-bootc:44,source=/usr/lib/modules,\
-                         target=/run/passthru-base-modules {secrets}"
+                        "--mount=type=bind,from=quay.io/fedora/fedora-bootc:44,\
+                         source=/usr/lib/modules,target=/run/passthru-base-modules {secrets}"
                     ),
-                    mok_sign("kernel", "/run/passthru-base-modules")
+                    mok_sign(&["kernel", "/run/passthru-base-modules", "/out"])
                 ),
             ]
         );

@@ -40,8 +40,8 @@ impl SigningSecrets {
         // An engine reads `--secret id=ID,src=PATH` as comma-separated key=value pairs.
         if path.as_str().contains([',', '=']) {
             bail!(
-                "the temporary directory {path} has a ',' or '=' in its path, which the engine's --secret \
-                 option cannot hold: set TMPDIR to another directory"
+                "the temporary directory {path} has a ',' or '=' in its path, which the engine's \
+                 --secret option cannot hold: set TMPDIR to another directory"
             );
         }
         let secrets = SigningSecrets {

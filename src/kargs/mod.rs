@@ -19,7 +19,7 @@ use params::{Param, Repeats};
 
 /// The x86 kernel command line holds COMMAND_LINE_SIZE = 2048 bytes with its terminating NUL
 /// (arch/x86/include/asm/setup.h); the bootloader silently truncates what does not fit.
-pub const COMMAND_LINE_MAX: usize = 2047;
+pub(crate) const COMMAND_LINE_MAX: usize = 2047;
 
 /// Characters that are never allowed in a karg we write.
 const FORBIDDEN: &[char] = &['"', '\'', '`', '$', ';', '\\'];
@@ -98,7 +98,8 @@ impl Karg {
         }
         if let Some(c) = text.chars().find(|c| FORBIDDEN.contains(c)) {
             return Err(format!(
-                "{text:?} contains {c:?}; quotes, backslashes, backticks, `$` and `;` are not allowed"
+                "{text:?} contains {c:?}; quotes, backslashes, backticks, `$` and `;` are not \
+                 allowed"
             ));
         }
         let key = text.split_once('=').map_or(text, |(key, _)| key);
@@ -112,7 +113,8 @@ impl Karg {
                 .all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c));
         if !name_ok {
             return Err(format!(
-                "{text:?}: a parameter name is letters, digits, `_`, `-` and `.`, not starting with `-` or `.`"
+                "{text:?}: a parameter name is letters, digits, `_`, `-` and `.`, not starting \
+                 with `-` or `.`"
             ));
         }
         Ok(Karg {
@@ -168,13 +170,14 @@ pub struct HostKarg {
 impl HostKarg {
     /// Checks one argument read from a record (the live state file): what [`split_cmdline`] gives for one word,
     /// and nothing that a command line would take for an option.
-    pub fn parse(text: &str) -> Result<HostKarg, String> {
+    pub(crate) fn parse(text: &str) -> Result<HostKarg, String> {
         let words = split_cmdline(text);
         match words.as_slice() {
             [word] if word.text == text => {}
             _ => {
                 return Err(format!(
-                    "{text:?} is not exactly one kernel argument (whitespace is allowed only inside double quotes)"
+                    "{text:?} is not exactly one kernel argument (whitespace is allowed only \
+                     inside double quotes)"
                 ));
             }
         }
@@ -200,7 +203,7 @@ impl HostKarg {
         })
     }
 
-    pub fn as_str(&self) -> &str {
+    pub(crate) fn as_str(&self) -> &str {
         &self.text
     }
 }
@@ -240,11 +243,11 @@ impl<'de> Deserialize<'de> for HostKarg {
 
 /// Why two arguments cannot both be meant.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Conflict {
+pub(crate) struct Conflict {
     /// The planned argument it contradicts; `None` when it contradicts the plan as a whole (the IOMMU off).
-    pub planned: Option<Karg>,
+    pub(crate) planned: Option<Karg>,
     /// One line: what the kernel would do with both.
-    pub reason: String,
+    pub(crate) reason: String,
 }
 
 /// An ordered list of planned kargs without duplicates or contradictions, in the order they are written.
@@ -260,7 +263,7 @@ pub struct Kargs {
 impl Kargs {
     /// Appends `karg` unless the same argument is already there. When it contradicts an argument already in the
     /// list, the list is left unchanged and the contradiction returned.
-    pub fn push(&mut self, karg: Karg) -> Result<(), Conflict> {
+    pub(crate) fn push(&mut self, karg: Karg) -> Result<(), Conflict> {
         if let Some(conflict) = self.conflict_with(&karg) {
             return Err(conflict);
         }
@@ -330,7 +333,8 @@ impl Kargs {
                         clash.then(|| Conflict {
                             planned: Some(planned.clone()),
                             reason: format!(
-                                "{key}= tokens {a} and {b} undo each other; the kernel keeps whichever it reads last"
+                                "{key}= tokens {a} and {b} undo each other; the kernel keeps \
+                                 whichever it reads last"
                             ),
                         })
                     })
@@ -342,7 +346,7 @@ impl Kargs {
     /// What is left of a host's token argument once the tokens that contradict this plan are taken out
     /// (`intel_iommu=off,igfx_off` beside a planned `intel_iommu=on` keeps `intel_iommu=igfx_off`); `None` when
     /// nothing is left or the parameter has no tokens.
-    pub fn remainder_of(&self, host: &HostKarg) -> Option<HostKarg> {
+    pub(crate) fn remainder_of(&self, host: &HostKarg) -> Option<HostKarg> {
         let key = host.normalized_key();
         let Repeats::Tokens(rules) = params::repeats(&key) else {
             return None;
@@ -366,7 +370,7 @@ impl Kargs {
 
     /// Whether a host command line gives the kernel what `planned` asks for: every token of a token parameter
     /// among the tokens of all its occurrences, the last value of a last-wins parameter, else the argument itself.
-    pub fn satisfied_by(cmdline: &[HostKarg], planned: &Karg) -> bool {
+    pub(crate) fn satisfied_by(cmdline: &[HostKarg], planned: &Karg) -> bool {
         let key = planned.normalized_key();
         let mut same = cmdline.iter().filter(|h| h.normalized_key() == key);
         match params::repeats(&key) {
@@ -385,16 +389,16 @@ impl Kargs {
         self.list.iter()
     }
 
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.list.is_empty()
     }
 
     /// The bytes these arguments take on a command line, with the spaces between them.
-    pub fn command_line_len(&self) -> usize {
+    pub(crate) fn command_line_len(&self) -> usize {
         self.list.iter().map(|k| k.text.len()).sum::<usize>() + self.list.len().saturating_sub(1)
     }
 
-    pub fn as_strings(&self) -> Vec<String> {
+    pub(crate) fn as_strings(&self) -> Vec<String> {
         self.list.iter().map(|k| k.to_string()).collect()
     }
 }
@@ -448,7 +452,7 @@ pub(crate) fn vfio_pci_ids<K: KernelArg>(kargs: &[K]) -> Vec<PciId> {
 
 /// Splits a host command line (/proc/cmdline, BLS `options`) into words, keeping double-quoted values
 /// (`dyndbg="file x +p"`) together as the kernel does (lib/cmdline.c `next_arg`).
-pub fn split_cmdline(line: &str) -> Vec<HostKarg> {
+pub(crate) fn split_cmdline(line: &str) -> Vec<HostKarg> {
     let mut words = Vec::new();
     let mut word = String::new();
     let mut quoted = false;

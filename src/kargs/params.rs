@@ -28,17 +28,17 @@ pub(crate) enum Repeats {
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) struct TokenRules {
     /// Pairs of tokens that undo each other: whichever the kernel parses last wins, so both cannot be meant.
-    pub contradictions: &'static [(&'static str, &'static str)],
+    pub(crate) contradictions: &'static [(&'static str, &'static str)],
     /// A token that turns the IOMMU off. No VFIO plan can work beside it, whatever tokens the plan itself sets
     /// for this parameter (a handheld's `amd_iommu=off` next to a plan that sets no `amd_iommu=` at all).
-    pub iommu_off: &'static str,
+    pub(crate) iommu_off: &'static str,
 }
 
 /// A parameter name with its repeat rule.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Param {
-    pub name: &'static str,
-    pub repeats: Repeats,
+    pub(crate) name: &'static str,
+    pub(crate) repeats: Repeats,
 }
 
 /// arch/x86/kernel/pci-dma.c `iommu_setup`: `pt` sets the default domain to identity, `nopt` back to

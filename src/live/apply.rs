@@ -6,32 +6,28 @@ use camino::{Utf8Path, Utf8PathBuf};
 use serde::Serialize;
 
 use super::changes::{
-    self, Changes, DeployedInitramfs, FileChange, InitramfsRebuild, KernelChange,
+    self, Changes, DeployedInitramfs, FileChange, HostConflicts, InitramfsRebuild, KernelChange,
 };
 use super::deployment::{self, HostState};
 use super::files;
 use super::initramfs;
 use super::preflight;
-use super::rpm_ostree::{Invocation, Outcome, RpmOstree};
+use super::rpm_ostree::{Invocation, Regeneration, RpmOstree};
+use super::session::{LiveHost, Privilege, Session};
 use super::state::{self, FileRecord, LiveState};
 use crate::atomic;
+use crate::cmd::Completion;
 use crate::error::ChecksFailed;
 use crate::kargs::HostKarg;
 use crate::plan::Plan;
 use crate::plan::record::PlanRecord;
 use crate::root::Root;
 
-#[derive(Debug, Clone)]
-pub struct Options {
-    pub sysroot: Utf8PathBuf,
-    pub replace_conflicts: bool,
-}
-
 /// One thing apply does, in the order it does them: files first (initramfs regeneration reads /etc), then
 /// kargs, then initramfs, then the kernel. Each rpm-ostree call stacks on the pending deployment.
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "kebab-case", tag = "step")]
-pub enum Step {
+pub(crate) enum Step {
     WriteFile(FileChange),
     Kargs {
         append: Vec<HostKarg>,
@@ -57,7 +53,7 @@ impl Step {
         !matches!(self, Step::WriteFile(_))
     }
 
-    pub fn describe(&self, rpm: &RpmOstree) -> String {
+    pub(crate) fn describe(&self, rpm: &RpmOstree) -> String {
         match self {
             Step::WriteFile(f) => format!(
                 "write {} ({:04o}{})",
@@ -79,39 +75,32 @@ impl Step {
 
 /// What apply would do: `--dry-run` prints it, apply carries it out.
 #[derive(Debug, Clone, Serialize)]
-pub struct Proposal {
-    pub sysroot: Utf8PathBuf,
-    pub pending: String,
+pub(crate) struct Proposal {
+    pub(crate) sysroot: Utf8PathBuf,
+    pub(crate) pending: String,
     /// The running deployment, when the sysroot is booted.
-    pub booted: Option<String>,
+    pub(crate) booted: Option<String>,
     #[serde(flatten)]
-    pub changes: Changes,
-    pub steps: Vec<Step>,
+    pub(crate) changes: Changes,
+    pub(crate) steps: Vec<Step>,
 }
 
 /// Reads the host and works out the steps. Changes nothing.
-pub fn propose(plan: &Plan, root: &Root, rpm: &RpmOstree, options: &Options) -> Result<Proposal> {
-    propose_on(plan, root, rpm, options, &state::load(root)?)
+pub(crate) fn propose(plan: &Plan, host: &LiveHost, conflicts: HostConflicts) -> Result<Proposal> {
+    propose_on(plan, host, conflicts, &state::load(&host.root)?)
 }
 
 /// [`propose`] with the record already read. Every file the steps write (the drop-ins, their backups, the
 /// record) is checked to be writable without following a symlink, so a bad tree is refused before any write.
 fn propose_on(
     plan: &Plan,
-    root: &Root,
-    rpm: &RpmOstree,
-    options: &Options,
+    host: &LiveHost,
+    conflicts: HostConflicts,
     record: &LiveState,
 ) -> Result<Proposal> {
-    let host = deployment::read(&options.sysroot)?;
-    let changes = changes::compute(
-        plan,
-        &host.pending,
-        root,
-        options.replace_conflicts,
-        &record.kargs_appended,
-        record.initramfs_stale_in.as_deref() == Some(host.pending.id.as_str()),
-    )?;
+    let (root, rpm) = (&host.root, &host.rpm);
+    let deployments = deployment::read(&host.sysroot)?;
+    let changes = changes::compute(plan, &deployments.pending, root, conflicts, record)?;
     atomic::check_host_file(root, Utf8Path::new(state::FILE))?;
     for file in &changes.files {
         atomic::check_host_file(root, &file.path)?;
@@ -127,7 +116,7 @@ fn propose_on(
     }
     if changes.enable_initramfs {
         steps.push(Step::EnableInitramfs {
-            command: rpm.initramfs(true),
+            command: rpm.initramfs(Regeneration::Enable),
         });
     }
     if let Some(InitramfsRebuild::Rerun { args }) = &changes.rebuild_initramfs {
@@ -148,9 +137,9 @@ fn propose_on(
         });
     }
     Ok(Proposal {
-        sysroot: options.sysroot.clone(),
-        pending: host.pending.id.clone(),
-        booted: host.booted.as_ref().map(|b| b.id.clone()),
+        sysroot: host.sysroot.clone(),
+        pending: deployments.pending.id.clone(),
+        booted: deployments.booted.as_ref().map(|b| b.id.clone()),
         changes,
         steps,
     })
@@ -158,84 +147,86 @@ fn propose_on(
 
 /// The outcome of a completed apply.
 #[derive(Debug)]
-pub struct Applied {
-    pub steps_run: Vec<String>,
-    pub warnings: Vec<String>,
+pub(crate) struct Applied {
+    pub(crate) steps_run: Vec<String>,
+    pub(crate) warnings: Vec<String>,
     /// Why the change is not complete yet, when it is not (the initramfs could not be rebuilt).
-    pub incomplete: Option<&'static str>,
+    pub(crate) incomplete: Option<&'static str>,
     /// The initramfs the deployment shipped does the job: regeneration stays off.
-    pub deployed_initramfs_suffices: bool,
+    pub(crate) deployed_initramfs_suffices: bool,
 }
 
-pub fn apply(plan: &Plan, root: &Root, options: &Options, is_root: bool) -> Result<Applied> {
-    deployment::check_sysroot(&options.sysroot)?;
-    preflight::check_host(root, is_root)?;
-    let rpm = RpmOstree::new(&options.sysroot);
+pub(crate) fn apply(
+    plan: &Plan,
+    host: &LiveHost,
+    conflicts: HostConflicts,
+    privilege: Privilege,
+) -> Result<Applied> {
+    let root = &host.root;
+    deployment::check_sysroot(&host.sysroot)?;
+    preflight::check_host(root, privilege)?;
     // Everything is read and checked before anything is written (the lock file included): bad input changes
     // nothing.
     let read = state::load(root)?;
-    let proposal = propose_on(plan, root, &rpm, options, &read)?;
-    let _lock = preflight::lock_when_idle(root, &rpm)?;
+    let proposal = propose_on(plan, host, conflicts, &read)?;
+    let _lock = preflight::lock_when_idle(root, &host.rpm)?;
     // Another rpm-ostree client, or another passthru-image run before we held the lock, may have changed the
     // host since the proposal was read: then it is stale, and nothing may be written from it.
-    let mut record = state::load(root)?;
-    if record != read {
+    let mut session = Session::new(host, state::load(root)?);
+    if session.record != read {
         bail!(
-            "{} changed since apply read it (another passthru-image run?); nothing was changed: run apply again",
+            "{} changed since apply read it (another passthru-image run?); nothing was changed: \
+             run apply again",
             root.join(state::FILE)
         );
     }
-    let mut expected = Pending::read_as(&options.sysroot, &proposal.pending)?;
+    let mut expected = Pending::read_as(host, &proposal.pending)?;
     let regenerated = proposal.changes.deployed_initramfs == DeployedInitramfs::Regenerated;
     if !proposal.changes.files.is_empty() && regenerated {
         // Saved before the files change: if no later step makes a new deployment (it fails, or there is
         // none), the next apply still knows this deployment's initramfs lacks the drop-ins.
-        record.initramfs_stale_in = Some(proposal.pending.clone());
-        state::save(root, &record)?;
+        session.record.initramfs_stale_in = Some(proposal.pending.clone());
+        session.save_record()?;
     }
-    let mut done: Vec<String> = Vec::new();
     for (i, step) in proposal.steps.iter().enumerate() {
         let ran = expected
-            .check_unchanged(&options.sysroot, step.runs_rpm_ostree())
-            .and_then(|()| run_step(step, root, &options.sysroot, &rpm, &mut record));
+            .check_before(step, host)
+            .and_then(|()| run_step(step, &mut session));
+        let described = step.describe(&host.rpm);
         match ran {
             Ok(StepResult::Changed) => {
-                done.push(step.describe(&rpm));
+                session.done.push(described);
                 if step.runs_rpm_ostree() {
-                    expected = Pending::made_by_us(&options.sysroot)?;
+                    expected = Pending::made_by_us(host)?;
                 }
             }
-            Ok(StepResult::Unchanged) => done.push(format!(
-                "{} (nothing changed: the host already had it)",
-                step.describe(&rpm)
+            Ok(StepResult::Unchanged) => session.done.push(format!(
+                "{described} (nothing changed: the host already had it)"
             )),
             Err(err) => {
                 let not_done: Vec<String> = proposal.steps[i..]
                     .iter()
-                    .map(|s| s.describe(&rpm))
+                    .map(|s| s.describe(&host.rpm))
                     .collect();
-                return Err(err.context(half_way_report(root, &done, &not_done)));
+                return Err(err.context(half_way_report(root, &session.done, &not_done)));
             }
         }
     }
     // Whatever ran, the pending deployment must not be the one whose initramfs predates the drop-ins; when it
     // still is and cannot be rebuilt, this says why the change is not complete.
     let incomplete = expected
-        .check_unchanged(&options.sysroot, true)
-        .and_then(|()| {
-            initramfs::rebuild_if_stale(root, &options.sysroot, &rpm, &mut record, &mut done)
-        })
+        .check_unchanged(host)
+        .and_then(|()| initramfs::rebuild_if_stale(&mut session))
         .map_err(|err| {
             let not_done = ["rebuild of the initramfs for the new drop-ins".to_owned()];
-            err.context(half_way_report(root, &done, &not_done))
+            err.context(half_way_report(root, &session.done, &not_done))
         })?;
-    let host = deployment::read(&options.sysroot)?;
-    verify(plan, &host, &proposal.changes)?;
+    verify(plan, &deployment::read(&host.sysroot)?, &proposal.changes)?;
     // Kept with what apply did, for `doctor` without a config (gone again once nothing is left to undo).
-    record.plan = Some(PlanRecord::of(plan));
-    state::save(root, &record)?;
+    session.record.plan = Some(PlanRecord::of(plan));
+    session.save_record()?;
     Ok(Applied {
-        steps_run: done,
+        steps_run: session.done,
         deployed_initramfs_suffices: proposal.changes.deployed_initramfs
             == DeployedInitramfs::Suffices,
         warnings: proposal.changes.warnings,
@@ -254,34 +245,38 @@ struct Pending {
 
 impl Pending {
     /// The proposal's deployment, checked to still be the pending one.
-    fn read_as(sysroot: &Utf8Path, proposed: &str) -> Result<Pending> {
+    fn read_as(host: &LiveHost, proposed: &str) -> Result<Pending> {
         let pending = Pending {
             id: proposed.to_owned(),
             origin: "apply read",
         };
-        pending.check_unchanged(sysroot, true)?;
+        pending.check_unchanged(host)?;
         Ok(pending)
     }
 
     /// What our own last rpm-ostree step made.
-    fn made_by_us(sysroot: &Utf8Path) -> Result<Pending> {
+    fn made_by_us(host: &LiveHost) -> Result<Pending> {
         Ok(Pending {
-            id: deployment::read(sysroot)?.pending.id,
+            id: host.pending()?.id,
             origin: "apply's last step made",
         })
     }
 
-    /// Re-reads the sysroot before a step that calls rpm-ostree (`check` false skips the read).
-    fn check_unchanged(&self, sysroot: &Utf8Path, check: bool) -> Result<()> {
-        if !check {
-            return Ok(());
+    /// Re-reads the sysroot before a step that calls rpm-ostree; other steps need no reading.
+    fn check_before(&self, step: &Step, host: &LiveHost) -> Result<()> {
+        match step.runs_rpm_ostree() {
+            true => self.check_unchanged(host),
+            false => Ok(()),
         }
-        let now = deployment::read(sysroot)?.pending.id;
+    }
+
+    fn check_unchanged(&self, host: &LiveHost) -> Result<()> {
+        let now = host.pending()?.id;
         if now != self.id {
             bail!(
-                "the pending deployment changed while apply ran: it is now {now}, not {} (which {}); another \
-                 rpm-ostree client made a deployment. Nothing more was changed from the old reading: run apply \
-                 again, it starts from the new deployment",
+                "the pending deployment changed while apply ran: it is now {now}, not {} (which \
+                 {}); another rpm-ostree client made a deployment. Nothing more was changed from \
+                 the old reading: run apply again, it starts from the new deployment",
                 self.id,
                 self.origin
             );
@@ -315,13 +310,8 @@ enum StepResult {
 }
 
 /// Runs one step and records it, so the state file is right whichever step fails next.
-fn run_step(
-    step: &Step,
-    root: &Root,
-    sysroot: &Utf8Path,
-    rpm: &RpmOstree,
-    record: &mut LiveState,
-) -> Result<StepResult> {
+fn run_step(step: &Step, session: &mut Session) -> Result<StepResult> {
+    let (root, rpm, record) = (&session.host.root, &session.host.rpm, &mut session.record);
     match step {
         Step::WriteFile(file) => {
             if record.file(&file.path).is_none() {
@@ -344,13 +334,13 @@ fn run_step(
             delete,
             command,
         } => {
-            if rpm.run(command)? == Outcome::Unchanged {
+            if rpm.run(command)? == Completion::Unchanged {
                 // Exit 77: the host already had what we asked for (someone else changed it since we read it),
                 // so none of it is ours to undo.
                 return Ok(StepResult::Unchanged);
             }
             // Record only what the new deployment really shows as changed.
-            let pending = deployment::read(sysroot)?.pending;
+            let pending = session.host.pending()?;
             for karg in delete.iter().filter(|k| !pending.has_host_karg(k)) {
                 // Deleting a karg an earlier apply added undoes that apply; anything else was the user's.
                 if let Some(pos) = record.kargs_appended.iter().position(|k| k == karg) {

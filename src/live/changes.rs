@@ -6,46 +6,38 @@ use serde::{Deserialize, Serialize};
 
 use super::deployed_initramfs;
 use super::deployment::{self, DeploymentState};
+use super::state::LiveState;
 use crate::config::KernelSource;
 use crate::error::{ChecksFailed, InputError};
 use crate::kargs::{HostKarg, Karg, Kargs};
-use crate::plan::Plan;
+use crate::plan::{ACS_KERNEL_PACKAGES, Plan};
 use crate::root::Root;
 
-/// The base packages an ACS kernel build replaces when its packages carry other names (`kernel-acs*`).
-pub(crate) const BASE_KERNEL_PACKAGES: &[&str] = &[
-    "kernel",
-    "kernel-core",
-    "kernel-modules",
-    "kernel-modules-core",
-    "kernel-modules-extra",
-];
-
 #[derive(Debug, Clone, Default, Serialize)]
-pub struct Changes {
+pub(crate) struct Changes {
     /// Every planned karg, in plan order (what `plan` shows).
-    pub kargs: Vec<Karg>,
+    pub(crate) kargs: Vec<Karg>,
     /// Planned kargs the pending deployment lacks, and what is left of a host's token argument whose other
     /// tokens contradict the plan.
-    pub append: Vec<HostKarg>,
+    pub(crate) append: Vec<HostKarg>,
     /// Host kargs that contradict the plan, removed with `--replace-conflicts`.
-    pub delete: Vec<HostKarg>,
-    pub conflicts: Vec<Conflict>,
-    pub files: Vec<FileChange>,
+    pub(crate) delete: Vec<HostKarg>,
+    pub(crate) conflicts: Vec<HostConflict>,
+    pub(crate) files: Vec<FileChange>,
     /// Whether the initramfs the deployment shipped already does the job.
-    pub deployed_initramfs: DeployedInitramfs,
+    pub(crate) deployed_initramfs: DeployedInitramfs,
     /// `rpm-ostree initramfs --enable` is needed (regeneration is off, and the deployed initramfs lacks VFIO).
-    pub enable_initramfs: bool,
+    pub(crate) enable_initramfs: bool,
     /// Regeneration is already on and only the drop-ins change: the initramfs must be rebuilt to read them.
-    pub rebuild_initramfs: Option<InitramfsRebuild>,
-    pub kernel: Option<KernelChange>,
-    pub warnings: Vec<String>,
+    pub(crate) rebuild_initramfs: Option<InitramfsRebuild>,
+    pub(crate) kernel: Option<KernelChange>,
+    pub(crate) warnings: Vec<String>,
 }
 
 /// The pending deployment's initramfs, for the VFIO drivers the plan needs at boot.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case", tag = "state", content = "why")]
-pub enum DeployedInitramfs {
+pub(crate) enum DeployedInitramfs {
     /// rpm-ostree already regenerates it on the host from /etc.
     #[default]
     Regenerated,
@@ -62,7 +54,7 @@ pub enum DeployedInitramfs {
 /// "initramfs regeneration state is already enabled".
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case", tag = "how")]
-pub enum InitramfsRebuild {
+pub(crate) enum InitramfsRebuild {
     /// `rpm-ostree initramfs --enable` again with the origin's own `--arg=` values, unchanged.
     Rerun { args: Vec<String> },
     /// No args to re-pass: the tool cannot trigger it without changing the user's settings.
@@ -70,26 +62,27 @@ pub enum InitramfsRebuild {
 }
 
 /// What the user is told when the rebuild cannot be triggered (by apply or revert).
-pub const INITRAMFS_NOT_REBUILT: &str = "the initramfs still lacks the change until it is regenerated: \
-     regeneration is already on without arguments, and rpm-ostree then refuses to re-run `initramfs --enable`. \
-     The /etc/dracut.conf.d and /etc/modprobe.d files as they are now reach the initramfs with the next deployment \
-     rpm-ostree makes (e.g. `rpm-ostree upgrade`); to do it now, run `rpm-ostree initramfs --disable` and then \
-     `rpm-ostree initramfs --enable`, then reboot";
+pub(crate) const INITRAMFS_NOT_REBUILT: &str = "the initramfs still lacks the change until it is \
+     regenerated: regeneration is already on without arguments, and rpm-ostree then refuses to \
+     re-run `initramfs --enable`. The /etc/dracut.conf.d and /etc/modprobe.d files as they are now \
+     reach the initramfs with the next deployment rpm-ostree makes (e.g. `rpm-ostree upgrade`); to \
+     do it now, run `rpm-ostree initramfs --disable` and then `rpm-ostree initramfs --enable`, \
+     then reboot";
 
 /// A host argument that contradicts the plan.
 #[derive(Debug, Clone, Serialize)]
-pub struct Conflict {
-    pub host: HostKarg,
+pub(crate) struct HostConflict {
+    pub(crate) host: HostKarg,
     /// The planned argument it contradicts; `None` when it contradicts the plan as a whole (the IOMMU off).
-    pub planned: Option<Karg>,
-    pub reason: String,
+    pub(crate) planned: Option<Karg>,
+    pub(crate) reason: String,
     /// What of `host` stays when it goes: its tokens that contradict nothing.
-    pub keep: Option<HostKarg>,
+    pub(crate) keep: Option<HostKarg>,
 }
 
-impl Conflict {
+impl HostConflict {
     /// `iommu=off (planned iommu=pt)`, for messages.
-    pub fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         match &self.planned {
             Some(planned) => format!("{} (planned {planned}: {})", self.host, self.reason),
             None => format!("{} ({})", self.host, self.reason),
@@ -98,18 +91,18 @@ impl Conflict {
 }
 
 #[derive(Debug, Clone, Serialize)]
-pub struct FileChange {
+pub(crate) struct FileChange {
     /// Host path (under --root when one is given).
-    pub path: Utf8PathBuf,
-    pub mode: u32,
-    pub content: String,
+    pub(crate) path: Utf8PathBuf,
+    pub(crate) mode: u32,
+    pub(crate) content: String,
     /// The file exists now with other content: it is backed up before it is replaced.
-    pub replaces_existing: bool,
+    pub(crate) replaces_existing: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case", tag = "kind")]
-pub enum KernelChange {
+pub(crate) enum KernelChange {
     /// `rpm-ostree override replace` of local packages with the base kernel's package names.
     Replace { packages: Vec<Utf8PathBuf> },
     /// Packages of other names (`kernel-acs*`): remove the base kernel packages, install these.
@@ -120,38 +113,40 @@ pub enum KernelChange {
 }
 
 impl Changes {
-    pub fn is_empty(&self) -> bool {
-        self.append.is_empty()
-            && self.delete.is_empty()
-            && self.files.is_empty()
-            && !self.enable_initramfs
-            && self.kernel.is_none()
-    }
-
-    pub fn needs_kargs_transaction(&self) -> bool {
+    pub(crate) fn needs_kargs_transaction(&self) -> bool {
         !self.append.is_empty() || !self.delete.is_empty()
     }
 }
 
-/// The changes that bring `pending` to the plan. Same-key conflicts are an input error unless
-/// `replace_conflicts`: rpm-ostree would append the planned karg beside the old one and the kernel would keep
-/// whichever comes last. Kargs an earlier apply added (`own`) are replaced without asking: they are ours.
-/// `initramfs_stale`: an earlier apply changed the drop-ins after `pending`'s initramfs was built.
-pub fn compute(
+/// What apply does about host kargs that contradict the plan (`--replace-conflicts`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum HostConflicts {
+    /// Bad input that names them: rpm-ostree would append the planned karg beside the old one, and the kernel
+    /// would keep whichever comes last.
+    Refuse,
+    /// Deleted, with what of them contradicts nothing appended again.
+    Replace,
+}
+
+/// The changes that bring `pending` to the plan. `record` is what earlier applies did: kargs one of them added
+/// are replaced without asking (they are ours), and its mark says whether the drop-ins changed after
+/// `pending`'s initramfs was built.
+pub(crate) fn compute(
     plan: &Plan,
     pending: &DeploymentState,
     root: &Root,
-    replace_conflicts: bool,
-    own: &[HostKarg],
-    initramfs_stale: bool,
+    conflicts: HostConflicts,
+    record: &LiveState,
 ) -> Result<Changes> {
+    let own = &record.kargs_appended;
+    let initramfs_stale = record.initramfs_stale_in.as_deref() == Some(pending.id.as_str());
     if let Some(module) = plan.modules.first() {
         return Err(InputError::new(
             "vendor-reset",
             format!(
-                "live mode cannot build the {} module: /usr is read-only on an rpm-ostree host and the module must \
-                 be built against the deployed kernel. Use image mode (`passthru-image build`) or set \
-                 vendor-reset.enabled = false",
+                "live mode cannot build the {} module: /usr is read-only on an rpm-ostree host and \
+                 the module must be built against the deployed kernel. Use image mode \
+                 (`passthru-image build`) or set vendor-reset.enabled = false",
                 module.label()
             ),
         )
@@ -160,9 +155,10 @@ pub fn compute(
     if !plan.vfio.addresses.is_empty() {
         return Err(InputError::new(
             "vfio.addresses",
-            "live mode cannot bind by address: the hook that sets driver_override before udev starts is a dracut \
-             module, and /usr/lib/dracut/modules.d is read-only on an rpm-ostree host. Use image mode \
-             (`passthru-image build`), or bind by ID (vfio.ids) when no device the host keeps has the same ID",
+            "live mode cannot bind by address: the hook that sets driver_override before udev \
+             starts is a dracut module, and /usr/lib/dracut/modules.d is read-only on an \
+             rpm-ostree host. Use image mode (`passthru-image build`), or bind by ID (vfio.ids) \
+             when no device the host keeps has the same ID",
         )
         .into());
     }
@@ -172,7 +168,7 @@ pub fn compute(
     };
     for host in &pending.kargs {
         if let Some(conflict) = plan.kargs.conflict_with(host) {
-            changes.conflicts.push(Conflict {
+            changes.conflicts.push(HostConflict {
                 host: host.clone(),
                 planned: conflict.planned,
                 reason: conflict.reason,
@@ -204,12 +200,12 @@ pub fn compute(
             changes.append.push(HostKarg::from(planned));
         }
     }
-    let foreign: Vec<&Conflict> = changes
+    let foreign: Vec<&HostConflict> = changes
         .conflicts
         .iter()
         .filter(|c| !own.contains(&c.host))
         .collect();
-    if !foreign.is_empty() && !replace_conflicts {
+    if !foreign.is_empty() && conflicts == HostConflicts::Refuse {
         let list: Vec<String> = foreign.iter().map(|c| c.describe()).collect();
         return Err(InputError::new(
             "--replace-conflicts",
@@ -259,10 +255,10 @@ pub fn compute(
     let regenerates = changes.enable_initramfs || changes.rebuild_initramfs.is_some();
     if regenerates && !pending.initramfs_etc.is_empty() {
         return Err(ChecksFailed(format!(
-            "the pending deployment copies /etc files into its initramfs with `rpm-ostree initramfs-etc` ({}), \
-             and rpm-ostree refuses to regenerate the initramfs beside that, which this plan needs. Stop tracking \
-             them (`rpm-ostree initramfs-etc --untrack-all`) and run apply again, or use image mode \
-             (`passthru-image build`)",
+            "the pending deployment copies /etc files into its initramfs with `rpm-ostree \
+             initramfs-etc` ({}), and rpm-ostree refuses to regenerate the initramfs beside that, \
+             which this plan needs. Stop tracking them (`rpm-ostree initramfs-etc --untrack-all`) \
+             and run apply again, or use image mode (`passthru-image build`)",
             pending.initramfs_etc.join(", ")
         ))
         .into());
@@ -280,8 +276,8 @@ fn initramfs_decision(plan: &Plan, pending: &DeploymentState) -> DeployedInitram
     }
     if !plan.vfio.early_binding {
         return DeployedInitramfs::Lacks(
-            "vfio.early-binding = false: only the regenerated initramfs carries the softdeps that load vfio-pci \
-             first"
+            "vfio.early-binding = false: only the regenerated initramfs carries the softdeps that \
+             load vfio-pci first"
                 .into(),
         );
     }
@@ -311,17 +307,23 @@ fn upgrade_blockers(changes: &Changes, pending: &DeploymentState) -> Vec<String>
     let image = pending
         .container_image
         .as_ref()
-        .map(|image| format!(" This deployment follows the container image {image}: image mode (`passthru-image build`) fits it better."))
+        .map(|image| {
+            format!(
+                " This deployment follows the container image {image}: image mode (`passthru-image \
+                 build`) fits it better."
+            )
+        })
         .unwrap_or_default();
     vec![format!(
-        "{} record client-side changes in the deployment's origin, and `bootc upgrade` refuses a deployment with \
-         them until `passthru-image revert` (or `rpm-ostree initramfs --disable` / `override reset`) undoes them.{image}",
+        "{} record client-side changes in the deployment's origin, and `bootc upgrade` refuses a \
+         deployment with them until `passthru-image revert` (or `rpm-ostree initramfs --disable` / \
+         `override reset`) undoes them.{image}",
         used.join(" and ")
     )]
 }
 
 /// The kernel packages still to install; `None` when the pending deployment already has them.
-pub fn kernel_change(
+pub(crate) fn kernel_change(
     source: &KernelSource,
     pending: &DeploymentState,
 ) -> Result<Option<KernelChange>> {
@@ -330,8 +332,9 @@ pub fn kernel_change(
             return Err(InputError::new(
                 "acs-override.repo",
                 format!(
-                    "live mode replaces the kernel from local packages only ({url} would have to become a system \
-                     repo first); download the RPMs and set acs-override.packages, or use image mode"
+                    "live mode replaces the kernel from local packages only ({url} would have to \
+                     become a system repo first); download the RPMs and set acs-override.packages, \
+                     or use image mode"
                 ),
             )
             .into());
@@ -366,7 +369,8 @@ pub fn kernel_change(
             return Ok(None);
         }
         Ok(Some(KernelChange::RemoveInstall {
-            remove: BASE_KERNEL_PACKAGES.iter().map(|s| s.to_string()).collect(),
+            // The base packages an ACS kernel build replaces when its packages carry other names.
+            remove: ACS_KERNEL_PACKAGES.iter().map(|s| s.to_string()).collect(),
             install: paths,
         }))
     } else if recorded(&pending.replaced_local) {
@@ -409,6 +413,16 @@ mod tests {
         (dir, root)
     }
 
+    /// The changes of a first apply: nothing is recorded yet.
+    fn first_apply(
+        plan: &Plan,
+        pending: &DeploymentState,
+        root: &Root,
+        conflicts: HostConflicts,
+    ) -> Result<Changes> {
+        compute(plan, pending, root, conflicts, &LiveState::default())
+    }
+
     fn host_karg(text: &str) -> HostKarg {
         HostKarg::parse(text).unwrap()
     }
@@ -424,7 +438,7 @@ mod tests {
         config.cpu.vendor = CpuChoice::Amd;
         config.vfio.addresses = vec!["0000:02:00.0".parse().unwrap()];
         let plan = Plan::resolve(&config, &crate::plan::Target::Image).unwrap();
-        let err = compute(&plan, &pending("rw"), &root, false, &[], false).unwrap_err();
+        let err = first_apply(&plan, &pending("rw"), &root, HostConflicts::Refuse).unwrap_err();
         assert_eq!(crate::error::exit_code(&err), 2);
         let text = err.to_string();
         assert!(
@@ -437,7 +451,7 @@ mod tests {
     fn appends_only_what_is_missing_whatever_the_spelling() {
         let (_dir, root) = empty_root();
         let host = pending("rw iommu=force,pt kvm-amd.npt=1");
-        let changes = compute(&plan(), &host, &root, false, &[], false).unwrap();
+        let changes = first_apply(&plan(), &host, &root, HostConflicts::Refuse).unwrap();
         let append = texts(&changes.append);
         assert!(!append.contains(&"kvm_amd.npt=1") && !append.contains(&"iommu=pt"));
         assert!(append.contains(&"kvm_amd.avic=1"));
@@ -448,13 +462,13 @@ mod tests {
     fn conflicts_need_the_flag_unless_the_karg_is_ours() {
         let (_dir, root) = empty_root();
         let host = pending("rw iommu=nopt");
-        let err = compute(&plan(), &host, &root, false, &[], false).unwrap_err();
+        let err = first_apply(&plan(), &host, &root, HostConflicts::Refuse).unwrap_err();
         assert_eq!(crate::error::exit_code(&err), 2);
         assert!(
             err.to_string().contains("iommu=nopt (planned iommu=pt"),
             "{err}"
         );
-        let changes = compute(&plan(), &host, &root, true, &[], false).unwrap();
+        let changes = first_apply(&plan(), &host, &root, HostConflicts::Replace).unwrap();
         assert_eq!(texts(&changes.delete), ["iommu=nopt"]);
         assert!(texts(&changes.append).contains(&"iommu=pt"));
         // A value an earlier apply wrote is replaced without asking.
@@ -462,9 +476,11 @@ mod tests {
             &plan(),
             &host,
             &root,
-            false,
-            &[host_karg("iommu=nopt")],
-            false,
+            HostConflicts::Refuse,
+            &LiveState {
+                kargs_appended: vec![host_karg("iommu=nopt")],
+                ..LiveState::default()
+            },
         )
         .unwrap();
         assert_eq!(texts(&changes.delete), ["iommu=nopt"]);
@@ -479,12 +495,12 @@ mod tests {
         config.cpu.vendor = CpuChoice::Intel;
         let intel = Plan::resolve(&config, &crate::plan::Target::Image).unwrap();
         let host_kargs = pending("rw intel_iommu=igfx_off iommu=pt");
-        let changes = compute(&intel, &host_kargs, &root, false, &[], false).unwrap();
+        let changes = first_apply(&intel, &host_kargs, &root, HostConflicts::Refuse).unwrap();
         assert!(changes.delete.is_empty(), "{:?}", changes.delete);
         assert!(texts(&changes.append).contains(&"intel_iommu=on"));
 
         let off = pending("rw intel_iommu=off,igfx_off");
-        let changes = compute(&intel, &off, &root, true, &[], false).unwrap();
+        let changes = first_apply(&intel, &off, &root, HostConflicts::Replace).unwrap();
         assert_eq!(texts(&changes.delete), ["intel_iommu=off,igfx_off"]);
         let append = texts(&changes.append);
         assert!(append.contains(&"intel_iommu=igfx_off") && append.contains(&"intel_iommu=on"));
@@ -494,13 +510,11 @@ mod tests {
     #[test]
     fn amd_iommu_off_on_the_host_is_a_conflict() {
         let (_dir, root) = empty_root();
-        let err = compute(
+        let err = first_apply(
             &plan(),
             &pending("rw amd_iommu=off"),
             &root,
-            false,
-            &[],
-            false,
+            HostConflicts::Refuse,
         )
         .unwrap_err();
         assert!(err.to_string().contains("turns the IOMMU off"), "{err}");
@@ -512,10 +526,10 @@ mod tests {
         let mut host = pending("rw");
         host.container_image =
             Some("ostree-image-signed:docker://quay.io/fedora/fedora-bootc:44".into());
-        let changes = compute(&plan(), &host, &root, false, &[], false).unwrap();
+        let changes = first_apply(&plan(), &host, &root, HostConflicts::Refuse).unwrap();
         assert!(changes.warnings.iter().any(|w| w.contains("bootc upgrade")));
         host.regenerate_initramfs = true;
-        let changes = compute(&plan(), &host, &root, false, &[], false).unwrap();
+        let changes = first_apply(&plan(), &host, &root, HostConflicts::Refuse).unwrap();
         assert!(!changes.warnings.iter().any(|w| w.contains("bootc upgrade")));
     }
 }

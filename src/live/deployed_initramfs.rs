@@ -11,7 +11,7 @@ use crate::root::Root;
 
 /// Whether the deployment's initramfs has every module asked for.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Contents {
+pub(crate) enum Contents {
     /// Every module is in it, as a file, or built into the kernel.
     HasAll,
     /// These are neither in it nor built in.
@@ -21,7 +21,7 @@ pub enum Contents {
 }
 
 /// Looks for `modules` in the initramfs of the deployment rooted at `dir`.
-pub fn modules_in(dir: &Utf8Path, modules: &[String]) -> Contents {
+pub(crate) fn modules_in(dir: &Utf8Path, modules: &[String]) -> Contents {
     match read(dir, modules) {
         Ok(missing) if missing.is_empty() => Contents::HasAll,
         Ok(missing) => Contents::Lacks(missing),

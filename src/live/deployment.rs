@@ -17,7 +17,7 @@ const PACKAGES_GROUP: &str = "packages";
 
 #[derive(Debug, Clone, Serialize)]
 pub struct HostState {
-    pub sysroot: Utf8PathBuf,
+    pub(crate) sysroot: Utf8PathBuf,
     pub pending: DeploymentState,
     pub booted: Option<DeploymentState>,
 }
@@ -35,11 +35,11 @@ pub struct DeploymentState {
     pub initramfs_args: Vec<String>,
     /// `[rpmostree] initramfs-etc`: /etc files rpm-ostree copies into the deployment's initramfs. rpm-ostree
     /// refuses to regenerate the initramfs while it tracks any.
-    pub initramfs_etc: Vec<String>,
+    pub(crate) initramfs_etc: Vec<String>,
     /// The deployment's root directory (`SYSROOT/ostree/deploy/OS/deploy/CHECKSUM.SERIAL`).
-    pub dir: Utf8PathBuf,
+    pub(crate) dir: Utf8PathBuf,
     /// The deployment follows a container image (`container-image-reference`), as bootc-managed hosts do.
-    pub container_image: Option<String>,
+    pub(crate) container_image: Option<String>,
     /// `[overrides] replace-local`: local packages that replace base packages (`sha256:nevra`).
     pub replaced_local: Vec<String>,
     /// `[overrides] remove`: base packages removed.
@@ -51,34 +51,34 @@ pub struct DeploymentState {
 impl DeploymentState {
     /// Whether the deployment's command line gives the kernel what `karg` asks for (by the kernel's rules for
     /// repeated parameters: `intel_iommu=on,sm_on` has `intel_iommu=on`).
-    pub fn has_karg(&self, karg: &Karg) -> bool {
+    pub(crate) fn has_karg(&self, karg: &Karg) -> bool {
         Kargs::satisfied_by(&self.kargs, karg)
     }
 
     /// Whether the deployment's command line has exactly this argument (as rpm-ostree compares them).
-    pub fn has_host_karg(&self, karg: &HostKarg) -> bool {
+    pub(crate) fn has_host_karg(&self, karg: &HostKarg) -> bool {
         self.kargs.iter().any(|k| k.same_as(karg))
     }
 }
 
 /// Whether a local-package list of the origin (`replaced_local`, `requested_local`) holds the package
 /// `nevra`: rpm-ostree records local packages as `SHA256:NEVRA`, and package files are named after the NEVRA.
-pub fn lists_local_package(list: &[String], nevra: &str) -> bool {
+pub(crate) fn lists_local_package(list: &[String], nevra: &str) -> bool {
     list.iter()
         .any(|entry| entry.split_once(':').map(|(_, n)| n) == Some(nevra))
 }
 
 /// `--sysroot` names an ostree sysroot. libostree's own message for a wrong directory is about a file deep
 /// inside it, and rpm-ostree's is worse; this one names the flag (bad input, exit 2).
-pub fn check_sysroot(path: &Utf8Path) -> Result<(), InputError> {
+pub(crate) fn check_sysroot(path: &Utf8Path) -> Result<(), InputError> {
     if path.join("ostree/repo").is_dir() && path.join("ostree/deploy").is_dir() {
         Ok(())
     } else {
         Err(InputError::new(
             "--sysroot",
             format!(
-                "{path} is not an ostree sysroot (it has no ostree/repo and ostree/deploy); give the root of \
-                 an ostree system, / on a running Silverblue host"
+                "{path} is not an ostree sysroot (it has no ostree/repo and ostree/deploy); give \
+                 the root of an ostree system, / on a running Silverblue host"
             ),
         ))
     }
@@ -150,7 +150,7 @@ fn describe(
 }
 
 /// The kargs of a BLS `options` line, without `ostree=` (ostree adds it per deployment; nobody plans it).
-pub fn host_kargs(options: &str) -> Vec<HostKarg> {
+pub(crate) fn host_kargs(options: &str) -> Vec<HostKarg> {
     split_cmdline(options)
         .into_iter()
         .filter(|k| k.key() != "ostree")

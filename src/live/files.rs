@@ -8,12 +8,12 @@ use crate::atomic;
 use crate::root::Root;
 
 /// Where the copy of host file `abs` goes (host path, e.g. /etc/passthru-image/backup/etc/modprobe.d/x.conf).
-pub fn backup_path(abs: &Utf8Path) -> Utf8PathBuf {
+pub(crate) fn backup_path(abs: &Utf8Path) -> Utf8PathBuf {
     Utf8Path::new(BACKUP_DIR).join(abs.strip_prefix("/").unwrap_or(abs))
 }
 
 /// Copies host file `abs` to its backup place, keeping its mode. Returns the backup's host path.
-pub fn back_up(root: &Root, abs: &Utf8Path) -> Result<Utf8PathBuf> {
+pub(crate) fn back_up(root: &Root, abs: &Utf8Path) -> Result<Utf8PathBuf> {
     let backup = backup_path(abs);
     let file = root
         .read_bytes_optional(abs)?
@@ -23,7 +23,7 @@ pub fn back_up(root: &Root, abs: &Utf8Path) -> Result<Utf8PathBuf> {
 }
 
 /// Puts a backup back in place (atomically) and removes the copy.
-pub fn restore(root: &Root, abs: &Utf8Path, backup: &Utf8Path) -> Result<()> {
+pub(crate) fn restore(root: &Root, abs: &Utf8Path, backup: &Utf8Path) -> Result<()> {
     let file = root
         .read_bytes_optional(backup)?
         .with_context(|| format!("the backup {} is gone", root.join(backup)))?;
@@ -32,7 +32,7 @@ pub fn restore(root: &Root, abs: &Utf8Path, backup: &Utf8Path) -> Result<()> {
 }
 
 /// Removes host file `abs`; already gone is fine.
-pub fn remove(root: &Root, abs: &Utf8Path) -> Result<()> {
+pub(crate) fn remove(root: &Root, abs: &Utf8Path) -> Result<()> {
     atomic::remove_host_file(root, abs)
 }
 

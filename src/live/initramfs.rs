@@ -6,37 +6,26 @@
 //! its own.
 
 use anyhow::Result;
-use camino::Utf8Path;
 
 use super::changes;
-use super::deployment;
-use super::rpm_ostree::RpmOstree;
-use super::state::{self, LiveState};
-use crate::root::Root;
+use super::session::Session;
 
 /// Rebuilds the pending initramfs when it is still the marked one, with `initramfs --enable` and the
 /// origin's own args. Without args rpm-ostree refuses that, so the marker stays and the reason is returned:
 /// the next apply or revert says so again, until some new deployment exists.
-pub fn rebuild_if_stale(
-    root: &Root,
-    sysroot: &Utf8Path,
-    rpm: &RpmOstree,
-    record: &mut LiveState,
-    done: &mut Vec<String>,
-) -> Result<Option<&'static str>> {
-    let Some(stale) = record.initramfs_stale_in.clone() else {
+pub(crate) fn rebuild_if_stale(session: &mut Session) -> Result<Option<&'static str>> {
+    let Some(stale) = session.record.initramfs_stale_in.clone() else {
         return Ok(None);
     };
-    let pending = deployment::read(sysroot)?.pending;
+    let pending = session.host.pending()?;
     if stale == pending.id && pending.regenerate_initramfs {
         if pending.initramfs_args.is_empty() {
             return Ok(Some(changes::INITRAMFS_NOT_REBUILT));
         }
-        let command = rpm.initramfs_rerun(&pending.initramfs_args);
-        rpm.run(&command)?;
-        done.push(rpm.display(&command));
+        let command = session.host.rpm.initramfs_rerun(&pending.initramfs_args);
+        session.run_listed(&command)?;
     }
-    record.initramfs_stale_in = None;
-    state::save(root, record)?;
+    session.record.initramfs_stale_in = None;
+    session.save_record()?;
     Ok(None)
 }

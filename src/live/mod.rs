@@ -1,12 +1,14 @@
-//! Live mode: the plan applied to a running rpm-ostree host (DESIGN §6), verified on its ostree sysroot.
+//! Live mode: the plan applied to a running rpm-ostree host, verified on its ostree sysroot
+//! (ARCHITECTURE.md#live-mode-srclive).
 
-pub mod apply;
-pub mod changes;
-pub mod deployed_initramfs;
+pub(crate) mod apply;
+pub(crate) mod changes;
+pub(crate) mod deployed_initramfs;
 pub mod deployment;
-pub mod files;
-pub mod initramfs;
-pub mod preflight;
-pub mod revert;
-pub mod rpm_ostree;
-pub mod state;
+pub(crate) mod files;
+pub(crate) mod initramfs;
+pub(crate) mod preflight;
+pub(crate) mod revert;
+pub(crate) mod rpm_ostree;
+pub(crate) mod session;
+pub(crate) mod state;

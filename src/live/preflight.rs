@@ -1,7 +1,6 @@
 //! Checks before live mode changes anything, and the lock that keeps two runs apart.
 
 use std::fs::{File, TryLockError};
-use std::os::unix::fs::MetadataExt;
 
 use anyhow::{Context, Result};
 
@@ -9,44 +8,40 @@ use camino::Utf8Path;
 use rustix::fs::{Mode, OFlags};
 
 use super::rpm_ostree::RpmOstree;
+use super::session::Privilege;
 use crate::atomic::{self, MissingDirs};
 use crate::error::ChecksFailed;
 use crate::root::Root;
 
 /// Present on every booted ostree system; its absence means this is not an rpm-ostree host.
-pub const OSTREE_BOOTED: &str = "/run/ostree-booted";
-pub const LOCK_FILE: &str = "/run/passthru-image-live.lock";
+pub(crate) const OSTREE_BOOTED: &str = "/run/ostree-booted";
+pub(crate) const LOCK_FILE: &str = "/run/passthru-image-live.lock";
 
 /// Held for the whole run; released when dropped (the lock dies with the process too).
 #[derive(Debug)]
-pub struct Lock(#[allow(dead_code)] File);
-
-/// Whether this process runs as root: /proc/self belongs to the effective user.
-pub fn running_as_root() -> Result<bool> {
-    Ok(std::fs::metadata("/proc/self")
-        .context("reading /proc/self")?
-        .uid()
-        == 0)
+pub(crate) struct Lock {
+    // Never read: holding the open file is holding the lock.
+    _file: File,
 }
 
 /// Host and privilege checks that need no rpm-ostree.
-pub fn check_host(root: &Root, is_root: bool) -> Result<()> {
+pub(crate) fn check_host(root: &Root, privilege: Privilege) -> Result<()> {
     if !root.exists(OSTREE_BOOTED) {
         return Err(ChecksFailed(format!(
-            "{} does not exist: this is not a booted ostree host; live mode is for rpm-ostree hosts \
-             (Silverblue, Kinoite, ...), image mode (`passthru-image build`) for the rest",
+            "{} does not exist: this is not a booted ostree host; live mode is for rpm-ostree \
+             hosts (Silverblue, Kinoite, ...), image mode (`passthru-image build`) for the rest",
             root.join(OSTREE_BOOTED)
         ))
         .into());
     }
-    if !is_root {
+    if privilege != Privilege::Superuser {
         return Err(ChecksFailed("live mode changes the host: run it as root".into()).into());
     }
     Ok(())
 }
 
 /// Takes the lock file in /run under the root, made if missing; a symlink standing there is not followed.
-pub fn lock(root: &Root) -> Result<Lock> {
+pub(crate) fn lock(root: &Root) -> Result<Lock> {
     let path = root.join(LOCK_FILE);
     let abs = Utf8Path::new(LOCK_FILE);
     let dir = atomic::host_dir(
@@ -66,7 +61,7 @@ pub fn lock(root: &Root) -> Result<Lock> {
     .with_context(|| format!("opening the lock file {path}"))?;
     let file = File::from(fd);
     match file.try_lock() {
-        Ok(()) => Ok(Lock(file)),
+        Ok(()) => Ok(Lock { _file: file }),
         Err(TryLockError::WouldBlock) => Err(ChecksFailed(format!(
             "another passthru-image apply or revert holds {path}; wait for it to finish"
         ))
@@ -77,12 +72,12 @@ pub fn lock(root: &Root) -> Result<Lock> {
 
 /// Right before the first change: our lock, and rpm-ostree idle. (The host checks and the reading of every
 /// input come first, so bad input never even makes the lock file.)
-pub fn lock_when_idle(root: &Root, rpm: &RpmOstree) -> Result<Lock> {
+pub(crate) fn lock_when_idle(root: &Root, rpm: &RpmOstree) -> Result<Lock> {
     let lock = lock(root)?;
     if let Some(transaction) = rpm.transaction_in_progress()? {
         return Err(ChecksFailed(format!(
-            "an rpm-ostree transaction is in progress ({transaction}); wait for it or cancel it with \
-             `rpm-ostree cancel`, then run again"
+            "an rpm-ostree transaction is in progress ({transaction}); wait for it or cancel it \
+             with `rpm-ostree cancel`, then run again"
         ))
         .into());
     }
@@ -103,13 +98,13 @@ mod tests {
     #[test]
     fn refuses_hosts_without_ostree_booted_and_non_root() {
         let (_dir, root) = temp_root();
-        let err = check_host(&root, true).unwrap_err();
+        let err = check_host(&root, Privilege::Superuser).unwrap_err();
         assert!(err.to_string().contains("ostree-booted"), "{err}");
         std::fs::create_dir_all(root.join("/run")).unwrap();
         std::fs::write(root.join(OSTREE_BOOTED), "").unwrap();
-        let err = check_host(&root, false).unwrap_err();
+        let err = check_host(&root, Privilege::Unprivileged).unwrap_err();
         assert!(err.to_string().contains("as root"), "{err}");
-        check_host(&root, true).unwrap();
+        check_host(&root, Privilege::Superuser).unwrap();
     }
 
     #[test]

@@ -8,62 +8,64 @@ use super::deployment::{self, DeploymentState};
 use super::files;
 use super::initramfs;
 use super::preflight;
-use super::rpm_ostree::RpmOstree;
+use super::rpm_ostree::Regeneration;
+use super::session::{LiveHost, Privilege, Session};
 use super::state::{self, LiveState};
 use crate::atomic;
 use crate::error::ChecksFailed;
 use crate::root::Root;
 
 #[derive(Debug)]
-pub struct Reverted {
-    pub steps_run: Vec<String>,
+pub(crate) struct Reverted {
+    pub(crate) steps_run: Vec<String>,
     /// Why the revert is not complete yet, when it is not (the initramfs could not be rebuilt).
-    pub incomplete: Option<&'static str>,
+    pub(crate) incomplete: Option<&'static str>,
 }
 
-pub fn revert(root: &Root, sysroot: &Utf8PathBuf, is_root: bool) -> Result<Reverted> {
-    deployment::check_sysroot(sysroot)?;
-    preflight::check_host(root, is_root)?;
+pub(crate) fn revert(host: &LiveHost, privilege: Privilege) -> Result<Reverted> {
+    let root = &host.root;
+    deployment::check_sysroot(&host.sysroot)?;
+    preflight::check_host(root, privilege)?;
     // The record is input: read and checked before anything is written (the lock file included), so a record
     // apply did not write changes nothing.
     load_checked(root)?;
-    let rpm = RpmOstree::new(sysroot);
-    let _lock = preflight::lock_when_idle(root, &rpm)?;
+    let _lock = preflight::lock_when_idle(root, &host.rpm)?;
     // Again under the lock: another run may have changed it since.
-    let mut record = load_checked(root)?;
-    let mut done = Vec::new();
+    let record = load_checked(root)?;
     if record.is_empty() {
         return Ok(Reverted {
-            steps_run: done,
+            steps_run: Vec::new(),
             incomplete: None,
         });
     }
     let original = record.clone();
-    // Being undone: the plan no longer describes the host, whichever step ends the revert.
-    record.plan = None;
     let expected_files = expected_files(root, &record)?;
+    let mut session = Session::new(host, record);
+    // Being undone: the plan no longer describes the host, whichever step ends the revert.
+    session.record.plan = None;
     // Each undo saves the record right after its command, keeping only what is left: a revert that fails
     // half-way can be run again and neither redoes nor trips over what is already undone.
     let result = (|| {
-        undo_files(root, sysroot, &mut record, &mut done)?;
-        undo_kargs(root, &rpm, &mut record, &mut done)?;
-        undo_initramfs(root, sysroot, &rpm, &mut record, &mut done)?;
-        undo_kernel(root, &rpm, &mut record, &mut done)?;
-        initramfs::rebuild_if_stale(root, sysroot, &rpm, &mut record, &mut done)
+        undo_files(&mut session)?;
+        undo_kargs(&mut session)?;
+        undo_initramfs(&mut session)?;
+        undo_kernel(&mut session)?;
+        initramfs::rebuild_if_stale(&mut session)
     })();
     let incomplete = match result {
         Ok(incomplete) => incomplete,
         Err(err) => {
             return Err(err.context(format!(
-                "revert stopped half-way; done: [{}]; what is left to undo stays recorded in {}: run revert again",
-                done.join("; "),
+                "revert stopped half-way; done: [{}]; what is left to undo stays recorded in {}: \
+                 run revert again",
+                session.done.join("; "),
                 state::FILE
             )));
         }
     };
-    verify(root, sysroot, &original, &expected_files)?;
+    verify(host, &original, &expected_files)?;
     Ok(Reverted {
-        steps_run: done,
+        steps_run: session.done,
         incomplete,
     })
 }
@@ -83,100 +85,84 @@ fn load_checked(root: &Root) -> Result<LiveState> {
 }
 
 /// Files first: when initramfs regeneration stays on, the next deployment must read the old /etc.
-fn undo_files(
-    root: &Root,
-    sysroot: &Utf8PathBuf,
-    record: &mut LiveState,
-    done: &mut Vec<String>,
-) -> Result<()> {
-    if record.files.is_empty() {
+fn undo_files(session: &mut Session) -> Result<()> {
+    if session.record.files.is_empty() {
         return Ok(());
     }
+    let root = &session.host.root;
     // Marked before the files change: under regeneration, the pending initramfs has apply's drop-ins in it
     // until a new deployment exists (see `initramfs::rebuild_if_stale`).
-    let pending = deployment::read(sysroot)?.pending;
-    record.initramfs_stale_in = pending.regenerate_initramfs.then_some(pending.id);
-    state::save(root, record)?;
-    while let Some(file) = record.files.first().cloned() {
+    let pending = session.host.pending()?;
+    session.record.initramfs_stale_in = pending.regenerate_initramfs.then_some(pending.id);
+    session.save_record()?;
+    while let Some(file) = session.record.files.first().cloned() {
         match &file.backup {
             // Restored already: a revert that stopped between restoring (which removes the copy) and saving
             // the record.
             Some(backup) if !root.exists(backup) && root.exists(&file.path) => {}
             Some(backup) => {
                 files::restore(root, &file.path, backup)?;
-                done.push(format!("restore {} from {backup}", file.path));
+                session
+                    .done
+                    .push(format!("restore {} from {backup}", file.path));
             }
             None => {
                 files::remove(root, &file.path)?;
-                done.push(format!("remove {}", file.path));
+                session.done.push(format!("remove {}", file.path));
             }
         }
-        record.files.remove(0);
-        state::save(root, record)?;
+        session.record.files.remove(0);
+        session.save_record()?;
     }
     Ok(())
 }
 
-fn undo_kargs(
-    root: &Root,
-    rpm: &RpmOstree,
-    record: &mut LiveState,
-    done: &mut Vec<String>,
-) -> Result<()> {
+fn undo_kargs(session: &mut Session) -> Result<()> {
+    let record = &session.record;
     if record.kargs_appended.is_empty() && record.kargs_deleted.is_empty() {
         return Ok(());
     }
     // One call for both, like apply; `-if-present`/`-if-missing` make it safe to repeat.
-    let command = rpm.kargs(&record.kargs_deleted, &record.kargs_appended);
-    rpm.run(&command)?;
-    done.push(rpm.display(&command));
-    record.kargs_appended.clear();
-    record.kargs_deleted.clear();
-    state::save(root, record)
+    let command = session
+        .host
+        .rpm
+        .kargs(&record.kargs_deleted, &record.kargs_appended);
+    session.run_listed(&command)?;
+    session.record.kargs_appended.clear();
+    session.record.kargs_deleted.clear();
+    session.save_record()
 }
 
-fn undo_initramfs(
-    root: &Root,
-    sysroot: &Utf8PathBuf,
-    rpm: &RpmOstree,
-    record: &mut LiveState,
-    done: &mut Vec<String>,
-) -> Result<()> {
-    if !record.initramfs_enabled {
+fn undo_initramfs(session: &mut Session) -> Result<()> {
+    if !session.record.initramfs_enabled {
         return Ok(());
     }
     // Read now, not before the kargs call: `--disable` fails when regeneration is already off (e.g. the
     // user turned it off, or an interrupted revert got this far without saving).
-    if deployment::read(sysroot)?.pending.regenerate_initramfs {
-        let command = rpm.initramfs(false);
-        rpm.run(&command)?;
-        done.push(rpm.display(&command));
+    if session.host.pending()?.regenerate_initramfs {
+        let command = session.host.rpm.initramfs(Regeneration::Disable);
+        session.run_listed(&command)?;
     }
-    record.initramfs_enabled = false;
-    state::save(root, record)
+    session.record.initramfs_enabled = false;
+    session.save_record()
 }
 
 /// One transaction undoes the kernel change: for renamed packages, `override reset` of the base packages
 /// with `--uninstall` of the installed ones.
-fn undo_kernel(
-    root: &Root,
-    rpm: &RpmOstree,
-    record: &mut LiveState,
-    done: &mut Vec<String>,
-) -> Result<()> {
-    let Some(kernel) = &record.kernel else {
+fn undo_kernel(session: &mut Session) -> Result<()> {
+    let Some(kernel) = &session.record.kernel else {
         return Ok(());
     };
+    let rpm = &session.host.rpm;
     let command = match kernel {
         KernelChange::Replace { packages } => rpm.override_reset(&package_names(packages), &[]),
         KernelChange::RemoveInstall { remove, install } => {
             rpm.override_reset(remove, &package_names(install))
         }
     };
-    rpm.run(&command)?;
-    done.push(rpm.display(&command));
-    record.kernel = None;
-    state::save(root, record)
+    session.run_listed(&command)?;
+    session.record.kernel = None;
+    session.save_record()
 }
 
 fn package_names(files: &[Utf8PathBuf]) -> Vec<String> {
@@ -214,12 +200,12 @@ fn expected_files(root: &Root, record: &LiveState) -> Result<Vec<(Utf8PathBuf, O
 
 /// Reads the host again: nothing apply added is left, everything it removed or replaced is back.
 fn verify(
-    root: &Root,
-    sysroot: &Utf8PathBuf,
+    host: &LiveHost,
     undone: &LiveState,
     expected_files: &[(Utf8PathBuf, Option<Vec<u8>>)],
 ) -> Result<()> {
-    let pending = deployment::read(sysroot)?.pending;
+    let root = &host.root;
+    let pending = host.pending()?;
     let mut problems = Vec::new();
     for (path, expected) in expected_files {
         let actual = root.read_bytes_optional(path)?.map(|file| file.bytes);

@@ -10,24 +10,31 @@ use camino::{Utf8Path, Utf8PathBuf};
 use serde::Serialize;
 
 use crate::cmd::Cmd;
-pub use crate::cmd::Outcome;
+use crate::cmd::Completion;
 use crate::kargs::HostKarg;
 
 /// How rpm-ostree is reached: the program on PATH, pointed at the sysroot being changed.
 #[derive(Debug, Clone)]
-pub struct RpmOstree {
+pub(crate) struct RpmOstree {
     program: String,
     /// `--sysroot`, passed only when it is not `/` (rpm-ostree's own default).
     sysroot: Option<Utf8PathBuf>,
 }
 
 /// One rpm-ostree command line (without the program name).
+/// Whether rpm-ostree regenerates the initramfs on the host (`rpm-ostree initramfs --enable/--disable`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Regeneration {
+    Enable,
+    Disable,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(transparent)]
-pub struct Invocation(pub Vec<String>);
+pub(crate) struct Invocation(pub(crate) Vec<String>);
 
 impl RpmOstree {
-    pub fn new(sysroot: &Utf8Path) -> RpmOstree {
+    pub(crate) fn new(sysroot: &Utf8Path) -> RpmOstree {
         RpmOstree {
             program: "rpm-ostree".into(),
             sysroot: (sysroot != "/").then(|| sysroot.to_owned()),
@@ -45,7 +52,7 @@ impl RpmOstree {
     }
 
     /// All karg changes in one transaction: one new deployment, one reboot.
-    pub fn kargs(&self, append: &[HostKarg], delete: &[HostKarg]) -> Invocation {
+    pub(crate) fn kargs(&self, append: &[HostKarg], delete: &[HostKarg]) -> Invocation {
         let delete = delete.iter().map(|k| format!("--delete-if-present={k}"));
         let append = append.iter().map(|k| format!("--append-if-missing={k}"));
         let rest = delete
@@ -54,8 +61,11 @@ impl RpmOstree {
         self.build(&["kargs"], rest)
     }
 
-    pub fn initramfs(&self, enable: bool) -> Invocation {
-        let flag = if enable { "--enable" } else { "--disable" };
+    pub(crate) fn initramfs(&self, regeneration: Regeneration) -> Invocation {
+        let flag = match regeneration {
+            Regeneration::Enable => "--enable",
+            Regeneration::Disable => "--disable",
+        };
         self.build(&["initramfs"], [flag.to_owned()])
     }
 
@@ -67,14 +77,14 @@ impl RpmOstree {
     /// call fails loudly (apply reports the step as not applied and the next apply retries it); the fix then
     /// is to plan [`super::changes::InitramfsRebuild::NotPossible`] instead, which tells the user to run
     /// `--disable` and `--enable`.
-    pub fn initramfs_rerun(&self, args: &[String]) -> Invocation {
+    pub(crate) fn initramfs_rerun(&self, args: &[String]) -> Invocation {
         let rest =
             std::iter::once("--enable".to_owned()).chain(args.iter().map(|a| format!("--arg={a}")));
         self.build(&["initramfs"], rest)
     }
 
     /// Replaces base packages by local package files of the same names.
-    pub fn override_replace(&self, packages: &[Utf8PathBuf]) -> Invocation {
+    pub(crate) fn override_replace(&self, packages: &[Utf8PathBuf]) -> Invocation {
         self.build(
             &["override", "replace"],
             packages.iter().map(|p| p.to_string()),
@@ -82,7 +92,7 @@ impl RpmOstree {
     }
 
     /// Removes base packages and installs local ones of other names in the same transaction.
-    pub fn override_remove_install(
+    pub(crate) fn override_remove_install(
         &self,
         remove: &[String],
         install: &[Utf8PathBuf],
@@ -97,7 +107,7 @@ impl RpmOstree {
     /// Undoes overrides of the named packages and removes the layered packages `uninstall` in the same
     /// transaction (the override commands take `--uninstall` like `--install`), so no deployment in between
     /// is left without a kernel.
-    pub fn override_reset(&self, names: &[String], uninstall: &[String]) -> Invocation {
+    pub(crate) fn override_reset(&self, names: &[String], uninstall: &[String]) -> Invocation {
         let uninstall = uninstall.iter().map(|n| format!("--uninstall={n}"));
         self.build(
             &["override", "reset"],
@@ -111,19 +121,19 @@ impl RpmOstree {
     }
 
     /// Runs a command; its output goes to the user's stderr as it comes (rpm-ostree reports progress there).
-    pub fn run(&self, invocation: &Invocation) -> Result<Outcome> {
+    pub(crate) fn run(&self, invocation: &Invocation) -> Result<Completion> {
         self.command(invocation).run()
     }
 
     /// Whether rpm-ostree is in the middle of a transaction (`"transaction"` is null when idle).
-    pub fn transaction_in_progress(&self) -> Result<Option<String>> {
+    pub(crate) fn transaction_in_progress(&self) -> Result<Option<String>> {
         let status = self.build(&["status"], ["--json".to_owned()]);
         let json: serde_json::Value = self.command(&status).read_json()?;
         Ok(transaction_of(&json))
     }
 
     /// The command line as a user would type it.
-    pub fn display(&self, invocation: &Invocation) -> String {
+    pub(crate) fn display(&self, invocation: &Invocation) -> String {
         std::iter::once(self.program.as_str())
             .chain(invocation.0.iter().map(String::as_str))
             .collect::<Vec<_>>()
@@ -175,11 +185,11 @@ mod tests {
     fn sysroot_is_passed_only_when_not_slash() {
         let r = RpmOstree::new(Utf8Path::new("/mnt/s"));
         assert_eq!(
-            r.initramfs(true).0,
+            r.initramfs(Regeneration::Enable).0,
             ["initramfs", "--sysroot=/mnt/s", "--enable"]
         );
         assert_eq!(
-            r.display(&r.initramfs(false)),
+            r.display(&r.initramfs(Regeneration::Disable)),
             "rpm-ostree initramfs --sysroot=/mnt/s --disable"
         );
     }

@@ -7,67 +7,66 @@ use anyhow::Result;
 use camino::{Utf8Path, Utf8PathBuf};
 use serde::{Deserialize, Serialize};
 
-use super::changes::{BASE_KERNEL_PACKAGES, KernelChange};
+use super::changes::KernelChange;
 use super::files;
 use crate::error::InputError;
 use crate::kargs::HostKarg;
 use crate::plan::record::PlanRecord;
-use crate::plan::{LIVE_DRACUT_CONF, LIVE_MODPROBE_CONF};
+use crate::plan::{ACS_KERNEL_PACKAGES, LIVE_DRACUT_CONF, LIVE_MODPROBE_CONF};
 use crate::root::Root;
 use crate::text_rules::{PLAIN_NAME_RULE, is_lower_hex, is_plain_name};
 
-pub const DIR: &str = "/etc/passthru-image";
-pub const FILE: &str = "/etc/passthru-image/live-state.json";
+pub(crate) const FILE: &str = "/etc/passthru-image/live-state.json";
 /// Copies of the files `apply` replaced, at their host path below this directory.
-pub const BACKUP_DIR: &str = "/etc/passthru-image/backup";
+pub(crate) const BACKUP_DIR: &str = "/etc/passthru-image/backup";
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct LiveState {
+pub(crate) struct LiveState {
     /// Kargs `apply` appended (it deletes them on revert).
-    pub kargs_appended: Vec<HostKarg>,
+    pub(crate) kargs_appended: Vec<HostKarg>,
     /// Host kargs `apply` removed to resolve conflicts (appended again on revert).
-    pub kargs_deleted: Vec<HostKarg>,
+    pub(crate) kargs_deleted: Vec<HostKarg>,
     /// `apply` turned initramfs regeneration on (it was off).
-    pub initramfs_enabled: bool,
-    pub files: Vec<FileRecord>,
-    pub kernel: Option<KernelChange>,
+    pub(crate) initramfs_enabled: bool,
+    pub(crate) files: Vec<FileRecord>,
+    pub(crate) kernel: Option<KernelChange>,
     /// The pending deployment apply changed the drop-ins under while regeneration was already on: its
     /// initramfs predates them. Any newer deployment was regenerated from them, so this one alone is stale.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub initramfs_stale_in: Option<String>,
+    pub(crate) initramfs_stale_in: Option<String>,
     /// The plan the last apply carried out, which `doctor` without a config checks the host against. Not
     /// something to undo: it goes with the record once nothing is left to undo.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub plan: Option<PlanRecord>,
+    pub(crate) plan: Option<PlanRecord>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct FileRecord {
+pub(crate) struct FileRecord {
     /// Host path, e.g. /etc/modprobe.d/50-passthru-vfio.conf.
-    pub path: Utf8PathBuf,
+    pub(crate) path: Utf8PathBuf,
     /// Host path of the copy of what was there before; `None` when the file did not exist.
-    pub backup: Option<Utf8PathBuf>,
+    pub(crate) backup: Option<Utf8PathBuf>,
 }
 
 impl LiveState {
     /// Nothing left to undo (a recorded plan alone is not worth keeping).
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         LiveState {
             plan: None,
             ..self.clone()
         } == LiveState::default()
     }
 
-    pub fn file(&self, path: &Utf8PathBuf) -> Option<&FileRecord> {
+    pub(crate) fn file(&self, path: &Utf8PathBuf) -> Option<&FileRecord> {
         self.files.iter().find(|f| &f.path == path)
     }
 }
 
 /// Reads the record. It is input like any other file under --root: anything `apply` would not have written is
 /// bad input naming the field, found before anything changes (see [`validate`]).
-pub fn load(root: &Root) -> Result<LiveState> {
+pub(crate) fn load(root: &Root) -> Result<LiveState> {
     let Some(text) = root.read_optional(FILE)? else {
         return Ok(LiveState::default());
     };
@@ -94,7 +93,7 @@ fn parse(text: &str) -> Result<LiveState, InputError> {
 /// kernel arguments that read as one host argument and are no option, the kernel packages it installs and
 /// removes, and a deployment ID. `revert` deletes, restores and passes on what the record names, so nothing
 /// else may get through.
-pub fn validate(state: &LiveState) -> Result<(), InputError> {
+pub(crate) fn validate(state: &LiveState) -> Result<(), InputError> {
     let known = drop_in_paths();
     for (i, file) in state.files.iter().enumerate() {
         if !known.contains(&file.path) {
@@ -150,13 +149,13 @@ fn check_kernel_change(kernel: &KernelChange) -> Result<(), InputError> {
             if remove
                 .iter()
                 .map(String::as_str)
-                .ne(BASE_KERNEL_PACKAGES.iter().copied())
+                .ne(ACS_KERNEL_PACKAGES.iter().copied())
             {
                 return Err(InputError::new(
                     "kernel.remove",
                     format!(
                         "apply removes exactly the base kernel packages ({}), not {remove:?}",
-                        BASE_KERNEL_PACKAGES.join(", ")
+                        ACS_KERNEL_PACKAGES.join(", ")
                     ),
                 ));
             }
@@ -176,7 +175,8 @@ fn check_package_path(path: &Utf8Path) -> Result<(), String> {
     let stem = name.strip_suffix(".rpm").unwrap_or_default();
     if !is_plain_name(name) || stem.matches('-').count() < 2 {
         return Err(format!(
-            "{path:?} is not a kernel package file (NAME-VERSION-RELEASE.ARCH.rpm; {PLAIN_NAME_RULE})"
+            "{path:?} is not a kernel package file (NAME-VERSION-RELEASE.ARCH.rpm; \
+             {PLAIN_NAME_RULE})"
         ));
     }
     if path.as_str().chars().any(char::is_control)
@@ -205,7 +205,7 @@ fn drop_in_paths() -> Vec<Utf8PathBuf> {
 }
 
 /// Saves the record, or removes it once there is nothing left to undo.
-pub fn save(root: &Root, state: &LiveState) -> Result<()> {
+pub(crate) fn save(root: &Root, state: &LiveState) -> Result<()> {
     if state.is_empty() {
         return crate::atomic::remove_host_file(root, Utf8Path::new(FILE));
     }
@@ -228,8 +228,9 @@ mod tests {
     fn what_apply_records_is_accepted() {
         let ok = format!(
             r#"{{"kargs_appended":["iommu=pt","dyndbg=\"file x +p\""],"kargs_deleted":["iommu=off"],
-            "initramfs_enabled":true,"kernel":{{"kind":"remove-install","remove":["kernel","kernel-core",
-            "kernel-modules","kernel-modules-core","kernel-modules-extra"],
+            "initramfs_enabled":true,"kernel":{{"kind":"remove-install",
+            "remove":["kernel","kernel-core","kernel-modules","kernel-modules-core",
+            "kernel-modules-extra"],
             "install":["/srv/acs/kernel-acs-6.11.4-1.fc41.x86_64.rpm"]}},
             "files":[{{"path":"/etc/modprobe.d/50-passthru-vfio.conf",
             "backup":"/etc/passthru-image/backup/etc/modprobe.d/50-passthru-vfio.conf"}},

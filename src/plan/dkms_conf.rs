@@ -59,15 +59,15 @@ fn dkms_variable(name: &str) -> Option<Value> {
 
 /// What dkms.conf says about a module source.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct DkmsConf {
+pub(crate) struct DkmsConf {
     /// PACKAGE_NAME and PACKAGE_VERSION.
-    pub name: String,
-    pub version: String,
+    pub(crate) name: String,
+    pub(crate) version: String,
     /// The kernel modules the build makes, in dkms.conf's order.
-    pub modules: Vec<BuiltModule>,
+    pub(crate) modules: Vec<BuiltModule>,
     /// The build command as dkms runs it in the build directory, one argument per word; `${kernelver}`,
     /// `${kernel_source_dir}` and `${parallel_jobs}` are filled by the build.
-    pub make: Vec<Word>,
+    pub(crate) make: Vec<Word>,
 }
 
 impl DkmsConf {
@@ -84,13 +84,13 @@ impl DkmsConf {
 
 /// One kernel module a dkms build makes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct BuiltModule {
+pub(crate) struct BuiltModule {
     /// BUILT_MODULE_NAME: `NAME.ko` after the build, and the name modprobe knows.
-    pub name: String,
+    pub(crate) name: String,
     /// BUILT_MODULE_LOCATION: the .ko's directory in the build directory, empty for its top.
-    pub location: String,
+    pub(crate) location: String,
     /// STRIP: dkms strips debug information unless told "no".
-    pub debug_info: DebugInfo,
+    pub(crate) debug_info: DebugInfo,
 }
 
 impl BuiltModule {
@@ -105,14 +105,14 @@ impl BuiltModule {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
-pub enum DebugInfo {
+pub(crate) enum DebugInfo {
     Strip,
     Keep,
 }
 
 /// One argument of the build command: text, and variables only the build knows.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Word(Vec<WordPart>);
+pub(crate) struct Word(Vec<WordPart>);
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum WordPart {
@@ -260,7 +260,8 @@ fn refuse_directives(scope: &Scope) -> Result<(), ConfError> {
             return Err(ConfError::at(
                 line,
                 format!(
-                    "{name} {why}, which passthru-image does not do; remove it or build the module yourself"
+                    "{name} {why}, which passthru-image does not do; remove it or build the module \
+                     yourself"
                 ),
             ));
         }
@@ -314,7 +315,8 @@ fn fixed_text(value: &Value) -> Result<String, String> {
             }
             Part::Package(_) => {
                 return Err(
-                    "refers to $module or $module_version, which dkms takes from PACKAGE_NAME and PACKAGE_VERSION themselves"
+                    "refers to $module or $module_version, which dkms takes from PACKAGE_NAME and \
+                     PACKAGE_VERSION themselves"
                         .to_owned(),
                 );
             }
@@ -360,7 +362,8 @@ fn built_modules(scope: &Scope, package: &Package) -> Result<Vec<BuiltModule>, C
             return Err(ConfError::at(
                 first_line(scope, array),
                 format!(
-                    "{array}[{gap}] is missing while a later index is set; dkms reads indices 0, 1, 2, … in turn"
+                    "{array}[{gap}] is missing while a later index is set; dkms reads indices 0, \
+                     1, 2, … in turn"
                 ),
             ));
         }
@@ -407,7 +410,8 @@ fn built_modules(scope: &Scope, package: &Package) -> Result<Vec<BuiltModule>, C
             return Err(ConfError::at(
                 line,
                 format!(
-                    "DEST_MODULE_NAME[{index}]={dest:?} renames {name}.ko when installed, which passthru-image does not do"
+                    "DEST_MODULE_NAME[{index}]={dest:?} renames {name}.ko when installed, which \
+                     passthru-image does not do"
                 ),
             ));
         }
@@ -419,7 +423,8 @@ fn built_modules(scope: &Scope, package: &Package) -> Result<Vec<BuiltModule>, C
             return Err(ConfError::at(
                 line,
                 format!(
-                    "DEST_MODULE_LOCATION[{index}]={dest:?} must begin with /kernel, /updates or /extra (as dkms requires)"
+                    "DEST_MODULE_LOCATION[{index}]={dest:?} must begin with /kernel, /updates or \
+                     /extra (as dkms requires)"
                 ),
             ));
         }
@@ -456,7 +461,8 @@ fn module_location(location: &str) -> Result<String, String> {
         Ok(trimmed.to_owned())
     } else {
         Err(format!(
-            "BUILT_MODULE_LOCATION {location:?} must be a directory inside the build directory: names with {PLAIN_NAME_RULE}, joined by /"
+            "BUILT_MODULE_LOCATION {location:?} must be a directory inside the build directory: \
+             names with {PLAIN_NAME_RULE}, joined by /"
         ))
     }
 }
@@ -516,9 +522,12 @@ fn make_command(scope: &Scope, package: &Package) -> Result<Vec<Word>, ConfError
 fn argument(word: Value) -> Result<Word, String> {
     word.into_iter()
         .map(|part| match part {
-            Part::Text(text) if text.contains('$') || text.chars().any(char::is_control) => Err(
-                format!("the argument {text:?} holds a literal $ or a control character, which is not passed on"),
-            ),
+            Part::Text(text) if text.contains('$') || text.chars().any(char::is_control) => {
+                Err(format!(
+                    "the argument {text:?} holds a literal $ or a control character, which is not \
+                     passed on"
+                ))
+            }
             Part::Text(text) => Ok(WordPart::Text(text)),
             Part::Build(var) => Ok(WordPart::Build(var)),
             Part::Package(_) => unreachable!("settled before"),
@@ -546,8 +555,8 @@ mod tests {
     /// gnif/vendor-reset's dkms.conf, as upstream has it.
     const UPSTREAM: &str = "PACKAGE_NAME=\"vendor-reset\"\nPACKAGE_VERSION=\"0.1.1\"\n\
         BUILT_MODULE_NAME[0]=\"${PACKAGE_NAME}\"\nMAKE[0]=\"make KDIR=${kernel_source_dir}\"\n\
-        CLEAN=\"make KDIR=${kernel_source_dir} clean\"\nDEST_MODULE_LOCATION[0]=\"/kernel/drivers/misc\"\n\
-        AUTOINSTALL=\"yes\"\n";
+        CLEAN=\"make KDIR=${kernel_source_dir} clean\"\n\
+        DEST_MODULE_LOCATION[0]=\"/kernel/drivers/misc\"\nAUTOINSTALL=\"yes\"\n";
 
     #[test]
     fn upstream_vendor_reset_reads_as_dkms_reads_it() {
@@ -593,13 +602,15 @@ mod tests {
             ]
         );
         // Two modules need two names.
-        let two = "PACKAGE_NAME=p\nPACKAGE_VERSION=1\nBUILT_MODULE_NAME[1]=b\nDEST_MODULE_LOCATION[0]=/extra\nDEST_MODULE_LOCATION[1]=/extra\n";
+        let two = "PACKAGE_NAME=p\nPACKAGE_VERSION=1\nBUILT_MODULE_NAME[1]=b\n\
+                   DEST_MODULE_LOCATION[0]=/extra\nDEST_MODULE_LOCATION[1]=/extra\n";
         assert!(
             refusal(two).contains("BUILT_MODULE_NAME[0] is missing"),
             "{}",
             refusal(two)
         );
-        let unnamed = "PACKAGE_NAME=p\nPACKAGE_VERSION=1\nBUILT_MODULE_NAME[0]=a\nDEST_MODULE_LOCATION[0]=/extra\nDEST_MODULE_LOCATION[1]=/extra\n";
+        let unnamed = "PACKAGE_NAME=p\nPACKAGE_VERSION=1\nBUILT_MODULE_NAME[0]=a\n\
+                       DEST_MODULE_LOCATION[0]=/extra\nDEST_MODULE_LOCATION[1]=/extra\n";
         assert!(
             refusal(unnamed).contains("no BUILT_MODULE_NAME[1]"),
             "{}",
@@ -644,7 +655,8 @@ mod tests {
         // Single quotes leave the references to eval, which knows dkms's variables and directives.
         assert_eq!(
             make(
-                "MAKE[0]='make -C ${kernel_source_dir} M=${dkms_tree}/${module}/${PACKAGE_VERSION}/build'"
+                "MAKE[0]='make -C ${kernel_source_dir} \
+                 M=${dkms_tree}/${module}/${PACKAGE_VERSION}/build'"
             ),
             [
                 "make",

@@ -21,9 +21,9 @@ use crate::root::Root;
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Taken<'a> {
     /// `vfio.ids`: every device with one of them.
-    pub ids: &'a [PciId],
+    pub(crate) ids: &'a [PciId],
     /// Devices named by address.
-    pub addresses: &'a [PciAddress],
+    pub(crate) addresses: &'a [PciAddress],
 }
 
 impl Taken<'_> {
@@ -77,20 +77,20 @@ impl Risk {
 /// One device the plan must not take without the switch.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Refusal {
-    pub risk: Risk,
+    pub(crate) risk: Risk,
     /// The config key that takes the device (`vfio.ids`, `vfio.addresses`).
-    pub field: &'static str,
-    pub device: PciAddress,
+    pub(crate) field: &'static str,
+    pub(crate) device: PciAddress,
     /// Why, and what to do instead, in words.
-    pub reason: String,
+    pub(crate) reason: String,
 }
 
 /// The verdict on a plan's devices for one host.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct Judgement {
-    pub refusals: Vec<Refusal>,
+    pub(crate) refusals: Vec<Refusal>,
     /// IDs and addresses no device of the host has: fine when the image is for another host.
-    pub warnings: Vec<String>,
+    pub(crate) warnings: Vec<String>,
 }
 
 /// Reads what the host needs and judges `taken`: the warnings, or bad input listing every refusal. Reads
@@ -177,7 +177,8 @@ fn boot_gpu(topology: &Topology, taken: &Taken, devices: &[&PciDevice]) -> Vec<R
                 Risk::BootGpu,
                 taken,
                 d,
-                "the boot GPU, and no other display device would remain: the host boots without a display"
+                "the boot GPU, and no other display device would remain: the host boots without a \
+                 display"
                     .into(),
                 "Pass another GPU (passthru-image detect --device ADDRESS)",
             )
@@ -203,7 +204,8 @@ fn identical(topology: &Topology, taken: &Taken) -> Vec<Refusal> {
             taken,
             matching[0],
             format!(
-                "vfio.ids {id} matches {} in {} slots: vfio_pci.ids takes every one of them, the ones the host keeps too",
+                "vfio.ids {id} matches {} in {} slots: vfio_pci.ids takes every one of them, the \
+                 ones the host keeps too",
                 addresses.join(", "),
                 slots.len()
             ),
@@ -254,14 +256,17 @@ fn usb(
                 taken,
                 device,
                 format!("{} hang on it: the host loses its input", named.join(", ")),
-                "Plug the keyboard and mouse into another controller's ports, or pass another controller",
+                "Plug the keyboard and mouse into another controller's ports, or pass another \
+                 controller",
             ));
         } else if !host_keeps_usb {
             refusals.push(refusal(
                 Risk::HostUsbController,
                 taken,
                 device,
-                "the host's only USB controller: the host keeps no USB port, for a keyboard neither".into(),
+                "the host's only USB controller: the host keeps no USB port, for a keyboard \
+                 neither"
+                    .into(),
                 "Pass a USB controller of an add-in card",
             ));
         }

@@ -19,9 +19,9 @@ const HOST_ARGS_RESERVE: usize = 512;
 
 /// An argument of the guide that the plan leaves out, and why in one line.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct OmittedKarg {
-    pub karg: &'static str,
-    pub reason: String,
+pub(crate) struct OmittedKarg {
+    pub(crate) karg: &'static str,
+    pub(crate) reason: String,
 }
 
 /// What the host the plan is for tells about its own GPUs; `None` when the plan is for an image built
@@ -29,26 +29,26 @@ pub struct OmittedKarg {
 #[derive(Debug, Clone, Default)]
 pub(crate) struct HostGpus {
     /// GPUs the host keeps (not passed through) that are driven by nouveau.
-    pub kept_on_nouveau: Vec<PciAddress>,
+    pub(crate) kept_on_nouveau: Vec<PciAddress>,
 }
 
 /// The kernel arguments of a plan and the guide's arguments it leaves out.
 #[derive(Debug, Clone)]
 pub(crate) struct PlannedKargs {
-    pub kargs: Kargs,
-    pub omitted: Vec<OmittedKarg>,
-    pub warnings: Vec<String>,
+    pub(crate) kargs: Kargs,
+    pub(crate) omitted: Vec<OmittedKarg>,
+    pub(crate) warnings: Vec<String>,
 }
 
 /// The facts the arguments are rendered from.
 pub(crate) struct KargFacts<'a> {
-    pub config: &'a Config,
-    pub cpu: CpuVendor,
+    pub(crate) config: &'a Config,
+    pub(crate) cpu: CpuVendor,
     /// The devices bound to vfio-pci by ID.
-    pub vfio_ids: &'a [PciId],
+    pub(crate) vfio_ids: &'a [PciId],
     /// The devices bound to vfio-pci by address.
-    pub vfio_addresses: &'a [PciAddress],
-    pub host: Option<&'a HostGpus>,
+    pub(crate) vfio_addresses: &'a [PciAddress],
+    pub(crate) host: Option<&'a HostGpus>,
 }
 
 #[derive(Default)]
@@ -109,8 +109,8 @@ pub(crate) fn plan_kargs(facts: &KargFacts) -> Result<PlannedKargs> {
         return Err(InputError::new(
             "kargs.extra",
             format!(
-                "the planned kernel arguments take {len} bytes; the whole x86 kernel command line holds \
-                 {COMMAND_LINE_MAX}, the host's own arguments included"
+                "the planned kernel arguments take {len} bytes; the whole x86 kernel command line \
+                 holds {COMMAND_LINE_MAX}, the host's own arguments included"
             ),
         )
         .into());
@@ -118,9 +118,9 @@ pub(crate) fn plan_kargs(facts: &KargFacts) -> Result<PlannedKargs> {
     let warnings = (len > COMMAND_LINE_MAX - HOST_ARGS_RESERVE)
         .then(|| {
             format!(
-                "the planned kernel arguments take {len} bytes of the {COMMAND_LINE_MAX} the x86 command line \
-                 holds, leaving less than {HOST_ARGS_RESERVE} for the host's own (root=, ostree=, rd.luks.uuid=, \
-                 ...): the bootloader cuts off what does not fit"
+                "the planned kernel arguments take {len} bytes of the {COMMAND_LINE_MAX} the x86 \
+                 command line holds, leaving less than {HOST_ARGS_RESERVE} for the host's own \
+                 (root=, ostree=, rd.luks.uuid=, ...): the bootloader cuts off what does not fit"
             )
         })
         .into_iter()
@@ -139,8 +139,8 @@ fn iommu(p: &mut Planner, cpu: CpuVendor) {
         CpuVendor::Intel => p.plan(&params::INTEL_IOMMU, "on"),
         CpuVendor::Amd => p.omit(
             "amd_iommu=on",
-            "not an option: drivers/iommu/amd/init.c logs `AMD-Vi: Unknown option - 'on'`; AMD-Vi is on by \
-             default (only amd_iommu=off turns it off)",
+            "not an option: drivers/iommu/amd/init.c logs `AMD-Vi: Unknown option - 'on'`; AMD-Vi \
+             is on by default (only amd_iommu=off turns it off)",
         ),
     }
     p.plan(&params::IOMMU, "pt");
@@ -172,7 +172,8 @@ fn kvm(p: &mut Planner, facts: &KargFacts) {
             p.plan(&params::KVM_REPORT_IGNORED_MSRS, 0);
         }
         false => {
-            let reason = "opt-in (cpu.ignore-msrs): only guests that touch MSRs KVM does not emulate need it";
+            let reason = "opt-in (cpu.ignore-msrs): only guests that touch MSRs KVM does not \
+                          emulate need it";
             p.omit("kvm.ignore_msrs=1", reason);
             p.omit("kvm.report_ignored_msrs=0", reason);
         }
@@ -194,10 +195,10 @@ fn framebuffers(p: &mut Planner, config: &Config) {
         }
         false => p.omit(
             "video=vesafb:off,efifb:off",
-            "the firmware framebuffer goes to simpledrm on Fedora's kernels, which no video=…:off reaches \
-             (efifb/vesafb bind only when the mode cannot be handed over, simplefb is not built), and vfio-pci \
-             evicts firmware framebuffers from a GPU it claims since Linux 6.0; for older kernels: \
-             gpu.disable-boot-framebuffers = true (one video= per driver)",
+            "the firmware framebuffer goes to simpledrm on Fedora's kernels, which no video=…:off \
+             reaches (efifb/vesafb bind only when the mode cannot be handed over, simplefb is not \
+             built), and vfio-pci evicts firmware framebuffers from a GPU it claims since Linux \
+             6.0; for older kernels: gpu.disable-boot-framebuffers = true (one video= per driver)",
         ),
     }
     if gpu.disable_sysfb {
@@ -218,8 +219,8 @@ fn gpu_drivers(p: &mut Planner, facts: &KargFacts) {
             true => p.plan(&params::AMDGPU_ASPM, 0),
             false => p.omit(
                 "amdgpu.aspm=0",
-                "opt-in (gpu.disable-amdgpu-aspm): it changes only GPUs the host drives itself; the passed \
-                 GPU is on vfio-pci",
+                "opt-in (gpu.disable-amdgpu-aspm): it changes only GPUs the host drives itself; \
+                 the passed GPU is on vfio-pci",
             ),
         }
     }
@@ -233,8 +234,8 @@ fn nouveau_off(switch: Switch, host: Option<&HostGpus>) -> Result<(), String> {
         (Switch::Off, _) => Err("gpu.disable-nouveau = false".into()),
         (Switch::Auto, Some(host)) if host.kept_on_nouveau.is_empty() => Ok(()),
         (Switch::Auto, Some(host)) => Err(format!(
-            "the host keeps {} on nouveau, which it would turn off too (vfio-pci's early binding keeps nouveau \
-             off the passed GPU anyway)",
+            "the host keeps {} on nouveau, which it would turn off too (vfio-pci's early binding \
+             keeps nouveau off the passed GPU anyway)",
             host.kept_on_nouveau
                 .iter()
                 .map(ToString::to_string)
@@ -243,8 +244,9 @@ fn nouveau_off(switch: Switch, host: Option<&HostGpus>) -> Result<(), String> {
         )),
         // An image for hosts this machine cannot see.
         (Switch::Auto, None) => Err(
-            "it turns nouveau off for the host's own NVIDIA GPUs too, and this plan cannot see the host \
-             (no --root): set gpu.disable-nouveau = true when no GPU the host keeps uses nouveau"
+            "it turns nouveau off for the host's own NVIDIA GPUs too, and this plan cannot see the \
+             host (no --root): set gpu.disable-nouveau = true when no GPU the host keeps uses \
+             nouveau"
                 .into(),
         ),
     }

@@ -11,7 +11,7 @@
 //! config travels beside it as a readable starting point.
 
 use anyhow::Result;
-use camino::{Utf8Path, Utf8PathBuf};
+use camino::Utf8PathBuf;
 use serde::{Deserialize, Serialize};
 
 use super::{ImagePlan, Layer, MODPROBE_CONF, Plan, PlannedFile, VfioPlan};
@@ -22,26 +22,25 @@ use crate::kargs::Kargs;
 use crate::root::Root;
 
 /// Where an image keeps its record.
-pub const DIR: &str = "/usr/share/passthru-image";
-pub const CONFIG_FILE: &str = "/usr/share/passthru-image/passthru.toml";
-pub const PLAN_FILE: &str = "/usr/share/passthru-image/plan.json";
+pub(crate) const CONFIG_FILE: &str = "/usr/share/passthru-image/passthru.toml";
+pub(crate) const PLAN_FILE: &str = "/usr/share/passthru-image/plan.json";
 
 /// Raised when a record would no longer read right with an older passthru-image.
-pub const FORMAT: u32 = 1;
+pub(crate) const FORMAT: u32 = 1;
 
 /// A plan as it is recorded: its format, the passthru-image that made it, what it expects of the host, and the
 /// plan itself.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct PlanRecord {
-    pub format: u32,
+pub(crate) struct PlanRecord {
+    pub(crate) format: u32,
     /// `passthru-image 0.1.0`.
-    pub made_by: String,
+    pub(crate) made_by: String,
     /// The base the image was built from (what `detect` proposes again on a host that runs it) and its tag.
-    pub image: ImagePlan,
-    pub expect: Expectations,
+    pub(crate) image: ImagePlan,
+    pub(crate) expect: Expectations,
     /// The plan as `plan --json` shows it, for people and scripts; never read back.
-    pub plan: serde_json::Value,
+    pub(crate) plan: serde_json::Value,
 }
 
 /// What a host shows when a plan is in effect, as doctor checks it: the CPU vendor (for the IOMMU advice), the
@@ -49,20 +48,20 @@ pub struct PlanRecord {
 /// modprobe.d drop-in whose softdeps modprobe must use.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Expectations {
-    pub cpu_vendor: CpuVendor,
-    pub kargs: Kargs,
-    pub initramfs_drivers: Vec<String>,
-    pub vfio: VfioPlan,
-    pub modules: Vec<ExpectedModule>,
+pub(crate) struct Expectations {
+    pub(crate) cpu_vendor: CpuVendor,
+    pub(crate) kargs: Kargs,
+    pub(crate) initramfs_drivers: Vec<String>,
+    pub(crate) vfio: VfioPlan,
+    pub(crate) modules: Vec<ExpectedModule>,
     /// The plan's files doctor reads: its modprobe.d drop-in.
-    pub files: Vec<PlannedFile>,
+    pub(crate) files: Vec<PlannedFile>,
 }
 
 /// An out-of-tree module of the plan, as the host shows it: loaded kernel modules.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct ExpectedModule {
+pub(crate) struct ExpectedModule {
     label: String,
     /// None known for a git source that was not fetched (`plan` alone does not fetch).
     kernel_modules: Vec<String>,
@@ -70,17 +69,17 @@ pub struct ExpectedModule {
 
 impl ExpectedModule {
     /// Its name in messages (dkms PACKAGE_NAME once its dkms.conf was read).
-    pub fn label(&self) -> &str {
+    pub(crate) fn label(&self) -> &str {
         &self.label
     }
 
-    pub fn kernel_modules(&self) -> Vec<&str> {
+    pub(crate) fn kernel_modules(&self) -> Vec<&str> {
         self.kernel_modules.iter().map(String::as_str).collect()
     }
 }
 
 impl Expectations {
-    pub fn of(plan: &Plan) -> Expectations {
+    pub(crate) fn of(plan: &Plan) -> Expectations {
         Expectations {
             cpu_vendor: plan.cpu_vendor,
             kargs: plan.kargs.clone(),
@@ -105,7 +104,7 @@ impl Expectations {
 }
 
 impl PlanRecord {
-    pub fn of(plan: &Plan) -> PlanRecord {
+    pub(crate) fn of(plan: &Plan) -> PlanRecord {
         PlanRecord {
             format: FORMAT,
             made_by: made_by(),
@@ -116,7 +115,7 @@ impl PlanRecord {
     }
 
     /// Reads a record; anything that does not read as a record of this format is bad input naming the field.
-    pub fn parse(text: &str, origin: &str) -> Result<PlanRecord, InputError> {
+    pub(crate) fn parse(text: &str, origin: &str) -> Result<PlanRecord, InputError> {
         let record: PlanRecord =
             serde_path_to_error::deserialize(&mut serde_json::Deserializer::from_str(text))
                 .map_err(|e| {
@@ -132,7 +131,7 @@ impl PlanRecord {
     }
 
     /// What a record must hold beyond its types (those are checked as it is read: kargs, IDs, addresses).
-    pub fn check(&self) -> Result<(), String> {
+    pub(crate) fn check(&self) -> Result<(), String> {
         match self.format {
             FORMAT => Ok(()),
             other => Err(format!(
@@ -150,9 +149,10 @@ fn made_by() -> String {
 
 /// The effective config (the file, the embedded default, and the run's overrides), for the image's host layer.
 pub(super) fn config_file(config: &Config) -> Result<PlannedFile> {
-    let header = "# The config this image was planned from: passthru.toml with the build's command-line overrides.\n\
-                  # Local paths in it (vendor-reset.path, acs-override.packages) are the build machine's. A starting\n\
-                  # point for a config of your own; `passthru-image doctor` checks the host against plan.json.\n\n";
+    let header = "# The config this image was planned from: passthru.toml with the build's \
+                  command-line overrides.\n# Local paths in it (vendor-reset.path, \
+                  acs-override.packages) are the build machine's. A starting\n# point for a config \
+                  of your own; `passthru-image doctor` checks the host against plan.json.\n\n";
     Ok(PlannedFile {
         path: CONFIG_FILE.into(),
         mode: 0o644,
@@ -175,7 +175,7 @@ pub(super) fn plan_file(plan: &Plan) -> PlannedFile {
 }
 
 /// The record of the image the host under `root` runs (its /usr/share/passthru-image/plan.json), if it has one.
-pub fn read_image_record(root: &Root) -> Result<Option<PlanRecord>> {
+pub(crate) fn read_image_record(root: &Root) -> Result<Option<PlanRecord>> {
     let Some(text) = root.read_optional(PLAN_FILE)? else {
         return Ok(None);
     };
@@ -187,19 +187,11 @@ pub fn read_image_record(root: &Root) -> Result<Option<PlanRecord>> {
 
 /// Where a recorded plan came from, for messages.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum RecordSource {
+pub(crate) enum RecordSource {
     /// The state file of live mode's `apply` (its path under the root).
     LiveState(Utf8PathBuf),
     /// The record in the running image (its path under the root).
     Image(Utf8PathBuf),
-}
-
-impl RecordSource {
-    pub fn path(&self) -> &Utf8Path {
-        match self {
-            RecordSource::LiveState(path) | RecordSource::Image(path) => path,
-        }
-    }
 }
 
 impl std::fmt::Display for RecordSource {
@@ -214,12 +206,15 @@ impl std::fmt::Display for RecordSource {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use camino::Utf8Path;
+
     use crate::config::{CpuChoice, GpuVendor, Overrides};
     use crate::plan::Target;
 
     fn plan() -> Plan {
         let mut config = Config::from_toml(
-            "[vfio]\nids = [\"10de:2684\"]\naddresses = [\"02:00.0\"]\n[gpu]\nvendors = [\"nvidia\"]\n",
+            "[vfio]\nids = [\"10de:2684\"]\naddresses = [\"02:00.0\"]\n[gpu]\nvendors = \
+             [\"nvidia\"]\n",
             "t.toml",
         )
         .unwrap();
@@ -293,7 +288,7 @@ mod tests {
         assert_eq!(read_image_record(&root).unwrap(), None);
         let plan = plan();
         let file = plan.files.iter().find(|f| f.path == PLAN_FILE).unwrap();
-        std::fs::create_dir_all(root.join(DIR)).unwrap();
+        std::fs::create_dir_all(root.join(PLAN_FILE).parent().unwrap()).unwrap();
         std::fs::write(root.join(PLAN_FILE), &file.content).unwrap();
         let record = read_image_record(&root).unwrap().unwrap();
         assert_eq!(record.expect.kargs, plan.kargs);

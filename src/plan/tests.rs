@@ -5,8 +5,8 @@ use crate::kargs::{Karg, KernelArg};
 /// gnif/vendor-reset's dkms.conf, as upstream has it.
 const UPSTREAM_DKMS_CONF: &str = "PACKAGE_NAME=\"vendor-reset\"\nPACKAGE_VERSION=\"0.1.1\"\n\
     BUILT_MODULE_NAME[0]=\"${PACKAGE_NAME}\"\nMAKE[0]=\"make KDIR=${kernel_source_dir}\"\n\
-    CLEAN=\"make KDIR=${kernel_source_dir} clean\"\nDEST_MODULE_LOCATION[0]=\"/kernel/drivers/misc\"\n\
-    AUTOINSTALL=\"yes\"\n";
+    CLEAN=\"make KDIR=${kernel_source_dir} clean\"\n\
+    DEST_MODULE_LOCATION[0]=\"/kernel/drivers/misc\"\nAUTOINSTALL=\"yes\"\n";
 
 /// A directory holding upstream vendor-reset's dkms.conf, as a checkout of it would.
 fn vendor_reset_tree() -> (tempfile::TempDir, Utf8PathBuf) {
@@ -492,8 +492,8 @@ fn acs_override_karg_only_with_the_kernel() {
     .unwrap();
     // Repeats in the config appear once on the command line.
     let text = format!(
-        "[acs-override]\nenabled = true\nmode = [\"downstream\", \"multifunction\", \"downstream\"]\n\
-         ids = [\"1022:43c6\", \"1022:43C6\"]\npackages = \"{path}\"\n"
+        "[acs-override]\nenabled = true\nmode = [\"downstream\", \"multifunction\", \
+         \"downstream\"]\nids = [\"1022:43c6\", \"1022:43C6\"]\npackages = \"{path}\"\n"
     );
     let config = Config::from_toml(&text, "t.toml").unwrap();
     let plan = plan_with(config, CpuChoice::Amd, &[], &[]).unwrap();
@@ -660,8 +660,9 @@ fn the_udev_rule_loads_the_module_before_it_sets_the_reset_method() {
     assert_eq!(
         lines,
         [
-            "ACTION==\"add\", SUBSYSTEM==\"pci\", ATTR{vendor}==\"0x1002\", ATTR{device}==\"0x67df\", \
-          PROGRAM=\"/sbin/modprobe -a vendor-reset\", ATTR{reset_method}=\"device_specific\""
+            "ACTION==\"add\", SUBSYSTEM==\"pci\", ATTR{vendor}==\"0x1002\", \
+          ATTR{device}==\"0x67df\", PROGRAM=\"/sbin/modprobe -a vendor-reset\", \
+          ATTR{reset_method}=\"device_specific\""
         ]
     );
 }
@@ -732,8 +733,8 @@ fn signing_toml(dir: &Utf8Path, eku: &str) -> String {
     std::fs::write(
         &config,
         format!(
-            "[ req ]\ndistinguished_name = dn\nx509_extensions = ext\nprompt = no\n[ dn ]\n[ ext ]\n\
-             extendedKeyUsage = {eku}\n"
+            "[ req ]\ndistinguished_name = dn\nx509_extensions = ext\nprompt = no\n[ dn ]\n[ ext \
+             ]\nextendedKeyUsage = {eku}\n"
         ),
     )
     .unwrap();
@@ -941,4 +942,24 @@ fn a_module_signing_only_certificate_is_refused_only_when_a_kernel_is_replaced()
         "{}",
         err.message
     );
+}
+
+#[test]
+fn a_layer_reads_in_text_as_plan_json_names_it() {
+    for layer in [Layer::Initramfs, Layer::Host] {
+        assert_eq!(serde_json::to_value(layer).unwrap(), layer.to_string());
+    }
+}
+
+/// The initramfs hook reads the argument the plan writes the addresses into. Its name is in both places: the
+/// hook's only input is the kernel's command line, which it matches with `-` and `_` alike, as the kernel does.
+#[test]
+fn the_dracut_hook_reads_the_planned_address_argument() {
+    let (_, hook) = DRACUT_MODULE_FILES
+        .iter()
+        .find(|(name, _)| *name == "passthru-vfio-bind.sh")
+        .unwrap();
+    let name = crate::kargs::params::RD_PASSTHRU_VFIO_ADDRESSES.name;
+    let pattern = format!("{}=*)", name.replace('_', "[_-]"));
+    assert!(hook.contains(&pattern), "the hook does not match {pattern}");
 }

@@ -40,6 +40,52 @@ pub fn test_base() -> &'static str {
     })
 }
 
+/// What a program that must have succeeded printed on stdout; its stderr is the failure message.
+pub fn stdout_of(out: std::process::Output) -> String {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// Runs a host program that must succeed, and returns what it printed on stdout.
+pub fn run(cmd: &mut std::process::Command) -> String {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// The release of the test base's kernel.
+pub fn test_base_kernel() -> &'static str {
+    static KVER: OnceLock<String> = OnceLock::new();
+    KVER.get_or_init(|| MountedImage::new(test_base()).only_kernel())
+}
+
+/// The directory of the alternative (cloud) kernel's .debs for the kernel ABI of `base_kver`, which every
+/// base of the tests runs (the test base's), fetched once per machine by tests/base/fetch-alt-kernel.sh (which
+/// also serialises concurrent callers itself).
+pub fn alt_kernel_debs(base_kver: &str) -> &'static str {
+    static DIR: OnceLock<String> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let out = run(std::process::Command::new("bash")
+            .arg(repo_dir().join("tests/base/fetch-alt-kernel.sh"))
+            .arg(base_kver)
+            .stderr(std::process::Stdio::inherit()));
+        out.lines()
+            .last()
+            .expect("fetch-alt-kernel.sh printed its directory")
+            .trim()
+            .to_owned()
+    })
+}
+
 /// A test base made to show one fact of real bases: tests/base/variants/NAME on top of [`test_base`], built
 /// once per machine by tests/base/make-variant.sh and cached by the hash of its inputs.
 pub fn test_base_variant(name: &str) -> String {
@@ -61,6 +107,62 @@ pub fn test_base_variant(name: &str) -> String {
         .expect("make-variant.sh printed the image")
         .trim()
         .to_owned()
+}
+
+/// The kernel arguments `passthru-image plan --json ARGS` plans, in their order.
+pub fn planned_kargs(args: &[&str]) -> Vec<String> {
+    let out = bin().args(["plan", "--json"]).args(args).output().unwrap();
+    let plan: serde_json::Value = serde_json::from_str(&stdout_of(out)).unwrap();
+    plan["kargs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k.as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// The kernel arguments bootc would apply from the root filesystem at `root`, read the way bootc reads them
+/// and not with the tool's own parser: every `*.toml` in /usr/lib/bootc/kargs.d in name order, a table with
+/// `kargs` (required, strings) and optionally `match-architectures` and nothing else, each entry split like a
+/// kernel command line.
+pub fn bootc_kargs(root: &Path) -> Vec<String> {
+    let dir = root.join("usr/lib/bootc/kargs.d");
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|ext| ext == "toml"))
+        .collect();
+    files.sort();
+    assert!(!files.is_empty(), "no *.toml in {}", dir.display());
+    let mut kargs = Vec::new();
+    for file in files {
+        let table: toml::Table = std::fs::read_to_string(&file)
+            .unwrap()
+            .parse()
+            .unwrap_or_else(|e| panic!("{}: not TOML: {e}", file.display()));
+        for key in table.keys() {
+            assert!(
+                ["kargs", "match-architectures"].contains(&key.as_str()),
+                "{}: key {key}",
+                file.display()
+            );
+        }
+        if let Some(arches) = table.get("match-architectures") {
+            let arches = arches.as_array().expect("match-architectures is an array");
+            if !arches.iter().any(|a| a.as_str() == Some("x86_64")) {
+                continue;
+            }
+        }
+        let entries = table
+            .get("kargs")
+            .and_then(|k| k.as_array())
+            .expect("kargs is a required array");
+        for entry in entries {
+            let entry = entry.as_str().expect("each karg is a string");
+            kargs.extend(entry.split_whitespace().map(str::to_owned));
+        }
+    }
+    kargs
 }
 
 /// A passthru.toml on the test base with `body` appended (everything but `[image]`).
@@ -172,6 +274,25 @@ impl MountedImage {
 
     pub fn path(&self, inside: &str) -> PathBuf {
         self.root.join(inside.trim_start_matches('/'))
+    }
+
+    /// A text file of the image.
+    pub fn read(&self, path: &str) -> String {
+        std::fs::read_to_string(self.path(path))
+            .unwrap_or_else(|e| panic!("{path} in the image: {e}"))
+    }
+
+    /// The release of the image's only kernel: exactly one /usr/lib/modules/* holds a vmlinuz.
+    pub fn only_kernel(&self) -> String {
+        let modules = self.path("/usr/lib/modules");
+        let kernels: Vec<String> = std::fs::read_dir(&modules)
+            .unwrap_or_else(|e| panic!("{}: {e}", modules.display()))
+            .map(|e| e.unwrap())
+            .filter(|e| e.path().join("vmlinuz").is_file())
+            .map(|e| e.file_name().into_string().unwrap())
+            .collect();
+        assert_eq!(kernels.len(), 1, "kernels with a vmlinuz: {kernels:?}");
+        kernels.into_iter().next().unwrap()
     }
 }
 

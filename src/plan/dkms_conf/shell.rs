@@ -67,15 +67,15 @@ fn push_part(value: &mut Value, part: &Part) {
 /// What went wrong, and on which line of the file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) struct ShellError {
-    pub line: usize,
-    pub message: String,
+    pub(crate) line: usize,
+    pub(crate) message: String,
 }
 
 /// One element of a variable, with the line that assigned it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) struct Assigned {
-    pub value: Value,
-    pub line: usize,
+    pub(crate) value: Value,
+    pub(crate) line: usize,
 }
 
 /// The variables a dkms.conf assigned (every bash variable is an array; `NAME=` sets element 0), and the ones
@@ -174,7 +174,8 @@ pub(super) fn split_command(
         }
         if words.is_empty() && lexer.assignment_ahead() {
             return Err(lexer.error(
-                "an assignment before the command sets an environment variable, which needs a shell",
+                "an assignment before the command sets an environment variable, which needs a \
+                 shell",
             ));
         }
         words.push(lexer.word(scope)?);
@@ -323,7 +324,8 @@ impl Lexer {
                 Some((name, index)) => {
                     if self.peek() == Some('(') {
                         return Err(self.error(format!(
-                            "{name}=(...) is a compound array assignment; write {name}[0]=..., {name}[1]=... instead"
+                            "{name}=(...) is a compound array assignment; write {name}[0]=..., \
+                             {name}[1]=... instead"
                         )));
                     }
                     let value = self.word(scope)?;
@@ -382,7 +384,8 @@ impl Lexer {
                 .filter(|_| digits.chars().all(|c| c.is_ascii_digit()))
                 .ok_or_else(|| {
                     self.error(format!(
-                        "{name}[{digits}]: an array index must be a plain number (an expression needs a shell)"
+                        "{name}[{digits}]: an array index must be a plain number (an expression \
+                         needs a shell)"
                     ))
                 })?;
         }
@@ -468,7 +471,8 @@ impl Lexer {
                 '`' => return Err(self.backtick()),
                 '~' if tilde_expands => {
                     return Err(self.error(
-                        "an unquoted `~` expands to a home directory, which needs a shell; quote it",
+                        "an unquoted `~` expands to a home directory, which needs a shell; quote \
+                         it",
                     ));
                 }
                 c => {
@@ -584,7 +588,8 @@ impl Lexer {
                 self.advance();
                 let (name, index) = braced_reference(&inner).ok_or_else(|| {
                     self.error(format!(
-                        "${{{inner}}}: only ${{NAME}} and ${{NAME[i]}} are read, no parameter expansion operators"
+                        "${{{inner}}}: only ${{NAME}} and ${{NAME[i]}} are read, no parameter \
+                         expansion operators"
                     ))
                 })?;
                 self.expand(
@@ -633,18 +638,21 @@ impl Lexer {
                 Mode::Eval => "dkms's directives (PACKAGE_NAME, ...)",
             };
             return Err(self.error(format!(
-                "{reference} is not defined: only {known} and dkms's variables ({}) have a value here",
+                "{reference} is not defined: only {known} and dkms's variables ({}) have a value \
+                 here",
                 super::DKMS_VARIABLES.join(", ")
             )));
         };
         if self.mode == Mode::Eval && quoting == Quoting::Unquoted {
             // eval splits an unquoted expansion into words and globs it; plain values are left as they are.
-            let splits = expanded.iter().any(|part| {
-                matches!(part, Part::Text(t) if t.chars().any(|c| c.is_whitespace() || "*?[".contains(c)))
-            });
+            let splits_or_globs = |c: char| c.is_whitespace() || "*?[".contains(c);
+            let splits = expanded
+                .iter()
+                .any(|part| matches!(part, Part::Text(t) if t.chars().any(splits_or_globs)));
             if splits {
                 return Err(self.error(format!(
-                    "{reference} holds blanks or wildcards, which the shell would split or expand; quote it"
+                    "{reference} holds blanks or wildcards, which the shell would split or expand; \
+                     quote it"
                 )));
             }
         }
