@@ -428,7 +428,13 @@ mod tests {
         let text = printed(&report.failures());
         assert_eq!(
             text,
-            "FAIL  item:b: broken [fix 1]\n\nTo fix:\n  [fix 1] apply the plan and reboot\n          for item:b\n"
+            concat!(
+                "FAIL  item:b: broken [fix 1]\n",
+                "\n",
+                "To fix:\n",
+                "  [fix 1] apply the plan and reboot\n",
+                "          for item:b\n",
+            )
         );
         let facts = TestFacts {
             base: Status::Pass,

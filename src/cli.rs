@@ -100,8 +100,8 @@ impl Cli {
                 InputError::new(
                     "--config",
                     format!(
-                        "`{name}` reads no config; the commands that do: plan, generate, build, apply, doctor, \
-                         detect, test-boot"
+                        "`{name}` reads no config; the commands that do: plan, generate, build, \
+                         apply, doctor, detect, test-boot"
                     ),
                 )
             })?;
@@ -112,8 +112,8 @@ impl Cli {
                 InputError::new(
                     "--root",
                     format!(
-                        "`{name}` reads no host; the commands that do: groups, detect, doctor, apply, revert, \
-                         and plan, generate and build for a host"
+                        "`{name}` reads no host; the commands that do: groups, detect, doctor, \
+                         apply, revert, and plan, generate and build for a host"
                     ),
                 )
             })?;
@@ -399,8 +399,9 @@ pub(crate) struct GroupsArgs {
 
 #[derive(Debug, Clone, Args)]
 #[command(mut_arg("config", |arg| arg.help(
-    "This passthru.toml with what detect found put in, its other keys and comments kept, instead of a new \
-     proposal; `-` reads it from standard input [default: $PASSTHRU_CONFIG, else a new proposal]"
+    "This passthru.toml with what detect found put in, its other keys and comments kept, instead \
+     of a new proposal; `-` reads it from standard input [default: $PASSTHRU_CONFIG, else a new \
+     proposal]"
 )))]
 pub(crate) struct DetectArgs {
     /// Write the proposal to FILE instead of stdout (`-`: stdout); refused when FILE exists, unless --force or
@@ -500,8 +501,9 @@ pub(crate) struct GithubArgs {
 
 #[derive(Debug, Clone, Args)]
 #[command(mut_arg("config", |arg| arg.help(
-    "Configuration file, read for what IMAGE and --iommu leave open: image.tag and cpu.vendor; `-` reads it \
-     from standard input [default: $PASSTHRU_CONFIG, else ./passthru.toml if present, else the embedded default]"
+    "Configuration file, read for what IMAGE and --iommu leave open: image.tag and cpu.vendor; `-` \
+     reads it from standard input [default: $PASSTHRU_CONFIG, else ./passthru.toml if present, \
+     else the embedded default]"
 )))]
 pub(crate) struct TestBootArgs {
     /// Image in podman's local storage [default: the config's image.tag]

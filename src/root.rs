@@ -452,7 +452,9 @@ pub(crate) fn read_user_stdin(kind: UserFile, field: &str) -> Result<String, Inp
     let stdin = std::io::stdin();
     if stdin.is_terminal() {
         return Err(bad(
-            "is a terminal: pipe the file in (`passthru-image detect | passthru-image plan --config -`)".into(),
+            "is a terminal: pipe the file in (`passthru-image detect | passthru-image plan \
+             --config -`)"
+                .into(),
         ));
     }
     verbosity::say(

@@ -45,8 +45,9 @@ pub(crate) fn run(cli: &Cli, args: &ApplyArgs) -> Result<()> {
     report.live_steps("Applied", &applied.steps_run, applied.incomplete)
 }
 
-const INITRAMFS_SUFFICES: &str = "The deployed initramfs already holds the VFIO drivers, and rd.driver.pre=vfio-pci \
-     loads them first: no client-side regeneration, so the host stays upgradable with `bootc upgrade`.";
+const INITRAMFS_SUFFICES: &str = "The deployed initramfs already holds the VFIO drivers, and \
+     rd.driver.pre=vfio-pci loads them first: no client-side regeneration, so the host stays \
+     upgradable with `bootc upgrade`.";
 
 /// How `apply` and `revert` report what they did on stdout: in full, or with `-q` not at all (an incomplete
 /// change is an error, and errors always print).

@@ -59,7 +59,8 @@ fn build_fleet(cli: &Cli, args: &BuildArgs, dir: &Utf8Path) -> Result<()> {
     if args.context.is_some() {
         bail!(InputError::new(
             "--context",
-            "cannot be used with --hosts: see one host's context with `generate --config HOSTS/NAME.toml`"
+            "cannot be used with --hosts: see one host's context with `generate --config \
+             HOSTS/NAME.toml`"
         ));
     }
     let target = args.root.target();
@@ -238,7 +239,8 @@ impl<'a> Builder<'a> {
         let digest = engine.image_digest(base)?;
         if digest.is_none() {
             warnln!(
-                "{} knows no registry digest of {base} (built locally?): the image gets no {} label",
+                "{} knows no registry digest of {base} (built locally?): the image gets no {} \
+                 label",
                 engine.program(),
                 labels::BASE_DIGEST
             );
@@ -331,7 +333,10 @@ fn unused_key_warning(plan: &Plan) -> Option<String> {
     let builds_code = !plan.modules.is_empty() || plan.kernel.is_some();
     let key_set = std::env::var_os(KEY_ENV).is_some_and(|v| !v.is_empty());
     (builds_code && key_set && plan.signing.is_none()).then(|| {
-        format!("{KEY_ENV} is set, but the config has no [signing]: nothing is signed with it (add [signing])")
+        format!(
+            "{KEY_ENV} is set, but the config has no [signing]: nothing is signed with it (add \
+             [signing])"
+        )
     })
 }
 
@@ -365,8 +370,9 @@ fn fleet_usage(hosts: &[&Host], pushed: &[Option<Digest>], stacks: usize) -> Str
             host.name, host.plan.image.tag
         );
     }
-    text + "Hosts without bootc: rpm-ostree does not apply kargs.d; `passthru-image --config HOST-FILE plan` lists \
-            the kernel arguments to add with `rpm-ostree kargs --append-if-missing`.\n"
+    text + "Hosts without bootc: rpm-ostree does not apply kargs.d; `passthru-image --config \
+            HOST-FILE plan` lists the kernel arguments to add with `rpm-ostree kargs \
+            --append-if-missing`.\n"
 }
 
 /// How to put the image on a host. bootc applies the image's kargs.d itself; rpm-ostree does not, so its
@@ -377,12 +383,14 @@ fn usage(plan: &Plan, pushed: Option<&Digest>) -> String {
     if let Some(digest) = pushed {
         text += &format!("Pushed as {}@{digest}\n", tag.repository());
     } else {
-        text += "Push it to a registry the hosts can reach (or build with --push); on this machine itself:\n";
+        text += "Push it to a registry the hosts can reach (or build with --push); on this machine \
+             itself:\n";
         text += &format!("  sudo bootc switch --transport containers-storage {tag}\n");
     }
     text += &format!("On a bootc host:\n  sudo bootc switch {tag} && systemctl reboot\n");
     text += &format!(
-        "On an rpm-ostree host without bootc:\n  sudo rpm-ostree rebase ostree-unverified-registry:{tag}\n"
+        "On an rpm-ostree host without bootc:\n  sudo rpm-ostree rebase \
+         ostree-unverified-registry:{tag}\n"
     );
     if !plan.kargs.is_empty() {
         let append: Vec<String> = plan
@@ -410,7 +418,8 @@ mod tests {
     #[test]
     fn usage_names_both_switch_routes_and_gives_rpm_ostree_hosts_the_kargs() {
         let plan = plan(
-            "[image]\ntag = \"ghcr.io/me/vfio:1\"\n[cpu]\nvendor = \"intel\"\n[vfio]\nids = [\"10de:1401\"]\n",
+            "[image]\ntag = \"ghcr.io/me/vfio:1\"\n[cpu]\nvendor = \"intel\"\n[vfio]\nids = \
+             [\"10de:1401\"]\n",
         );
         let digest: Digest = format!("sha256:{}", "d".repeat(64)).parse().unwrap();
         let text = usage(&plan, Some(&digest));
@@ -428,7 +437,8 @@ mod tests {
         );
         assert!(
             text.contains(
-                "sudo rpm-ostree kargs --append-if-missing=intel_iommu=on --append-if-missing=iommu=pt "
+                "sudo rpm-ostree kargs --append-if-missing=intel_iommu=on \
+                 --append-if-missing=iommu=pt "
             ),
             "{text}"
         );

@@ -203,7 +203,8 @@ fn merge_source(
             return Err(InputError::new(
                 config.field,
                 format!(
-                    "--merge merges into --write {write}; {} names another file ({}): give one of them",
+                    "--merge merges into --write {write}; {} names another file ({}): give one of \
+                     them",
                     config.field, config.path
                 ),
             )
@@ -233,8 +234,8 @@ fn check_write_target(path: &Utf8Path, existing: Existing) -> Result<()> {
     match std::fs::symlink_metadata(path) {
         Ok(meta) if meta.is_dir() => Err(bad("is a directory; name a file")),
         Ok(_) if existing == Existing::Refuse => Err(bad(
-            "exists; pass --merge to change what detect finds and keep the rest, --force to replace it, or \
-             choose another file",
+            "exists; pass --merge to change what detect finds and keep the rest, --force to \
+             replace it, or choose another file",
         )),
         _ => Ok(()),
     }

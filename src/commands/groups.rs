@@ -99,8 +99,9 @@ fn how_to_enable_the_iommu(root: &Root) -> Result<String> {
         ),
     };
     Ok(format!(
-        "Enable it in the firmware setup (Intel: VT-d; AMD: IOMMU/AMD-Vi, with SVM for the VM itself) and boot \
-         with {karg}.\n`passthru-image detect` proposes a passthru.toml that plans these kernel arguments."
+        "Enable it in the firmware setup (Intel: VT-d; AMD: IOMMU/AMD-Vi, with SVM for the VM \
+         itself) and boot with {karg}.\n`passthru-image detect` proposes a passthru.toml that \
+         plans these kernel arguments."
     ))
 }
 
@@ -141,7 +142,8 @@ fn isolation(
             group.unwrap_or_default()
         ),
         GroupIsolation::Shared => format!(
-            "group {}, shared with {}: pass those too, move the card, or use an ACS-override kernel",
+            "group {}, shared with {}: pass those too, move the card, or use an ACS-override \
+             kernel",
             group.unwrap_or_default(),
             list(sharing_with)
         ),

@@ -27,8 +27,8 @@ pub(crate) fn run(args: &PlanArgs) -> Result<()> {
     match &plan.host {
         Some(root) => outln!("For the host under {root}: its devices were read"),
         None => outln!(
-            "For an image: from the config alone; no host was read, so host checks do not apply (give --root \
-             to plan for a host)"
+            "For an image: from the config alone; no host was read, so host checks do not apply \
+             (give --root to plan for a host)"
         ),
     }
     outln!("Image: {} -> {}", plan.image.base, plan.image.tag);
@@ -55,13 +55,13 @@ pub(crate) fn run(args: &PlanArgs) -> Result<()> {
                 kernel.source
             );
             outln!(
-                "  unless the base's kernel already carries the ACS override patch (checked at build time: \
-                 {} in its System.map); then only the kernel argument is added",
+                "  unless the base's kernel already carries the ACS override patch (checked at \
+                 build time: {} in its System.map); then only the kernel argument is added",
                 kernel.unless_symbol
             );
             outln!(
-                "  removes only the old kernel's own packages (kernel.removes in `plan --json`), and refuses \
-                 when other packages or build steps put modules in its directory"
+                "  removes only the old kernel's own packages (kernel.removes in `plan --json`), \
+                 and refuses when other packages or build steps put modules in its directory"
             );
         }
         None => outln!("Kernel: the base image's"),
@@ -90,8 +90,8 @@ fn signing_line(plan: &Plan) -> Option<String> {
     };
     let cert = &signing.certificate;
     Some(format!(
-        "Signing: {signed}, with the Machine Owner Key {} (certificate sha256 {}, from {}); `build` reads \
-         the private key from {}",
+        "Signing: {signed}, with the Machine Owner Key {} (certificate sha256 {}, from {}); \
+         `build` reads the private key from {}",
         cert.subject,
         cert.sha256,
         source_text(&cert.source),
@@ -121,8 +121,8 @@ fn module_line(module: &ModulePlan) -> String {
             )
         }
         None => format!(
-            "Module: from {}; its name, version and kernel modules are read once `generate` or `build` \
-             fetched it",
+            "Module: from {}; its name, version and kernel modules are read once `generate` or \
+             `build` fetched it",
             module.origin()
         ),
     };
@@ -203,12 +203,14 @@ fn fleet_json(fleet: &Fleet, stacks: &[Stack]) -> serde_json::Value {
         .iter()
         .map(|stack| {
             let first = &stack.hosts[0].plan;
+            let initramfs_files: Vec<_> =
+                first.files_in(Layer::Initramfs).map(|f| &f.path).collect();
             serde_json::json!({
                 "key": stack.key,
                 "base": first.image.base,
                 "kernel": first.kernel,
                 "modules": first.modules.iter().map(|m| m.label()).collect::<Vec<_>>(),
-                "initramfs_files": first.files_in(Layer::Initramfs).map(|f| &f.path).collect::<Vec<_>>(),
+                "initramfs_files": initramfs_files,
                 "hosts": stack.hosts.iter().map(|h| &h.name).collect::<Vec<_>>(),
             })
         })

@@ -72,7 +72,8 @@ fn refuse_unread_config(args: &TestBootArgs) -> Result<()> {
     match args.config.file() {
         Some(file) => Err(InputError::new(
             file.field,
-            "test-boot reads the config only for the image tag and the CPU vendor, and IMAGE and --iommu give both",
+            "test-boot reads the config only for the image tag and the CPU vendor, and IMAGE and \
+             --iommu give both",
         )
         .into()),
         None => Ok(()),
@@ -112,11 +113,12 @@ fn print_human(report: &BootReport, verbosity: Verbosity) -> Result<()> {
     {
         match report.stand_ins {
             StandIns::Id => outln!(
-                "The stand-in device came up on vfio-pci: the image binds its planned devices the same way."
+                "The stand-in device came up on vfio-pci: the image binds its planned devices the \
+                 same way."
             ),
             StandIns::Address { .. } => outln!(
-                "The stand-in named by address came up on vfio-pci and its identical twin on its own driver: the \
-                 image binds its planned devices by address the same way."
+                "The stand-in named by address came up on vfio-pci and its identical twin on its \
+                 own driver: the image binds its planned devices by address the same way."
             ),
         }
     }

@@ -280,7 +280,8 @@ fn unknown(root: &Root, topology: &Topology, taken: &Taken) -> Vec<String> {
     for id in taken.ids {
         if !topology.devices.iter().any(|d| d.id == *id) {
             warnings.push(format!(
-                "vfio.ids: no device of {} has the ID {id} (fine when the image is for another host)",
+                "vfio.ids: no device of {} has the ID {id} (fine when the image is for another \
+                 host)",
                 root.host_name()
             ));
         }
@@ -288,7 +289,8 @@ fn unknown(root: &Root, topology: &Topology, taken: &Taken) -> Vec<String> {
     for address in taken.addresses {
         if topology.device(address).is_none() {
             warnings.push(format!(
-                "vfio.addresses: {} has no device at {address} (fine when the image is for another host)",
+                "vfio.addresses: {} has no device at {address} (fine when the image is for another \
+                 host)",
                 root.host_name()
             ));
         }
