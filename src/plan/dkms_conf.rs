@@ -552,6 +552,17 @@ mod tests {
         }
     }
 
+    /// `base` followed by `line` is refused with `expected`, naming the last line of `line`.
+    fn assert_refused_on_its_last_line(base: &str, line: &str, expected: &str) {
+        let message = refusal(&format!("{base}{line}\n"));
+        let last_line = base.lines().count() + line.lines().count();
+        assert!(message.contains(expected), "{line:?}: {message}");
+        assert!(
+            message.starts_with(&format!("line {last_line}:")),
+            "{line:?}: {message}"
+        );
+    }
+
     /// gnif/vendor-reset's dkms.conf, as upstream has it.
     const UPSTREAM: &str = "PACKAGE_NAME=\"vendor-reset\"\nPACKAGE_VERSION=\"0.1.1\"\n\
         BUILT_MODULE_NAME[0]=\"${PACKAGE_NAME}\"\nMAKE[0]=\"make KDIR=${kernel_source_dir}\"\n\
@@ -694,13 +705,7 @@ mod tests {
             ("MAKE[0]=\"make 'V=\\$x'\"", "literal $"),
             ("MAKE[0]=''", "empty"),
         ] {
-            let message = refusal(&format!("{base}{line}\n"));
-            let last_line = base.lines().count() + line.lines().count();
-            assert!(message.contains(expected), "{line:?}: {message}");
-            assert!(
-                message.starts_with(&format!("line {last_line}:")),
-                "{line:?}: {message}"
-            );
+            assert_refused_on_its_last_line(base, line, expected);
         }
     }
 
@@ -736,9 +741,7 @@ mod tests {
                 "only a build for one kernel knows",
             ),
         ] {
-            let message = refusal(&format!("{base}{line}\n"));
-            assert!(message.contains(expected), "{line:?}: {message}");
-            assert!(message.starts_with("line 3:"), "{line:?}: {message}");
+            assert_refused_on_its_last_line(base, line, expected);
         }
         // Ignored directives and the file's own helpers are fine.
         parse(&format!(

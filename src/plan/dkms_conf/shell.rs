@@ -454,8 +454,7 @@ impl Lexer {
             match c {
                 ' ' | '\t' | '\n' => break,
                 c if is_operator(c) => break,
-                '\'' => self.single_quoted(&mut value)?,
-                '"' => self.double_quoted(&mut value, scope)?,
+                quote @ ('\'' | '"') => self.quoted(&mut value, quote, scope)?,
                 '\\' => {
                     self.advance();
                     match self.peek() {
@@ -485,39 +484,21 @@ impl Lexer {
         Ok(value)
     }
 
-    fn single_quoted(&mut self, value: &mut Value) -> Result<(), ShellError> {
+    /// A quoted piece, from its opening `quote` to the closing one. Inside single quotes every
+    /// character stands for itself; inside double quotes `$`, `` ` `` and some `\` escapes keep
+    /// their meaning.
+    fn quoted(&mut self, value: &mut Value, quote: char, scope: &Scope) -> Result<(), ShellError> {
         let opened = self.line;
+        let double = quote == '"';
         self.advance();
         loop {
             match self.syms.get(self.pos).cloned() {
-                None => return Err(self.unterminated('\'', opened)),
-                Some(Sym::Char('\'')) => {
+                None => return Err(self.unterminated(quote, opened)),
+                Some(Sym::Char(c)) if c == quote => {
                     self.advance();
                     return Ok(());
                 }
-                Some(Sym::Char(c)) => {
-                    push_text(value, &c.to_string());
-                    self.advance();
-                }
-                Some(Sym::Opaque(part)) => {
-                    push_part(value, &part);
-                    self.advance();
-                }
-            }
-        }
-    }
-
-    fn double_quoted(&mut self, value: &mut Value, scope: &Scope) -> Result<(), ShellError> {
-        let opened = self.line;
-        self.advance();
-        loop {
-            match self.syms.get(self.pos).cloned() {
-                None => return Err(self.unterminated('"', opened)),
-                Some(Sym::Char('"')) => {
-                    self.advance();
-                    return Ok(());
-                }
-                Some(Sym::Char('\\')) => {
+                Some(Sym::Char('\\')) if double => {
                     self.advance();
                     match self.peek() {
                         Some('\n') => self.advance(),
@@ -528,8 +509,8 @@ impl Lexer {
                         _ => push_text(value, "\\"),
                     }
                 }
-                Some(Sym::Char('$')) => self.dollar(value, scope, Quoting::Double)?,
-                Some(Sym::Char('`')) => return Err(self.backtick()),
+                Some(Sym::Char('$')) if double => self.dollar(value, scope, Quoting::Double)?,
+                Some(Sym::Char('`')) if double => return Err(self.backtick()),
                 Some(Sym::Char(c)) => {
                     push_text(value, &c.to_string());
                     self.advance();
