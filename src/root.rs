@@ -108,6 +108,14 @@ impl Root {
         }
     }
 
+    /// An empty root in a new temporary directory, removed when the returned guard drops.
+    #[cfg(test)]
+    pub(crate) fn temporary() -> (tempfile::TempDir, Root) {
+        let dir = tempfile::tempdir().unwrap();
+        let root = Root::new(Utf8Path::from_path(dir.path()).unwrap());
+        (dir, root)
+    }
+
     pub(crate) fn path(&self) -> &Utf8Path {
         &self.path
     }
@@ -516,8 +524,7 @@ mod tests {
     use std::os::unix::fs::symlink;
 
     fn tree() -> (tempfile::TempDir, Root) {
-        let dir = tempfile::tempdir().unwrap();
-        let root = Root::new(Utf8Path::from_path(dir.path()).unwrap());
+        let (dir, root) = Root::temporary();
         std::fs::create_dir_all(root.join("/proc")).unwrap();
         std::fs::create_dir_all(root.join("/sys/devices/x")).unwrap();
         (dir, root)

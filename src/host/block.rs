@@ -227,12 +227,6 @@ mod tests {
     use super::*;
     use std::os::unix::fs::symlink;
 
-    fn tree() -> (tempfile::TempDir, Root) {
-        let dir = tempfile::tempdir().unwrap();
-        let root = Root::new(Utf8Path::from_path(dir.path()).unwrap());
-        (dir, root)
-    }
-
     fn write(root: &Root, path: &str, text: &str) {
         let path = root.join(path);
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
@@ -268,7 +262,7 @@ mod tests {
     /// namespace that native multipath puts under virtual/nvme-subsystem.
     #[test]
     fn an_ostree_root_on_luks_on_multipath_nvme_leads_to_its_controller() {
-        let (_dir, root) = tree();
+        let (_dir, root) = Root::temporary();
         write(
             &root,
             "/proc/self/mountinfo",
@@ -315,7 +309,7 @@ mod tests {
 
     #[test]
     fn no_mount_table_or_a_root_on_nothing_is_none() {
-        let (_dir, root) = tree();
+        let (_dir, root) = Root::temporary();
         assert_eq!(root_filesystem(&root).unwrap(), None);
         write(&root, "/proc/mounts", "tmpfs / tmpfs rw 0 0\n");
         assert_eq!(root_filesystem(&root).unwrap(), None);

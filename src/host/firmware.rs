@@ -79,15 +79,9 @@ pub(crate) fn portable(root: &Root) -> Result<Option<bool>> {
 mod tests {
     use super::*;
 
-    fn tree() -> (tempfile::TempDir, Root) {
-        let dir = tempfile::tempdir().unwrap();
-        let root = Root::new(Utf8Path::from_path(dir.path()).unwrap());
-        (dir, root)
-    }
-
     #[test]
     fn secure_boot_is_read_from_its_efi_variables() {
-        let (_dir, root) = tree();
+        let (_dir, root) = Root::temporary();
         assert_eq!(secure_boot(&root).unwrap(), SecureBoot::Unknown);
         std::fs::create_dir_all(root.join(EFIVARS_DIR)).unwrap();
         let var = |name: &str, value: u8| {
@@ -109,7 +103,7 @@ mod tests {
 
     #[test]
     fn lockdown_and_chassis() {
-        let (_dir, root) = tree();
+        let (_dir, root) = Root::temporary();
         assert_eq!(lockdown(&root).unwrap(), None);
         assert_eq!(portable(&root).unwrap(), None);
         std::fs::create_dir_all(root.join("/sys/kernel/security")).unwrap();

@@ -223,8 +223,7 @@ mod tests {
 
     #[test]
     fn a_tree_without_a_journal_or_kmsg_says_why() {
-        let dir = tempfile::tempdir().unwrap();
-        let root = Root::new(Utf8Path::from_path(dir.path()).unwrap());
+        let (_dir, root) = Root::temporary();
         let reasons = read(&root, Machine::Other).unwrap_err();
         assert_eq!(reasons.len(), 2, "{reasons:?}");
         assert!(
@@ -238,8 +237,7 @@ mod tests {
     /// kernel log through the root's named device exception, to its end without blocking.
     #[test]
     fn kmsg_under_the_root_reads_the_ring_buffer_to_its_end() {
-        let dir = tempfile::tempdir().unwrap();
-        let root = Root::new(Utf8Path::from_path(dir.path()).unwrap());
+        let (_dir, root) = Root::temporary();
         std::fs::create_dir_all(root.join("/dev")).unwrap();
         let node = std::ffi::CString::new(root.join(KMSG).as_str()).unwrap();
         // SAFETY: a valid NUL-terminated path; makedev(1, 11) is /dev/kmsg.

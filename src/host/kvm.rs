@@ -98,8 +98,7 @@ mod tests {
 
     #[test]
     fn parameters_and_the_device_are_read_under_the_root() {
-        let dir = tempfile::tempdir().unwrap();
-        let root = Root::new(Utf8Path::from_path(dir.path()).unwrap());
+        let (_dir, root) = Root::temporary();
         assert_eq!(dev_kvm(&root), DevKvm::NoDevDir);
         std::fs::create_dir_all(root.join("/dev")).unwrap();
         assert_eq!(dev_kvm(&root), DevKvm::Missing);

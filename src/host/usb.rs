@@ -189,8 +189,7 @@ mod tests {
 
     #[test]
     fn devices_behind_hubs_with_their_hid_interfaces() {
-        let dir = tempfile::tempdir().unwrap();
-        let root = Root::new(Utf8Path::from_path(dir.path()).unwrap());
+        let (_dir, root) = Root::temporary();
         let controller = "/sys/devices/pci0000:00/0000:00:14.0";
         std::fs::create_dir_all(root.join("/sys/bus/pci/devices")).unwrap();
         std::os::unix::fs::symlink(

@@ -206,7 +206,6 @@ impl std::fmt::Display for RecordSource {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use camino::Utf8Path;
 
     use crate::config::{CpuChoice, GpuVendor, Overrides};
     use crate::plan::Target;
@@ -283,8 +282,7 @@ mod tests {
 
     #[test]
     fn an_image_record_is_read_under_the_root() {
-        let dir = tempfile::tempdir().unwrap();
-        let root = Root::new(Utf8Path::from_path(dir.path()).unwrap());
+        let (_dir, root) = Root::temporary();
         assert_eq!(read_image_record(&root).unwrap(), None);
         let plan = plan();
         let file = plan.files.iter().find(|f| f.path == PLAN_FILE).unwrap();
