@@ -329,6 +329,11 @@ mod tests {
         )
     }
 
+    /// The judgement for `host()`, under /host.
+    fn judge_host(needs: &HostNeeds, taken: &Taken, accept: &AcceptRiskConfig) -> Judgement {
+        judge(&Root::new("/host"), &host(), needs, taken, accept)
+    }
+
     fn ids(list: &[&str]) -> Vec<PciId> {
         list.iter().map(|i| i.parse().unwrap()).collect()
     }
@@ -343,7 +348,6 @@ mod tests {
 
     #[test]
     fn the_boot_gpu_is_refused_only_when_no_display_remains() {
-        let topology = host();
         let needs = HostNeeds::default();
         let accept = AcceptRiskConfig::default();
         let igpu = ids(&["8086:3e98"]);
@@ -352,17 +356,13 @@ mod tests {
             addresses: &[],
         };
         // The twins stay with the host: it keeps a display.
-        assert!(
-            judge(&Root::new("/host"), &topology, &needs, &taken, &accept)
-                .refusals
-                .is_empty()
-        );
+        assert!(judge_host(&needs, &taken, &accept).refusals.is_empty());
         let all = ids(&["8086:3e98", "10de:1b80"]);
         let taken = Taken {
             ids: &all,
             addresses: &[],
         };
-        let judgement = judge(&Root::new("/host"), &topology, &needs, &taken, &accept);
+        let judgement = judge_host(&needs, &taken, &accept);
         assert_eq!(
             risks(&judgement),
             [
@@ -381,34 +381,22 @@ mod tests {
             identical_devices: true,
             ..Default::default()
         };
-        assert!(
-            judge(&Root::new("/host"), &topology, &needs, &taken, &accept)
-                .refusals
-                .is_empty()
-        );
+        assert!(judge_host(&needs, &taken, &accept).refusals.is_empty());
     }
 
     #[test]
     fn a_device_named_by_address_leaves_its_twin_to_the_host() {
-        let topology = host();
         let twin: PciAddress = "0000:02:00.0".parse().unwrap();
         let taken = Taken {
             ids: &[],
             addresses: &[twin],
         };
-        let judgement = judge(
-            &Root::new("/host"),
-            &topology,
-            &HostNeeds::default(),
-            &taken,
-            &AcceptRiskConfig::default(),
-        );
+        let judgement = judge_host(&HostNeeds::default(), &taken, &AcceptRiskConfig::default());
         assert_eq!(judgement, Judgement::default());
     }
 
     #[test]
     fn the_root_disk_and_the_keyboards_controller_are_refused() {
-        let topology = host();
         let mut needs = HostNeeds {
             root_fs: Some(RootFs {
                 mount_point: "/sysroot".into(),
@@ -432,13 +420,7 @@ mod tests {
             ids: &taken_ids,
             addresses: &[],
         };
-        let judgement = judge(
-            &Root::new("/host"),
-            &topology,
-            &needs,
-            &taken,
-            &AcceptRiskConfig::default(),
-        );
+        let judgement = judge_host(&needs, &taken, &AcceptRiskConfig::default());
         assert_eq!(
             risks(&judgement),
             [
@@ -453,32 +435,19 @@ mod tests {
         );
         // Without the keyboard it is still the only USB controller.
         needs.usb.clear();
-        let judgement = judge(
-            &Root::new("/host"),
-            &topology,
-            &needs,
-            &taken,
-            &AcceptRiskConfig::default(),
-        );
+        let judgement = judge_host(&needs, &taken, &AcceptRiskConfig::default());
         assert!(judgement.refusals[1].reason.contains("only USB controller"));
     }
 
     #[test]
     fn ids_and_addresses_no_device_has_are_only_warnings() {
-        let topology = host();
         let missing = ids(&["1002:67df"]);
         let nowhere: PciAddress = "0000:09:00.0".parse().unwrap();
         let taken = Taken {
             ids: &missing,
             addresses: &[nowhere],
         };
-        let judgement = judge(
-            &Root::new("/host"),
-            &topology,
-            &HostNeeds::default(),
-            &taken,
-            &AcceptRiskConfig::default(),
-        );
+        let judgement = judge_host(&HostNeeds::default(), &taken, &AcceptRiskConfig::default());
         assert!(judgement.refusals.is_empty());
         assert_eq!(judgement.warnings.len(), 2);
         assert!(
