@@ -7,8 +7,8 @@ use std::collections::BTreeSet;
 use std::path::Path;
 
 use common::{
-    MountedImage, RemoveImages, bin, bootc_kargs, build_command, build_image, build_steps,
-    image_label, planned_kargs, test_base, write_config,
+    MountedImage, RemoveImages, bin, bootc_kargs, build_command, build_image, build_refused,
+    build_steps, image_exists, image_label, planned_kargs, run, test_base, write_config,
 };
 
 const AMD_NVIDIA: &str = "[cpu]\nvendor = \"amd\"\n\n[gpu]\nvendors = [\"nvidia\"]\n\n";
@@ -173,16 +173,9 @@ fn a_failing_step_exits_nonzero_naming_the_step_and_the_engine_message() {
         format!("FROM {}\nRUN rm -rf /usr/lib/modules/*\n", test_base()),
     )
     .unwrap();
-    let made = std::process::Command::new("podman")
+    run(std::process::Command::new("podman")
         .args(["build", "--isolation", "chroot", "--pull=never", "-t", base])
-        .arg(dir.path())
-        .output()
-        .unwrap();
-    assert!(
-        made.status.success(),
-        "{}",
-        String::from_utf8_lossy(&made.stderr)
-    );
+        .arg(dir.path()));
 
     let config = write_config(dir.path(), tag, AMD_NVIDIA);
     let out = build_command(&config)
@@ -205,11 +198,7 @@ fn a_failing_step_exits_nonzero_naming_the_step_and_the_engine_message() {
         "{error}"
     );
     assert!(stderr.contains("no kernel in the image"), "{stderr}");
-    let exists = std::process::Command::new("podman")
-        .args(["image", "exists", tag])
-        .status()
-        .unwrap();
-    assert!(!exists.success(), "a failed build left {tag} behind");
+    assert!(!image_exists(tag), "a failed build left {tag} behind");
 }
 
 #[test]
@@ -234,25 +223,9 @@ fn bad_build_flags_exit_2_naming_the_flag_and_build_nothing() {
         ),
     ];
     for (args, named) in cases {
-        let out = bin()
-            .arg("--config")
-            .arg(&config)
-            .arg("build")
-            .args(*args)
-            .output()
-            .unwrap();
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
-        assert!(
-            stderr.contains(named),
-            "{args:?} does not name {named}: {stderr}"
-        );
+        build_refused(&config, args, named);
     }
-    let exists = std::process::Command::new("podman")
-        .args(["image", "exists", tag])
-        .status()
-        .unwrap();
-    assert!(!exists.success());
+    assert!(!image_exists(tag));
 }
 
 /// A stand-in engine on PATH: records its argv and whether it was given a context with a Containerfile, then

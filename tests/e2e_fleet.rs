@@ -6,7 +6,9 @@ mod common;
 
 use std::path::Path;
 
-use common::{MountedImage, RemoveImages, bin, build_steps, image_label, stdout_of, test_base};
+use common::{
+    MountedImage, RemoveImages, bin, build_steps, image_exists, image_label, stdout_of, test_base,
+};
 use serde_json::Value;
 
 const AMD_NVIDIA: &str = "[cpu]\nvendor = \"amd\"\n\n[gpu]\nvendors = [\"nvidia\"]\n\n";
@@ -40,6 +42,22 @@ fn plan_json(hosts: &Path) -> Value {
             .unwrap(),
     );
     serde_json::from_str(&stdout).unwrap()
+}
+
+/// `build --hosts HOSTS` with the options every test build needs here (chroot isolation, no registry).
+fn build_hosts(hosts: &Path) -> std::process::Output {
+    bin()
+        .args([
+            "build",
+            "--isolation",
+            "chroot",
+            "--pull",
+            "never",
+            "--hosts",
+        ])
+        .arg(hosts)
+        .output()
+        .unwrap()
 }
 
 fn layers(image: &str) -> Vec<String> {
@@ -94,18 +112,7 @@ fn three_hosts_build_one_shared_stack_and_differ_only_in_their_host_layers() {
     assert_eq!(stacks.len(), 1, "{plan:#}");
     assert_eq!(stacks[0]["hosts"], serde_json::json!(names));
 
-    let out = bin()
-        .args([
-            "build",
-            "--isolation",
-            "chroot",
-            "--pull",
-            "never",
-            "--hosts",
-        ])
-        .arg(&hosts)
-        .output()
-        .unwrap();
+    let out = build_hosts(&hosts);
     let stderr = String::from_utf8_lossy(&out.stderr);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{stderr}");
@@ -275,28 +282,16 @@ fn a_bad_host_file_fails_the_fleet_before_any_build_naming_the_file_and_field() 
             ),
         ],
     );
-    let out = bin()
-        .args([
-            "build",
-            "--isolation",
-            "chroot",
-            "--pull",
-            "never",
-            "--hosts",
-        ])
-        .arg(&hosts)
-        .output()
-        .unwrap();
+    let out = build_hosts(&hosts);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     let named = format!("{}: vfoi", hosts.join("typo.toml").display());
     assert!(stderr.contains(&named), "{stderr}");
     assert!(!stderr.contains("Building "), "{stderr}");
-    let exists = std::process::Command::new("podman")
-        .args(["image", "exists", &format!("{repository}:good")])
-        .status()
-        .unwrap();
-    assert!(!exists.success(), "the good host was built");
+    assert!(
+        !image_exists(&format!("{repository}:good")),
+        "the good host was built"
+    );
 
     // Flags that would give every host the same tag or device IDs, or replace the host files, are refused.
     std::fs::remove_file(hosts.join("typo.toml")).unwrap();

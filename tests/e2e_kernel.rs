@@ -15,8 +15,8 @@ use std::process::Command;
 use std::sync::Mutex;
 
 use common::{
-    MountedImage, alt_kernel_debs, build_image, build_steps, repo_dir, run, test_base_kernel,
-    write_config,
+    MountedImage, alt_kernel_debs, build_image, build_steps, image_history, repo_dir, run,
+    test_base_kernel, write_config,
 };
 
 /// The module the kmod-hello fixture builds (its dkms.conf BUILT_MODULE_NAME).
@@ -210,13 +210,7 @@ fn acs_kernel_swap_from_local_debs_leaves_exactly_the_new_kernel() {
             .exists()
     );
     // Nor the packages the kernel came from, in any layer: they were bind-mounted, not copied.
-    let history = run(Command::new("podman").args([
-        "history",
-        "--no-trunc",
-        "--format",
-        "{{.CreatedBy}}",
-        &tag,
-    ]));
+    let history = image_history(&tag);
     assert!(
         history.contains("--mount=type=bind,source=kernel"),
         "{history}"

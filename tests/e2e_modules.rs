@@ -12,7 +12,7 @@ use std::sync::Mutex;
 
 use common::{
     MountedImage, RemoveImages, build_command, build_image, file_url, git_repository_of,
-    image_label, repo_dir, run, standin_source, test_base, test_base_variant,
+    image_history, image_label, repo_dir, run, standin_source, test_base, test_base_variant,
 };
 
 /// The stand-in's kernel module (BUILT_MODULE_NAME[0]="${PACKAGE_NAME}").
@@ -262,12 +262,6 @@ fn a_base_without_headers_for_its_kernel_fails_naming_it_and_builds_with_local_h
         installed_packages(&image, "linux-kbuild-"),
         Vec::<String>::new()
     );
-    let history = run(Command::new("podman").args([
-        "history",
-        "--no-trunc",
-        "--format",
-        "{{.CreatedBy}}",
-        &tag,
-    ]));
+    let history = image_history(&tag);
     assert!(!history.contains("COPY headers"), "{history}");
 }

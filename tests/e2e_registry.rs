@@ -17,7 +17,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{RemoveImages, bin, bootc_kargs, build_image, planned_kargs, test_base, write_config};
+use common::{
+    RemoveImages, bin, bootc_kargs, build_image, build_refused, image_exists, planned_kargs,
+    test_base, write_config,
+};
 use serde_json::Value;
 
 const CONFIG: &str = "[cpu]\nvendor = \"amd\"\n\n[gpu]\nvendors = [\"nvidia\"]\n\n[vfio]\nids = [\"10de:2684\", \"10de:22ba\"]\n";
@@ -316,14 +319,6 @@ fn build_and_push(config: &Path, tag: &str, extra: &[&str], env: &[(&str, &Path)
     }
 }
 
-fn exists_locally(image: &str) -> bool {
-    Command::new("podman")
-        .args(["image", "exists", image])
-        .status()
-        .unwrap()
-        .success()
-}
-
 #[test]
 fn pushed_images_reach_real_registries_and_read_back_without_the_tool() {
     let work = tempfile::tempdir().unwrap();
@@ -517,7 +512,7 @@ fn plain_http_needs_tls_verify_false(config: &Path, tag: &str) {
         "{}",
         refused.stderr
     );
-    assert!(exists_locally(tag));
+    assert!(image_exists(tag));
 
     let pushed = build_and_push(config, tag, &["--pull", "never", "--tls-verify=false"], &[]);
     assert_eq!(pushed.code, Some(0), "{}", pushed.stderr);
@@ -552,7 +547,7 @@ fn failed_pushes_exit_1_with_the_registry_message_and_keep_the_image(
         "{}",
         down.stderr
     );
-    assert!(exists_locally(dead_tag));
+    assert!(image_exists(dead_tag));
 
     // No credentials: an auth file that holds none, so no login of the machine's can leak in.
     let no_login = ca.file("no-auth.json");
@@ -574,7 +569,7 @@ fn failed_pushes_exit_1_with_the_registry_message_and_keep_the_image(
         "{}",
         refused.stderr
     );
-    assert!(exists_locally(auth_tag));
+    assert!(image_exists(auth_tag));
 }
 
 /// The route the generated workflow takes: `podman login` into an auth file, then the push reads it.
@@ -634,19 +629,7 @@ fn bad_push_flags_exit_2_before_anything_is_built() {
         ),
     ];
     for (args, named) in cases {
-        let out = bin()
-            .arg("--config")
-            .arg(&config)
-            .arg("build")
-            .args(*args)
-            .output()
-            .unwrap();
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
-        assert!(
-            stderr.contains(named),
-            "{args:?} does not name {named}: {stderr}"
-        );
+        let stderr = build_refused(&config, args, named);
         assert!(!stderr.contains("Building "), "{args:?}: {stderr}");
     }
     // A malformed CI variable is bad input too: it would become a label.

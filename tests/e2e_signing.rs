@@ -15,8 +15,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use common::{
-    MountedImage, RemoveImages, alt_kernel_debs, bin, build_command, build_steps, run,
-    standin_source, stdout_of, test_base_kernel, write_config,
+    MountedImage, RemoveImages, alt_kernel_debs, bin, build_command, build_steps, image_exists,
+    image_history, run, standin_source, stdout_of, test_base_kernel, write_config,
 };
 
 /// The module the stand-in builds (its dkms.conf's BUILT_MODULE_NAME).
@@ -354,13 +354,7 @@ fn an_image_carries_the_module_and_the_kernel_signed_with_the_mok_and_no_byte_of
             layer.display()
         );
     }
-    let history = run(Command::new("podman").args([
-        "history",
-        "--no-trunc",
-        "--format",
-        "{{.CreatedBy}}",
-        &first,
-    ]));
+    let history = image_history(&first);
     assert!(
         !history.contains("type=secret") && !history.contains("mok-sign"),
         "{history}"
@@ -533,9 +527,7 @@ fn a_secure_boot_host_refuses_an_unsigned_plan_and_takes_a_signed_one() {
             assert!(stderr.contains(part), "{part:?} not in: {stderr}");
         }
     }
-    assert!(!succeeds(
-        Command::new("podman").args(["image", "exists", &tag])
-    ));
+    assert!(!image_exists(&tag));
 
     // With the key, the same host takes the plan; for an image (no --root) the unsigned plan is a warning.
     let mok = Mok::new("e2e refusal MOK");
@@ -594,7 +586,5 @@ fn build_refuses_a_key_that_is_not_the_certificates_before_anything_runs() {
         "{stderr}"
     );
     assert!(!stderr.contains("STEP "), "the engine ran:\n{stderr}");
-    assert!(!succeeds(
-        Command::new("podman").args(["image", "exists", &tag])
-    ));
+    assert!(!image_exists(&tag));
 }

@@ -16,7 +16,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::{RemoveImages, bin, repo_dir, test_base_variant};
+use common::{RemoveImages, bin, repo_dir, run, test_base_variant};
 use serde_json::Value;
 
 const IMAGE: &str = "localhost/passthru-e2e-tool:test";
@@ -31,21 +31,14 @@ fn build_tool_image() -> Vec<String> {
             context.path().join("passthru-image"),
         )
         .unwrap();
-        let built = Command::new("podman")
+        run(Command::new("podman")
             .args(["build", "--pull=never", "--layers", "--isolation", "chroot"])
             .arg("--file")
             .arg(repo_dir().join("containerfiles/tool.Containerfile"))
             .args(["--build-arg", "BINARY=prebuilt"])
             .args(["--build-arg", &format!("RUNTIME={runtime}")])
             .args(["--tag", IMAGE])
-            .arg(context.path())
-            .output()
-            .unwrap();
-        assert!(
-            built.status.success(),
-            "{}",
-            String::from_utf8_lossy(&built.stderr)
-        );
+            .arg(context.path()));
         let out = Command::new("podman")
             .args([
                 "image",

@@ -186,6 +186,25 @@ pub fn build_command(config: &Path) -> Command {
     cmd
 }
 
+/// `passthru-image --config CONFIG build ARGS`, which must exit 2 (bad input) with a message that names
+/// `named`; returns its stderr.
+pub fn build_refused(config: &Path, args: &[&str], named: &str) -> String {
+    let out = bin()
+        .arg("--config")
+        .arg(config)
+        .arg("build")
+        .args(args)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+    assert!(
+        stderr.contains(named),
+        "{args:?} does not name {named}: {stderr}"
+    );
+    stderr
+}
+
 /// Builds `config` into the image `tag` in local storage with `passthru-image build`, and returns what the
 /// engine printed (the cache tests read its "Using cache" lines).
 pub fn build_image(config: &Path, tag: &str) -> String {
@@ -319,6 +338,27 @@ pub fn image_label(image: &str, label: &str) -> Option<String> {
     assert!(out.status.success(), "podman image inspect {image}");
     let value = String::from_utf8(out.stdout).unwrap().trim().to_owned();
     (!value.is_empty() && value != "<no value>").then_some(value)
+}
+
+/// Whether `image` is in local storage.
+pub fn image_exists(image: &str) -> bool {
+    std::process::Command::new("podman")
+        .args(["image", "exists", image])
+        .status()
+        .expect("run podman image exists")
+        .success()
+}
+
+/// The instructions that made each of `image`'s layers, in full (`podman history`): where a layer's files
+/// came from.
+pub fn image_history(image: &str) -> String {
+    run(std::process::Command::new("podman").args([
+        "history",
+        "--no-trunc",
+        "--format",
+        "{{.CreatedBy}}",
+        image,
+    ]))
 }
 
 /// Removes the images a test made when it goes out of scope, also when an assertion failed half-way.
