@@ -615,6 +615,13 @@ fn detect_merge_keeps_the_users_keys_and_comments() {
     );
 }
 
+/// `doctor --json` on the fixture `host` with the config `detect` writes for it.
+fn doctor_detected(host: &str) -> (Option<i32>, Value) {
+    let dir = tempfile::tempdir().unwrap();
+    let (config, _, _) = detect(host, dir.path());
+    doctor(host, &config, dir.path())
+}
+
 fn doctor(host: &str, config: &Path, dir: &Path) -> (Option<i32>, Value) {
     let output = cli(host, dir)
         .arg("--config")
@@ -626,14 +633,15 @@ fn doctor(host: &str, config: &Path, dir: &Path) -> (Option<i32>, Value) {
 }
 
 fn status_of<'a>(report: &'a Value, name: &str) -> &'a str {
-    report["checks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["name"] == name)
-        .unwrap_or_else(|| panic!("no check {name} in {report:#}"))["status"]
+    outcome(report, name)["status"].as_str().unwrap()
+}
+
+/// `check`'s `field` (its detail or its fix) holds `text`.
+fn assert_says(check: &Value, field: &str, text: &str) {
+    let said = check[field]
         .as_str()
-        .unwrap()
+        .unwrap_or_else(|| panic!("no {field} in {check}"));
+    assert!(said.contains(text), "{check}");
 }
 
 fn failed(report: &Value) -> Vec<&str> {
@@ -711,21 +719,14 @@ fn doctor_fails_a_missing_karg_with_exit_1() {
         failed(&report),
         ["karg:kvm.ignore_msrs=1", "karg:kvm.report_ignored_msrs=0"]
     );
-    let check = &report["checks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["name"] == "karg:kvm.ignore_msrs=1")
-        .unwrap();
+    let check = outcome(&report, "karg:kvm.ignore_msrs=1");
     assert_eq!(check["detail"], "missing from /proc/cmdline");
-    assert!(check["fix"].as_str().unwrap().contains("bootc switch"));
+    assert_says(check, "fix", "bootc switch");
 }
 
 #[test]
 fn doctor_fails_a_device_bound_to_nvidia_instead_of_vfio_pci() {
-    let dir = tempfile::tempdir().unwrap();
-    let (config, _, _) = detect("intel-nvidia", dir.path());
-    let (code, report) = doctor("intel-nvidia", &config, dir.path());
+    let (code, report) = doctor_detected("intel-nvidia");
     assert_eq!(code, Some(1), "{report:#}");
     assert_eq!(
         status_of(&report, "karg:vfio_pci.ids=10de:1401,10de:0fba"),
@@ -733,17 +734,12 @@ fn doctor_fails_a_device_bound_to_nvidia_instead_of_vfio_pci() {
     );
     assert_eq!(status_of(&report, "module:vfio_pci"), "pass");
     assert_eq!(status_of(&report, "bound:0000:01:00.0"), "fail");
-    let bound = report["checks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["name"] == "bound:0000:01:00.0")
-        .unwrap();
+    let bound = outcome(&report, "bound:0000:01:00.0");
     assert_eq!(
         bound["detail"],
         "10de:1401 is bound to nvidia, not vfio-pci"
     );
-    assert!(bound["fix"].as_str().unwrap().contains("initramfs"));
+    assert_says(bound, "fix", "initramfs");
     // The audio function is still on its host driver, so the group cannot go to a VM either.
     assert_eq!(status_of(&report, "group:0000:01:00.0"), "fail");
 }
@@ -770,24 +766,11 @@ fn doctor_fails_with_the_iommu_off_and_warns_about_legacy_boot() {
 
 #[test]
 fn doctor_flags_a_group_shared_with_a_host_device() {
-    let dir = tempfile::tempdir().unwrap();
-    let (config, _, _) = detect("intel-shared-group", dir.path());
-    let (code, report) = doctor("intel-shared-group", &config, dir.path());
+    let (code, report) = doctor_detected("intel-shared-group");
     assert_eq!(code, Some(1));
-    let group = report["checks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["name"] == "group:0000:04:00.0")
-        .unwrap();
+    let group = outcome(&report, "group:0000:04:00.0");
     assert_eq!(group["status"], "fail");
-    assert!(
-        group["fix"]
-            .as_str()
-            .unwrap()
-            .contains("0000:03:00.0 (8086:1539)"),
-        "{group}"
-    );
+    assert_says(group, "fix", "0000:03:00.0 (8086:1539)");
 }
 
 #[test]
@@ -1080,17 +1063,13 @@ fn doctor_on_amd_two_gpus_prints_each_fix_once() {
 
 #[test]
 fn doctor_on_amd_two_gpus_finds_svm_off_resizable_bar_and_no_passthrough_domain() {
-    let dir = tempfile::tempdir().unwrap();
-    let (config, _, _) = detect("amd-two-gpus", dir.path());
-    let (_, report) = doctor("amd-two-gpus", &config, dir.path());
+    let (_, report) = doctor_detected("amd-two-gpus");
     let kvm = outcome(&report, "kvm");
     assert_eq!(kvm["status"], "fail");
-    assert!(
-        kvm["detail"]
-            .as_str()
-            .unwrap()
-            .contains("svm is in the CPU flags but kvm_amd is not loaded"),
-        "{kvm}"
+    assert_says(
+        kvm,
+        "detail",
+        "svm is in the CPU flags but kvm_amd is not loaded",
     );
     assert_eq!(status_of(&report, "dev-kvm"), "not-run");
     assert_eq!(status_of(&report, "kvm-param"), "not-run");
@@ -1099,13 +1078,7 @@ fn doctor_on_amd_two_gpus_finds_svm_off_resizable_bar_and_no_passthrough_domain(
     assert_eq!(pt["caused_by"], "karg:iommu=pt");
     let rebar = outcome(&report, "resizable-bar:0000:0b:00.0");
     assert_eq!(rebar["status"], "warn");
-    assert!(
-        rebar["detail"]
-            .as_str()
-            .unwrap()
-            .contains("BAR 1 is 32 GiB"),
-        "{rebar}"
-    );
+    assert_says(rebar, "detail", "BAR 1 is 32 GiB");
     assert_eq!(status_of(&report, "above-4g"), "pass");
     // Secure Boot and lockdown are on, and this plan builds no module: nothing to sign.
     assert_eq!(status_of(&report, "secure-boot"), "pass");
@@ -1114,9 +1087,7 @@ fn doctor_on_amd_two_gpus_finds_svm_off_resizable_bar_and_no_passthrough_domain(
 
 #[test]
 fn doctor_on_a_set_up_host_passes_the_firmware_iommu_kvm_and_modprobe_checks() {
-    let dir = tempfile::tempdir().unwrap();
-    let (config, _, _) = detect("amd-polaris", dir.path());
-    let (code, report) = doctor("amd-polaris", &config, dir.path());
+    let (code, report) = doctor_detected("amd-polaris");
     assert_eq!(code, Some(0), "{report:#}");
     for name in [
         "secure-boot",
@@ -1139,19 +1110,15 @@ fn doctor_on_a_set_up_host_passes_the_firmware_iommu_kvm_and_modprobe_checks() {
     }
     let sev = outcome(&report, "kvm-param:kvm_amd.sev");
     assert_eq!(sev["status"], "warn");
-    assert!(
-        sev["fix"].as_str().unwrap().contains("cpu.sev = false"),
-        "{sev}"
-    );
+    assert_says(sev, "fix", "cpu.sev = false");
     // What a tree cannot show is not run, with the reason.
     for name in ["dev-kvm", "kernel-log", "virt-host-validate"] {
         assert_eq!(status_of(&report, name), "not-run", "{name}");
     }
-    assert!(
-        outcome(&report, "virt-host-validate")["detail"]
-            .as_str()
-            .unwrap()
-            .contains("would judge this machine")
+    assert_says(
+        outcome(&report, "virt-host-validate"),
+        "detail",
+        "would judge this machine",
     );
 }
 
@@ -1162,13 +1129,8 @@ fn doctor_with_the_iommu_off_in_the_firmware_names_the_table_as_the_cause() {
     let (_, report) = doctor("iommu-off", &config, dir.path());
     let table = outcome(&report, "iommu-firmware");
     assert_eq!(table["status"], "fail");
-    assert!(
-        table["detail"]
-            .as_str()
-            .unwrap()
-            .contains("no ACPI DMAR table")
-    );
-    assert!(table["fix"].as_str().unwrap().contains("VT-d"));
+    assert_says(table, "detail", "no ACPI DMAR table");
+    assert_says(table, "fix", "VT-d");
     assert_eq!(
         outcome(&report, "iommu-units")["caused_by"],
         "iommu-firmware"
@@ -1187,12 +1149,10 @@ fn doctor_with_the_iommu_off_in_the_firmware_names_the_table_as_the_cause() {
     let (_, report) = doctor_at(&root, &config);
     assert_eq!(status_of(&report, "iommu-firmware"), "pass");
     let groups = outcome(&report, "iommu");
-    assert!(
-        groups["detail"]
-            .as_str()
-            .unwrap()
-            .contains("although the firmware has the IOMMU on (DMAR): a kernel-side problem"),
-        "{groups}"
+    assert_says(
+        groups,
+        "detail",
+        "although the firmware has the IOMMU on (DMAR): a kernel-side problem",
     );
     assert_eq!(groups["caused_by"], "iommu-units");
     let units = outcome(&report, "iommu-units");
@@ -1201,25 +1161,20 @@ fn doctor_with_the_iommu_off_in_the_firmware_names_the_table_as_the_cause() {
 
 #[test]
 fn doctor_finds_a_softdep_hidden_by_another_and_bars_below_4g() {
-    let dir = tempfile::tempdir().unwrap();
-    let (config, _, _) = detect("intel-nvidia", dir.path());
-    let (_, report) = doctor("intel-nvidia", &config, dir.path());
+    let (_, report) = doctor_detected("intel-nvidia");
     let softdep = outcome(&report, "softdep:nvidia");
     assert_eq!(softdep["status"], "warn");
-    assert!(
-        softdep["detail"]
-            .as_str()
-            .unwrap()
-            .contains("`softdep nvidia post: nvidia_uvm` (/etc/modprobe.d/10-nvidia-uvm.conf:1)"),
-        "{softdep}"
+    assert_says(
+        softdep,
+        "detail",
+        "`softdep nvidia post: nvidia_uvm` (/etc/modprobe.d/10-nvidia-uvm.conf:1)",
     );
     assert_eq!(status_of(&report, "softdep:nouveau"), "pass");
     assert_eq!(status_of(&report, "above-4g"), "warn");
     assert_eq!(status_of(&report, "iommu-passthrough"), "pass");
     assert_eq!(status_of(&report, "interrupt-remapping"), "pass");
     // Without remapping VFIO refuses the device.
-    let (config, _, _) = detect("intel-shared-group", dir.path());
-    let (_, report) = doctor("intel-shared-group", &config, dir.path());
+    let (_, report) = doctor_detected("intel-shared-group");
     assert_eq!(status_of(&report, "interrupt-remapping"), "fail");
 }
 
@@ -1242,12 +1197,10 @@ fn doctor_fails_a_modprobe_line_that_keeps_vfio_pci_from_loading_and_reports_sec
     assert_eq!(code, Some(1));
     let install = outcome(&report, "modprobe:vfio_pci");
     assert_eq!(install["status"], "fail");
-    assert!(
-        install["detail"]
-            .as_str()
-            .unwrap()
-            .contains("`install vfio_pci /bin/false` (/etc/modprobe.d/no-vfio.conf:1)"),
-        "{install}"
+    assert_says(
+        install,
+        "detail",
+        "`install vfio_pci /bin/false` (/etc/modprobe.d/no-vfio.conf:1)",
     );
     // Secure Boot only states the fact; whether the module is signed by a trusted key is module-signer's.
     let secure = outcome(&report, "secure-boot");
