@@ -34,6 +34,13 @@ struct Out {
 
 type Check = Result<(), String>;
 
+/// Whether an output stream must have a text or lack it.
+#[derive(Clone, Copy)]
+enum Holds {
+    Has,
+    Lacks,
+}
+
 impl Out {
     fn fail(&self, what: String) -> String {
         format!(
@@ -53,30 +60,27 @@ impl Out {
     }
 
     fn out_has(&self, text: &str) -> Result<&Out, String> {
-        match self.stdout.contains(text) {
-            true => Ok(self),
-            false => Err(self.fail(format!("stdout lacks {text:?}"))),
-        }
+        self.holds("stdout", &self.stdout, text, Holds::Has)
     }
 
     fn out_lacks(&self, text: &str) -> Result<&Out, String> {
-        match self.stdout.contains(text) {
-            false => Ok(self),
-            true => Err(self.fail(format!("stdout has {text:?}"))),
-        }
+        self.holds("stdout", &self.stdout, text, Holds::Lacks)
     }
 
     fn err_has(&self, text: &str) -> Result<&Out, String> {
-        match self.stderr.contains(text) {
-            true => Ok(self),
-            false => Err(self.fail(format!("stderr lacks {text:?}"))),
-        }
+        self.holds("stderr", &self.stderr, text, Holds::Has)
     }
 
     fn err_lacks(&self, text: &str) -> Result<&Out, String> {
-        match self.stderr.contains(text) {
-            false => Ok(self),
-            true => Err(self.fail(format!("stderr has {text:?}"))),
+        self.holds("stderr", &self.stderr, text, Holds::Lacks)
+    }
+
+    /// `stream` (named `name` in the failure) has or lacks `text`, as `wanted` says.
+    fn holds(&self, name: &str, stream: &str, text: &str, wanted: Holds) -> Result<&Out, String> {
+        match (stream.contains(text), wanted) {
+            (true, Holds::Has) | (false, Holds::Lacks) => Ok(self),
+            (false, Holds::Has) => Err(self.fail(format!("{name} lacks {text:?}"))),
+            (true, Holds::Lacks) => Err(self.fail(format!("{name} has {text:?}"))),
         }
     }
 
