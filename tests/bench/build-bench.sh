@@ -12,23 +12,11 @@ export BUILDAH_ISOLATION=${BUILDAH_ISOLATION:-chroot}
 scenarios=("$@")
 [[ ${#scenarios[@]} -gt 0 ]] || scenarios=(default full)
 
-base=$(bash tests/base/make-base.sh | tail -n 1)
-cargo build --release --locked --quiet
-tool=$PWD/target/release/passthru-image
-work=$(mktemp -d)
-made=()
-cleanup() {
-    [[ ${#made[@]} -eq 0 ]] || podman rmi --force --ignore "${made[@]}" >/dev/null
-    rm -rf "$work"
-}
-trap cleanup EXIT
+# shellcheck source=tests/bench/common.sh
+source tests/bench/common.sh
 
-# A cold build must not find any layer in the cache, and the cache is keyed by the parent image: a fresh copy of
-# the base with its own image ID (one extra label) makes every layer miss, without pruning anyone's cache.
-fresh_base=localhost/passthru-bench-base:$$
-printf 'FROM %s\nLABEL passthru.bench.run="%s-%s"\n' "$base" "$$" "$(date +%s%N)" >"$work/Containerfile"
-podman build --quiet --pull=never -t "$fresh_base" "$work" >/dev/null
-made+=("$fresh_base")
+bench_base=localhost/passthru-bench-base:$$
+fresh_base "$bench_base"
 
 scenario_body() {
     case $1 in
@@ -63,13 +51,13 @@ for scenario in "${scenarios[@]}"; do
     made+=("$tag")
     config=$work/$scenario.toml
     write() { printf '[image]\nbase = "%s"\ntag = "%s"\n\n[cpu]\nvendor = "amd"\n\n[gpu]\nvendors = ["amd"]\n\n%s\n\n[vfio]\nids = [%s]\n' \
-        "$fresh_base" "$tag" "$body" "$1" >"$config"; }
+        "$bench_base" "$tag" "$body" "$1" >"$config"; }
 
     write '"1002:73bf", "1002:ab28"'
     cold=$(seconds_of "$tool" --config "$config" build --isolation chroot --pull never)
     write '"1002:73df", "1002:ab28"'
     rebuild=$(seconds_of "$tool" --config "$config" build --isolation chroot --pull never)
-    added=$(($(image_size "$tag") - $(image_size "$fresh_base")))
+    added=$(($(image_size "$tag") - $(image_size "$bench_base")))
     ratio=$(awk -v a="$rebuild" -v b="$cold" 'BEGIN { printf "%.3f", a / b }')
     line=$(printf '%-8s cold %6.1f s   id-change rebuild %5.1f s   ratio %5s   added over base %6.1f MB' \
         "$scenario" "$cold" "$rebuild" "$ratio" "$(awk -v b="$added" 'BEGIN { printf "%.1f", b / 1e6 }')")

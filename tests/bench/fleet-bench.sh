@@ -15,25 +15,8 @@ export BUILDAH_ISOLATION=${BUILDAH_ISOLATION:-chroot}
 count=${1:-10}
 [[ $count =~ ^[0-9]+$ && $count -ge 2 && $count -le 99 ]] || { echo "usage: $0 [N, 2..99]" >&2; exit 2; }
 
-base=$(bash tests/base/make-base.sh | tail -n 1)
-cargo build --release --locked --quiet
-tool=$PWD/target/release/passthru-image
-work=$(mktemp -d)
-made=()
-cleanup() {
-    [[ ${#made[@]} -eq 0 ]] || podman rmi --force --ignore "${made[@]}" >/dev/null
-    rm -rf "$work"
-}
-trap cleanup EXIT
-
-# A cold build must find no layer in the cache, and the cache is keyed by the parent image: a copy of the base with
-# its own image ID (one extra label) makes every layer miss, without pruning anyone's cache.
-fresh_base() { # IMAGE
-    mkdir -p "$work/base"
-    printf 'FROM %s\nLABEL passthru.bench.run="%s-%s"\n' "$base" "$1" "$(date +%s%N)" >"$work/base/Containerfile"
-    podman build --quiet --pull=never -t "$1" "$work/base" >/dev/null
-    made+=("$1")
-}
+# shellcheck source=tests/bench/common.sh
+source tests/bench/common.sh
 
 # Host i passes an NVIDIA GPU and its audio function: 10de:2684 + 10de:22ba for host 1, then other IDs.
 write_host() { # FILE BASE TAG I
