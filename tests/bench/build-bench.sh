@@ -34,14 +34,6 @@ scenario_body() {
     esac
 }
 
-seconds_of() { # command... -> wall seconds with millisecond precision, output to $work/log
-    local t0 t1
-    t0=$(date +%s%N)
-    "$@" >"$work/log" 2>&1 || { tail -n 30 "$work/log" >&2; exit 1; }
-    t1=$(date +%s%N)
-    awk -v ns=$((t1 - t0)) 'BEGIN { printf "%.1f", ns / 1e9 }'
-}
-
 image_size() { podman image inspect --format '{{.Size}}' "$1"; }
 
 results=()

@@ -24,14 +24,6 @@ write_host() { # FILE BASE TAG I
         "$2" "$3" $((0x2684 + $4 - 1)) >"$1"
 }
 
-seconds_of() { # command... -> wall seconds with millisecond precision, output to $work/log
-    local t0 t1
-    t0=$(date +%s%N)
-    "$@" >"$work/log" 2>&1 || { tail -n 30 "$work/log" >&2; exit 1; }
-    t1=$(date +%s%N)
-    awk -v ns=$((t1 - t0)) 'BEGIN { printf "%.1f", ns / 1e9 }'
-}
-
 # Layers (digest size), config size and manifest size of an image as its storage manifest lists them.
 manifest_of() { skopeo inspect --raw "containers-storage:$1" 2>/dev/null; }
 
