@@ -39,13 +39,18 @@ fn groups(host: &str) -> Value {
     json_of(&output)
 }
 
-fn gpu<'a>(report: &'a Value, address: &str) -> &'a Value {
-    report["gpus"]
+/// The entry of `report[list]` whose `key` is `value`.
+fn entry<'a>(report: &'a Value, list: &str, key: &str, value: &str) -> &'a Value {
+    report[list]
         .as_array()
         .unwrap()
         .iter()
-        .find(|g| g["address"] == address)
-        .unwrap_or_else(|| panic!("no GPU {address} in {report:#}"))
+        .find(|e| e[key] == value)
+        .unwrap_or_else(|| panic!("no {list} entry with {key} {value} in {report:#}"))
+}
+
+fn gpu<'a>(report: &'a Value, address: &str) -> &'a Value {
+    entry(report, "gpus", "address", address)
 }
 
 fn gpu_addresses(report: &Value) -> Vec<&str> {
@@ -992,12 +997,7 @@ fn doctor_at(root: &Path, config: &Path) -> (Option<i32>, Value) {
 }
 
 fn outcome<'a>(report: &'a Value, name: &str) -> &'a Value {
-    report["checks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["name"] == name)
-        .unwrap_or_else(|| panic!("no check {name} in {report:#}"))
+    entry(report, "checks", "name", name)
 }
 
 /// The 226-character fix of a host that booted without the plan was printed for every missing karg; now once,
@@ -1266,12 +1266,7 @@ fn doctor_lists_its_checks() {
 // groups --class, the USB devices behind their controllers, and a verdict for every class.
 
 fn verdict_of<'a>(report: &'a Value, address: &str) -> &'a Value {
-    report["verdicts"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|v| v["address"] == address)
-        .unwrap_or_else(|| panic!("no verdict for {address} in {report:#}"))
+    entry(report, "verdicts", "address", address)
 }
 
 fn caveats(verdict: &Value) -> Vec<&str> {
