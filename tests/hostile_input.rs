@@ -716,6 +716,35 @@ fn config_cases() -> Vec<Case> {
             },
         ),
         case(
+            "vendor-reset path holding a disk image",
+            2,
+            &[
+                "vendor-reset.path",
+                "disk.img",
+                "the one with its dkms.conf",
+            ],
+            |s| {
+                s.file(
+                    "vr/dkms.conf",
+                    "PACKAGE_NAME=\"vendor-reset\"\nPACKAGE_VERSION=\"0.1.1\"\n\
+                     BUILT_MODULE_NAME[0]=\"${PACKAGE_NAME}\"\nMAKE[0]=\"make KDIR=${kernel_source_dir}\"\n\
+                     DEST_MODULE_LOCATION[0]=\"/kernel/drivers/misc\"\n",
+                );
+                // Sparse: larger than any module source, read by nobody.
+                let image = std::fs::File::create(s.at("vr/disk.img")).unwrap();
+                image.set_len(300 << 20).unwrap();
+                args(&[
+                    "--config",
+                    &s.config(
+                        "[cpu]\nvendor = \"amd\"\n[vendor-reset]\nenabled = true\npath = \"vr\"\n",
+                    ),
+                    "generate",
+                    "-o",
+                    &s.at("out"),
+                ])
+            },
+        ),
+        case(
             "vendor-reset path missing",
             2,
             &["vendor-reset.path", "dkms.conf"],

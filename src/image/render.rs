@@ -125,7 +125,8 @@ fn module_build(module: &ModulePlan) -> Result<(ModuleBuild<'_>, Vec<ContextFile
     };
     let context_dir = format!("sources/{}", conf.name);
     let mut files = Vec::new();
-    copy_tree(dir, Utf8Path::new(&context_dir), &mut files)
+    let mut budget = SourceBudget::MODULE;
+    copy_tree(dir, Utf8Path::new(&context_dir), &mut files, &mut budget)
         .map_err(|e| InputError::new(field, format!("{e:#}")))?;
     let mut headers_sums = None;
     if let Some(HeaderPackages {
@@ -145,8 +146,44 @@ fn module_build(module: &ModulePlan) -> Result<(ModuleBuild<'_>, Vec<ContextFile
     };
     Ok((build, files))
 }
+
+/// How much of a module source may still be copied into the context. The context is held in memory, and a
+/// path that names a home directory or `/` instead of the module's checkout must end as bad input, not by
+/// reading the whole disk. Real module sources are orders of magnitude below it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct SourceBudget {
+    files: usize,
+    bytes: u64,
+}
+
+impl SourceBudget {
+    const MODULE: SourceBudget = SourceBudget {
+        files: 20_000,
+        bytes: 256 * 1024 * 1024,
+    };
+
+    fn spend(&mut self, path: &Utf8Path, len: u64) -> Result<()> {
+        if self.files == 0 || len > self.bytes {
+            bail!(
+                "{path}: a module source holds at most {} files and {} MiB, and this one holds more; \
+                 name the module's own directory, the one with its dkms.conf",
+                SourceBudget::MODULE.files,
+                SourceBudget::MODULE.bytes / (1024 * 1024)
+            );
+        }
+        self.files -= 1;
+        self.bytes -= len;
+        Ok(())
+    }
+}
+
 /// Copies a local module source into the context, file by file, so the context stays self-contained.
-fn copy_tree(src: &Utf8Path, dest: &Utf8Path, out: &mut Vec<ContextFile>) -> Result<()> {
+fn copy_tree(
+    src: &Utf8Path,
+    dest: &Utf8Path,
+    out: &mut Vec<ContextFile>,
+    budget: &mut SourceBudget,
+) -> Result<()> {
     let mut entries: Vec<_> = src
         .read_dir_utf8()
         .with_context(|| format!("reading {src}"))?
@@ -160,10 +197,11 @@ fn copy_tree(src: &Utf8Path, dest: &Utf8Path, out: &mut Vec<ContextFile>) -> Res
         }
         let kind = entry.file_type()?;
         if kind.is_dir() {
-            copy_tree(entry.path(), &dest.join(name), out)?;
+            copy_tree(entry.path(), &dest.join(name), out, budget)?;
         } else if kind.is_file() {
             use std::os::unix::fs::PermissionsExt;
             let meta = entry.metadata()?;
+            budget.spend(entry.path(), meta.len())?;
             let mode = if meta.permissions().mode() & 0o111 != 0 {
                 0o755
             } else {
@@ -549,6 +587,54 @@ mod tests {
             .unwrap()
             .with_overrides(&overrides);
         Plan::resolve(&config, &crate::plan::Target::Image).unwrap()
+    }
+
+    #[test]
+    fn a_source_larger_than_any_module_is_bad_input_before_it_is_read() {
+        // vendor-reset.path naming a home directory or a disk image instead of the module's checkout. The
+        // file is sparse: the budget refuses it by its size, so the test reads none of it.
+        let (_dir, tree) = module_tree();
+        let big = std::fs::File::create(tree.join("disk.img")).unwrap();
+        big.set_len(SourceBudget::MODULE.bytes + 1).unwrap();
+        let config = Config::from_toml(&format!("[vendor-reset]\npath = \"{tree}\"\n"), "t.toml")
+            .unwrap()
+            .with_overrides(&Overrides {
+                vfio_ids: Some(vec!["1002:67df".parse().unwrap()]),
+                ..Default::default()
+            });
+        let plan = Plan::resolve(&config, &crate::plan::Target::Image).unwrap();
+        let err = render(&plan).unwrap_err();
+        let input = err.downcast_ref::<InputError>().expect("an input error");
+        assert_eq!(input.field, "vendor-reset.path");
+        assert!(err.to_string().contains("disk.img"), "{err}");
+        assert!(
+            err.to_string().contains("the one with its dkms.conf"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_source_with_more_files_than_its_budget_is_refused() {
+        let (_dir, tree) = module_tree();
+        let mut out = Vec::new();
+        let mut fits = SourceBudget {
+            files: 2,
+            bytes: SourceBudget::MODULE.bytes,
+        };
+        // dkms.conf and src/module.c; .git is never copied.
+        copy_tree(&tree, Utf8Path::new("sources/m"), &mut out, &mut fits).unwrap();
+        assert_eq!(out.len(), 2);
+        let mut short = SourceBudget {
+            files: 1,
+            bytes: SourceBudget::MODULE.bytes,
+        };
+        let err = copy_tree(
+            &tree,
+            Utf8Path::new("sources/m"),
+            &mut Vec::new(),
+            &mut short,
+        );
+        assert!(err.unwrap_err().to_string().contains("holds at most"));
     }
 
     fn utf8_tempdir() -> (tempfile::TempDir, Utf8PathBuf) {
