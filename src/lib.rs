@@ -30,4 +30,4 @@ pub mod plan;
 pub mod root;
 pub(crate) mod text_rules;
 pub(crate) mod vendor_reset;
-pub mod verbosity;
+pub(crate) mod verbosity;

@@ -316,11 +316,11 @@ impl Default for AcsOverrideConfig {
 }
 
 /// The `--config` value that reads the config from standard input.
-pub const STDIN: &str = "-";
+pub(crate) const STDIN: &str = "-";
 
 /// How messages name a config read from standard input. It has no directory, so relative paths in it stay
 /// relative to the current directory (see [`Config::from_toml`]).
-pub const STDIN_ORIGIN: &str = "standard input";
+pub(crate) const STDIN_ORIGIN: &str = "standard input";
 
 /// Where the config came from, for messages.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -344,9 +344,9 @@ impl std::fmt::Display for ConfigSource {
 /// A config the user named, and the option or variable that named it (`--config`, `PASSTHRU_CONFIG`), for
 /// messages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ConfigFile<'a> {
-    pub path: &'a Utf8Path,
-    pub field: &'a str,
+pub(crate) struct ConfigFile<'a> {
+    pub(crate) path: &'a Utf8Path,
+    pub(crate) field: &'a str,
 }
 
 impl ConfigFile<'_> {
