@@ -1201,13 +1201,16 @@ fn revert_cases() -> Vec<Case> {
     ]
 }
 
+/// `COMMAND --root` on the Intel + NVIDIA fixture, with `extra` after it.
+fn on_intel_nvidia(sb: &Sandbox, command: &str, extra: &[&str]) -> Out {
+    let root = fixture("intel-nvidia");
+    let mut args = vec![command, "--root", &root];
+    args.extend(extra);
+    sb.run(&args)
+}
+
 fn groups_cases() -> Vec<Case> {
-    let groups = |sb: &Sandbox, extra: &[&str]| {
-        let root = fixture("intel-nvidia");
-        let mut args = vec!["groups", "--root", &root];
-        args.extend(extra);
-        sb.run(&args)
-    };
+    let groups = |sb: &Sandbox, extra: &[&str]| on_intel_nvidia(sb, "groups", extra);
     let group_lines = |out: &Out| {
         out.stdout
             .lines()
@@ -1266,12 +1269,7 @@ fn groups_cases() -> Vec<Case> {
 }
 
 fn detect_cases() -> Vec<Case> {
-    let detect = |sb: &Sandbox, extra: &[&str]| {
-        let root = fixture("intel-nvidia");
-        let mut args = vec!["detect", "--root", &root];
-        args.extend(extra);
-        sb.run(&args)
-    };
+    let detect = |sb: &Sandbox, extra: &[&str]| on_intel_nvidia(sb, "detect", extra);
     vec![
         run("detect", "--write", move |sb| {
             detect(sb, &["--write", "p.toml"])
@@ -1360,12 +1358,7 @@ fn detect_cases() -> Vec<Case> {
 }
 
 fn doctor_cases() -> Vec<Case> {
-    let doctor = |sb: &Sandbox, extra: &[&str]| {
-        let root = fixture("intel-nvidia");
-        let mut args = vec!["doctor", "--root", &root];
-        args.extend(extra);
-        sb.run(&args)
-    };
+    let doctor = |sb: &Sandbox, extra: &[&str]| on_intel_nvidia(sb, "doctor", extra);
     let check_names = |out: &Out| -> Result<Vec<String>, String> {
         Ok(out.json()?["checks"]
             .as_array()
