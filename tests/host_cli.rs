@@ -627,14 +627,26 @@ fn doctor_detected(host: &str) -> (Option<i32>, Value) {
     doctor(host, &config, dir.path())
 }
 
+/// `doctor` (its human output) on the fixture `host` with the config `detect` writes for it.
+fn doctor_text_detected(host: &str) -> std::process::Output {
+    let dir = tempfile::tempdir().unwrap();
+    let (config, _, _) = detect(host, dir.path());
+    run_doctor(host, &config, dir.path(), &[])
+}
+
 fn doctor(host: &str, config: &Path, dir: &Path) -> (Option<i32>, Value) {
-    let output = cli(host, dir)
+    let output = run_doctor(host, config, dir, &["--json"]);
+    (output.status.code(), json_of(&output))
+}
+
+fn run_doctor(host: &str, config: &Path, dir: &Path, extra: &[&str]) -> std::process::Output {
+    cli(host, dir)
         .arg("--config")
         .arg(config)
-        .args(["doctor", "--json"])
+        .arg("doctor")
+        .args(extra)
         .output()
-        .unwrap();
-    (output.status.code(), json_of(&output))
+        .unwrap()
 }
 
 fn status_of<'a>(report: &'a Value, name: &str) -> &'a str {
@@ -780,14 +792,7 @@ fn doctor_flags_a_group_shared_with_a_host_device() {
 
 #[test]
 fn doctor_human_output_ends_in_exit_1_naming_the_failures() {
-    let dir = tempfile::tempdir().unwrap();
-    let (config, _, _) = detect("intel-nvidia", dir.path());
-    let output = cli("intel-nvidia", dir.path())
-        .arg("--config")
-        .arg(&config)
-        .arg("doctor")
-        .output()
-        .unwrap();
+    let output = doctor_text_detected("intel-nvidia");
     assert_eq!(output.status.code(), Some(1));
     let text = String::from_utf8(output.stdout).unwrap();
     assert!(
@@ -1006,12 +1011,7 @@ fn outcome<'a>(report: &'a Value, name: &str) -> &'a Value {
 fn doctor_on_amd_two_gpus_prints_each_fix_once() {
     let dir = tempfile::tempdir().unwrap();
     let (config, _, _) = detect("amd-two-gpus", dir.path());
-    let output = cli("amd-two-gpus", dir.path())
-        .arg("--config")
-        .arg(&config)
-        .arg("doctor")
-        .output()
-        .unwrap();
+    let output = run_doctor("amd-two-gpus", &config, dir.path(), &[]);
     assert_eq!(output.status.code(), Some(1));
     let text = String::from_utf8(output.stdout).unwrap();
     let apply =
