@@ -8,6 +8,8 @@
 //! persona, `auditor`. Each linter is also shown a broken copy of the workflow, so a linter that checks nothing
 //! cannot pass this test.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -46,17 +48,13 @@ fn two_hosts() -> tempfile::TempDir {
 }
 
 fn generate(repo: &Path, extra: &[&str]) -> String {
-    let out = bin(repo)
-        .args(["ci", "github", "--tool-image", TOOL_IMAGE])
-        .args(extra)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
+    common::stdout_of(
+        bin(repo)
+            .args(["ci", "github", "--tool-image", TOOL_IMAGE])
+            .args(extra)
+            .output()
+            .unwrap(),
+    )
 }
 
 /// A linter from the venv tests/setup-debian.sh makes; missing is a failure, never a skip.

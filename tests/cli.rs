@@ -3,6 +3,8 @@
 //! case that shows its effect or its refusal; one verbosity model; `-` for the standard streams; messages that
 //! name the host under `--root`; the commit in `--version`; `PASSTHRU_CONFIG`.
 
+mod common;
+
 use std::collections::BTreeSet;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -212,17 +214,7 @@ fn bash_completes(script: &str, words: &[&str]) -> Vec<String> {
         array.join(" "),
         words.len() - 1
     );
-    let out = Process::new("bash")
-        .args(["-c", &program])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout)
-        .unwrap()
+    common::run(Process::new("bash").args(["-c", &program]))
         .lines()
         .filter(|l| !l.is_empty())
         .map(str::to_owned)
@@ -283,22 +275,9 @@ fn zsh_and_fish_read_their_scripts() {
             .unwrap()
             .starts_with("#compdef passthru-image")
     );
-    let out = Process::new("zsh").args(["-n", &zsh]).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::run(Process::new("zsh").args(["-n", &zsh]));
     let fish = completion_script(&sb, "fish");
-    let out = Process::new("fish")
-        .args(["--no-execute", &fish])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::run(Process::new("fish").args(["--no-execute", &fish]));
     // Each completion fish registers is for the binary by its name.
     let text = std::fs::read_to_string(&fish).unwrap();
     let registered: Vec<&str> = text
